@@ -1,0 +1,3 @@
+from streamchar.cli.main import main
+
+main()

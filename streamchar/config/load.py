@@ -1,0 +1,68 @@
+"""Resolve a preset plus YAML overrides into a validated `Config`."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from streamchar.config.presets import PRESETS
+from streamchar.config.schema import Config
+from streamchar.errors import StreamcharError
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem, each naming the field path, e.g. `stream.chunk_latent_frames: ...`."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def load_config(preset: str = "tiny", overrides: str | Path | dict[str, Any] | None = None) -> Config:
+    """Build the config for `preset`, with a YAML file (or dict) layered on top.
+
+    A YAML file may name its own `preset:`; it must agree with `preset` when both are given.
+    """
+    over: dict[str, Any] = {}
+    if isinstance(overrides, dict):
+        over = overrides
+    elif overrides is not None:
+        path = Path(overrides)
+        if not path.is_file():
+            raise StreamcharError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise StreamcharError(f"config file {path} is not valid YAML: {e}".replace("\n", " ")) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise StreamcharError(f"config file {path} must hold a mapping of fields, not {type(loaded).__name__}")
+        over = loaded
+    named = over.get("preset", preset)
+    if named not in PRESETS:
+        raise StreamcharError(f"unknown preset {named!r}; accepted: {', '.join(sorted(PRESETS))}")
+    data = _merge(PRESETS[named], over)
+    data["preset"] = named
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise StreamcharError(f"invalid config: {format_validation_error(e)}") from None

@@ -1,0 +1,55 @@
+"""Named presets: `paper` has the dimensions of Wan2.2-TI2V-5B and Qwen2.5-3B (design.md §4),
+`tiny` the same architecture small enough to train and stream on two CPU cores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "video": {"height": 512, "width": 512, "latent_channels": 48},
+        "audio": {"sample_rate": 49152, "hop_length": 2048, "latent_channels": 64},
+        "dit": {
+            "num_layers": 30,
+            "num_heads": 24,
+            "head_dim": 128,
+            "ffn_dim": 14336,
+            "patch_size": (1, 2, 2),
+            "text_dim": 4096,
+            "audio_encoder_layers": 2,
+            "audio_decoder_layers": 2,
+        },
+        "orchestrator": {
+            "num_layers": 36,
+            "hidden_size": 2048,
+            "num_heads": 16,
+            "num_kv_heads": 2,
+            "ffn_dim": 11008,
+            "vocab_size": 151936,
+            "tokenizer": "qwen2",
+        },
+    },
+    "tiny": {
+        "video": {"height": 128, "width": 128, "latent_channels": 16},
+        "audio": {"sample_rate": 24000, "hop_length": 1000, "latent_channels": 16},
+        "dit": {
+            "num_layers": 4,
+            "num_heads": 4,
+            "head_dim": 32,
+            "ffn_dim": 512,
+            "patch_size": (1, 2, 2),
+            "text_dim": 128,
+            "audio_encoder_layers": 1,
+            "audio_decoder_layers": 1,
+        },
+        "orchestrator": {
+            "num_layers": 4,
+            "hidden_size": 128,
+            "num_heads": 4,
+            "num_kv_heads": 2,
+            "ffn_dim": 384,
+            "vocab_size": 96,
+            "tokenizer": "characters",
+        },
+    },
+}

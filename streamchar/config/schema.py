@@ -1,0 +1,201 @@
+"""Typed configuration shared by every part of streamchar.
+
+The stream geometry (design.md §1) is the contract between the codecs, the
+model, the trainer and the streaming engine, so it is validated here once:
+a config that would make those parts disagree never gets built.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# The paper's chunk (§4.1, §5.1): 9 latent frames = 33 RGB frames = 1.375 s = 33 audio latents.
+CHUNK_LATENT_FRAMES = 9
+CHUNK_AUDIO_LATENTS = 33
+FPS = 24
+AUDIO_LATENT_RATE = 24
+
+
+class Strict(BaseModel):
+    """Base for every config block: unknown fields are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class StreamGeometry(Strict):
+    fps: int = Field(FPS, description="video frame rate (frames per second)")
+    vae_temporal_stride: int = Field(4, description="video VAE time stride; the first latent is one frame (causal)")
+    vae_spatial_stride: int = Field(16, description="video VAE space stride")
+    chunk_latent_frames: int = Field(CHUNK_LATENT_FRAMES, description="video latents per chunk")
+    audio_latent_rate: int = Field(AUDIO_LATENT_RATE, description="audio latents per second")
+    chunk_audio_latents: int = Field(CHUNK_AUDIO_LATENTS, description="audio latents per chunk")
+    history_seconds: float = Field(15.0, gt=0, description="orchestrator history window (s)")
+    teacher_steps: int = Field(50, ge=1)
+    student_steps: int = Field(4, ge=1)
+
+    @field_validator("fps")
+    @classmethod
+    def _fps(cls, v: int) -> int:
+        if v != FPS:
+            raise ValueError(f"must be {FPS} (the paper's frame rate); got {v}")
+        return v
+
+    @field_validator("chunk_latent_frames")
+    @classmethod
+    def _chunk_latents(cls, v: int) -> int:
+        if v != CHUNK_LATENT_FRAMES:
+            raise ValueError(f"a chunk is {CHUNK_LATENT_FRAMES} latent video frames; got {v}")
+        return v
+
+    @field_validator("audio_latent_rate")
+    @classmethod
+    def _audio_rate(cls, v: int) -> int:
+        if v != AUDIO_LATENT_RATE:
+            raise ValueError(f"audio latents run at {AUDIO_LATENT_RATE} Hz; got {v}")
+        return v
+
+    @field_validator("chunk_audio_latents")
+    @classmethod
+    def _chunk_audio(cls, v: int) -> int:
+        if v != CHUNK_AUDIO_LATENTS:
+            raise ValueError(f"a chunk is {CHUNK_AUDIO_LATENTS} audio latents at 24 Hz; got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "StreamGeometry":
+        if self.vae_temporal_stride != 4:
+            raise ValueError(
+                f"vae_temporal_stride: must be 4 so that {CHUNK_LATENT_FRAMES} latents decode to 33 frames; "
+                f"got {self.vae_temporal_stride}"
+            )
+        if self.student_steps > self.teacher_steps:
+            raise ValueError("student_steps: must not exceed teacher_steps")
+        # audio and video chunks must cover the same time span
+        if self.chunk_frames * self.audio_latent_rate != self.chunk_audio_latents * self.fps:
+            raise ValueError(
+                f"chunk_audio_latents: {self.chunk_audio_latents} audio latents do not cover the "
+                f"{self.chunk_frames} video frames of a chunk"
+            )
+        return self
+
+    @property
+    def chunk_frames(self) -> int:
+        """RGB frames per chunk: the first latent is one frame, each later one `stride` frames."""
+        return 1 + self.vae_temporal_stride * (self.chunk_latent_frames - 1)
+
+    @property
+    def chunk_seconds(self) -> float:
+        return self.chunk_frames / self.fps
+
+
+class VideoConfig(Strict):
+    height: int = Field(gt=0, description="frame height in pixels (multiple of the VAE spatial stride)")
+    width: int = Field(gt=0, description="frame width in pixels (multiple of the VAE spatial stride)")
+    latent_channels: int = Field(gt=0, description="video VAE latent channels (z)")
+
+
+class AudioConfig(Strict):
+    sample_rate: int = Field(gt=0, description="waveform sample rate (Hz)")
+    hop_length: int = Field(gt=0, description="audio VAE hop (samples per latent)")
+    latent_channels: int = Field(gt=0, description="audio VAE latent channels")
+
+
+class DiTConfig(Strict):
+    num_layers: int = Field(gt=0)
+    num_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    ffn_dim: int = Field(gt=0)
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    text_dim: int = Field(gt=0, description="prompt encoder width (umT5-XXL: 4096)")
+    audio_encoder_layers: int = Field(gt=0)
+    audio_decoder_layers: int = Field(gt=0)
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+
+class OrchestratorConfig(Strict):
+    num_layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    num_heads: int = Field(gt=0)
+    num_kv_heads: int = Field(gt=0)
+    ffn_dim: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    tokenizer: Literal["qwen2", "characters"] = Field(description="qwen2: loaded from the Qwen2.5 directory; characters: the project's own")
+
+    @model_validator(mode="after")
+    def _heads(self) -> "OrchestratorConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size: {self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_kv_heads: {self.num_kv_heads} must divide num_heads={self.num_heads}")
+        return self
+
+
+class SynthTalkConfig(Strict):
+    """How SynthTalk clips are made (design.md §5)."""
+
+    min_sentences: int = Field(1, ge=1, le=4)
+    max_sentences: int = Field(4, ge=1, le=4)
+    max_seconds: float = Field(20.0, gt=0, le=20.0, description="longest clip (s); the paper trains on clips up to 20 s")
+    clips_per_shard: int = Field(64, ge=1)
+    train_characters: int = Field(48, ge=1, description="characters that appear in training")
+    unseen_characters: int = Field(8, ge=1, description="characters that never appear in training")
+    val_fraction: float = Field(0.05, ge=0, lt=1)
+    test_fraction: float = Field(0.05, ge=0, lt=1)
+    unseen_fraction: float = Field(0.10, ge=0, lt=1, description="share of clips in the test-unseen split")
+    reference_voice_seconds: float = Field(3.0, gt=0, description="shortest reference voice clip (s)")
+    crf: int = Field(16, ge=0, le=51, description="H.264 quality of the MP4 (lower is better)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SynthTalkConfig":
+        if self.min_sentences > self.max_sentences:
+            raise ValueError("min_sentences: must not exceed max_sentences")
+        if self.val_fraction + self.test_fraction + self.unseen_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction + unseen_fraction must be below 1")
+        return self
+
+
+class Config(Strict):
+    preset: str = Field(description="the named preset this config started from")
+    stream: StreamGeometry = Field(default_factory=StreamGeometry)
+    video: VideoConfig
+    audio: AudioConfig
+    dit: DiTConfig
+    orchestrator: OrchestratorConfig
+    synthtalk: SynthTalkConfig = Field(default_factory=SynthTalkConfig)
+
+    @model_validator(mode="after")
+    def _geometry(self) -> "Config":
+        s = self.stream.vae_spatial_stride
+        for name in ("height", "width"):
+            v = getattr(self.video, name)
+            if v % s:
+                raise ValueError(f"video.{name}: {v} is not a multiple of the VAE spatial stride {s}")
+        latent_h = self.video.height // s
+        latent_w = self.video.width // s
+        ph, pw = self.dit.patch_size[1], self.dit.patch_size[2]
+        if latent_h % ph or latent_w % pw:
+            raise ValueError(
+                f"dit.patch_size: latent grid {latent_h}x{latent_w} is not divisible by the patch {ph}x{pw}"
+            )
+        sr, hop = self.audio.sample_rate, self.audio.hop_length
+        if sr % hop or sr // hop != self.stream.audio_latent_rate:
+            raise ValueError(
+                f"audio.hop_length: sample_rate {sr} / hop {hop} must be exactly "
+                f"{self.stream.audio_latent_rate} latents per second"
+            )
+        if sr % self.stream.fps:
+            raise ValueError(f"audio.sample_rate: {sr} must be a whole number of samples per video frame")
+        return self
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.audio.sample_rate // self.stream.fps
+
+    @property
+    def chunk_samples(self) -> int:
+        return self.stream.chunk_audio_latents * self.audio.hop_length

@@ -1,0 +1,1 @@
+"""Data: SynthTalk (the project's generated talking-character set), real-data folders, loaders."""

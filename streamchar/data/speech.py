@@ -1,0 +1,245 @@
+"""Speech from libespeak-ng with exact word and phoneme sample positions.
+
+espeak-ng reports WORD and PHONEME events carrying the sample index at which each
+starts; those timings stand in for the ASR timestamps the paper uses to supervise
+the progress-aware pointer (design.md §5). libespeak-ng keeps global state, so one
+lock serialises synthesis inside a process; parallelism comes from processes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import re
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamchar.data.audio import resample
+from streamchar.errors import StreamcharError
+
+INSTALL_HINT = "install it with: sudo apt-get install espeak-ng  (Debian/Ubuntu; provides libespeak-ng1)"
+
+# text espeak speaks the way it is written, so that transcript words and spoken words agree
+_ACCEPTED = re.compile(r"[A-Za-z .,;:!?'\"()\-]")
+_TOKEN = re.compile(r"[A-Za-z]+(?:['\-][A-Za-z]+)*")
+
+_EV_LIST_TERMINATED, _EV_WORD, _EV_PHONEME = 0, 1, 7
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INIT_PHONEME_EVENTS = 0x0001
+_CHARS_UTF8 = 1
+_PARAM_RATE, _PARAM_PITCH, _PARAM_RANGE = 1, 3, 4
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
+    ]
+
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+
+
+@dataclass(frozen=True)
+class Voice:
+    """An espeak-ng voice: `name` such as "en-us+f5", pitch 0-100, rate in words per minute."""
+
+    name: str
+    pitch: int = 50
+    rate: int = 175
+    pitch_range: int = 50
+
+    def describe(self) -> str:
+        return f"{self.name} pitch {self.pitch} rate {self.rate}"
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A word or phoneme with its start and end in seconds."""
+
+    label: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Speech:
+    audio: np.ndarray  # float32 mono in [-1, 1]
+    sample_rate: int
+    words: list[Timed]
+    phonemes: list[Timed]
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+
+class _Espeak:
+    """The process-wide libespeak-ng instance."""
+
+    def __init__(self) -> None:
+        path = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+        try:
+            self.lib = ctypes.CDLL(path)
+        except OSError:
+            raise StreamcharError(f"espeak-ng library not found; {INSTALL_HINT}") from None
+        rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INIT_PHONEME_EVENTS)
+        if rate <= 0:
+            raise StreamcharError(f"espeak-ng failed to initialise (its data files may be missing); {INSTALL_HINT}")
+        self.native_rate = rate
+        self._chunks: list[np.ndarray] = []
+        self._events: list[tuple[int, int, int, bytes]] = []
+        self._cb = _CALLBACK(self._on_audio)  # kept alive: espeak holds the pointer
+        self.lib.espeak_SetSynthCallback(self._cb)
+        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.lock = threading.Lock()
+
+    def _on_audio(self, wav, n, events) -> int:  # noqa: ANN001 - ctypes callback
+        if n > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        i = 0
+        while events[i].type != _EV_LIST_TERMINATED:
+            e = events[i]
+            if e.type in (_EV_WORD, _EV_PHONEME):
+                label = e.id.string if e.type == _EV_PHONEME else b""
+                self._events.append((e.type, e.text_position, e.sample, label))
+            i += 1
+        return 0
+
+    def synthesize(self, text: str, voice: Voice) -> tuple[np.ndarray, list[tuple[int, int, int, bytes]]]:
+        with self.lock:
+            if self.lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
+                raise StreamcharError(f"espeak-ng has no voice {voice.name!r}; list them with: espeak-ng --voices=en")
+            for param, value in ((_PARAM_RATE, voice.rate), (_PARAM_PITCH, voice.pitch), (_PARAM_RANGE, voice.pitch_range)):
+                self.lib.espeak_SetParameter(param, int(value), 0)
+            self._chunks, self._events = [], []
+            data = text.encode("utf-8")
+            err = self.lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _CHARS_UTF8, None, None)
+            self.lib.espeak_Synchronize()
+            if err != 0:
+                raise StreamcharError(f"espeak-ng could not synthesise the text (error {err})")
+            audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+            return audio, list(self._events)
+
+
+_ENGINE: _Espeak | None = None
+
+
+def _engine() -> _Espeak:
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = _Espeak()
+    return _ENGINE
+
+
+def check_text(text: str) -> str:
+    """Reject text that is empty or that espeak would not speak as written; return it stripped."""
+    stripped = " ".join(text.split())
+    if not stripped:
+        raise StreamcharError("transcript is empty or only whitespace; give at least one word")
+    bad = sorted({c for c in stripped if not _ACCEPTED.fullmatch(c)})
+    if bad:
+        shown = " ".join(repr(c) for c in bad[:10])
+        raise StreamcharError(
+            f"transcript has characters espeak-ng cannot speak as written: {shown}; "
+            "accepted: English letters, spaces and . , ; : ! ? ' \" ( ) - (spell numbers out)"
+        )
+    if not _TOKEN.search(stripped):
+        raise StreamcharError("transcript has no words; give at least one word of English letters")
+    return stripped
+
+
+def transcript_words(text: str) -> list[tuple[str, int, int]]:
+    """The transcript's words with their character spans [start, end)."""
+    return [(m.group(0), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+
+
+def synthesize(text: str, voice: Voice, sample_rate: int) -> Speech:
+    """Speak `text` with `voice`; audio resampled to `sample_rate`, peak-normalised to 0.9."""
+    text = check_text(text)
+    engine = _engine()
+    pcm, events = engine.synthesize(text, voice)
+    native = engine.native_rate
+    n_native = len(pcm)
+    if n_native == 0:
+        raise StreamcharError(f"espeak-ng produced no audio for {text!r}")
+
+    tokens = transcript_words(text)
+    starts = [s for _, s, _ in tokens]
+    # phonemes: each lasts until the next phoneme event (or the end of the audio)
+    ph_events = [(s, lab.split(b"\0", 1)[0].decode("ascii", "replace")) for t, _, s, lab in events if t == _EV_PHONEME]
+    phonemes = []
+    for k, (sample, label) in enumerate(ph_events):
+        end = ph_events[k + 1][0] if k + 1 < len(ph_events) else n_native
+        if end > sample:
+            phonemes.append(Timed(label, sample / native, end / native))
+
+    # words: espeak's text_position is 1-based in characters; map each event to the token holding it
+    first: dict[int, int] = {}
+    for t, pos, sample, _ in events:
+        if t != _EV_WORD:
+            continue
+        idx = int(np.searchsorted(starts, pos - 1, side="right")) - 1
+        if idx >= 0 and idx not in first:
+            first[idx] = sample
+    if 0 not in first:
+        raise StreamcharError(f"espeak-ng gave no word timings for {text!r}")
+    word_starts = _split_joined_words(tokens, first, phonemes, native)
+    spoken = [(round(p.start * native), round(p.end * native)) for p in phonemes if not p.label.startswith("_")]
+    words = []
+    for i, (word, _, _) in enumerate(tokens):
+        start = word_starts[i]
+        limit = word_starts[i + 1] if i + 1 < len(tokens) else n_native
+        # the word ends where its last spoken phoneme ends (pauses "_" are not part of it)
+        end = max([min(pe, limit) for ps, pe in spoken if start <= ps < limit], default=start)
+        words.append(Timed(word, start / native, end / native))
+
+    audio = resample(pcm.astype(np.float32) / 32768.0, native, sample_rate)
+    peak = float(np.abs(audio).max())
+    if peak > 0:
+        audio = audio * (0.9 / peak)
+    return Speech(audio.astype(np.float32), sample_rate, words, phonemes)
+
+
+def _split_joined_words(
+    tokens: list[tuple[str, int, int]], first: dict[int, int], phonemes: list[Timed], native: int
+) -> list[int]:
+    """Start sample of every token.
+
+    espeak speaks some function-word pairs ("in the", "of a") as one word and reports one
+    event for both; the later words of such a group start at the phoneme boundary nearest
+    to their share of the group's letters.
+    """
+    starts = [0] * len(tokens)
+    keys = sorted(first)
+    for g, i in enumerate(keys):
+        j = keys[g + 1] if g + 1 < len(keys) else len(tokens)
+        starts[i] = first[i]
+        if j - i == 1:
+            continue
+        limit = first[j] if j < len(tokens) else None
+        bounds = [
+            round(p.start * native)
+            for p in phonemes
+            if round(p.start * native) >= first[i] and (limit is None or round(p.start * native) < limit)
+            and not p.label.startswith("_")
+        ]
+        letters = [len(tokens[k][0]) for k in range(i, j)]
+        total = sum(letters)
+        for k in range(i + 1, j):
+            share = sum(letters[: k - i]) / total
+            idx = min(max(round(share * len(bounds)), 1), max(len(bounds) - 1, 1))
+            starts[k] = max(bounds[idx] if idx < len(bounds) else first[i], starts[k - 1])
+    return starts

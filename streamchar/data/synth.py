@@ -1,0 +1,238 @@
+"""Making a SynthTalk set: a deterministic plan, parallel workers, resumable atomic output, an index.
+
+Layout of a set folder:
+    synthtalk.json          how the set was made (seed, clip count, config); checked on resume
+    index.json              every finished clip: id, split, character, duration, path
+    shard-00000/clip-000000/{clip.mp4, audio.wav, reference.png, reference_voice.wav, clip.json}
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from streamchar.config import Config
+from streamchar.data.clip import RECORD, ClipPlan, build_clip, write_clip
+from streamchar.data.harvard import split_sentences
+from streamchar.errors import StreamcharError
+
+FORMAT = "synthtalk"
+FORMAT_VERSION = 1
+MANIFEST = "synthtalk.json"
+INDEX = "index.json"
+SPLITS = ("train", "val", "test", "test-unseen")
+# espeak speaks a Harvard sentence at about 13 characters per second at 175 wpm; planning only
+_CHARS_PER_SECOND = 13.0
+
+
+def character_seeds(seed: int, cfg: Config) -> tuple[list[int], list[int]]:
+    """Seeds of the training characters and of the characters never seen in training."""
+    s = cfg.synthtalk
+    rng = np.random.default_rng([seed, 0xC4A2])
+    pool = rng.choice(2**31 - 1, size=s.train_characters + s.unseen_characters, replace=False)
+    pool = [int(x) for x in pool]
+    return pool[: s.train_characters], pool[s.train_characters :]
+
+
+def _estimate_seconds(sentences: list[str]) -> float:
+    return sum(len(x) for x in sentences) / _CHARS_PER_SECOND + 0.4 * len(sentences)
+
+
+def plan_set(clips: int, seed: int, cfg: Config, target_seconds: float | None = None) -> list[ClipPlan]:
+    """The whole set, decided up front from `seed` alone, so that workers and resumes agree."""
+    if clips <= 0:
+        raise StreamcharError(f"--clips must be a positive number of clips, got {clips}")
+    s = cfg.synthtalk
+    rng = np.random.default_rng([seed, 0x9A17])
+    counts = {
+        "test-unseen": int(clips * s.unseen_fraction + 0.5),
+        "val": int(clips * s.val_fraction + 0.5),
+        "test": int(clips * s.test_fraction + 0.5),
+    }
+    counts["train"] = clips - sum(counts.values())
+    splits = np.array([name for name in SPLITS for _ in range(counts[name])])
+    splits = splits[rng.permutation(clips)]
+    train_chars, unseen_chars = character_seeds(seed, cfg)
+    pools = {name: split_sentences(name) for name in SPLITS}
+    order = {name: list(rng.permutation(len(pools[name]))) for name in SPLITS}
+    cursor = dict.fromkeys(SPLITS, 0)
+    char_order = {"seen": list(rng.permutation(len(train_chars))), "unseen": list(rng.permutation(len(unseen_chars)))}
+    used = {"seen": 0, "unseen": 0}
+
+    def take(split: str) -> str:
+        pool, idx = pools[split], order[split]
+        sentence = pool[idx[cursor[split] % len(idx)]]
+        cursor[split] += 1
+        return sentence
+
+    plans = []
+    budget = s.max_seconds - 0.8  # lead-in and tail silence
+    for i in range(clips):
+        split = str(splits[i])
+        kind = "unseen" if split == "test-unseen" else "seen"
+        chars = unseen_chars if kind == "unseen" else train_chars
+        character = chars[char_order[kind][used[kind] % len(chars)]]
+        used[kind] += 1
+        want = int(rng.integers(s.min_sentences, s.max_sentences + 1)) if target_seconds is None else s.max_sentences
+        sentences = [take(split)]
+        while len(sentences) < want:
+            nxt = take(split)
+            enough = target_seconds is not None and _estimate_seconds(sentences) >= target_seconds
+            if enough or _estimate_seconds([*sentences, nxt]) > budget:
+                break
+            sentences.append(nxt)
+        reference = []
+        while _estimate_seconds(reference) < s.reference_voice_seconds:
+            cand = take(split)
+            if cand not in sentences and cand not in reference:
+                reference.append(cand)
+        plans.append(
+            ClipPlan(
+                clip_id=f"clip-{i:06d}",
+                index=i,
+                split=split,
+                character_seed=character,
+                sentences=sentences,
+                reference_sentences=reference,
+                seed=int(rng.integers(2**31 - 1)),
+                shard=f"shard-{i // s.clips_per_shard:05d}",
+            )
+        )
+    return plans
+
+
+def _manifest(clips: int, seed: int, cfg: Config, target_seconds: float | None) -> dict:
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "seed": seed,
+        "clips": clips,
+        "target_seconds": target_seconds,
+        "preset": cfg.preset,
+        "video": cfg.video.model_dump(),
+        "audio": cfg.audio.model_dump(),
+        "stream": cfg.stream.model_dump(),
+        "synthtalk": cfg.synthtalk.model_dump(),
+    }
+
+
+def _prepare_output(out: Path, manifest: dict) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise StreamcharError(f"cannot write to output folder {out}: {e.strerror or e}") from None
+    path = out / MANIFEST
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise StreamcharError(f"{path} is damaged; remove the folder or choose another --out") from None
+        if old != manifest:
+            diff = sorted(k for k in manifest if old.get(k) != manifest[k])
+            raise StreamcharError(
+                f"{out} holds a SynthTalk set made with other settings ({', '.join(diff)} differ); "
+                "rerun with the same settings to resume, or choose another --out"
+            )
+    else:
+        _atomic_json(path, manifest)
+    for stale in out.glob("shard-*/.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _atomic_json(path: Path, data: dict | list) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def clip_dir(out: Path, plan: ClipPlan) -> Path:
+    return out / plan.shard / plan.clip_id
+
+
+def _work(args: tuple[ClipPlan, Config, str]) -> tuple[str, float]:
+    plan, cfg, out = args
+    clip = build_clip(plan, cfg)
+    final = clip_dir(Path(out), plan)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    write_clip(clip, final, cfg)
+    return plan.clip_id, float(clip["record"]["duration"])
+
+
+def write_index(out: Path) -> list[dict]:
+    """Index of every finished clip in the set (rebuilt from the clip records)."""
+    entries = []
+    for rec_path in sorted(out.glob(f"shard-*/clip-*/{RECORD}")):
+        rec = json.loads(rec_path.read_text())
+        entries.append(
+            {
+                "clip_id": rec["clip_id"],
+                "split": rec["split"],
+                "character_id": rec["character_id"],
+                "duration": rec["duration"],
+                "words": len(rec["words"]),
+                "path": str(rec_path.parent.relative_to(out)),
+            }
+        )
+    _atomic_json(out / INDEX, {"format": FORMAT, "version": FORMAT_VERSION, "clips": entries})
+    return entries
+
+
+def synthesize_set(
+    out: str | Path,
+    clips: int,
+    seed: int,
+    cfg: Config,
+    workers: int | None = None,
+    target_seconds: float | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Make (or finish making) a SynthTalk set. Returns a summary with timing."""
+    out = Path(out)
+    plans = plan_set(clips, seed, cfg, target_seconds)
+    _prepare_output(out, _manifest(clips, seed, cfg, target_seconds))
+    todo = [p for p in plans if not (clip_dir(out, p) / RECORD).exists()]
+    done = len(plans) - len(todo)
+    if on_progress:
+        on_progress(done, len(plans))
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    t0 = time.perf_counter()
+    seconds = 0.0
+    try:
+        if workers == 1:
+            for p in todo:
+                seconds += _work((p, cfg, str(out)))[1]
+                done += 1
+                if on_progress:
+                    on_progress(done, len(plans))
+        else:
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(_work, (p, cfg, str(out))) for p in todo]
+                for f in as_completed(futures):
+                    seconds += f.result()[1]
+                    done += 1
+                    if on_progress:
+                        on_progress(done, len(plans))
+    finally:
+        entries = write_index(out)
+    wall = time.perf_counter() - t0
+    return {
+        "out": str(out),
+        "clips": len(entries),
+        "made_now": len(todo),
+        "resumed_from": len(plans) - len(todo),
+        "wall_seconds": wall,
+        "made_seconds_of_video": seconds,
+        "clips_per_second": len(todo) / wall if wall > 0 and todo else 0.0,
+        "workers": workers,
+    }

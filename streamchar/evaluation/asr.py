@@ -1,0 +1,78 @@
+"""Speech recognition with pocketsphinx's bundled en-US acoustic model and a closed-vocabulary LM."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jiwer
+import numpy as np
+
+from streamchar.data.audio import resample
+from streamchar.evaluation.lm import bigram_arpa
+from streamchar.evaluation.text import normalize_words
+
+ASR_RATE = 16000
+
+
+def _model_dir() -> Path:
+    from pocketsphinx import get_model_path
+
+    return Path(get_model_path()) / "en-us"
+
+
+def _dictionary_words(dict_path: Path) -> set[str]:
+    words = set()
+    with open(dict_path, encoding="utf-8") as f:
+        for line in f:
+            w = line.split(" ", 1)[0]
+            words.add(w.split("(", 1)[0])
+    return words
+
+
+class Recognizer:
+    """pocketsphinx decoder whose language model covers exactly the given transcripts' words."""
+
+    def __init__(self, transcripts: Sequence[str]):
+        from pocketsphinx import Decoder
+
+        model = _model_dir()
+        dict_path = model / "cmudict-en-us.dict"
+        known = _dictionary_words(dict_path)
+        wanted = {w for t in transcripts for w in normalize_words(t)}
+        self.out_of_dictionary = sorted(wanted - known)
+        self._tmp = tempfile.TemporaryDirectory(prefix="streamchar-lm-")
+        lm_path = Path(self._tmp.name) / "closed.arpa"
+        lm_path.write_text(bigram_arpa(transcripts, vocabulary=known))
+        self._decoder = Decoder(hmm=str(model / "en-us"), dict=str(dict_path), lm=str(lm_path), loglevel="FATAL")
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int) -> str:
+        pcm = resample(np.asarray(audio, dtype=np.float32), sample_rate, ASR_RATE)
+        pcm16 = (np.clip(pcm, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        d = self._decoder
+        d.start_utt()
+        d.process_raw(pcm16, full_utt=True)
+        d.end_utt()
+        hyp = d.hyp()
+        return hyp.hypstr if hyp is not None else ""
+
+
+@dataclass(frozen=True)
+class WerResult:
+    wer: float
+    substitutions: int
+    deletions: int
+    insertions: int
+    reference_words: int
+
+
+def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> WerResult:
+    """Corpus WER over normalised words (see `normalize_words`)."""
+    refs = [" ".join(normalize_words(r)) for r in references]
+    hyps = [" ".join(normalize_words(h)) for h in hypotheses]
+    keep = [i for i, r in enumerate(refs) if r]
+    out = jiwer.process_words([refs[i] for i in keep], [hyps[i] for i in keep])
+    n = out.hits + out.substitutions + out.deletions
+    return WerResult(out.wer, out.substitutions, out.deletions, out.insertions, n)
