@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import re
+import struct
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +33,8 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INIT_PHONEME_EVENTS = 0x0001
 _CHARS_UTF8 = 1
 _PARAM_RATE, _PARAM_PITCH, _PARAM_RANGE = 1, 3, 4
+_NO_VOICE = -1
+_EVENT_DTYPE = np.dtype([("type", "<i4"), ("pos", "<i4"), ("sample", "<i4"), ("label", "S8")])
 
 
 class _EventId(ctypes.Union):
@@ -99,6 +104,10 @@ class _Espeak:
         if rate <= 0:
             raise StreamcharError(f"espeak-ng failed to initialise (its data files may be missing); {INSTALL_HINT}")
         self.native_rate = rate
+        data_path = ctypes.c_char_p()
+        self.lib.espeak_Info.restype = ctypes.c_char_p
+        self.lib.espeak_Info(ctypes.byref(data_path))
+        self.data_path = Path((data_path.value or b"").decode())
         self._chunks: list[np.ndarray] = []
         self._events: list[tuple[int, int, int, bytes]] = []
         self._cb = _CALLBACK(self._on_audio)  # kept alive: espeak holds the pointer
@@ -118,20 +127,61 @@ class _Espeak:
             i += 1
         return 0
 
+    def check_voice(self, voice: Voice) -> None:
+        """espeak silently falls back to the base voice for an unknown variant; refuse it instead."""
+        _, _, variant = voice.name.partition("+")
+        if variant and not (self.data_path / "voices" / "!v" / variant).is_file():
+            raise StreamcharError(f"espeak-ng has no voice {voice.name!r}; list variants with: espeak-ng --voices=variant")
+
     def synthesize(self, text: str, voice: Voice) -> tuple[np.ndarray, list[tuple[int, int, int, bytes]]]:
+        """Synthesise in a forked child, so every call starts from the same pristine engine
+        state: libespeak-ng carries voice-quality state (pitch flutter) from one utterance
+        to the next, which would make the same text sound different on a second call."""
+        self.check_voice(voice)
         with self.lock:
-            if self.lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
-                raise StreamcharError(f"espeak-ng has no voice {voice.name!r}; list them with: espeak-ng --voices=en")
-            for param, value in ((_PARAM_RATE, voice.rate), (_PARAM_PITCH, voice.pitch), (_PARAM_RANGE, voice.pitch_range)):
-                self.lib.espeak_SetParameter(param, int(value), 0)
-            self._chunks, self._events = [], []
-            data = text.encode("utf-8")
-            err = self.lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _CHARS_UTF8, None, None)
-            self.lib.espeak_Synchronize()
-            if err != 0:
-                raise StreamcharError(f"espeak-ng could not synthesise the text (error {err})")
-            audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-            return audio, list(self._events)
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # child: synthesise, send, exit without running the parent's cleanup
+                status = 1
+                try:
+                    os.close(read_fd)
+                    os.write(write_fd, self._synthesize_here(text, voice))
+                    status = 0
+                finally:
+                    os._exit(status)
+            os.close(write_fd)
+            with os.fdopen(read_fd, "rb") as f:
+                payload = f.read()
+            os.waitpid(pid, 0)
+        return self._decode(payload, voice)
+
+    def _synthesize_here(self, text: str, voice: Voice) -> bytes:
+        if self.lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
+            return struct.pack("<iqq", _NO_VOICE, 0, 0)
+        for param, value in ((_PARAM_RATE, voice.rate), (_PARAM_PITCH, voice.pitch), (_PARAM_RANGE, voice.pitch_range)):
+            self.lib.espeak_SetParameter(param, int(value), 0)
+        self._chunks, self._events = [], []
+        data = text.encode("utf-8")
+        err = self.lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _CHARS_UTF8, None, None)
+        self.lib.espeak_Synchronize()
+        if err != 0:
+            return struct.pack("<iqq", err, 0, 0)
+        pcm = np.concatenate(self._chunks).astype("<i2") if self._chunks else np.zeros(0, "<i2")
+        events = np.array([(t, pos, sample, label) for t, pos, sample, label in self._events], dtype=_EVENT_DTYPE)
+        return struct.pack("<iqq", 0, len(pcm), len(events)) + pcm.tobytes() + events.tobytes()
+
+    def _decode(self, payload: bytes, voice: Voice) -> tuple[np.ndarray, list[tuple[int, int, int, bytes]]]:
+        head = struct.calcsize("<iqq")
+        if len(payload) < head:
+            raise StreamcharError("espeak-ng crashed while synthesising the text")
+        status, n_pcm, n_events = struct.unpack("<iqq", payload[:head])
+        if status == _NO_VOICE:
+            raise StreamcharError(f"espeak-ng has no voice {voice.name!r}; list them with: espeak-ng --voices=en")
+        if status != 0:
+            raise StreamcharError(f"espeak-ng could not synthesise the text (error {status})")
+        pcm = np.frombuffer(payload, "<i2", count=n_pcm, offset=head)
+        events = np.frombuffer(payload, _EVENT_DTYPE, count=n_events, offset=head + 2 * n_pcm)
+        return pcm, [(int(e["type"]), int(e["pos"]), int(e["sample"]), bytes(e["label"])) for e in events]
 
 
 _ENGINE: _Espeak | None = None

@@ -29,8 +29,8 @@ FORMAT_VERSION = 1
 MANIFEST = "synthtalk.json"
 INDEX = "index.json"
 SPLITS = ("train", "val", "test", "test-unseen")
-# espeak speaks a Harvard sentence at about 13 characters per second at 175 wpm; planning only
-_CHARS_PER_SECOND = 13.0
+# espeak speaks Harvard sentences at about 15 characters per second (150-185 wpm); planning only
+_CHARS_PER_SECOND = 15.0
 
 
 def character_seeds(seed: int, cfg: Config) -> tuple[list[int], list[int]]:

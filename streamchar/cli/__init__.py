@@ -1,0 +1,1 @@
+"""The `streamchar` command line (typer)."""

@@ -1,0 +1,168 @@
+"""The `streamchar` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from streamchar.config import load_config
+from streamchar.errors import StreamcharError
+
+app = typer.Typer(help="streamchar: real-time streaming generation of a talking character's speech and video from text.", no_args_is_help=True, add_completion=False)
+config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
+data_app = typer.Typer(help="Make and inspect data sets (SynthTalk).", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (speed and quality targets).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
+
+console = Console()
+err_console = Console(stderr=True)
+
+PresetOpt = typer.Option("tiny", "--preset", help="named preset: tiny or paper")
+ConfigOpt = typer.Option(None, "--config", help="YAML file whose fields override the preset")
+
+
+@contextmanager
+def clip_progress(label: str) -> Iterator:
+    with Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err_console
+    ) as progress:
+        task = progress.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+@config_app.command("show")
+def config_show(preset: str = PresetOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Print the resolved config (preset plus overrides) as YAML."""
+    cfg = load_config(preset, config)
+    data = cfg.model_dump(mode="json")
+    data["derived"] = {
+        "chunk_frames": cfg.stream.chunk_frames,
+        "chunk_seconds": cfg.stream.chunk_seconds,
+        "chunk_samples": cfg.chunk_samples,
+        "samples_per_frame": cfg.samples_per_frame,
+        "latent_grid": [cfg.video.height // cfg.stream.vae_spatial_stride, cfg.video.width // cfg.stream.vae_spatial_stride],
+    }
+    console.print(yaml.safe_dump(data, sort_keys=False), end="", markup=False, highlight=False)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., "--out", help="folder for the set (created; an unfinished set there is resumed)"),
+    clips: int = typer.Option(..., "--clips", help="number of clips (> 0)"),
+    seed: int = typer.Option(0, "--seed", help="the same seed gives the same data"),
+    preset: str = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    workers: Optional[int] = typer.Option(None, "--workers", help="processes (default: all cores)"),
+    seconds: Optional[float] = typer.Option(None, "--seconds", help="aim each clip at about this many seconds (default: 1-4 sentences at random)"),
+) -> None:
+    """Make a SynthTalk set: clips of a procedurally drawn character speaking Harvard sentences."""
+    from streamchar.data.synth import synthesize_set
+
+    cfg = load_config(preset, config)
+    if clips <= 0:
+        raise StreamcharError(f"--clips must be a positive number of clips, got {clips}")
+    if workers is not None and workers <= 0:
+        raise StreamcharError(f"--workers must be at least 1, got {workers}")
+    if seconds is not None and not 0 < seconds <= cfg.synthtalk.max_seconds:
+        raise StreamcharError(f"--seconds must be in (0, {cfg.synthtalk.max_seconds:g}], got {seconds:g}")
+    with clip_progress("synthesising clips") as update:
+        summary = synthesize_set(out, clips, seed, cfg, workers=workers, target_seconds=seconds, on_progress=update)
+    console.print(
+        f"{summary['clips']} clips in {out} ({summary['made_now']} made now, {summary['resumed_from']} already there); "
+        f"{summary['made_seconds_of_video']:.0f} s of video in {summary['wall_seconds']:.1f} s"
+    )
+
+
+def _print_stats(stats: dict) -> None:
+    table = Table(title="SynthTalk set", show_header=False)
+    for key, value in stats.items():
+        table.add_row(key.replace("_", " "), json.dumps(value) if isinstance(value, (dict, list)) else f"{value:.3g}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@data_app.command("inspect")
+def data_inspect(
+    root: Path = typer.Argument(..., help="a SynthTalk set folder"),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="contact sheet PNG (default: ROOT/contact_sheet.png)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the statistics as JSON"),
+) -> None:
+    """Print a set's statistics and write a contact sheet of its characters and mouth shapes."""
+    from streamchar.data.inspect import contact_sheet, load_records, set_statistics
+
+    records = load_records(root)
+    stats = set_statistics(records)
+    _print_stats(stats)
+    path = contact_sheet(records, sheet or root / "contact_sheet.png")
+    console.print(f"contact sheet: {path}")
+    if json_out:
+        json_out.write_text(json.dumps(stats, indent=1))
+
+
+@bench_app.command("synth")
+def bench_synth(
+    clips: int = typer.Option(16, "--clips", help="clips to make"),
+    seconds: float = typer.Option(10.0, "--seconds", help="target clip length (s)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="processes (default: all cores)"),
+    preset: str = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="write the result JSON here"),
+) -> None:
+    """SynthTalk generation speed (clips/s for ~10 s clips), pocketsphinx WER, mouth/loudness correlation."""
+    from streamchar.evaluation.bench_synth import bench_synthtalk
+
+    cfg = load_config(preset, config)
+    if clips <= 0:
+        raise StreamcharError(f"--clips must be a positive number of clips, got {clips}")
+    with clip_progress("benchmark clips") as update:
+        result = bench_synthtalk(cfg, clips=clips, seconds=seconds, workers=workers, on_progress=update)
+    console.print_json(json.dumps(result))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("out/synthtalk-demo"), "--out", help="folder for the demo set"),
+    clips: int = typer.Option(24, "--clips", help="clips to make"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """The main job: make a small SynthTalk set and print its summary (a trained model comes later)."""
+    from streamchar.data.inspect import contact_sheet, load_records, set_statistics
+    from streamchar.data.synth import synthesize_set
+
+    cfg = load_config("tiny")
+    with clip_progress("synthesising clips") as update:
+        synthesize_set(out, clips, seed, cfg, on_progress=update)
+    records = load_records(out)
+    _print_stats(set_statistics(records))
+    sheet = contact_sheet(records, out / "contact_sheet.png")
+    first = Path(records[0]["_dir"]) / records[0]["files"]["video"]
+    console.print(f"first clip: {first}\n  prompt: {records[0]['prompt']}\n  transcript: {records[0]['transcript']}")
+    console.print(f"contact sheet: {sheet}")
+
+
+def main() -> None:
+    try:
+        app()
+    except StreamcharError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]: finished clips are kept; rerun the same command to resume")
+        sys.exit(130)

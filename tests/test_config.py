@@ -1,0 +1,69 @@
+import pytest
+
+from streamchar.config import PRESETS, load_config
+from streamchar.errors import StreamcharError
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_share_the_stream_geometry(name):
+    cfg = load_config(name)
+    assert cfg.stream.chunk_frames == 33
+    assert cfg.stream.chunk_seconds == pytest.approx(1.375)
+    assert cfg.audio.sample_rate // cfg.audio.hop_length == 24
+    assert cfg.chunk_samples == 33 * cfg.audio.hop_length
+
+
+def test_paper_preset_has_wan_and_qwen_dimensions():
+    cfg = load_config("paper")
+    assert (cfg.dit.num_layers, cfg.dit.num_heads, cfg.dit.head_dim, cfg.dit.ffn_dim) == (30, 24, 128, 14336)
+    assert cfg.video.latent_channels == 48 and cfg.dit.text_dim == 4096
+    o = cfg.orchestrator
+    assert (o.num_layers, o.hidden_size, o.num_heads, o.num_kv_heads, o.ffn_dim) == (36, 2048, 16, 2, 11008)
+    assert (cfg.audio.sample_rate, cfg.audio.hop_length) == (49152, 2048)
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ({"stream": {"chunk_latent_frames": 8}}, "stream.chunk_latent_frames"),
+        ({"stream": {"chunk_audio_latents": 32}}, "stream.chunk_audio_latents"),
+        ({"stream": {"audio_latent_rate": 25}}, "stream.audio_latent_rate"),
+        ({"video": {"height": 120}}, "video.height"),
+        ({"video": {"width": 136}}, "video.width"),
+        ({"audio": {"hop_length": 999}}, "audio.hop_length"),
+        ({"dit": {"num_layers": 0}}, "dit.num_layers"),
+        ({"synthtalk": {"colour": 3}}, "synthtalk.colour"),
+    ],
+)
+def test_broken_config_is_rejected_naming_the_field(override, field):
+    with pytest.raises(StreamcharError, match=field.replace(".", r"\.")):
+        load_config("tiny", override)
+
+
+def test_yaml_overrides_a_preset(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("video:\n  height: 160\n  width: 160\nsynthtalk:\n  max_sentences: 2\n")
+    cfg = load_config("tiny", path)
+    assert (cfg.video.height, cfg.video.width, cfg.synthtalk.max_sentences) == (160, 160, 2)
+    assert cfg.video.latent_channels == load_config("tiny").video.latent_channels
+
+
+def test_yaml_may_name_its_preset(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: paper\nvideo:\n  height: 256\n")
+    cfg = load_config("tiny", path)
+    assert cfg.preset == "paper" and cfg.video.height == 256 and cfg.dit.num_layers == 30
+
+
+def test_unknown_preset_and_bad_files():
+    with pytest.raises(StreamcharError, match="unknown preset 'huge'; accepted: paper, tiny"):
+        load_config("huge")
+    with pytest.raises(StreamcharError, match="does not exist"):
+        load_config("tiny", "/nonexistent/c.yaml")
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(StreamcharError, match="mapping"):
+        load_config("tiny", path)
