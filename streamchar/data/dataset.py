@@ -105,7 +105,7 @@ class ClipDataset(Dataset):
             **meta,
             "video": torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2),
             "audio": torch.from_numpy(aligned),
-            "reference_image": torch.from_numpy(np.ascontiguousarray(ref_image)).permute(2, 0, 1),
+            "reference_image": torch.from_numpy(np.array(ref_image)).permute(2, 0, 1),
             "reference_voice": None if ref_voice is None else torch.from_numpy(ref_voice.astype(np.float32)),
             "fps": self.cfg.stream.fps,
             "sample_rate": self.cfg.audio.sample_rate,

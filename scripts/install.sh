@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs streamchar and everything it needs on a fresh Debian/Ubuntu machine, into ./.venv.
+# torch: a GPU machine's existing torch is kept (the venv sees system packages); elsewhere the
+# CPU build 2.13.0 is installed first, so that no dependency pulls a CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
+if ! ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 || ! command -v espeak-ng >/dev/null; then
+  echo "[install] apt: espeak-ng"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -q espeak-ng >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q espeak-ng >/dev/null; }
+fi
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "[install] venv: .venv ($($PY --version))"
+  "$PY" -m venv --system-site-packages .venv
+fi
+. .venv/bin/activate
+if ! python -c "import torch" >/dev/null 2>&1; then
+  echo "[install] pip: torch==2.13.0 (CPU)"
+  pip install -q "torch==2.13.0"
+fi
+echo "[install] pip: streamchar and its pinned dependencies"
+pip install -q -e ".[test]"

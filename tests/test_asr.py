@@ -1,0 +1,38 @@
+import re
+
+from streamchar.data.speech import Voice, synthesize
+from streamchar.evaluation.asr import Recognizer, word_error_rate
+from streamchar.evaluation.lm import bigram_arpa
+from streamchar.evaluation.text import normalize_words
+
+SENTENCES = [
+    "The birch canoe slid on the smooth planks.",
+    "Glue the sheet to the dark blue background.",
+    "It's easy to tell the depth of a well.",
+]
+
+
+def test_normalisation():
+    assert normalize_words("It's  EASY, to tell-tale!") == ["it's", "easy", "to", "tell", "tale"]
+
+
+def test_arpa_counts_match_entries():
+    arpa = bigram_arpa(SENTENCES)
+    n1 = int(re.search(r"ngram 1=(\d+)", arpa).group(1))
+    n2 = int(re.search(r"ngram 2=(\d+)", arpa).group(1))
+    uni = arpa.split("\\1-grams:\n")[1].split("\n\n")[0].splitlines()
+    big = arpa.split("\\2-grams:\n")[1].split("\n\n")[0].splitlines()
+    assert (len(uni), len(big)) == (n1, n2)
+    assert any(line.split()[1:] == ["the", "birch"] for line in big)
+
+
+def test_espeak_speech_is_recognised():
+    rec = Recognizer(SENTENCES)
+    hyps = [rec.transcribe(synthesize(s, Voice("en-us+f5"), 24000).audio, 24000) for s in SENTENCES]
+    assert word_error_rate(SENTENCES, hyps).wer < 0.25, hyps
+
+
+def test_wer_counts():
+    r = word_error_rate(["a b c d"], ["a x c"])
+    assert (r.substitutions, r.deletions, r.insertions, r.reference_words) == (1, 1, 0, 4)
+    assert r.wer == 0.5

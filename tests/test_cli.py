@@ -1,0 +1,48 @@
+import subprocess
+import sys
+
+import yaml
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "streamchar", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_on_every_command():
+    for cmd in ([], ["config", "show"], ["data", "synth"], ["data", "inspect"], ["bench", "synth"], ["demo"]):
+        r = run(*cmd, "--help")
+        assert r.returncode == 0 and "Usage" in r.stdout, cmd
+
+
+def test_config_show_prints_the_resolved_yaml():
+    r = run("config", "show", "--preset", "paper")
+    assert r.returncode == 0
+    data = yaml.safe_load(r.stdout)
+    assert data["dit"]["num_layers"] == 30 and data["derived"]["chunk_frames"] == 33
+
+
+def test_errors_are_one_line(tmp_path):
+    cases = [
+        (["config", "show", "--preset", "huge"], "unknown preset 'huge'; accepted: paper, tiny"),
+        (["data", "synth", "--out", str(tmp_path / "x"), "--clips", "0"], "positive number of clips"),
+        (["data", "inspect", str(tmp_path)], "is not a SynthTalk set"),
+    ]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stream:\n  chunk_latent_frames: 8\n")
+    cases.append((["config", "show", "--config", str(bad)], "stream.chunk_latent_frames"))
+    for args, message in cases:
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and message in lines[0], r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_synth_and_inspect(tmp_path):
+    out = tmp_path / "set"
+    r = run("data", "synth", "--out", str(out), "--clips", "2", "--seed", "1", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    r = run("data", "inspect", str(out), "--json", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr
+    assert (out / "contact_sheet.png").stat().st_size > 1000
+    assert '"clips": 2' in (tmp_path / "s.json").read_text()
