@@ -62,3 +62,15 @@ def test_bad_text_is_refused(text, message):
 def test_unknown_voice():
     with pytest.raises(StreamcharError, match="no voice 'en-us\\+nobody'"):
         synthesize("Hello there.", Voice("en-us+nobody"), 24000)
+
+
+def test_missing_espeak_says_how_to_install(monkeypatch):
+    from streamchar.data import speech
+
+    def no_library(*args, **kwargs):
+        raise OSError("libespeak-ng.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(speech, "_ENGINE", None)
+    monkeypatch.setattr(speech.ctypes, "CDLL", no_library)
+    with pytest.raises(StreamcharError, match="espeak-ng library not found; install it with: sudo apt-get install espeak-ng"):
+        synthesize("Hello there.", VOICE, 24000)

@@ -46,7 +46,7 @@ def load_config(preset: str = "tiny", overrides: str | Path | dict[str, Any] | N
         over = overrides
     elif overrides is not None:
         path = Path(overrides)
-        if not path.is_file():
+        if not path.exists() or path.is_dir():
             raise StreamcharError(f"config file {path} does not exist")
         try:
             loaded = yaml.safe_load(path.read_text())

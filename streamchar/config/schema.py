@@ -9,13 +9,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # The paper's chunk (§4.1, §5.1): 9 latent frames = 33 RGB frames = 1.375 s = 33 audio latents.
 CHUNK_LATENT_FRAMES = 9
 CHUNK_AUDIO_LATENTS = 33
 FPS = 24
 AUDIO_LATENT_RATE = 24
+_FIXED_GEOMETRY = {
+    "fps": (FPS, "the paper's frame rate"),
+    "vae_temporal_stride": (4, "so that 9 latents decode to 33 frames"),
+    "chunk_latent_frames": (CHUNK_LATENT_FRAMES, "a chunk is 9 latent video frames"),
+    "audio_latent_rate": (AUDIO_LATENT_RATE, "audio latents run at 24 Hz"),
+    "chunk_audio_latents": (CHUNK_AUDIO_LATENTS, "a chunk is 33 audio latents at 24 Hz"),
+}
 
 
 class Strict(BaseModel):
@@ -35,41 +42,16 @@ class StreamGeometry(Strict):
     teacher_steps: int = Field(50, ge=1)
     student_steps: int = Field(4, ge=1)
 
-    @field_validator("fps")
+    @field_validator("fps", "vae_temporal_stride", "chunk_latent_frames", "audio_latent_rate", "chunk_audio_latents")
     @classmethod
-    def _fps(cls, v: int) -> int:
-        if v != FPS:
-            raise ValueError(f"must be {FPS} (the paper's frame rate); got {v}")
-        return v
-
-    @field_validator("chunk_latent_frames")
-    @classmethod
-    def _chunk_latents(cls, v: int) -> int:
-        if v != CHUNK_LATENT_FRAMES:
-            raise ValueError(f"a chunk is {CHUNK_LATENT_FRAMES} latent video frames; got {v}")
-        return v
-
-    @field_validator("audio_latent_rate")
-    @classmethod
-    def _audio_rate(cls, v: int) -> int:
-        if v != AUDIO_LATENT_RATE:
-            raise ValueError(f"audio latents run at {AUDIO_LATENT_RATE} Hz; got {v}")
-        return v
-
-    @field_validator("chunk_audio_latents")
-    @classmethod
-    def _chunk_audio(cls, v: int) -> int:
-        if v != CHUNK_AUDIO_LATENTS:
-            raise ValueError(f"a chunk is {CHUNK_AUDIO_LATENTS} audio latents at 24 Hz; got {v}")
+    def _fixed(cls, v: int, info: ValidationInfo) -> int:
+        want, why = _FIXED_GEOMETRY[info.field_name]
+        if v != want:
+            raise ValueError(f"must be {want} ({why}); got {v}")
         return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "StreamGeometry":
-        if self.vae_temporal_stride != 4:
-            raise ValueError(
-                f"vae_temporal_stride: must be 4 so that {CHUNK_LATENT_FRAMES} latents decode to 33 frames; "
-                f"got {self.vae_temporal_stride}"
-            )
         if self.student_steps > self.teacher_steps:
             raise ValueError("student_steps: must not exceed teacher_steps")
         # audio and video chunks must cover the same time span
