@@ -62,8 +62,9 @@ def neutral_frame(character: Character, cfg: Config) -> np.ndarray:
     return CharacterRenderer(character, cfg.video.height, cfg.video.width).render(PoseTrack.neutral(), 0)
 
 
-def _timed(items, key: str) -> list[dict]:  # noqa: ANN001
-    return [{key: t.label, "start": round(t.start, 5), "end": round(t.end, 5)} for t in items]
+def _timed(items, key: str, offset: float) -> list[dict]:  # noqa: ANN001
+    """Timings as JSON records, shifted to the clip's timeline."""
+    return [{key: t.label, "start": round(t.start + offset, 5), "end": round(t.end + offset, 5)} for t in items]
 
 
 def _place(speech: Speech, lead: float, tail: float, samples_per_frame: int, fps: int) -> tuple[np.ndarray, int]:
@@ -109,8 +110,8 @@ def build_clip(plan: ClipPlan, cfg: Config) -> dict:
         "transcript": " ".join(sentences),
         "sentences": sentences,
         "prompt": make_prompt(character, pose),
-        "words": [{**w, "start": round(w["start"] + lead, 5), "end": round(w["end"] + lead, 5)} for w in _timed(speech.words, "word")],
-        "phonemes": [{**p, "start": round(p["start"] + lead, 5), "end": round(p["end"] + lead, 5)} for p in _timed(speech.phonemes, "phoneme")],
+        "words": _timed(speech.words, "word", lead),
+        "phonemes": _timed(speech.phonemes, "phoneme", lead),
         "gestures": [asdict(g) for g in pose.gestures],
         "nods": [round(t, 4) for t in pose.nods],
         "fps": fps,
