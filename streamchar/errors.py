@@ -3,3 +3,7 @@
 
 class StreamcharError(Exception):
     """Bad input or a missing dependency: the message says what was wrong and what is accepted."""
+
+
+class Interrupted(StreamcharError):
+    """The user pressed Ctrl-C; what was finished is kept."""

@@ -1,5 +1,7 @@
 import re
 
+import pytest
+
 from streamchar.data.speech import Voice, synthesize
 from streamchar.evaluation.asr import Recognizer, word_error_rate
 from streamchar.evaluation.lm import bigram_arpa
@@ -24,6 +26,16 @@ def test_arpa_counts_match_entries():
     big = arpa.split("\\2-grams:\n")[1].split("\n\n")[0].splitlines()
     assert (len(uni), len(big)) == (n1, n2)
     assert any(line.split()[1:] == ["the", "birch"] for line in big)
+    # a proper distribution: unigrams sum to 1; each history's seen bigrams plus its backoff mass sum to 1
+    p_uni = {f[1]: 10 ** float(f[0]) for f in (line.split() for line in uni) if f[1] != "<s>"}
+    backoff = {f[1]: 10 ** float(f[2]) for f in (line.split() for line in uni) if len(f) == 3}
+    assert sum(p_uni.values()) == pytest.approx(1.0, abs=1e-4)
+    seen: dict[str, dict[str, float]] = {}
+    for f in (line.split() for line in big):
+        seen.setdefault(f[1], {})[f[2]] = 10 ** float(f[0])
+    for h, nxt in seen.items():
+        rest = backoff[h] * sum(p for w, p in p_uni.items() if w not in nxt)
+        assert sum(nxt.values()) + rest == pytest.approx(1.0, abs=1e-4), h
 
 
 def test_espeak_speech_is_recognised():

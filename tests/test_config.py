@@ -51,8 +51,23 @@ def test_yaml_overrides_a_preset(tmp_path):
 def test_yaml_may_name_its_preset(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("preset: paper\nvideo:\n  height: 256\n")
-    cfg = load_config("tiny", path)
+    cfg = load_config(None, path)
     assert cfg.preset == "paper" and cfg.video.height == 256 and cfg.dit.num_layers == 30
+
+
+def test_yaml_preset_must_agree_with_an_explicit_one(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: tiny\n")
+    with pytest.raises(StreamcharError, match="names preset 'tiny' but --preset is 'paper'"):
+        load_config("paper", path)
+    path.write_text("preset: [1]\n")
+    with pytest.raises(StreamcharError, match="unknown preset"):
+        load_config(None, path)
+
+
+def test_vae_stride_is_fixed():
+    with pytest.raises(StreamcharError, match="stream.vae_spatial_stride: must be 16"):
+        load_config("tiny", {"stream": {"vae_spatial_stride": 8}, "video": {"height": 120, "width": 120}})
 
 
 def test_unknown_preset_and_bad_files():

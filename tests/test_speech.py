@@ -19,6 +19,13 @@ def test_word_timings_cover_every_word_in_order():
     assert np.abs(s.audio).max() == pytest.approx(0.9, abs=1e-3)
 
 
+def test_word_event_on_punctuation_goes_to_the_next_word():
+    s = synthesize("Hello - there", VOICE, 24000)
+    hello, there = s.words
+    assert there.start >= hello.end - 1e-6 and there.start > 0.3
+    assert [w.label for w in synthesize("- Hello there", VOICE, 24000).words] == ["Hello", "there"]
+
+
 def test_phoneme_timings_tile_the_speech():
     s = synthesize("Glue the sheet to the dark blue background.", VOICE, 24000)
     for a, b in zip(s.phonemes, s.phonemes[1:]):

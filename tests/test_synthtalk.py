@@ -79,16 +79,51 @@ def test_clip_files_and_alignment(small_set):
         assert r["reference_voice_transcript"] not in r["transcript"]
 
 
-def test_prompt_says_what_the_clip_shows(small_set):
-    root, cfg = small_set
-    for r in records(root):
-        c = make_character(r["character"]["seed"])
-        assert r["prompt"].startswith(c.describe())
-        assert c.scene() in r["prompt"]
-        for g in r["gestures"]:
-            assert f"{g['kind']} {c.pronoun} {g['side']} hand" in r["prompt"]
-        assert ("hand" in r["prompt"]) == bool(r["gestures"])
-        assert ("nods" in r["prompt"]) == bool(r["nods"])
+def _side_activity(frames: np.ndarray, reference: np.ndarray, side: str) -> np.ndarray:
+    """Mean change from the neutral reference in the band beside the body where a raised
+    hand appears (the character's right is the viewer's left); background otherwise."""
+    w = frames.shape[2]
+    x0, x1 = (int(0.02 * w), int(0.2 * w)) if side == "right" else (int(0.8 * w), int(0.98 * w))
+    band = (slice(None), slice(int(0.42 * w), int(0.7 * w)), slice(x0, x1))
+    return np.abs(frames[band].astype(int) - reference[band[1:]].astype(int)).mean(axis=(1, 2, 3))
+
+
+def test_prompt_gestures_are_in_the_frames(tiny_cfg):
+    """Every hand the prompt says is raised shows in the frames while it is up, and
+    a side the prompt does not name stays empty."""
+    from streamchar.data.clip import build_clip
+
+    seen = 0
+    for plan in plan_set(24, 11, tiny_cfg):
+        clip = build_clip(plan, tiny_cfg)
+        rec, frames = clip["record"], clip["frames"]
+        c = make_character(plan.character_seed)
+        t = (np.arange(len(frames)) + 0.5) / 24
+        assert rec["prompt"].startswith(c.describe()) and rec["prompt"].endswith(c.scene())
+        for side in ("left", "right"):
+            act = _side_activity(frames, clip["reference"], side)
+            spans = [g for g in rec["gestures"] if g["side"] == side]
+            up = np.zeros(len(t), bool)
+            down = np.ones(len(t), bool)
+            for g in spans:
+                assert f"{g['kind']} {c.pronoun} {side} hand" in rec["prompt"]
+                up |= (t > g["start"] + 0.4) & (t < g["end"] - 0.4)
+                down &= (t < g["start"]) | (t > g["end"])
+            if not spans:
+                assert f"{side} hand" not in rec["prompt"]
+            assert (act[down] < 3).all(), (plan.clip_id, side)
+            assert (act[up] > 15).all(), (plan.clip_id, side)
+            seen += len(spans)
+        assert ("nods" in rec["prompt"]) == bool(rec["nods"])
+    assert seen >= 4, "the sample holds gestures to check"
+
+
+def test_clip_shorter_than_smoothing_window(tiny_cfg):
+    from streamchar.data.clip import ClipPlan, build_clip
+
+    plan = ClipPlan("clip-x", 0, "train", 3, ["Do that with a wooden stick."], ["The birch canoe slid on the smooth planks."], 1)
+    clip = build_clip(plan, tiny_cfg)
+    assert len(clip["frames"]) < 49 and clip["record"]["frame_count"] == len(clip["frames"])
 
 
 def test_raised_hand_is_visible(tmp_path):
@@ -156,6 +191,18 @@ def test_other_settings_in_the_same_folder_are_refused(small_set, tmp_path):
     assert sorted(p.name for p in copy.rglob("*")) == before
 
 
+def test_one_writer_per_folder(small_set, tmp_path):
+    import fcntl
+
+    root, cfg = small_set
+    copy = tmp_path / "locked"
+    shutil.copytree(root, copy)
+    with open(copy / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(StreamcharError, match="another `streamchar data synth` is writing"):
+            synthesize_set(copy, 6, 7, cfg, workers=1)
+
+
 def test_bad_requests(tmp_path, tiny_cfg):
     with pytest.raises(StreamcharError, match="positive number of clips, got 0"):
         synthesize_set(tmp_path / "a", 0, 0, tiny_cfg)
@@ -170,8 +217,8 @@ def test_parallel_workers_make_the_same_clips(small_set, tmp_path):
     par = tmp_path / "par"
     synthesize_set(par, 6, 7, cfg, workers=2)
     for a, b in zip(records(root), records(par)):
-        assert (a["_dir"] / "audio.wav").read_bytes() == (b["_dir"] / "audio.wav").read_bytes()
-        assert a["prompt"] == b["prompt"]
+        for f in ("clip.mp4", "clip.json", "audio.wav", "reference.png", "reference_voice.wav"):
+            assert (a["_dir"] / f).read_bytes() == (b["_dir"] / f).read_bytes(), f
 
 
 def test_mouth_follows_loudness(small_set):

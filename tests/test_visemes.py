@@ -10,6 +10,9 @@ def test_table_reads_espeak_names():
     assert viseme_for("@2").open == viseme_for("@").open
     assert viseme_for("u:").round > 0.8 and viseme_for("i:").width > 0.8
     assert viseme_for("_:").open == 0.0
+    assert viseme_for("3:") == viseme_for("3") and viseme_for("3:").round > 0  # "bird", not a bare mark
+    assert viseme_for("0").open > 0.5  # "lot"
+    assert viseme_for(";").open == 0.0 and viseme_for("l;") == viseme_for("l")
 
 
 def test_bilabial_closes_between_open_vowels_and_motion_is_smooth():

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streamchar.config import load_config
-from streamchar.errors import StreamcharError
+from streamchar.errors import Interrupted, StreamcharError
 
 app = typer.Typer(help="streamchar: real-time streaming generation of a talking character's speech and video from text.", no_args_is_help=True, add_completion=False)
 config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
@@ -28,7 +28,7 @@ app.add_typer(bench_app, name="bench")
 console = Console()
 err_console = Console(stderr=True)
 
-PresetOpt = typer.Option("tiny", "--preset", help="named preset: tiny or paper")
+PresetOpt = typer.Option(None, "--preset", help="named preset: tiny (default) or paper")
 ConfigOpt = typer.Option(None, "--config", help="YAML file whose fields override the preset")
 
 
@@ -46,7 +46,7 @@ def clip_progress(label: str) -> Iterator:
 
 
 @config_app.command("show")
-def config_show(preset: str = PresetOpt, config: Optional[Path] = ConfigOpt) -> None:
+def config_show(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Print the resolved config (preset plus overrides) as YAML."""
     cfg = load_config(preset, config)
     data = cfg.model_dump(mode="json")
@@ -65,7 +65,7 @@ def data_synth(
     out: Path = typer.Option(..., "--out", help="folder for the set (created; an unfinished set there is resumed)"),
     clips: int = typer.Option(..., "--clips", help="number of clips (> 0)"),
     seed: int = typer.Option(0, "--seed", help="the same seed gives the same data"),
-    preset: str = PresetOpt,
+    preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
     workers: Optional[int] = typer.Option(None, "--workers", help="processes (default: all cores)"),
     seconds: Optional[float] = typer.Option(None, "--seconds", help="aim each clip at about this many seconds (default: 1-4 sentences at random)"),
@@ -110,6 +110,7 @@ def data_inspect(
     path = contact_sheet(records, sheet or root / "contact_sheet.png")
     console.print(f"contact sheet: {path}")
     if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(stats, indent=1))
 
 
@@ -118,7 +119,7 @@ def bench_synth(
     clips: int = typer.Option(16, "--clips", help="clips to make"),
     seconds: float = typer.Option(10.0, "--seconds", help="target clip length (s)"),
     workers: Optional[int] = typer.Option(None, "--workers", help="processes (default: all cores)"),
-    preset: str = PresetOpt,
+    preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="write the result JSON here"),
 ) -> None:
@@ -160,9 +161,12 @@ def demo(
 def main() -> None:
     try:
         app()
+    except Interrupted as e:
+        err_console.print(f"[bold red]interrupted:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(130)
     except StreamcharError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]: finished clips are kept; rerun the same command to resume")
+        err_console.print("[bold red]interrupted[/]", highlight=False)
         sys.exit(130)

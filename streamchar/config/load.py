@@ -36,8 +36,11 @@ def format_validation_error(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_config(preset: str = "tiny", overrides: str | Path | dict[str, Any] | None = None) -> Config:
-    """Build the config for `preset`, with a YAML file (or dict) layered on top.
+DEFAULT_PRESET = "tiny"
+
+
+def load_config(preset: str | None = None, overrides: str | Path | dict[str, Any] | None = None) -> Config:
+    """Build the config for `preset` (default: tiny), with a YAML file (or dict) layered on top.
 
     A YAML file may name its own `preset:`; it must agree with `preset` when both are given.
     """
@@ -57,8 +60,10 @@ def load_config(preset: str = "tiny", overrides: str | Path | dict[str, Any] | N
         if not isinstance(loaded, dict):
             raise StreamcharError(f"config file {path} must hold a mapping of fields, not {type(loaded).__name__}")
         over = loaded
-    named = over.get("preset", preset)
-    if named not in PRESETS:
+    named = over.get("preset", preset or DEFAULT_PRESET)
+    if preset is not None and named != preset:
+        raise StreamcharError(f"the config file names preset {named!r} but --preset is {preset!r}; give one or make them agree")
+    if not isinstance(named, str) or named not in PRESETS:
         raise StreamcharError(f"unknown preset {named!r}; accepted: {', '.join(sorted(PRESETS))}")
     data = _merge(PRESETS[named], over)
     data["preset"] = named

@@ -19,6 +19,7 @@ AUDIO_LATENT_RATE = 24
 _FIXED_GEOMETRY = {
     "fps": (FPS, "the paper's frame rate"),
     "vae_temporal_stride": (4, "so that 9 latents decode to 33 frames"),
+    "vae_spatial_stride": (16, "the Wan2.2 VAE's spatial stride"),
     "chunk_latent_frames": (CHUNK_LATENT_FRAMES, "a chunk is 9 latent video frames"),
     "audio_latent_rate": (AUDIO_LATENT_RATE, "audio latents run at 24 Hz"),
     "chunk_audio_latents": (CHUNK_AUDIO_LATENTS, "a chunk is 33 audio latents at 24 Hz"),
@@ -42,7 +43,7 @@ class StreamGeometry(Strict):
     teacher_steps: int = Field(50, ge=1)
     student_steps: int = Field(4, ge=1)
 
-    @field_validator("fps", "vae_temporal_stride", "chunk_latent_frames", "audio_latent_rate", "chunk_audio_latents")
+    @field_validator("fps", "vae_temporal_stride", "vae_spatial_stride", "chunk_latent_frames", "audio_latent_rate", "chunk_audio_latents")
     @classmethod
     def _fixed(cls, v: int, info: ValidationInfo) -> int:
         want, why = _FIXED_GEOMETRY[info.field_name]
@@ -129,7 +130,7 @@ class SynthTalkConfig(Strict):
     val_fraction: float = Field(0.05, ge=0, lt=1)
     test_fraction: float = Field(0.05, ge=0, lt=1)
     unseen_fraction: float = Field(0.10, ge=0, lt=1, description="share of clips in the test-unseen split")
-    reference_voice_seconds: float = Field(3.0, gt=0, description="shortest reference voice clip (s)")
+    reference_voice_seconds: float = Field(3.0, gt=0, le=15.0, description="shortest reference voice clip (s)")
     crf: int = Field(16, ge=0, le=51, description="H.264 quality of the MP4 (lower is better)")
 
     @model_validator(mode="after")

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import resample_poly
 
+from streamchar.errors import StreamcharError
+
 
 def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
     """Polyphase resampling along the last axis (float32 in, float32 out)."""
@@ -30,11 +32,14 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """Float32 mono samples in [-1, 1] and the sample rate (stereo is averaged)."""
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise ValueError(f"{path}: only 16-bit PCM WAV is supported, got {8 * w.getsampwidth()}-bit")
-        rate, channels, n = w.getframerate(), w.getnchannels(), w.getnframes()
-        data = np.frombuffer(w.readframes(n), dtype="<i2").astype(np.float32) / 32768.0
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2:
+                raise StreamcharError(f"{path}: only 16-bit PCM WAV is accepted, this one is {8 * w.getsampwidth()}-bit")
+            rate, channels, n = w.getframerate(), w.getnchannels(), w.getnframes()
+            data = np.frombuffer(w.readframes(n), dtype="<i2").astype(np.float32) / 32768.0
+    except (OSError, EOFError, wave.Error) as e:
+        raise StreamcharError(f"cannot read WAV file {path}: {e}") from None
     if channels > 1:
         data = data.reshape(-1, channels).mean(axis=1)
     return data, rate

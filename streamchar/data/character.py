@@ -97,7 +97,11 @@ class Character:
 
     def describe(self) -> str:
         """Noun phrase of what the character looks like, e.g. "a woman with short red hair in a green sweater"."""
-        hair = "a bald head" if self.hair_style == "bald" else f"{self.hair_style} {self.hair} hair"
+        hair = {
+            "bald": "a bald head",
+            "bob": f"{self.hair} hair in a bob",
+            "bun": f"{self.hair} hair in a bun",
+        }.get(self.hair_style, f"{self.hair_style} {self.hair} hair")
         glasses = " and glasses" if self.glasses else ""
         article = "an" if self.clothes[0] in "aeiou" else "a"
         garment = f"{article} {self.clothes} {self.garment}"

@@ -128,6 +128,14 @@ def build_clip(plan: ClipPlan, cfg: Config) -> dict:
     return {"frames": frames, "audio": audio, "reference": reference, "reference_voice": ref_audio, "record": record, "pose": pose}
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_clip(clip: dict, final_dir: Path, cfg: Config) -> None:
     """Write into a temporary sibling folder, then rename: a clip folder is complete or absent."""
     final_dir = Path(final_dir)
@@ -142,7 +150,11 @@ def write_clip(clip: dict, final_dir: Path, cfg: Config) -> None:
         Image.fromarray(clip["reference"]).save(tmp / CLIP_FILES["reference_image"])
         write_wav(tmp / CLIP_FILES["reference_voice"], clip["reference_voice"], sr)
         (tmp / RECORD).write_text(json.dumps(clip["record"], indent=1))
+        for f in tmp.iterdir():
+            _fsync(f)
+        _fsync(tmp)
         os.rename(tmp, final_dir)
+        _fsync(final_dir.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -86,7 +86,10 @@ class ClipDataset(Dataset):
         index_path = self.root / INDEX
         if not index_path.exists():
             raise StreamcharError(f"{self.root} has no {INDEX}; rerun `streamchar data synth` to finish the set")
-        entries = json.loads(index_path.read_text())["clips"]
+        try:
+            entries = json.loads(index_path.read_text())["clips"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise StreamcharError(f"{index_path} is damaged; rerun `streamchar data synth` with the same settings to rebuild it") from None
         return [self.root / e["path"] / RECORD for e in entries if split is None or e["split"] == split]
 
     def __len__(self) -> int:
@@ -138,7 +141,11 @@ class ClipDataset(Dataset):
         frames = np.stack([fit_frame(f, h, w) for f in dec.frames])
         ref = frames[0]
         if rec.get("reference_image"):
-            ref = fit_frame(np.asarray(Image.open(json_path.parent / rec["reference_image"]).convert("RGB")), h, w)
+            ref_path = json_path.parent / rec["reference_image"]
+            try:
+                ref = fit_frame(np.asarray(Image.open(ref_path).convert("RGB")), h, w)
+            except OSError as e:
+                raise StreamcharError(f"{json_path}: cannot read its reference image {ref_path}: {e}") from None
         voice = None
         if rec.get("reference_voice"):
             v, vr = read_wav(json_path.parent / rec["reference_voice"])

@@ -21,7 +21,10 @@ def load_records(root: Path) -> list[dict]:
         raise StreamcharError(f"{root} is not a SynthTalk set (no {MANIFEST}); make one with `streamchar data synth`")
     if not (root / INDEX).exists():
         raise StreamcharError(f"{root} has no {INDEX}; rerun `streamchar data synth` with the same settings to finish it")
-    entries = json.loads((root / INDEX).read_text())["clips"]
+    try:
+        entries = json.loads((root / INDEX).read_text())["clips"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise StreamcharError(f"{root / INDEX} is damaged; rerun `streamchar data synth` with the same settings to rebuild it") from None
     if not entries:
         raise StreamcharError(f"{root} holds no finished clips yet")
     return [json.loads((root / e["path"] / RECORD).read_text()) | {"_dir": str(root / e["path"])} for e in entries]

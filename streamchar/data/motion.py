@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
 from streamchar.data.speech import Speech
 from streamchar.data.visemes import mouth_track
@@ -57,9 +58,7 @@ def loudness(audio: np.ndarray, samples_per_frame: int, n_frames: int) -> np.nda
 
 
 def _smooth(x: np.ndarray, frames: float) -> np.ndarray:
-    k = np.arange(-int(3 * frames), int(3 * frames) + 1)
-    g = np.exp(-0.5 * (k / frames) ** 2)
-    return np.convolve(x, g / g.sum(), mode="same")
+    return gaussian_filter1d(np.asarray(x, np.float64), frames, mode="nearest")
 
 
 def _envelope(t: np.ndarray, start: float, end: float, ramp: float) -> np.ndarray:
@@ -118,7 +117,7 @@ def make_pose_track(
             if not nods or c - nods[-1] > 1.0:
                 nods.append(c)
     for c in nods:
-        head_dy = head_dy + 0.022 * np.where(np.abs(t - c) < 0.25, np.cos(np.pi * (t - c) / 0.5) ** 2, 0.0)
+        head_dy = head_dy + 0.04 * np.where(np.abs(t - c) < 0.25, np.cos(np.pi * (t - c) / 0.5) ** 2, 0.0)
 
     brow = np.clip(1.6 * (slow - 0.25), 0.0, 1.0) * 0.6
     for c in nods:

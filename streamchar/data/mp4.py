@@ -10,6 +10,7 @@ import av
 import numpy as np
 
 from streamchar.data.audio import resample
+from streamchar.errors import StreamcharError
 
 # sample rates the AAC encoder accepts; other rates are resampled to the nearest one for the MP4
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
@@ -48,6 +49,13 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int, audio: np.ndarray,
             out.mux(packet)
 
 
+def _frames(inp, streams, path):  # noqa: ANN001, ANN202
+    try:
+        yield from inp.decode(*streams)
+    except av.error.FFmpegError as e:
+        raise StreamcharError(f"video file {path} is damaged: {e}") from None
+
+
 @dataclass
 class DecodedMp4:
     frames: np.ndarray  # (n, h, w, 3) uint8
@@ -61,7 +69,11 @@ def read_mp4(path: str | Path, sample_rate: int | None = None, with_video: bool 
     frames: list[np.ndarray] = []
     chunks: list[np.ndarray] = []
     fps, rate = 0.0, 0
-    with av.open(str(path)) as inp:
+    try:
+        inp = av.open(str(path))
+    except (OSError, av.error.FFmpegError) as e:
+        raise StreamcharError(f"cannot read video file {path}: {e}") from None
+    with inp:
         streams = []
         if with_video and inp.streams.video:
             streams.append(inp.streams.video[0])
@@ -69,7 +81,7 @@ def read_mp4(path: str | Path, sample_rate: int | None = None, with_video: bool 
         if inp.streams.audio:
             streams.append(inp.streams.audio[0])
             rate = inp.streams.audio[0].rate
-        for frame in inp.decode(*streams):
+        for frame in _frames(inp, streams, path):
             if isinstance(frame, av.VideoFrame):
                 frames.append(frame.to_ndarray(format="rgb24"))
             else:

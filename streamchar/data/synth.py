@@ -8,12 +8,15 @@ Layout of a set folder:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -22,12 +25,13 @@ import numpy as np
 from streamchar.config import Config
 from streamchar.data.clip import RECORD, ClipPlan, build_clip, write_clip
 from streamchar.data.harvard import split_sentences
-from streamchar.errors import StreamcharError
+from streamchar.errors import Interrupted, StreamcharError
 
 FORMAT = "synthtalk"
 FORMAT_VERSION = 1
 MANIFEST = "synthtalk.json"
 INDEX = "index.json"
+LOCK = ".lock"
 SPLITS = ("train", "val", "test", "test-unseen")
 # espeak speaks Harvard sentences at about 15 characters per second (150-185 wpm); planning only
 _CHARS_PER_SECOND = 15.0
@@ -89,8 +93,10 @@ def plan_set(clips: int, seed: int, cfg: Config, target_seconds: float | None = 
             if enough or _estimate_seconds([*sentences, nxt]) > budget:
                 break
             sentences.append(nxt)
-        reference = []
-        while _estimate_seconds(reference) < s.reference_voice_seconds:
+        reference: list[str] = []
+        for _ in range(len(pools[split])):
+            if _estimate_seconds(reference) >= s.reference_voice_seconds:
+                break
             cand = take(split)
             if cand not in sentences and cand not in reference:
                 reference.append(cand)
@@ -124,7 +130,7 @@ def _manifest(clips: int, seed: int, cfg: Config, target_seconds: float | None) 
     }
 
 
-def _prepare_output(out: Path, manifest: dict) -> None:
+def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -132,12 +138,17 @@ def _prepare_output(out: Path, manifest: dict) -> None:
         probe.unlink()
     except OSError as e:
         raise StreamcharError(f"cannot write to output folder {out}: {e.strerror or e}") from None
+
+
+def _prepare_output(out: Path, manifest: dict) -> None:
     path = out / MANIFEST
     if path.exists():
         try:
             old = json.loads(path.read_text())
         except json.JSONDecodeError:
-            raise StreamcharError(f"{path} is damaged; remove the folder or choose another --out") from None
+            old = None
+        if not isinstance(old, dict):
+            raise StreamcharError(f"{path} is damaged; remove the folder or choose another --out")
         if old != manifest:
             diff = sorted(k for k in manifest if old.get(k) != manifest[k])
             raise StreamcharError(
@@ -162,18 +173,31 @@ def clip_dir(out: Path, plan: ClipPlan) -> Path:
 
 def _work(args: tuple[ClipPlan, Config, str]) -> tuple[str, float]:
     plan, cfg, out = args
-    clip = build_clip(plan, cfg)
-    final = clip_dir(Path(out), plan)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    write_clip(clip, final, cfg)
+    try:
+        clip = build_clip(plan, cfg)
+        final = clip_dir(Path(out), plan)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        write_clip(clip, final, cfg)
+    except StreamcharError as e:
+        raise StreamcharError(f"{plan.clip_id}: {e}") from None
+    except OSError as e:
+        raise StreamcharError(f"{plan.clip_id}: could not write the clip: {e.strerror or e}") from None
     return plan.clip_id, float(clip["record"]["duration"])
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them and reports once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def write_index(out: Path) -> list[dict]:
     """Index of every finished clip in the set (rebuilt from the clip records)."""
     entries = []
     for rec_path in sorted(out.glob(f"shard-*/clip-*/{RECORD}")):
-        rec = json.loads(rec_path.read_text())
+        try:
+            rec = json.loads(rec_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise StreamcharError(f"{rec_path} is damaged ({e}); delete its clip folder and rerun to remake it") from None
         entries.append(
             {
                 "clip_id": rec["clip_id"],
@@ -188,6 +212,20 @@ def write_index(out: Path) -> list[dict]:
     return entries
 
 
+@contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """One writer per set folder: a second run on the same folder is refused, not interleaved."""
+    with open(out / LOCK, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StreamcharError(f"another `streamchar data synth` is writing {out}; wait for it or choose another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def synthesize_set(
     out: str | Path,
     clips: int,
@@ -197,33 +235,52 @@ def synthesize_set(
     target_seconds: float | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Make (or finish making) a SynthTalk set. Returns a summary with timing."""
+    """Make (or finish making) a SynthTalk set. Returns a summary with timing.
+
+    Ctrl-C raises `Interrupted` after the workers have stopped; finished clips stay and
+    the same call resumes."""
     out = Path(out)
     plans = plan_set(clips, seed, cfg, target_seconds)
-    _prepare_output(out, _manifest(clips, seed, cfg, target_seconds))
-    todo = [p for p in plans if not (clip_dir(out, p) / RECORD).exists()]
-    done = len(plans) - len(todo)
-    if on_progress:
-        on_progress(done, len(plans))
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
-    t0 = time.perf_counter()
-    seconds = 0.0
-    try:
-        if workers == 1:
-            for p in todo:
-                seconds += _work((p, cfg, str(out)))[1]
-                done += 1
-                if on_progress:
-                    on_progress(done, len(plans))
-        else:
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                futures = [pool.submit(_work, (p, cfg, str(out))) for p in todo]
-                for f in as_completed(futures):
-                    seconds += f.result()[1]
+    _check_writable(out)
+    with _exclusive(out):
+        _prepare_output(out, _manifest(clips, seed, cfg, target_seconds))
+        todo = [p for p in plans if not (clip_dir(out, p) / RECORD).exists()]
+        done = len(plans) - len(todo)
+        if on_progress:
+            on_progress(done, len(plans))
+        workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+        t0 = time.perf_counter()
+        seconds = 0.0
+        try:
+            if workers == 1:
+                for p in todo:
+                    seconds += _work((p, cfg, str(out)))[1]
                     done += 1
                     if on_progress:
                         on_progress(done, len(plans))
-    finally:
+            else:
+                pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_ignore_interrupts)
+                try:
+                    futures = [pool.submit(_work, (p, cfg, str(out))) for p in todo]
+                    for f in as_completed(futures):
+                        seconds += f.result()[1]
+                        done += 1
+                        if on_progress:
+                            on_progress(done, len(plans))
+                finally:
+                    # on an error or Ctrl-C: drop queued clips, let running ones finish their atomic write
+                    pool.shutdown(wait=True, cancel_futures=True)
+        except KeyboardInterrupt:
+            finished = len(write_index(out))
+            raise Interrupted(
+                f"stopped with {finished} of {len(plans)} clips finished; finished clips are kept, rerun the same command to resume"
+            ) from None
+        except BaseException:
+            try:
+                write_index(out)
+            except StreamcharError:
+                pass  # the original error is the one to report
+            raise
         entries = write_index(out)
     wall = time.perf_counter() - t0
     return {

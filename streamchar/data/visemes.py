@@ -43,6 +43,7 @@ _TABLE: dict[str, Viseme] = {
     "@": Viseme(0.4, 0.45, 0.0, 0.7),
     "3": Viseme(0.45, 0.4, 0.25, 1.0),
     "O": Viseme(0.7, 0.3, 0.6, 1.0),
+    "0": Viseme(0.75, 0.35, 0.45, 1.0),
     "OI": Viseme(0.65, 0.35, 0.5, 1.0),
     "o": Viseme(0.55, 0.25, 0.75, 1.0),
     "oU": Viseme(0.55, 0.25, 0.75, 1.0),
@@ -87,11 +88,17 @@ def viseme_for(phoneme: str) -> Viseme:
     name = phoneme.strip()
     if not name or name.startswith("_"):
         return REST
-    core = "".join(c for c in name if c not in "0123456789:#',;!=")
+    # drop stress, length and palatalisation marks; a digit is a variant suffix ("@2", "I2")
+    # unless it is the phoneme itself ("3:" as in "bird", "0" as in "lot")
+    core = "".join(c for c in name if c not in ":#',;!=")
+    if len(core) > 1:
+        core = core.rstrip("0123456789") or core
+    if not core:
+        return REST
     for candidate in (core, core[:2], core[:1]):
         if candidate in _TABLE:
             return _TABLE[candidate]
-    return _VOWEL_FALLBACK if core[:1].lower() in "aeiouy@3" else _CONSONANT_FALLBACK
+    return _VOWEL_FALLBACK if core[0].lower() in "aeiouy@03" else _CONSONANT_FALLBACK
 
 
 def mouth_track(phonemes: Sequence[Timed], times: np.ndarray, tau: float = 0.045) -> np.ndarray:
