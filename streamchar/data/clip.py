@@ -113,6 +113,7 @@ def build_clip(plan: ClipPlan, cfg: Config) -> dict:
         "words": _timed(speech.words, "word", lead),
         "phonemes": _timed(speech.phonemes, "phoneme", lead),
         "gestures": [asdict(g) for g in pose.gestures],
+        "mouth_boxes": [list(renderer.mouth_box(pose, i)) for i in range(n_frames)],
         "nods": [round(t, 4) for t in pose.nods],
         "fps": fps,
         "frame_count": n_frames,

@@ -71,12 +71,8 @@ class CharacterRenderer:
         im = self.background.copy()
         d = ImageDraw.Draw(im)
         H, W, u = self.H, self.W, self.u
-        c = self.c
-        dx, dy = float(pose.head_dx[i]) * W, float(pose.head_dy[i]) * H
-        ry = 0.21 * u * c.head_scale
-        rx = ry * c.face_width
-        cx, cy = W / 2 + dx, 0.40 * H + dy
-        body_x = W / 2 + 0.3 * dx
+        cx, cy, rx, ry = self._head(pose, i)
+        body_x = W / 2 + 0.3 * (cx - W / 2)
         shoulder_y = 0.74 * H
 
         self._draw_back_hair(d, cx, cy, rx, ry)
@@ -95,6 +91,25 @@ class CharacterRenderer:
         d.line((cx, cy + 0.05 * ry, cx - 0.06 * rx, cy + 0.25 * ry, cx + 0.04 * rx, cy + 0.27 * ry), fill=_shade(self.skin, 0.72), width=max(1, int(0.025 * ry)))
         self._draw_mouth(d, cx, cy + 0.52 * ry, rx, ry, pose.mouth[i])
         return np.asarray(im.reduce(SUPERSAMPLE))
+
+    def _head(self, pose: PoseTrack, i: int) -> tuple[float, float, float, float]:
+        """Head centre and half-axes on the supersampled canvas."""
+        ry = 0.21 * self.u * self.c.head_scale
+        return (
+            self.W / 2 + float(pose.head_dx[i]) * self.W,
+            0.40 * self.H + float(pose.head_dy[i]) * self.H,
+            ry * self.c.face_width,
+            ry,
+        )
+
+    def mouth_box(self, pose: PoseTrack, i: int) -> tuple[int, int, int, int]:
+        """Output-pixel box (x0, y0, x1, y1) that holds the mouth at its widest and most open."""
+        cx, cy, rx, ry = self._head(pose, i)
+        my = cy + 0.52 * ry
+        s = SUPERSAMPLE
+        box = (cx - 0.45 * rx, my - 0.33 * ry, cx + 0.45 * rx, my + 0.33 * ry)
+        x0, y0, x1, y1 = (int(round(v / s)) for v in box)
+        return max(x0, 0), max(y0, 0), min(x1, self.w), min(y1, self.h)
 
     def render_all(self, pose: PoseTrack) -> np.ndarray:
         return np.stack([self.render(pose, i) for i in range(len(pose))])
