@@ -24,6 +24,8 @@ bench_app = typer.Typer(help="Benchmarks (speed and quality targets).", no_args_
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+codec_app = typer.Typer(help="Latent codecs: train the tiny ones.", no_args_is_help=True)
+app.add_typer(codec_app, name="codec")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -135,6 +137,37 @@ def bench_synth(
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
+
+
+@codec_app.command("train")
+def codec_train(
+    kind: str = typer.Option(..., "--kind", help="video or audio"),
+    data: Path = typer.Option(..., "--data", help="a SynthTalk set (its train split is used)"),
+    run: Path = typer.Option(..., "--run", help="folder for checkpoints, TensorBoard logs and the training log (resumed if present)"),
+    out: Path = typer.Option(..., "--out", help="where the finished codec is written (model.safetensors + config.json)"),
+    steps: int = typer.Option(6000, "--steps"),
+    batch: int = typer.Option(8, "--batch"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+    max_clips: int = typer.Option(400, "--max-clips", help="training clips held in memory"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Train a tiny codec on SynthTalk; rerun the same command to resume after an interruption."""
+    from streamchar.codecs.train import TrainSettings, train_codec
+
+    cfg = load_config(preset, config)
+    if kind not in ("video", "audio"):
+        raise StreamcharError(f"--kind must be video or audio, got {kind!r}")
+    if steps <= 0 or batch <= 0 or lr <= 0:
+        raise StreamcharError("--steps, --batch and --lr must be positive")
+    settings = TrainSettings(steps=steps, batch=batch, lr=lr, seed=seed, max_clips=max_clips, threads=threads)
+    with Progress(TextColumn(f"[bold]training {kind} codec"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console) as progress:
+        task = progress.add_task("train", total=steps, loss=float("nan"))
+        summary = train_codec(kind, data, run, out, cfg, settings, on_step=lambda d, t, l: progress.update(task, completed=d, loss=l))
+    console.print(json.dumps(summary))
 
 
 @app.command("demo")

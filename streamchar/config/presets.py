@@ -30,8 +30,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "tiny": {
-        "video": {"height": 128, "width": 128, "latent_channels": 16},
-        "audio": {"sample_rate": 24000, "hop_length": 1000, "latent_channels": 16},
+        "video": {"height": 128, "width": 128, "latent_channels": 48},
+        "audio": {"sample_rate": 24000, "hop_length": 1000, "latent_channels": 64},
         "dit": {
             "num_layers": 4,
             "num_heads": 4,

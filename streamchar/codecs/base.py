@@ -1,0 +1,123 @@
+"""The codec interface every scale implements.
+
+Video latents follow the Wan2.2 VAE's causal layout, applied chunk by chunk: a chunk of
+33 frames encodes to 9 latents (the first latent holds one frame, each later one four),
+and chunks are coded independently, so the streaming engine can decode chunk k as soon as
+it exists and reuse a chunk's latents as the next chunk's motion frames without re-encoding.
+Audio latents run continuously at 24 per second; a streaming decoder carries its state from
+one chunk to the next.
+
+Latents are normalised per channel with statistics stored beside the weights.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from streamchar.errors import StreamcharError
+
+CHUNK_FRAMES = 33
+CHUNK_LATENTS = 9
+
+
+def frames_to_chunks(frames: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(B, 3, T, H, W) -> (B * n_chunks, 3, 33, H, W), the last chunk padded by repeating its
+    last frame; also returns T so that decoding can cut the padding off."""
+    b, c, t, h, w = frames.shape
+    n = max(1, -(-t // CHUNK_FRAMES))
+    pad = n * CHUNK_FRAMES - t
+    if pad:
+        frames = torch.cat([frames, frames[:, :, -1:].expand(b, c, pad, h, w)], dim=2)
+    chunks = frames.reshape(b, c, n, CHUNK_FRAMES, h, w).permute(0, 2, 1, 3, 4, 5)
+    return chunks.reshape(b * n, c, CHUNK_FRAMES, h, w), t
+
+
+class VideoCodec(nn.Module, ABC):
+    """Frames in [-1, 1], shape (B, 3, T, H, W) <-> normalised latents (B, z, T', H/16, W/16)."""
+
+    latent_channels: int
+    spatial_stride = 16
+    height: int
+    width: int
+
+    def check_frames(self, frames: torch.Tensor) -> None:
+        if frames.ndim != 5 or frames.shape[1] != 3:
+            raise StreamcharError(f"video frames must be shaped (batch, 3, time, height, width), got {tuple(frames.shape)}")
+        if tuple(frames.shape[-2:]) != (self.height, self.width):
+            raise StreamcharError(
+                f"video frames are {frames.shape[-1]}x{frames.shape[-2]} but this codec codes {self.width}x{self.height}"
+            )
+
+    def check_latents(self, latents: torch.Tensor) -> None:
+        want = (self.latent_channels, self.height // self.spatial_stride, self.width // self.spatial_stride)
+        if latents.ndim != 5 or (latents.shape[1], *latents.shape[3:]) != want:
+            raise StreamcharError(f"video latents must be (batch, {want[0]}, time, {want[1]}, {want[2]}), got {tuple(latents.shape)}")
+        if latents.shape[2] % CHUNK_LATENTS:
+            raise StreamcharError(f"video latents come in chunks of {CHUNK_LATENTS}; got {latents.shape[2]} latent frames")
+
+    @abstractmethod
+    def encode_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 33, H, W) -> (N, z, 9, h, w) normalised latents."""
+
+    @abstractmethod
+    def decode_chunks(self, latents: torch.Tensor) -> torch.Tensor:
+        """(N, z, 9, h, w) normalised latents -> (N, 3, 33, H, W) frames in [-1, 1]."""
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Any number of frames: chunks of 33 (the last one padded) -> 9 latents each."""
+        self.check_frames(frames)
+        b = frames.shape[0]
+        chunks, _ = frames_to_chunks(frames)
+        z = self.encode_chunks(chunks)
+        n = z.shape[0] // b
+        return z.reshape(b, n, *z.shape[1:]).permute(0, 2, 1, 3, 4, 5).reshape(b, z.shape[1], n * CHUNK_LATENTS, *z.shape[3:])
+
+    def decode(self, latents: torch.Tensor, frames: int | None = None) -> torch.Tensor:
+        """Latents of whole chunks -> frames (cut to `frames` when given)."""
+        self.check_latents(latents)
+        b, z, t, h, w = latents.shape
+        n = t // CHUNK_LATENTS
+        chunks = latents.reshape(b, z, n, CHUNK_LATENTS, h, w).permute(0, 2, 1, 3, 4, 5).reshape(b * n, z, CHUNK_LATENTS, h, w)
+        x = self.decode_chunks(chunks)
+        x = x.reshape(b, n, 3, CHUNK_FRAMES, *x.shape[-2:]).permute(0, 2, 1, 3, 4, 5).reshape(b, 3, n * CHUNK_FRAMES, *x.shape[-2:])
+        return x if frames is None else x[:, :, :frames]
+
+
+class AudioStreamDecoder(ABC):
+    @abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Next latents (B, z, n) -> the next n * hop samples (B, n * hop)."""
+
+
+class AudioCodec(nn.Module, ABC):
+    """Mono waveform in [-1, 1], shape (B, S) with S a multiple of the hop <-> (B, z, S / hop)."""
+
+    latent_channels: int
+    sample_rate: int
+    hop_length: int
+
+    def check_audio(self, audio: torch.Tensor, sample_rate: int | None = None) -> None:
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            raise StreamcharError(f"audio is at {sample_rate} Hz but this codec codes {self.sample_rate} Hz; resample it first")
+        if audio.ndim != 2:
+            raise StreamcharError(f"audio must be shaped (batch, samples), got {tuple(audio.shape)}")
+        if audio.shape[1] % self.hop_length:
+            raise StreamcharError(
+                f"audio length {audio.shape[1]} is not a multiple of the hop {self.hop_length}; pad it to whole latents"
+            )
+
+    def check_latents(self, latents: torch.Tensor) -> None:
+        if latents.ndim != 3 or latents.shape[1] != self.latent_channels:
+            raise StreamcharError(f"audio latents must be (batch, {self.latent_channels}, time), got {tuple(latents.shape)}")
+
+    @abstractmethod
+    def encode(self, audio: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor: ...
+
+    @abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def stream_decoder(self, batch: int = 1) -> AudioStreamDecoder: ...

@@ -1,0 +1,149 @@
+"""Saving and loading codecs: safetensors weights + a JSON config, written atomically.
+
+The shipped tiny codecs live in the package (`streamchar/assets/codecs/<kind>/`) and load
+by name; any other codec loads from a directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from streamchar.codecs.base import AudioCodec, VideoCodec
+from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
+from streamchar.config import Config
+from streamchar.errors import StreamcharError
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+SHIPPED = ("tiny-video", "tiny-audio")
+
+
+def shipped_path(name: str) -> Path:
+    return Path(str(resources.files("streamchar").joinpath(f"assets/codecs/{name}")))
+
+
+def atomic_save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors file written beside its target, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_codec(codec: TinyVideoCodec | TinyAudioCodec, directory: Path, extra: dict | None = None) -> None:
+    directory = Path(directory)
+    atomic_save_file(codec.state_dict(), directory / WEIGHTS)
+    atomic_write_text(directory / CONFIG, json.dumps({"kind": codec.kind, "config": codec.config.to_json(), **(extra or {})}, indent=1))
+
+
+def _build(kind: str, config: dict) -> TinyVideoCodec | TinyAudioCodec:
+    tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    if kind == "tiny-video":
+        return TinyVideoCodec(TinyVideoConfig(**tuples))
+    if kind == "tiny-audio":
+        return TinyAudioCodec(TinyAudioConfig(**tuples))
+    raise StreamcharError(f"unknown codec kind {kind!r}; accepted: {', '.join(SHIPPED)}")
+
+
+def load_codec(name_or_path: str | Path) -> TinyVideoCodec | TinyAudioCodec:
+    """A shipped codec by name ("tiny-video", "tiny-audio") or a saved directory."""
+    path = shipped_path(str(name_or_path)) if str(name_or_path) in SHIPPED else Path(name_or_path)
+    if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
+        raise StreamcharError(f"no codec at {path}: expected {CONFIG} and {WEIGHTS} (train one with `streamchar codec train`)")
+    try:
+        meta = json.loads((path / CONFIG).read_text())
+        codec = _build(meta["kind"], meta["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise StreamcharError(f"{path / CONFIG} is not a codec config: {e}") from None
+    try:
+        state = load_file(path / WEIGHTS)
+    except (SafetensorError, OSError) as e:
+        raise StreamcharError(f"{path / WEIGHTS} is damaged: {e}") from None
+    missing, unexpected = codec.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise StreamcharError(f"{path / WEIGHTS} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return codec.eval()
+
+
+def check_video_codec(codec: VideoCodec, cfg: Config) -> None:
+    """The codec must code the preset's frames into the preset's latents."""
+    want = (cfg.video.height, cfg.video.width, cfg.video.latent_channels)
+    have = (codec.height, codec.width, codec.latent_channels)
+    if want != have:
+        raise StreamcharError(
+            f"video codec codes {have[1]}x{have[0]} frames into {have[2]} channels, but preset {cfg.preset!r} "
+            f"needs {want[1]}x{want[0]} into {want[2]}"
+        )
+
+
+def check_audio_codec(codec: AudioCodec, cfg: Config) -> None:
+    want = (cfg.audio.sample_rate, cfg.audio.hop_length, cfg.audio.latent_channels)
+    have = (codec.sample_rate, codec.hop_length, codec.latent_channels)
+    if want != have:
+        raise StreamcharError(
+            f"audio codec codes {have[0]} Hz with hop {have[1]} into {have[2]} channels, but preset {cfg.preset!r} "
+            f"needs {want[0]} Hz, hop {want[1]}, {want[2]} channels"
+        )
+
+
+def _diffusers_class(path: Path) -> str | None:
+    try:
+        return json.loads((path / CONFIG).read_text()).get("_class_name")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def load_video_codec(cfg: Config, path: str | Path | None = None) -> VideoCodec:
+    """The preset's video codec: the shipped tiny codec by default, or a directory holding either
+    a diffusers `AutoencoderKLWan` or a codec trained by `streamchar codec train`."""
+    if path is None:
+        if cfg.preset != "tiny":
+            raise StreamcharError(f"preset {cfg.preset!r} needs a video VAE directory (a diffusers AutoencoderKLWan); pass its path")
+        path = "tiny-video"
+    if str(path) not in SHIPPED and _diffusers_class(Path(path)) == "AutoencoderKLWan":
+        from streamchar.codecs.paper import WanVideoCodec
+
+        return WanVideoCodec.load(path, cfg)
+    codec = load_codec(path)
+    if not isinstance(codec, VideoCodec):
+        raise StreamcharError(f"{path} holds an audio codec, not a video codec")
+    check_video_codec(codec, cfg)
+    return codec
+
+
+def load_audio_codec(cfg: Config, path: str | Path | None = None) -> AudioCodec:
+    """The preset's audio codec: the shipped tiny codec by default, or a directory holding either
+    a diffusers `AutoencoderOobleck` or a codec trained by `streamchar codec train`."""
+    if path is None:
+        if cfg.preset != "tiny":
+            raise StreamcharError(f"preset {cfg.preset!r} needs an audio VAE directory (a diffusers AutoencoderOobleck); pass its path")
+        path = "tiny-audio"
+    if str(path) not in SHIPPED and _diffusers_class(Path(path)) == "AutoencoderOobleck":
+        from streamchar.codecs.paper import OobleckAudioCodec
+
+        return OobleckAudioCodec.load(path, cfg)
+    codec = load_codec(path)
+    if not isinstance(codec, AudioCodec):
+        raise StreamcharError(f"{path} holds a video codec, not an audio codec")
+    check_audio_codec(codec, cfg)
+    return codec

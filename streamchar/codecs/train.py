@@ -1,0 +1,242 @@
+"""Training the tiny codecs on SynthTalk (`streamchar codec train --kind video|audio`).
+
+Resumable: a checkpoint (model, optimizer, step, RNG) is written atomically every
+`save_every` steps to `<run>/checkpoint/`; rerunning the same command continues from it.
+At the end, per-channel latent statistics are measured on training data and stored with
+the weights, and the codec is written to `--out`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from streamchar.codecs.store import atomic_save_file, atomic_write_text, save_codec
+from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
+from streamchar.config import Config
+from streamchar.data.audio import read_wav
+from streamchar.data.inspect import load_records
+from streamchar.data.mp4 import read_mp4
+from streamchar.errors import StreamcharError
+
+
+@dataclass
+class TrainSettings:
+    steps: int
+    batch: int
+    lr: float
+    seed: int = 0
+    save_every: int = 200
+    log_every: int = 20
+    max_clips: int = 400
+    latent_noise: float = 0.05
+    threads: int | None = None
+
+
+def _cosine(step: int, total: int, warmup: int, lr: float) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
+
+
+def _train_records(data: Path, max_clips: int) -> list[dict]:
+    records = [r for r in load_records(data) if r["split"] == "train"]
+    if not records:
+        raise StreamcharError(f"{data} has no training clips")
+    return records[:max_clips]
+
+
+class VideoGroups:
+    """Frames of the training clips in memory; samples groups of four frames (and single frames
+    repeated, as the first latent of each chunk codes) with their mouth boxes."""
+
+    def __init__(self, records: list[dict], rng: np.random.Generator):
+        self.frames = [read_mp4(Path(r["_dir"]) / r["files"]["video"]).frames for r in records]
+        self.boxes = [np.array(r["mouth_boxes"]) for r in records]
+        self.rng = rng
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        groups, masks = [], []
+        for _ in range(n):
+            k = int(self.rng.integers(len(self.frames)))
+            f = self.frames[k]
+            if self.rng.random() < 0.15:
+                i = int(self.rng.integers(len(f)))
+                idx = [i] * 4
+            else:
+                i = int(self.rng.integers(max(1, len(f) - 3)))
+                idx = [min(i + j, len(f) - 1) for j in range(4)]
+            g = torch.from_numpy(f[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1  # (4, 3, H, W)
+            m = torch.zeros(4, 1, *g.shape[-2:])
+            for j, fi in enumerate(idx):
+                x0, y0, x1, y1 = self.boxes[k][fi]
+                m[j, :, y0:y1, x0:x1] = 1
+            groups.append(g.reshape(12, *g.shape[-2:]))
+            masks.append(m.expand(4, 3, *g.shape[-2:]).reshape(12, *g.shape[-2:]))
+        return torch.stack(groups), torch.stack(masks)
+
+
+class AudioSegments:
+    def __init__(self, records: list[dict], sample_rate: int, rng: np.random.Generator):
+        self.audio = []
+        for r in records:
+            a, rate = read_wav(Path(r["_dir"]) / r["files"]["audio"])
+            if rate != sample_rate:
+                raise StreamcharError(f"{r['clip_id']}: audio at {rate} Hz, the codec codes {sample_rate} Hz")
+            self.audio.append(a)
+        self.rng = rng
+
+    def batch(self, n: int, length: int, hop: int) -> torch.Tensor:
+        out = np.zeros((n, length), np.float32)
+        for b in range(n):
+            a = self.audio[int(self.rng.integers(len(self.audio)))]
+            hops = max(1, (len(a) - length) // hop)
+            s = int(self.rng.integers(hops)) * hop
+            seg = a[s : s + length]
+            out[b, : len(seg)] = seg
+        return torch.from_numpy(out)
+
+
+def stft_loss(pred: torch.Tensor, target: torch.Tensor, sizes: tuple[int, ...] = (256, 512, 1024, 2048)) -> torch.Tensor:
+    """Multi-resolution STFT loss: spectral convergence + log-magnitude L1."""
+    loss = pred.new_zeros(())
+    for n in sizes:
+        win = torch.hann_window(n, device=pred.device)
+        P = torch.stft(pred, n, n // 4, window=win, return_complex=True).abs() + 1e-5
+        T = torch.stft(target, n, n // 4, window=win, return_complex=True).abs() + 1e-5
+        loss = loss + torch.linalg.norm(P - T) / torch.linalg.norm(T) + (P.log() - T.log()).abs().mean()
+    return loss / len(sizes)
+
+
+def _save_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, rng: np.random.Generator) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for i, st in opt.state_dict()["state"].items():
+        for name, v in st.items():
+            tensors[f"opt.{i}.{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    atomic_save_file(tensors, run / "checkpoint" / "state.safetensors")
+    atomic_write_text(run / "checkpoint" / "progress.json", json.dumps({"step": step, "rng": rng.bit_generator.state}, default=int))
+
+
+def _load_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator) -> int:
+    path = run / "checkpoint" / "state.safetensors"
+    prog = run / "checkpoint" / "progress.json"
+    if not path.exists() or not prog.exists():
+        return 0
+    try:
+        tensors = load_file(path)
+        progress = json.loads(prog.read_text())
+    except Exception as e:  # noqa: BLE001 - any damage means the same thing to the user
+        raise StreamcharError(f"checkpoint in {run / 'checkpoint'} is damaged ({e}); delete it to start over") from None
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state = opt.state_dict()
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, i, name = key.split(".", 2)
+            state["state"].setdefault(int(i), {})[name] = v
+    opt.load_state_dict(state)
+    rng.bit_generator.state = progress["rng"]
+    return int(progress["step"])
+
+
+def train_codec(
+    kind: str,
+    data: Path,
+    run: Path,
+    out: Path,
+    cfg: Config,
+    settings: TrainSettings,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> dict:
+    """Train (or resume training) a tiny codec; returns a summary."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    records = _train_records(Path(data), settings.max_clips)
+    if kind == "video":
+        model: torch.nn.Module = TinyVideoCodec(TinyVideoConfig(cfg.video.height, cfg.video.width, cfg.video.latent_channels))
+    elif kind == "audio":
+        model = TinyAudioCodec(TinyAudioConfig(cfg.audio.sample_rate, cfg.audio.hop_length, cfg.audio.latent_channels))
+    else:
+        raise StreamcharError(f"unknown codec kind {kind!r}; accepted: video, audio")
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
+    run.mkdir(parents=True, exist_ok=True)
+    start = _load_checkpoint(run, model, opt, rng)
+    source = VideoGroups(records, rng) if kind == "video" else AudioSegments(records, cfg.audio.sample_rate, rng)
+    writer = SummaryWriter(str(run / "tensorboard"))
+    log_path = run / "train_log.jsonl"
+    model.train()
+    t0, last = time.perf_counter(), {}
+    for step in range(start, settings.steps):
+        lr = _cosine(step, settings.steps, min(200, settings.steps // 10 + 1), settings.lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        if kind == "video":
+            x, mask = source.batch(settings.batch)  # type: ignore[union-attr]
+            raw = model.encode_groups(x)  # type: ignore[operator]
+            noisy = raw + settings.latent_noise * raw.detach().std() * torch.randn_like(raw)
+            y = model.decode_groups(noisy)  # type: ignore[operator]
+            err = (y - x).abs()
+            rec = err.mean() + 4 * (err * mask).sum() / mask.sum().clamp(min=1) + F.mse_loss(y, x)
+            loss = rec + 1e-4 * raw.pow(2).mean()
+            parts = {"l1": err.mean().item(), "psnr": (10 * torch.log10(4 / F.mse_loss(y.clamp(-1, 1), x))).item()}
+        else:
+            x = source.batch(settings.batch, cfg.audio.sample_rate, cfg.audio.hop_length)  # type: ignore[union-attr]
+            raw = model.encode_raw(x)  # type: ignore[operator]
+            noisy = raw + settings.latent_noise * raw.detach().std() * torch.randn_like(raw)
+            y, _ = model.decode_raw(noisy)  # type: ignore[operator]
+            spec = stft_loss(y, x)
+            loss = spec + 0.5 * (y - x).abs().mean() + 1e-4 * raw.pow(2).mean()
+            parts = {"stft": spec.item()}
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        done = step + 1
+        if done % settings.log_every == 0 or done == settings.steps:
+            rate = (done - start) / (time.perf_counter() - t0)
+            last = {"step": done, "loss": loss.item(), "lr": lr, "steps_per_s": rate, **parts}
+            with open(log_path, "a") as f:
+                f.write(json.dumps(last) + "\n")
+            for k, v in last.items():
+                if k != "step":
+                    writer.add_scalar(f"{kind}/{k}", v, done)
+        if on_step:
+            on_step(done, settings.steps, loss.item())
+        if done % settings.save_every == 0 or done == settings.steps:
+            _save_checkpoint(run, model, opt, done, rng)
+    writer.close()
+    model.eval()
+    _set_latent_statistics(model, source, kind, cfg)
+    save_codec(model, out, {"trained_steps": settings.steps, "train_clips": len(records), "data": str(data)})  # type: ignore[arg-type]
+    return {"steps": settings.steps, "resumed_from": start, "last": last, "out": str(out)}
+
+
+@torch.no_grad()
+def _set_latent_statistics(model: torch.nn.Module, source: VideoGroups | AudioSegments, kind: str, cfg: Config) -> None:
+    """Per-channel mean and std of the raw latents over training data, stored as buffers."""
+    samples = []
+    for _ in range(8):
+        if kind == "video":
+            x, _ = source.batch(16)  # type: ignore[union-attr]
+            raw = model.encode_groups(x)  # type: ignore[operator]
+            samples.append(raw.permute(1, 0, 2, 3).reshape(raw.shape[1], -1))
+        else:
+            x = source.batch(8, 4 * cfg.audio.sample_rate, cfg.audio.hop_length)  # type: ignore[union-attr]
+            raw = model.encode_raw(x)  # type: ignore[operator]
+            samples.append(raw.permute(1, 0, 2).reshape(raw.shape[1], -1))
+    allz = torch.cat(samples, dim=1)
+    model.latents_mean.copy_(allz.mean(dim=1))  # type: ignore[operator]
+    model.latents_std.copy_(allz.std(dim=1).clamp(min=1e-4))  # type: ignore[operator]

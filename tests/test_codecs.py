@@ -1,0 +1,180 @@
+import json
+
+import pytest
+import torch
+
+from streamchar.codecs.base import frames_to_chunks
+from streamchar.codecs.store import load_audio_codec, load_codec, load_video_codec, save_codec
+from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
+from streamchar.config import load_config
+from streamchar.errors import StreamcharError
+
+
+@pytest.fixture(scope="module")
+def video():
+    torch.manual_seed(0)
+    return TinyVideoCodec(TinyVideoConfig(height=32, width=48, latent_channels=8, channels=(8, 8, 8))).eval()
+
+
+@pytest.fixture(scope="module")
+def audio():
+    torch.manual_seed(0)
+    return TinyAudioCodec(TinyAudioConfig(latent_channels=8, channels=(8, 8, 8))).eval()
+
+
+def test_chunks_pad_the_last_one():
+    x = torch.arange(40.0).view(1, 1, 40, 1, 1).expand(1, 3, 40, 1, 1)
+    chunks, t = frames_to_chunks(x)
+    assert t == 40 and chunks.shape == (2, 3, 33, 1, 1)
+    assert chunks[1, 0, :, 0, 0].tolist() == list(range(33, 40)) + [39.0] * 26
+
+
+@torch.no_grad()
+def test_video_layout_33_frames_to_9_latents(video):
+    x = torch.rand(2, 3, 40, 32, 48) * 2 - 1
+    z = video.encode(x)
+    assert z.shape == (2, 8, 18, 2, 3)
+    y = video.decode(z, frames=40)
+    assert y.shape == (2, 3, 40, 32, 48) and y.abs().max() <= 1
+
+
+@torch.no_grad()
+def test_video_chunks_decode_alone_as_together(video):
+    z = torch.randn(1, 8, 18, 2, 3)
+    whole = video.decode(z)
+    parts = torch.cat([video.decode(z[:, :, :9]), video.decode(z[:, :, 9:])], dim=2)
+    assert torch.allclose(whole, parts, atol=1e-6)
+
+
+@torch.no_grad()
+def test_video_first_latent_holds_only_the_first_frame(video):
+    x = torch.rand(1, 3, 33, 32, 48) * 2 - 1
+    y = x.clone()
+    y[:, :, 1:] = -x[:, :, 1:]
+    assert torch.equal(video.encode(x)[:, :, 0], video.encode(y)[:, :, 0])
+
+
+def test_video_bad_input(video):
+    with pytest.raises(StreamcharError, match="are 64x32 but this codec codes 48x32"):
+        video.encode(torch.zeros(1, 3, 33, 32, 64))
+    with pytest.raises(StreamcharError, match="shaped \\(batch, 3, time, height, width\\)"):
+        video.encode(torch.zeros(3, 33, 32, 48))
+    with pytest.raises(StreamcharError, match="chunks of 9; got 10"):
+        video.decode(torch.zeros(1, 8, 10, 2, 3))
+
+
+@torch.no_grad()
+def test_audio_streams_exactly(audio):
+    x = (torch.rand(1, 66000) * 2 - 1) * 0.3
+    z = audio.encode(x, 24000)
+    assert z.shape == (1, 8, 66)
+    whole = audio.decode(z)
+    stream = audio.stream_decoder()
+    parts = torch.cat([stream.decode(z[:, :, :33]), stream.decode(z[:, :, 33:50]), stream.decode(z[:, :, 50:])], dim=1)
+    assert whole.shape == parts.shape == (1, 66000)
+    assert torch.allclose(whole, parts, atol=1e-5)
+
+
+def test_audio_bad_input(audio):
+    with pytest.raises(StreamcharError, match="audio is at 16000 Hz but this codec codes 24000 Hz"):
+        audio.encode(torch.zeros(1, 2000), 16000)
+    with pytest.raises(StreamcharError, match="not a multiple of the hop 1000"):
+        audio.encode(torch.zeros(1, 1500))
+
+
+@torch.no_grad()
+def test_save_and_load(tmp_path, video, audio):
+    video.latents_mean.fill_(0.5)
+    save_codec(video, tmp_path / "v")
+    again = load_codec(tmp_path / "v")
+    z = torch.randn(1, 8, 9, 2, 3)
+    assert torch.equal(video.decode(z), again.decode(z))
+    video.latents_mean.fill_(0.0)
+    cfg = load_config("tiny")
+    with pytest.raises(StreamcharError, match="codes 48x32 frames into 8 channels, but preset 'tiny' needs 128x128 into 48"):
+        load_video_codec(cfg, tmp_path / "v")
+    save_codec(audio, tmp_path / "a")
+    with pytest.raises(StreamcharError, match="holds an audio codec, not a video codec"):
+        load_video_codec(cfg, tmp_path / "a")
+    with pytest.raises(StreamcharError, match="8 channels, but preset 'tiny' needs 24000 Hz, hop 1000, 64 channels"):
+        load_audio_codec(cfg, tmp_path / "a")
+
+
+def test_damaged_codec(tmp_path, audio):
+    save_codec(audio, tmp_path / "a")
+    (tmp_path / "a" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(StreamcharError, match="is damaged"):
+        load_codec(tmp_path / "a")
+    with pytest.raises(StreamcharError, match="no codec at"):
+        load_codec(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------- paper scale (diffusers)
+
+
+def _small_wan(z_dim):
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    return AutoencoderKLWan(
+        base_dim=8, z_dim=z_dim, dim_mult=[1, 2, 2, 2], num_res_blocks=1, temperal_downsample=[False, True, True],
+        is_residual=True, in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16,
+        latents_mean=[0.1] * z_dim, latents_std=[2.0] * z_dim,
+    )
+
+
+def _paper_cfg(**over):
+    return load_config("paper", {"video": {"height": 32, "width": 32, **over.get("video", {})}, "audio": over.get("audio", {})})
+
+
+@torch.no_grad()
+def test_wan_vae_loads_from_a_local_directory(tmp_path):
+    _small_wan(48).save_pretrained(tmp_path / "vae")
+    codec = load_video_codec(_paper_cfg(), tmp_path / "vae")
+    x = torch.rand(1, 3, 33, 32, 32) * 2 - 1
+    z = codec.encode(x)
+    assert z.shape == (1, 48, 9, 2, 2)
+    assert codec.decode(z).shape == (1, 3, 33, 32, 32)
+    # normalised with the checkpoint's statistics
+    raw = codec.vae.encode(x).latent_dist.mode()
+    assert torch.allclose(z, (raw - 0.1) / 2.0, atol=1e-5)
+
+
+def test_wan_vae_of_another_geometry_is_refused(tmp_path):
+    _small_wan(16).save_pretrained(tmp_path / "vae")
+    with pytest.raises(StreamcharError, match="z_dim 16 \\(preset needs 48\\)"):
+        load_video_codec(_paper_cfg(), tmp_path / "vae")
+
+
+def _small_oobleck(rate, ratios, channels=8):
+    from diffusers import AutoencoderOobleck
+
+    torch.manual_seed(0)
+    return AutoencoderOobleck(  # the encoder emits mean and scale: 2 x the latent channels
+        encoder_hidden_size=2 * channels, downsampling_ratios=ratios, channel_multiples=[1] * len(ratios), decoder_channels=4,
+        decoder_input_channels=channels, audio_channels=2, sampling_rate=rate,
+    )
+
+
+@torch.no_grad()
+def test_oobleck_loads_and_codes_24_latents_per_second(tmp_path):
+    _small_oobleck(49152, [2, 4, 4, 8, 8]).save_pretrained(tmp_path / "avae")
+    codec = load_audio_codec(_paper_cfg(audio={"latent_channels": 8}), tmp_path / "avae")
+    x = torch.rand(1, 2048 * 12) * 0.2
+    z = codec.encode(x, 49152)
+    assert z.shape == (1, 8, 12)
+    assert codec.decode(z).shape == (1, 2048 * 12)
+    parts = codec.stream_decoder()
+    assert parts.decode(z[:, :, :6]).shape == parts.decode(z[:, :, 6:]).shape == (1, 2048 * 6)
+
+
+def test_stable_audio_rate_is_named_in_the_error(tmp_path):
+    _small_oobleck(44100, [2, 4, 4, 8, 8]).save_pretrained(tmp_path / "sao")
+    with pytest.raises(StreamcharError, match="sampling_rate 44100 Hz \\(stream needs 49152 Hz\\)"):
+        load_audio_codec(_paper_cfg(audio={"latent_channels": 8}), tmp_path / "sao")
+    assert json.loads((tmp_path / "sao" / "config.json").read_text())["_class_name"] == "AutoencoderOobleck"
+
+
+def test_paper_preset_needs_a_path():
+    with pytest.raises(StreamcharError, match="needs a video VAE directory"):
+        load_video_codec(load_config("paper"))
