@@ -170,6 +170,59 @@ def codec_train(
     console.print(json.dumps(summary))
 
 
+VideoCodecOpt = typer.Option(None, "--video-codec", help="video codec directory (default: the shipped tiny codec)")
+AudioCodecOpt = typer.Option(None, "--audio-codec", help="audio codec directory (default: the shipped tiny codec)")
+
+
+@data_app.command("encode")
+def data_encode(
+    data: Path = typer.Option(..., "--data", help="a SynthTalk set or a folder of real clips"),
+    out: Path = typer.Option(..., "--out", help="folder for the latent shards (resumed if present)"),
+    video_codec: Optional[Path] = VideoCodecOpt,
+    audio_codec: Optional[Path] = AudioCodecOpt,
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Encode a data set once into latent shards (safetensors), timings carried over."""
+    from streamchar.codecs.store import load_audio_codec, load_video_codec
+    from streamchar.data.latents import encode_dataset
+
+    cfg = load_config(preset, config)
+    video = load_video_codec(cfg, video_codec)
+    audio = load_audio_codec(cfg, audio_codec)
+    names = {"video": str(video_codec or "tiny-video"), "audio": str(audio_codec or "tiny-audio")}
+    with clip_progress("encoding clips") as update:
+        summary = encode_dataset(data, out, cfg, video, audio, names, on_progress=update)
+    console.print(json.dumps(summary))
+
+
+@bench_app.command("codec")
+def bench_codec(
+    data: Path = typer.Option(..., "--data", help="a SynthTalk set"),
+    clips: int = typer.Option(24, "--clips", help="held-out clips to round-trip"),
+    split: str = typer.Option("test-unseen", "--split", help="held-out split (test-unseen: unseen sentences and characters)"),
+    threads: int = typer.Option(2, "--threads", help="torch CPU threads for the speed measurement"),
+    video_codec: Optional[Path] = VideoCodecOpt,
+    audio_codec: Optional[Path] = AudioCodecOpt,
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="write the result JSON here"),
+) -> None:
+    """Codec round trip on held-out clips: PSNR (frame, mouth), WER before/after, seams, decode speed."""
+    import torch
+
+    from streamchar.codecs.store import load_audio_codec, load_video_codec
+    from streamchar.evaluation.bench_codec import bench_codecs
+
+    torch.set_num_threads(threads)
+    cfg = load_config(preset, config)
+    result = bench_codecs(data, cfg, load_video_codec(cfg, video_codec), load_audio_codec(cfg, audio_codec), clips=clips, split=split)
+    console.print_json(json.dumps(result))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+
+
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("out/synthtalk-demo"), "--out", help="folder for the demo set"),

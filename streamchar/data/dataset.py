@@ -123,6 +123,7 @@ class ClipDataset(Dataset):
         voice, vrate = read_wav(d / files["reference_voice"])
         sr = self.cfg.audio.sample_rate
         meta = {k: rec[k] for k in ("clip_id", "split", "character_id", "transcript", "prompt", "words", "phonemes")}
+        meta["mouth_boxes"] = rec.get("mouth_boxes")
         ref = np.asarray(Image.open(d / files["reference_image"]).convert("RGB"))
         return self._finish(frames, resample(audio, rate, sr), ref, resample(voice, vrate, sr), meta)
 
@@ -158,5 +159,6 @@ class ClipDataset(Dataset):
             "prompt": rec.get("prompt", ""),
             "words": rec["words"],
             "phonemes": rec.get("phonemes", []),
+            "mouth_boxes": rec.get("mouth_boxes"),
         }
         return self._finish(frames, dec.audio, ref, voice, meta)
