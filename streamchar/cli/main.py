@@ -166,7 +166,8 @@ def codec_train(
     with Progress(TextColumn(f"[bold]training {kind} codec"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err_console) as progress:
         task = progress.add_task("train", total=steps, loss=float("nan"))
-        summary = train_codec(kind, data, run, out, cfg, settings, on_step=lambda d, t, l: progress.update(task, completed=d, loss=l))
+        summary = train_codec(kind, data, run, out, cfg, settings, on_step=lambda d, t, l: progress.update(task, completed=d, loss=l),
+                              command=" ".join(["streamchar", *sys.argv[1:]]))
     console.print(json.dumps(summary))
 
 

@@ -156,8 +156,10 @@ def train_codec(
     cfg: Config,
     settings: TrainSettings,
     on_step: Callable[[int, int, float], None] | None = None,
+    command: str = "",
 ) -> dict:
-    """Train (or resume training) a tiny codec; returns a summary."""
+    """Train (or resume training) a tiny codec; returns a summary. `command` is recorded beside
+    the weights so that the shipped codec says how it was made."""
     from torch.utils.tensorboard import SummaryWriter
 
     if settings.threads:
@@ -220,8 +222,18 @@ def train_codec(
     writer.close()
     model.eval()
     _set_latent_statistics(model, source, kind, cfg)
-    save_codec(model, out, {"trained_steps": settings.steps, "train_clips": len(records), "data": str(data)})  # type: ignore[arg-type]
+    save_codec(model, out, {"trained_steps": settings.steps, "train_clips": len(records), "data": str(data), "command": command})  # type: ignore[arg-type]
+    export_training_record(run, out, f"tiny {kind} codec")
     return {"steps": settings.steps, "resumed_from": start, "last": last, "out": str(out)}
+
+
+def export_training_record(run: Path, out: Path, title: str) -> None:
+    """The training log and its curves go next to the weights."""
+    from streamchar.evaluation.plots import plot_training_log
+
+    log = run / "train_log.jsonl"
+    atomic_write_text(out / "train_log.jsonl", log.read_text())
+    plot_training_log(log, out / "training_curves.png", title)
 
 
 @torch.no_grad()
