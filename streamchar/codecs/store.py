@@ -51,8 +51,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def save_codec(codec: TinyVideoCodec | TinyAudioCodec, directory: Path, extra: dict | None = None) -> None:
+    """Weights stored as float16 (the shipped codecs must stay under 10 MB each); latent
+    statistics stay float32. Loading casts everything back to float32."""
     directory = Path(directory)
-    atomic_save_file(codec.state_dict(), directory / WEIGHTS)
+    state = {k: v.half() if v.is_floating_point() and not k.startswith("latents_") else v for k, v in codec.state_dict().items()}
+    atomic_save_file(state, directory / WEIGHTS)
     atomic_write_text(directory / CONFIG, json.dumps({"kind": codec.kind, "config": codec.config.to_json(), **(extra or {})}, indent=1))
 
 
