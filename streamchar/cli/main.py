@@ -151,6 +151,7 @@ def codec_train(
     seed: int = typer.Option(0, "--seed"),
     max_clips: int = typer.Option(400, "--max-clips", help="training clips held in memory"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
+    init: Optional[str] = typer.Option(None, "--init", help="start from this codec's weights (tiny-video, tiny-audio or a directory)"),
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
@@ -162,7 +163,7 @@ def codec_train(
         raise StreamcharError(f"--kind must be video or audio, got {kind!r}")
     if steps <= 0 or batch <= 0 or lr <= 0:
         raise StreamcharError("--steps, --batch and --lr must be positive")
-    settings = TrainSettings(steps=steps, batch=batch, lr=lr, seed=seed, max_clips=max_clips, threads=threads)
+    settings = TrainSettings(steps=steps, batch=batch, lr=lr, seed=seed, max_clips=max_clips, threads=threads, init=init)
     with Progress(TextColumn(f"[bold]training {kind} codec"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err_console) as progress:
         task = progress.add_task("train", total=steps, loss=float("nan"))

@@ -8,8 +8,9 @@ decoder is also non-causal, so chunked decoding cannot equal whole decoding.
 
 Video: each latent codes a group of four frames (the first latent of a chunk one frame,
 repeated) with a 2-D convolutional autoencoder: space-to-depth by 4, two stride-2 stages.
-Audio: 40-sample patches at 600 Hz, two stride-5 stages down to 24 Hz; the decoder is
-causal and overlap-adds 80-sample windows, so it streams with a carried state.
+Audio: log-magnitude STFT frames (hop 200) in, one stride-5 stage down to 24 Hz; the causal
+decoder predicts log-magnitude and phase per frame and overlap-adds their inverse FFTs, so it
+streams with a carried state (the last layers' past inputs and the overlap tail).
 """
 
 from __future__ import annotations
@@ -122,9 +123,9 @@ class TinyAudioConfig:
     sample_rate: int = 24000
     hop_length: int = 1000
     latent_channels: int = 64
-    patch: int = 40  # samples per step of the 600 Hz inner sequence
-    strides: tuple[int, ...] = (5, 5)
-    channels: tuple[int, ...] = (128, 192, 256)
+    frame_hop: int = 200  # STFT hop of the analysis and the synthesis; hop_length / frame_hop frames per latent
+    n_fft: int = 800
+    channels: tuple[int, int] = (256, 256)  # width at the frame rate, at the latent rate
     dilations: tuple[int, ...] = field(default=(1, 3, 9))
 
     def to_json(self) -> dict:
@@ -132,10 +133,9 @@ class TinyAudioConfig:
 
 
 class _AudioStream(AudioStreamDecoder):
-    def __init__(self, codec: "TinyAudioCodec", batch: int):
+    def __init__(self, codec: "TinyAudioCodec"):
         self.codec = codec
         self.state: dict[str, torch.Tensor] | None = None
-        self.batch = batch
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -145,82 +145,88 @@ class _AudioStream(AudioStreamDecoder):
 
 
 class TinyAudioCodec(AudioCodec):
+    """Log-magnitude STFT frames in, STFT frames (log-magnitude and phase) out, like Vocos:
+    magnitudes are what a listener or a recogniser hears, and they are easy to learn on CPU.
+    Frame j of the analysis and of the synthesis covers samples [hop * j, hop * j + n_fft)."""
+
     kind = "tiny-audio"
 
     def __init__(self, config: TinyAudioConfig):
         super().__init__()
         self.config = config
-        p = config.patch
-        down = 1
-        for s in config.strides:
-            down *= s
-        if p * down != config.hop_length:
-            raise ValueError(f"patch {p} x strides {config.strides} must equal the hop {config.hop_length}")
+        if config.hop_length % config.frame_hop or config.n_fft % config.frame_hop:
+            raise ValueError("frame_hop must divide hop_length and n_fft")
         self.sample_rate, self.hop_length, self.latent_channels = config.sample_rate, config.hop_length, config.latent_channels
-        ch = config.channels
+        self.up = config.hop_length // config.frame_hop
+        bins = config.n_fft // 2 + 1
+        c1, c2 = config.channels
         z = config.latent_channels
-        # encoder (offline, non-causal)
-        enc: list[nn.Module] = [nn.Conv1d(1, ch[0], 2 * p, stride=p, padding=(p + 1) // 2)]
-        for i, s in enumerate(config.strides):
-            enc += [ResBlock1d(ch[i], d) for d in config.dilations]
-            enc += [nn.SiLU(), nn.Conv1d(ch[i], ch[i + 1], 2 * s, stride=s, padding=(s + 1) // 2)]
-        enc += [ResBlock1d(ch[-1], 1), nn.SiLU(), nn.Conv1d(ch[-1], z, 1)]
-        self.enc = nn.Sequential(*enc)
-        # decoder (causal, streamable)
-        self.dec_in = CausalConv1d(z, ch[-1], 3)
-        self.dec_stages = nn.ModuleList()
-        for i in reversed(range(len(config.strides))):
-            self.dec_stages.append(
-                nn.ModuleDict(
-                    {
-                        "blocks": nn.ModuleList([CausalResBlock1d(ch[i + 1], d) for d in config.dilations]),
-                        "up": CausalConv1d(ch[i + 1], ch[i], 3),
-                    }
-                )
-            )
-        self.dec_blocks = nn.ModuleList([CausalResBlock1d(ch[0], d) for d in config.dilations])
-        self.dec_out = nn.Conv1d(ch[0], 2 * p, 1)
-        self.register_buffer("window", torch.hann_window(2 * p, periodic=True))
+        s = self.up
+        self.enc = nn.Sequential(
+            nn.Conv1d(bins, c1, 3, padding=1),
+            *[ResBlock1d(c1, d) for d in config.dilations],
+            nn.SiLU(),
+            nn.Conv1d(c1, c2, 2 * s, stride=s, padding=(s + 1) // 2),
+            ResBlock1d(c2, 1),
+            ResBlock1d(c2, 3),
+            nn.SiLU(),
+            nn.Conv1d(c2, z, 1),
+        )
+        self.dec_in = CausalConv1d(z, c2, 3)
+        self.dec_low = nn.ModuleList([CausalResBlock1d(c2, d) for d in (1, 3)])
+        self.dec_up = CausalConv1d(c2, c1, 3)
+        self.dec_high = nn.ModuleList([CausalResBlock1d(c1, d) for d in config.dilations])
+        self.dec_out = nn.Conv1d(c1, 2 * bins, 1)
+        self.register_buffer("window", torch.hann_window(config.n_fft, periodic=True))
         self.register_buffer("latents_mean", torch.zeros(z))
         self.register_buffer("latents_std", torch.ones(z))
 
+    def analysis(self, audio: torch.Tensor) -> torch.Tensor:
+        """Log-magnitude frames (B, bins, S / frame_hop); the end is padded so every hop has a frame."""
+        c = self.config
+        x = F.pad(audio, (0, c.n_fft - c.frame_hop))
+        spec = torch.stft(x, c.n_fft, c.frame_hop, window=self.window, center=False, return_complex=True)
+        return torch.log(spec.abs() + 1e-2)
+
     def encode_raw(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.enc(audio.unsqueeze(1))
+        return self.enc(self.analysis(audio))
 
     def encode(self, audio: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         self.check_audio(audio, sample_rate)
         raw = self.encode_raw(audio)
         return (raw - self.latents_mean[:, None]) / self.latents_std[:, None]
 
-    def decode_raw(self, raw: torch.Tensor, state: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Causal decode of raw latents; `state` carries every layer's past and the overlap tail."""
+    def decode_frames(self, raw: torch.Tensor, state: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Causal: raw latents (B, z, n) -> log-magnitude and phase frames (B, bins, n * up)."""
         state = dict(state or {})
         new: dict[str, torch.Tensor] = {}
         h, new["in"] = self.dec_in(raw, state.get("in"))
-        k = 0
-        for i, stage in enumerate(self.dec_stages):
-            for block in stage["blocks"]:
-                h, new[f"b{k}"] = block(h, state.get(f"b{k}"))
-                k += 1
-            stride = self.config.strides[len(self.config.strides) - 1 - i]
-            h = h.repeat_interleave(stride, dim=2)
-            h, new[f"up{i}"] = stage["up"](h, state.get(f"up{i}"))
-        for block in self.dec_blocks:
-            h, new[f"b{k}"] = block(h, state.get(f"b{k}"))
-            k += 1
-        frames = self.dec_out(F.silu(h)) * self.window[None, :, None]  # (B, 2p, n)
-        p = self.config.patch
-        b, _, n = frames.shape
-        # overlap-add: window j covers samples [p*j, p*j + 2p); the second half of the last
-        # window belongs to the next call
-        head = frames[:, :p].transpose(1, 2).reshape(b, n * p)
-        tail = frames[:, p:].transpose(1, 2).reshape(b, n * p)
-        out = head.clone()
-        out[:, p:] += tail[:, :-p]
-        carry = state.get("tail")
-        if carry is not None:
-            out[:, :p] += carry
-        new["tail"] = tail[:, -p:]
+        for k, block in enumerate(self.dec_low):
+            h, new[f"low{k}"] = block(h, state.get(f"low{k}"))
+        h = h.repeat_interleave(self.up, dim=2)
+        h, new["up"] = self.dec_up(h, state.get("up"))
+        for k, block in enumerate(self.dec_high):
+            h, new[f"high{k}"] = block(h, state.get(f"high{k}"))
+        logmag, phase = self.dec_out(F.silu(h)).chunk(2, dim=1)
+        return logmag, phase, new
+
+    def synthesize(self, logmag: torch.Tensor, phase: torch.Tensor, tail: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Overlap-add of the frames; samples past the last frame's hop go into the returned tail."""
+        c = self.config
+        spec = torch.exp(logmag.clamp(max=8.0)) * torch.exp(1j * phase)
+        frames = torch.fft.irfft(spec, n=c.n_fft, dim=1) * self.window[None, :, None]
+        n = frames.shape[2]
+        length = c.frame_hop * (n - 1) + c.n_fft
+        out = F.fold(frames, output_size=(1, length), kernel_size=(1, c.n_fft), stride=(1, c.frame_hop)).reshape(frames.shape[0], length)
+        if tail is not None:
+            out = torch.cat([out[:, : tail.shape[1]] + tail, out[:, tail.shape[1] :]], dim=1)
+        keep = c.frame_hop * n
+        return out[:, :keep], out[:, keep:]
+
+    def decode_raw(self, raw: torch.Tensor, state: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        tail = (state or {}).get("tail")
+        logmag, phase, new = self.decode_frames(raw, state)
+        out, new["tail"] = self.synthesize(logmag, phase, tail)
         return out, new
 
     def decode_stream(self, latents: torch.Tensor, state: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -233,7 +239,7 @@ class TinyAudioCodec(AudioCodec):
         return self.decode_stream(latents, None)[0]
 
     def stream_decoder(self, batch: int = 1) -> AudioStreamDecoder:
-        return _AudioStream(self, batch)
+        return _AudioStream(self)
 
 
 __all__ = ["TinyVideoCodec", "TinyVideoConfig", "TinyAudioCodec", "TinyAudioConfig", "CHUNK_FRAMES"]

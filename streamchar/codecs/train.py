@@ -40,6 +40,7 @@ class TrainSettings:
     max_clips: int = 400
     latent_noise: float = 0.05
     threads: int | None = None
+    init: str | None = None  # start from this codec's weights (a shipped name or a directory)
 
 
 def _cosine(step: int, total: int, warmup: int, lr: float) -> float:
@@ -176,6 +177,10 @@ def train_codec(
         model = TinyAudioCodec(TinyAudioConfig(cfg.audio.sample_rate, cfg.audio.hop_length, cfg.audio.latent_channels))
     else:
         raise StreamcharError(f"unknown codec kind {kind!r}; accepted: video, audio")
+    if settings.init is not None:
+        from streamchar.codecs.store import load_codec
+
+        model.load_state_dict(load_codec(settings.init).state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
     run.mkdir(parents=True, exist_ok=True)
     start = _load_checkpoint(run, model, opt, rng)
@@ -201,10 +206,12 @@ def train_codec(
             x = source.batch(settings.batch, cfg.audio.sample_rate, cfg.audio.hop_length)  # type: ignore[union-attr]
             raw = model.encode_raw(x)  # type: ignore[operator]
             noisy = raw + settings.latent_noise * raw.detach().std() * torch.randn_like(raw)
-            y, _ = model.decode_raw(noisy)  # type: ignore[operator]
+            logmag, phase, _ = model.decode_frames(noisy)  # type: ignore[operator]
+            y, _ = model.synthesize(logmag, phase, None)  # type: ignore[operator]
+            frames = (logmag - model.analysis(x)).abs().mean()  # type: ignore[operator]
             spec = stft_loss(y, x)
-            loss = spec + 0.5 * (y - x).abs().mean() + 1e-4 * raw.pow(2).mean()
-            parts = {"stft": spec.item()}
+            loss = frames + spec + 1e-4 * raw.pow(2).mean()
+            parts = {"frames": frames.item(), "stft": spec.item()}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,0 +1,65 @@
+"""The tiny codecs that ship with the package: they load by name, fit the tiny preset, stay
+small, and reconstruct held-out SynthTalk clips (the full benchmark is `streamchar bench codec`)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from streamchar.codecs.store import WEIGHTS, load_audio_codec, load_video_codec, shipped_path
+from streamchar.data.dataset import ClipDataset
+from streamchar.evaluation.bench_codec import psnr, round_trip
+
+
+@pytest.fixture(scope="module")
+def codecs(tiny_cfg):
+    return load_video_codec(tiny_cfg), load_audio_codec(tiny_cfg)
+
+
+@pytest.mark.parametrize("name", ["tiny-video", "tiny-audio"])
+def test_shipped_codecs_are_small(name):
+    size = (shipped_path(name) / WEIGHTS).stat().st_size
+    assert size <= 10 * 1024 * 1024, size
+    assert (shipped_path(name) / "train_log.jsonl").is_file() and (shipped_path(name) / "training_curves.png").is_file()
+
+
+def test_latent_statistics_are_stored(codecs):
+    video, audio = codecs
+    for codec in (video, audio):
+        assert codec.latents_std.min() > 0 and not torch.all(codec.latents_std == 1)
+
+
+def test_round_trip_of_a_held_out_clip(small_set, codecs):
+    root, cfg = small_set
+    video, audio = codecs
+    item = ClipDataset(root, cfg, split="test-unseen")[0]
+    frames, rec_audio = round_trip(item, video, audio)
+    assert psnr(item["video"].permute(0, 2, 3, 1).numpy(), frames) > 28
+    # the reconstructed speech has the original's loudness contour
+    spf = cfg.samples_per_frame
+    env = lambda a: np.sqrt((a.reshape(-1, spf) ** 2).mean(axis=1))  # noqa: E731
+    assert np.corrcoef(env(item["audio"].numpy()), env(rec_audio))[0, 1] > 0.9
+
+
+@torch.no_grad()
+def test_streaming_decode_equals_whole_decode(codecs):
+    video, audio = codecs
+    torch.manual_seed(0)
+    za = torch.randn(1, 64, 99)
+    whole = audio.decode(za)
+    stream = audio.stream_decoder()
+    chunks = torch.cat([stream.decode(za[:, :, k : k + 33]) for k in range(0, 99, 33)], dim=1)
+    assert torch.allclose(whole, chunks, atol=1e-5)  # so chunk boundaries add no click
+    zv = torch.randn(1, 48, 18, 8, 8)
+    assert torch.allclose(video.decode(zv), torch.cat([video.decode(zv[:, :, :9]), video.decode(zv[:, :, 9:])], dim=2))
+
+
+def test_encode_command(small_set, tmp_path):
+    root, _ = small_set
+    out = tmp_path / "latents"
+    r = subprocess.run([sys.executable, "-m", "streamchar", "data", "encode", "--data", str(root), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (out / "latents.json").is_file() and list(out.glob("shard-*.safetensors"))
