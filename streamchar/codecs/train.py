@@ -183,6 +183,9 @@ def train_codec(
         model.load_state_dict(load_codec(settings.init).state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
     run.mkdir(parents=True, exist_ok=True)
+    if command:
+        with open(run / "commands.txt", "a") as f:
+            f.write(command + "\n")
     start = _load_checkpoint(run, model, opt, rng)
     source = VideoGroups(records, rng) if kind == "video" else AudioSegments(records, cfg.audio.sample_rate, rng)
     writer = SummaryWriter(str(run / "tensorboard"))
@@ -243,6 +246,8 @@ def export_training_record(run: Path, out: Path, title: str) -> None:
 
     log = run / "train_log.jsonl"
     atomic_write_text(out / "train_log.jsonl", log.read_text())
+    if (run / "commands.txt").exists():
+        atomic_write_text(out / "commands.txt", (run / "commands.txt").read_text())
     plot_training_log(log, out / "training_curves.png", title)
 
 
