@@ -20,7 +20,7 @@ def video():
 @pytest.fixture(scope="module")
 def audio():
     torch.manual_seed(0)
-    return TinyAudioCodec(TinyAudioConfig(latent_channels=8, channels=(8, 8, 8))).eval()
+    return TinyAudioCodec(TinyAudioConfig(latent_channels=8, channels=(8, 8))).eval()
 
 
 def test_chunks_pad_the_last_one():

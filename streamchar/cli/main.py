@@ -47,6 +47,14 @@ def clip_progress(label: str) -> Iterator:
         yield update
 
 
+def _report(result: dict, out: Optional[Path]) -> None:
+    """A benchmark's result: printed, and written as JSON when asked."""
+    console.print_json(json.dumps(result))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+
+
 @config_app.command("show")
 def config_show(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Print the resolved config (preset plus overrides) as YAML."""
@@ -133,10 +141,7 @@ def bench_synth(
         raise StreamcharError(f"--clips must be a positive number of clips, got {clips}")
     with clip_progress("benchmark clips") as update:
         result = bench_synthtalk(cfg, clips=clips, seconds=seconds, workers=workers, on_progress=update)
-    console.print_json(json.dumps(result))
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
+    _report(result, out)
 
 
 @codec_app.command("train")
@@ -219,10 +224,7 @@ def bench_codec(
     torch.set_num_threads(threads)
     cfg = load_config(preset, config)
     result = bench_codecs(data, cfg, load_video_codec(cfg, video_codec), load_audio_codec(cfg, audio_codec), clips=clips, split=split)
-    console.print_json(json.dumps(result))
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
+    _report(result, out)
 
 
 @app.command("demo")

@@ -116,37 +116,29 @@ def _diffusers_class(path: Path) -> str | None:
         return None
 
 
-def load_video_codec(cfg: Config, path: str | Path | None = None) -> VideoCodec:
-    """The preset's video codec: the shipped tiny codec by default, or a directory holding either
-    a diffusers `AutoencoderKLWan` or a codec trained by `streamchar codec train`."""
+def _load_for(cfg: Config, path: str | Path | None, modality: str, diffusers_class: str, base: type, check) -> VideoCodec | AudioCodec:  # noqa: ANN001
+    """The preset's codec of one modality: the shipped tiny codec by default, or a directory
+    holding either a diffusers VAE of `diffusers_class` or a codec trained by `streamchar codec train`."""
     if path is None:
         if cfg.preset != "tiny":
-            raise StreamcharError(f"preset {cfg.preset!r} needs a video VAE directory (a diffusers AutoencoderKLWan); pass its path")
-        path = "tiny-video"
-    if str(path) not in SHIPPED and _diffusers_class(Path(path)) == "AutoencoderKLWan":
-        from streamchar.codecs.paper import WanVideoCodec
+            raise StreamcharError(f"preset {cfg.preset!r} needs a {modality} VAE directory (a diffusers {diffusers_class}); pass its path")
+        path = f"tiny-{modality}"
+    if str(path) not in SHIPPED and _diffusers_class(Path(path)) == diffusers_class:
+        from streamchar.codecs import paper
 
-        return WanVideoCodec.load(path, cfg)
+        loader = paper.WanVideoCodec if modality == "video" else paper.OobleckAudioCodec
+        return loader.load(path, cfg)
     codec = load_codec(path)
-    if not isinstance(codec, VideoCodec):
-        raise StreamcharError(f"{path} holds an audio codec, not a video codec")
-    check_video_codec(codec, cfg)
+    if not isinstance(codec, base):
+        other = "audio" if modality == "video" else "video"
+        raise StreamcharError(f"{path} holds an {other} codec, not a {modality} codec".replace("an video", "a video"))
+    check(codec, cfg)
     return codec
+
+
+def load_video_codec(cfg: Config, path: str | Path | None = None) -> VideoCodec:
+    return _load_for(cfg, path, "video", "AutoencoderKLWan", VideoCodec, check_video_codec)  # type: ignore[return-value]
 
 
 def load_audio_codec(cfg: Config, path: str | Path | None = None) -> AudioCodec:
-    """The preset's audio codec: the shipped tiny codec by default, or a directory holding either
-    a diffusers `AutoencoderOobleck` or a codec trained by `streamchar codec train`."""
-    if path is None:
-        if cfg.preset != "tiny":
-            raise StreamcharError(f"preset {cfg.preset!r} needs an audio VAE directory (a diffusers AutoencoderOobleck); pass its path")
-        path = "tiny-audio"
-    if str(path) not in SHIPPED and _diffusers_class(Path(path)) == "AutoencoderOobleck":
-        from streamchar.codecs.paper import OobleckAudioCodec
-
-        return OobleckAudioCodec.load(path, cfg)
-    codec = load_codec(path)
-    if not isinstance(codec, AudioCodec):
-        raise StreamcharError(f"{path} holds a video codec, not an audio codec")
-    check_audio_codec(codec, cfg)
-    return codec
+    return _load_for(cfg, path, "audio", "AutoencoderOobleck", AudioCodec, check_audio_codec)  # type: ignore[return-value]
