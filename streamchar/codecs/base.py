@@ -23,6 +23,19 @@ CHUNK_FRAMES = 33
 CHUNK_LATENTS = 9
 
 
+def _per_channel(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(1, -1, *[1] * (like.ndim - 2)).to(like)
+
+
+def normalise(raw: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Raw latents (B, z, ...) -> latents with zero mean and unit std per channel."""
+    return (raw - _per_channel(mean, raw)) / _per_channel(std, raw)
+
+
+def denormalise(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return z * _per_channel(std, z) + _per_channel(mean, z)
+
+
 def frames_to_chunks(frames: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(B, 3, T, H, W) -> (B * n_chunks, 3, 33, H, W), the last chunk padded by repeating its
     last frame; also returns T so that decoding can cut the padding off."""
@@ -120,4 +133,4 @@ class AudioCodec(nn.Module, ABC):
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
 
     @abstractmethod
-    def stream_decoder(self, batch: int = 1) -> AudioStreamDecoder: ...
+    def stream_decoder(self) -> AudioStreamDecoder: ...

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from streamchar.codecs.base import AudioCodec, AudioStreamDecoder, VideoCodec
+from streamchar.codecs.base import AudioCodec, AudioStreamDecoder, VideoCodec, denormalise, normalise
 from streamchar.config import Config
 from streamchar.errors import StreamcharError
 
@@ -57,20 +57,14 @@ class WanVideoCodec(VideoCodec):
 
         return cls(_from_pretrained(AutoencoderKLWan, Path(path)), cfg)
 
-    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (1, -1, 1, 1, 1)
-        return self.latents_mean.view(shape).to(like), self.latents_std.view(shape).to(like)
-
     @torch.no_grad()
     def encode_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
         z = self.vae.encode(chunks.to(self.vae.dtype)).latent_dist.mode()
-        mean, std = self._stats(z)
-        return ((z - mean) / std).float()
+        return normalise(z, self.latents_mean, self.latents_std).float()
 
     @torch.no_grad()
     def decode_chunks(self, latents: torch.Tensor) -> torch.Tensor:
-        mean, std = self._stats(latents)
-        x = self.vae.decode((latents * std + mean).to(self.vae.dtype)).sample
+        x = self.vae.decode(denormalise(latents, self.latents_mean, self.latents_std).to(self.vae.dtype)).sample
         return x.float().clamp(-1, 1)
 
 
@@ -135,5 +129,5 @@ class OobleckAudioCodec(AudioCodec):
         y = self.vae.decode(latents.to(self.vae.dtype)).sample.float().mean(dim=1)
         return F.pad(y, (0, max(0, n - y.shape[1])))[:, :n].clamp(-1, 1)
 
-    def stream_decoder(self, batch: int = 1) -> AudioStreamDecoder:
+    def stream_decoder(self) -> AudioStreamDecoder:
         return _OverlapStream(self, self.stream_context)

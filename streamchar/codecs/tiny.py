@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamchar.codecs.base import CHUNK_FRAMES, CHUNK_LATENTS, AudioCodec, AudioStreamDecoder, VideoCodec
+from streamchar.codecs.base import CHUNK_LATENTS, AudioCodec, AudioStreamDecoder, VideoCodec, denormalise, normalise
 from streamchar.codecs.layers import CausalConv1d, CausalResBlock1d, ResBlock1d, ResBlock2d
 
 
@@ -95,26 +95,16 @@ class TinyVideoCodec(VideoCodec):
     def decode_groups(self, raw: torch.Tensor) -> torch.Tensor:
         return self.dec(raw)
 
-    def normalise(self, raw: torch.Tensor, dim: int = 1) -> torch.Tensor:
-        shape = [1] * raw.ndim
-        shape[dim] = -1
-        return (raw - self.latents_mean.view(shape)) / self.latents_std.view(shape)
-
-    def denormalise(self, z: torch.Tensor, dim: int = 1) -> torch.Tensor:
-        shape = [1] * z.ndim
-        shape[dim] = -1
-        return z * self.latents_std.view(shape) + self.latents_mean.view(shape)
-
     def encode_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
         n = chunks.shape[0]
         raw = self.encode_groups(self._groups(chunks))
-        z = self.normalise(raw)
+        z = normalise(raw, self.latents_mean, self.latents_std)
         return z.reshape(n, CHUNK_LATENTS, *z.shape[1:]).permute(0, 2, 1, 3, 4)
 
     def decode_chunks(self, latents: torch.Tensor) -> torch.Tensor:
         n, z, t, h, w = latents.shape
         flat = latents.permute(0, 2, 1, 3, 4).reshape(n * t, z, h, w)
-        groups = self.decode_groups(self.denormalise(flat))
+        groups = self.decode_groups(denormalise(flat, self.latents_mean, self.latents_std))
         return self._ungroup(groups, n).clamp(-1, 1)
 
 
@@ -194,7 +184,7 @@ class TinyAudioCodec(AudioCodec):
     def encode(self, audio: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         self.check_audio(audio, sample_rate)
         raw = self.encode_raw(audio)
-        return (raw - self.latents_mean[:, None]) / self.latents_std[:, None]
+        return normalise(raw, self.latents_mean, self.latents_std)
 
     def decode_frames(self, raw: torch.Tensor, state: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Causal: raw latents (B, z, n) -> log-magnitude and phase frames (B, bins, n * up)."""
@@ -230,7 +220,7 @@ class TinyAudioCodec(AudioCodec):
         return out, new
 
     def decode_stream(self, latents: torch.Tensor, state: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        raw = latents * self.latents_std[:, None] + self.latents_mean[:, None]
+        raw = denormalise(latents, self.latents_mean, self.latents_std)
         out, state = self.decode_raw(raw, state)
         return out.clamp(-1, 1), state
 
@@ -238,8 +228,6 @@ class TinyAudioCodec(AudioCodec):
         self.check_latents(latents)
         return self.decode_stream(latents, None)[0]
 
-    def stream_decoder(self, batch: int = 1) -> AudioStreamDecoder:
+    def stream_decoder(self) -> AudioStreamDecoder:
         return _AudioStream(self)
 
-
-__all__ = ["TinyVideoCodec", "TinyVideoConfig", "TinyAudioCodec", "TinyAudioConfig", "CHUNK_FRAMES"]
