@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamchar.config import load_config
 from streamchar.data.audio import read_wav
 from streamchar.data.character import make_character
 from streamchar.data.clip import RECORD, neutral_frame

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 import yaml
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from streamchar.cli.common import ConfigOpt, PresetOpt, clip_progress, console, err_console, report, step_progress
+from streamchar.cli.eval_cmds import eval_app
 from streamchar.config import load_config
 from streamchar.errors import Interrupted, StreamcharError
 
@@ -26,34 +25,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 codec_app = typer.Typer(help="Latent codecs: train the tiny ones.", no_args_is_help=True)
 app.add_typer(codec_app, name="codec")
-
-console = Console()
-err_console = Console(stderr=True)
-
-PresetOpt = typer.Option(None, "--preset", help="named preset: tiny (default) or paper")
-ConfigOpt = typer.Option(None, "--config", help="YAML file whose fields override the preset")
-
-
-@contextmanager
-def clip_progress(label: str) -> Iterator:
-    with Progress(
-        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err_console
-    ) as progress:
-        task = progress.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        yield update
-
-
-def _report(result: dict, out: Optional[Path]) -> None:
-    """A benchmark's result: printed, and written as JSON when asked."""
-    console.print_json(json.dumps(result))
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
-
+app.add_typer(eval_app, name="eval")
 
 @config_app.command("show")
 def config_show(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt) -> None:
@@ -141,7 +113,7 @@ def bench_synth(
         raise StreamcharError(f"--clips must be a positive number of clips, got {clips}")
     with clip_progress("benchmark clips") as update:
         result = bench_synthtalk(cfg, clips=clips, seconds=seconds, workers=workers, on_progress=update)
-    _report(result, out)
+    report(result, out)
 
 
 @codec_app.command("train")
@@ -157,6 +129,8 @@ def codec_train(
     max_clips: int = typer.Option(400, "--max-clips", help="training clips held in memory"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
     init: Optional[str] = typer.Option(None, "--init", help="start from this codec's weights (tiny-video, tiny-audio or a directory)"),
+    crop: int = typer.Option(64, "--crop", help="video: square training crops of this size, a multiple of 16 (0: whole frames)"),
+    latent_noise: float = typer.Option(0.05, "--latent-noise", help="noise added to the latents in training, relative to their std"),
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
@@ -168,17 +142,35 @@ def codec_train(
         raise StreamcharError(f"--kind must be video or audio, got {kind!r}")
     if steps <= 0 or batch <= 0 or lr <= 0:
         raise StreamcharError("--steps, --batch and --lr must be positive")
-    settings = TrainSettings(steps=steps, batch=batch, lr=lr, seed=seed, max_clips=max_clips, threads=threads, init=init)
-    with Progress(TextColumn(f"[bold]training {kind} codec"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console) as progress:
-        task = progress.add_task("train", total=steps, loss=float("nan"))
-        summary = train_codec(kind, data, run, out, cfg, settings, on_step=lambda d, t, l: progress.update(task, completed=d, loss=l),
-                              command=" ".join(["streamchar", *sys.argv[1:]]))
+    if crop < 0 or latent_noise < 0:
+        raise StreamcharError("--crop and --latent-noise must not be negative")
+    settings = TrainSettings(steps=steps, batch=batch, lr=lr, seed=seed, max_clips=max_clips, threads=threads, init=init,
+                             crop=crop or None, latent_noise=latent_noise)
+    with step_progress(f"training {kind} codec", steps) as on_step:
+        summary = train_codec(kind, data, run, out, cfg, settings, on_step=on_step, command=" ".join(["streamchar", *sys.argv[1:]]))
     console.print(json.dumps(summary))
 
 
 VideoCodecOpt = typer.Option(None, "--video-codec", help="video codec directory (default: the shipped tiny codec)")
 AudioCodecOpt = typer.Option(None, "--audio-codec", help="audio codec directory (default: the shipped tiny codec)")
+
+
+@data_app.command("long")
+def data_long(
+    out: Path = typer.Option(..., "--out", help="folder for the streams (<name>.mp4, .json, .png); existing streams are kept"),
+    streams: int = typer.Option(50, "--streams", help="number of streams (paper: 50)"),
+    seconds: float = typer.Option(300.0, "--seconds", help="length of each stream (paper: five minutes)"),
+    seed: int = typer.Option(0, "--seed", help="the seed of the SynthTalk set whose unseen characters speak"),
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Ground-truth long streams for `eval long`: unseen characters speaking test sentences, stitched from clips."""
+    from streamchar.data.long_streams import write_long_streams
+
+    cfg = load_config(preset, config)
+    with clip_progress("long streams") as update:
+        paths = write_long_streams(out, streams, seconds, seed, cfg, on_progress=update)
+    console.print(f"{len(paths)} streams in {out}")
 
 
 @data_app.command("encode")
@@ -224,7 +216,7 @@ def bench_codec(
     torch.set_num_threads(threads)
     cfg = load_config(preset, config)
     result = bench_codecs(data, cfg, load_video_codec(cfg, video_codec), load_audio_codec(cfg, audio_codec), clips=clips, split=split)
-    _report(result, out)
+    report(result, out)
 
 
 @app.command("demo")

@@ -48,15 +48,30 @@ class Recognizer:
         lm_path.write_text(bigram_arpa(transcripts, vocabulary=known))
         self._decoder = Decoder(hmm=str(model / "en-us"), dict=str(dict_path), lm=str(lm_path), loglevel="FATAL")
 
-    def transcribe(self, audio: np.ndarray, sample_rate: int) -> str:
+    def _decode(self, audio: np.ndarray, sample_rate: int) -> None:
         pcm = resample(np.asarray(audio, dtype=np.float32), sample_rate, ASR_RATE)
         pcm16 = (np.clip(pcm, -1.0, 1.0) * 32767).astype("<i2").tobytes()
         d = self._decoder
         d.start_utt()
         d.process_raw(pcm16, full_utt=True)
         d.end_utt()
-        hyp = d.hyp()
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int) -> str:
+        self._decode(audio, sample_rate)
+        hyp = self._decoder.hyp()
         return hyp.hypstr if hyp is not None else ""
+
+    def transcribe_words(self, audio: np.ndarray, sample_rate: int) -> list[tuple[str, float, float]]:
+        """Recognised words with their start and end in seconds (silences and fillers dropped)."""
+        self._decode(audio, sample_rate)
+        frame_rate = float(self._decoder.config["frate"])
+        words = []
+        for seg in self._decoder.seg():
+            w = seg.word.split("(", 1)[0]
+            if w.startswith(("<", "[")):
+                continue
+            words.append((w, seg.start_frame / frame_rate, (seg.end_frame + 1) / frame_rate))
+        return words
 
 
 @dataclass(frozen=True)

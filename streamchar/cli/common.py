@@ -1,0 +1,50 @@
+"""What every `streamchar` command shares: consoles, the preset options, progress and reports."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console()
+err_console = Console(stderr=True)
+
+PresetOpt = typer.Option(None, "--preset", help="named preset: tiny (default) or paper")
+ConfigOpt = typer.Option(None, "--config", help="YAML file whose fields override the preset")
+
+
+@contextmanager
+def clip_progress(label: str) -> Iterator:
+    with Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err_console
+    ) as progress:
+        task = progress.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+def report(result: dict, out: Optional[Path]) -> None:
+    """A benchmark's result: printed, and written as JSON when asked."""
+    console.print_json(json.dumps(result))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+
+
+
+
+@contextmanager
+def step_progress(label: str, total: int) -> Iterator:
+    """A progress bar over training steps with the current loss; yields on_step(done, total, loss)."""
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console) as progress:
+        task = progress.add_task(label, total=total, loss=float("nan"))
+        yield lambda done, _total, loss: progress.update(task, completed=done, loss=loss)

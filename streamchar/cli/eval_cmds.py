@@ -1,0 +1,151 @@
+"""`streamchar eval …`: the evaluation protocols and the SynthTalk evaluation networks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from streamchar.cli.common import clip_progress, console, step_progress
+from streamchar.errors import StreamcharError
+
+eval_app = typer.Typer(help="Evaluation: the paper's short and long protocols, and the networks they use on SynthTalk.", no_args_is_help=True)
+
+
+def _command() -> str:
+    return " ".join(["streamchar", *sys.argv[1:]])
+
+
+@eval_app.command("train-sync")
+def train_sync_cmd(
+    data: Path = typer.Option(..., "--data", help="a SynthTalk set (its train split is used)"),
+    run: Path = typer.Option(..., "--run", help="folder for the training log and TensorBoard"),
+    out: Path = typer.Option(..., "--out", help="where the network is written"),
+    steps: int = typer.Option(1500, "--steps"),
+    threads: int = typer.Option(2, "--threads"),
+) -> None:
+    """Train the SynthTalk lip-sync network (SyncNet-style; shifted audio as negatives)."""
+    import torch
+
+    from streamchar.evaluation.train_nets import train_sync
+
+    torch.set_num_threads(threads)
+    with step_progress("training sync network", steps) as on_step:
+        console.print(json.dumps(train_sync(data, run, out, steps=steps, on_step=on_step, command=_command())))
+
+
+@eval_app.command("train-identity")
+def train_identity_cmd(
+    data: Path = typer.Option(..., "--data", help="a SynthTalk set (train split to learn, val split to set the threshold)"),
+    run: Path = typer.Option(..., "--run", help="folder for the training log and TensorBoard"),
+    out: Path = typer.Option(..., "--out", help="where the network is written"),
+    steps: int = typer.Option(1500, "--steps"),
+    threads: int = typer.Option(2, "--threads"),
+) -> None:
+    """Train the SynthTalk identity embedding (which character is this?)."""
+    import torch
+
+    from streamchar.evaluation.train_nets import train_identity
+
+    torch.set_num_threads(threads)
+    with step_progress("training identity network", steps) as on_step:
+        console.print(json.dumps(train_identity(data, run, out, steps=steps, on_step=on_step, command=_command())))
+
+
+def _systems(data: Optional[Path], split: str, ground_truth: Optional[Path], videos: list[str], limit: int) -> dict:
+    from streamchar.evaluation.items import folder_items, synthtalk_items
+
+    systems = {}
+    if data is not None and ground_truth is not None:
+        raise StreamcharError("give the ground truth either as --data (a SynthTalk set) or as --ground-truth (a folder), not both")
+    if data is not None:
+        systems["ground truth"] = synthtalk_items(data, split, limit)
+    elif ground_truth is not None:
+        systems["ground truth"] = folder_items(ground_truth, limit)
+    for spec in videos:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise StreamcharError(f"--videos takes NAME=FOLDER, got {spec!r}")
+        if name in systems:
+            raise StreamcharError(f"two systems are named {name!r}")
+        systems[name] = folder_items(Path(folder), limit)
+    if not systems:
+        raise StreamcharError("nothing to evaluate: give --data or --ground-truth, and/or --videos NAME=FOLDER")
+    return systems
+
+
+def _run(protocol: str, systems: dict, out: Path, threads: int, syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft) -> None:
+    import time
+
+    import torch
+
+    from streamchar.config import load_config
+    from streamchar.evaluation.protocols import Scorers, run_protocol
+    from streamchar.evaluation.quality import FrameQuality
+    from streamchar.evaluation.report import write_report
+    from streamchar.evaluation.scorers import FrechetFeatures, IdentityScorer, SyncScorer
+
+    torch.set_num_threads(threads)
+    cfg = load_config("tiny")
+    scorers = Scorers(SyncScorer(syncnet_v2), IdentityScorer(identity_model, identity_threshold), FrechetFeatures(inception, i3d),
+                      FrameQuality(musiq), raft)
+    total = sum(len(v) for v in systems.values())
+    t0 = time.perf_counter()
+    with clip_progress(f"eval {protocol}") as update:
+        done = [0]
+
+        def on_item() -> None:
+            done[0] += 1
+            update(done[0], total)
+
+        report = run_protocol(protocol, systems, scorers, cfg.stream.fps, on_item=on_item)
+    report["wall_seconds"] = time.perf_counter() - t0
+    paths = write_report(report, out)
+    from streamchar.evaluation.report import markdown_table
+
+    console.print(markdown_table(report))
+    console.print(f"report: {paths['json']}\ntable: {paths['markdown']}\nplot: {paths['plot']}  ({report['wall_seconds']:.0f} s)")
+
+
+SplitOpt = typer.Option("test-unseen", "--split", help="SynthTalk split used as ground truth (test-unseen: unseen sentences and characters)")
+VideosOpt = typer.Option([], "--videos", help="NAME=FOLDER of generated MP4s (each with <name>.json: transcript, reference_image); repeatable")
+SyncOpt = typer.Option(None, "--syncnet-v2", help="syncnet_v2.model (or .safetensors); default: the shipped synthtalk-sync")
+IdOpt = typer.Option(None, "--identity-model", help="TorchScript face embedding (e.g. ArcFace); default: the shipped synthtalk-id")
+IdThrOpt = typer.Option(None, "--identity-threshold", help="per-frame similarity threshold (default: 0.4 for a user model, calibrated for synthtalk-id)")
+InceptionOpt = typer.Option(None, "--inception", help="TorchScript Inception (inception-2015-12-05.pt) for FID; default: FD-tinyvae")
+I3dOpt = typer.Option(None, "--i3d", help="TorchScript I3D (i3d_torchscript.pt) for FVD; default: FD-tinyvae-video")
+MusiqOpt = typer.Option(None, "--musiq", help="TorchScript MUSIQ for per-frame quality; default: SCC")
+RaftOpt = typer.Option(None, "--raft", help="TorchScript RAFT for dynamic degree; default: OpenCV Farneback")
+
+
+@eval_app.command("short")
+def eval_short(
+    data: Optional[Path] = typer.Option(None, "--data", help="SynthTalk set whose split is the ground truth"),
+    split: str = SplitOpt,
+    ground_truth: Optional[Path] = typer.Option(None, "--ground-truth", help="or: a folder of ground-truth MP4s with their JSON"),
+    videos: list[str] = VideosOpt,
+    clips: int = typer.Option(150, "--clips", help="items per system (paper: 150)"),
+    out: Path = typer.Option(Path("out/eval"), "--out", help="folder for eval-short.json/.md/.png"),
+    threads: int = typer.Option(2, "--threads"),
+    syncnet_v2: Optional[Path] = SyncOpt, identity_model: Optional[Path] = IdOpt, identity_threshold: Optional[float] = IdThrOpt,
+    inception: Optional[Path] = InceptionOpt, i3d: Optional[Path] = I3dOpt, musiq: Optional[Path] = MusiqOpt, raft: Optional[Path] = RaftOpt,
+) -> None:
+    """Short-clip protocol (paper Table 1): WER beside ground truth's, Sync-C/D, identity, FID/FVD or FD-<name>."""
+    _run("short", _systems(data, split, ground_truth, videos, clips), out, threads, syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft)
+
+
+@eval_app.command("long")
+def eval_long(
+    ground_truth: Optional[Path] = typer.Option(None, "--ground-truth", help="folder of ground-truth long streams (`streamchar data long`)"),
+    videos: list[str] = VideosOpt,
+    streams: int = typer.Option(50, "--streams", help="streams per system (paper: 50)"),
+    out: Path = typer.Option(Path("out/eval"), "--out", help="folder for eval-long.json/.md/.png"),
+    threads: int = typer.Option(2, "--threads"),
+    syncnet_v2: Optional[Path] = SyncOpt, identity_model: Optional[Path] = IdOpt, identity_threshold: Optional[float] = IdThrOpt,
+    inception: Optional[Path] = InceptionOpt, i3d: Optional[Path] = I3dOpt, musiq: Optional[Path] = MusiqOpt, raft: Optional[Path] = RaftOpt,
+) -> None:
+    """Long-stream protocol (paper Table 2): transcript coverage, identity, Quality Drift, Dynamic, with curves over time."""
+    _run("long", _systems(None, "", ground_truth, videos, streams), out, threads, syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft)

@@ -1,0 +1,103 @@
+"""The evaluation suite's maths on hand-computed cases."""
+
+import numpy as np
+import pytest
+import torch
+
+from streamchar.errors import StreamcharError
+from streamchar.evaluation.coverage import transcript_coverage
+from streamchar.evaluation.frechet import GaussianStats, frechet_distance
+from streamchar.evaluation.quality import quality_drift
+from streamchar.evaluation.scorers import dynamic_degree
+from streamchar.evaluation.syncnet import SyncNetV2, load_syncnet_v2, sync_scores, window_starts
+
+
+def test_frechet_distance_of_diagonal_gaussians():
+    # d^2 = |mu1 - mu2|^2 + sum_k (s1_k - s2_k)^2 for diagonal covariances
+    a = GaussianStats(np.array([0.0, 1.0]), np.diag([4.0, 1.0]), 10)
+    b = GaussianStats(np.array([3.0, 1.0]), np.diag([1.0, 9.0]), 10)
+    assert frechet_distance(a, b) == pytest.approx(9 + (2 - 1) ** 2 + (1 - 3) ** 2)
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-9)
+
+
+def test_frechet_from_samples_and_bad_input():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (4000, 3))
+    y = rng.normal(2, 1, (4000, 3))
+    assert frechet_distance(GaussianStats.of(x), GaussianStats.of(y)) == pytest.approx(12, rel=0.05)
+    with pytest.raises(StreamcharError, match="at least two"):
+        GaussianStats.of(x[:1])
+    with pytest.raises(StreamcharError, match="feature sizes differ"):
+        frechet_distance(GaussianStats.of(x), GaussianStats.of(x[:, :2]))
+
+
+def test_sync_protocol_finds_offset_and_sign():
+    torch.manual_seed(0)
+    n, shift = 60, 3
+    stream = torch.randn(n + 20, 8)
+    # video frame i shows stream[i]; audio window j carries stream[j + 3]: the audio is 3 frames
+    # ahead of the picture (it leads), which SyncNet reports as offset +3
+    lead = sync_scores(stream[:n], stream[shift : n + shift], vshift=5)
+    assert lead.offset == shift
+    lag = sync_scores(stream[shift : n + shift], stream[:n], vshift=5)
+    assert lag.offset == -shift
+    # at the best offset only the first 3 windows, compared with zero padding, are apart
+    assert lead.sync_d == pytest.approx(float(stream[:shift].norm(dim=1).sum()) / n, abs=1e-4)
+    assert lead.sync_c == pytest.approx(float(np.median(lead.distances)) - lead.sync_d)
+    assert len(lead.distances) == 11
+
+
+def test_sync_windows_at_24_fps():
+    starts = window_starts(num_frames=30, num_mfcc=110, fps=24)
+    assert starts[:4] == [0, 4, 8, 12] and starts[6] == 25  # 100 * 6 / 24 = 25
+    assert all(s + 20 <= 110 for s in starts) and len(starts) <= 26
+
+
+def test_quality_drift_windows():
+    fps = 2.0
+    q = np.full(int(65 * fps), 0.5)
+    q[int(25 * fps) : int(30 * fps)] = 0.6  # last 5 s of the first 30 s segment
+    q[int(55 * fps) : int(60 * fps)] = 0.45  # last 5 s of the second
+    drift, points = quality_drift(q, fps)
+    assert [p["time"] for p in points] == [30.0, 60.0]
+    assert points[0]["drift"] == pytest.approx(0.1) and points[1]["drift"] == pytest.approx(0.05)
+    assert drift == pytest.approx(0.1)
+    assert quality_drift(q[: int(20 * fps)], fps)[0] is None  # shorter than one period
+
+
+def test_coverage_counts_omissions_and_repeats():
+    c = transcript_coverage("the birch canoe slid on the smooth planks", "the birch canoe the birch canoe slid on planks")
+    assert c.transcript_words == 8
+    assert c.spoken_in_order == 6 and c.omitted == 2
+    assert c.repeated == 3
+    assert c.coverage == pytest.approx(6 / 8)
+    none = transcript_coverage("glue the sheet", "")
+    assert none.spoken_in_order == 0 and none.omitted == 3
+
+
+def test_dynamic_degree_thresholds():
+    rng = np.random.default_rng(0)
+    base = (rng.random((128, 128, 3)) * 60).astype(np.uint8)
+    static = np.repeat(base[None], 48, axis=0)
+    r = dynamic_degree(static, fps=24)
+    assert not r["dynamic"] and r["pairs"] == 15 and r["threshold_px"] == pytest.approx(3.0)
+    moving = np.zeros((48, 128, 128, 3), np.uint8)
+    for t in range(48):
+        x = 10 + 2 * t  # 6 px per sampled pair (every 3rd frame at 24 fps)
+        moving[t, 40:80, x : x + 30] = 220
+    assert dynamic_degree(moving, fps=24)["dynamic"]
+
+
+def test_syncnet_v2_loads_the_original_state_dict_format(tmp_path):
+    torch.manual_seed(0)
+    src = SyncNetV2()
+    path = tmp_path / "syncnet_v2.model"
+    torch.save(src.state_dict(), path)  # how syncnet_python's weights are stored
+    model = load_syncnet_v2(path)
+    with torch.no_grad():
+        a = model.forward_aud(torch.randn(2, 1, 13, 20))
+        v = model.forward_lip(torch.rand(1, 3, 5, 224, 224) * 255)
+    assert a.shape == (2, 1024) and v.shape == (1, 1024)
+    torch.save({"netcnnaud.0.weight": torch.zeros(3)}, tmp_path / "bad.model")
+    with pytest.raises(StreamcharError, match="SyncNet"):
+        load_syncnet_v2(tmp_path / "bad.model")
