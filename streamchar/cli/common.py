@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -48,3 +49,8 @@ def step_progress(label: str, total: int) -> Iterator:
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err_console) as progress:
         task = progress.add_task(label, total=total, loss=float("nan"))
         yield lambda done, _total, loss: progress.update(task, completed=done, loss=loss)
+
+
+def invoked_command() -> str:
+    """The command line as typed, recorded beside what it made."""
+    return " ".join(["streamchar", *sys.argv[1:]])

@@ -3,56 +3,47 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from streamchar.cli.common import clip_progress, console, step_progress
+from streamchar.cli.common import clip_progress, console, invoked_command, step_progress
 from streamchar.errors import StreamcharError
 
 eval_app = typer.Typer(help="Evaluation: the paper's short and long protocols, and the networks they use on SynthTalk.", no_args_is_help=True)
 
 
-def _command() -> str:
-    return " ".join(["streamchar", *sys.argv[1:]])
+def _train(kind: str, data: Path, run: Path, out: Path, steps: int, threads: int) -> None:
+    import torch
+
+    from streamchar.evaluation.train_nets import train_identity, train_sync
+
+    if steps <= 0 or threads <= 0:
+        raise StreamcharError("--steps and --threads must be positive")
+    torch.set_num_threads(threads)
+    train = train_sync if kind == "sync" else train_identity
+    with step_progress(f"training {kind} network", steps) as on_step:
+        console.print(json.dumps(train(data, run, out, steps=steps, on_step=on_step, command=invoked_command())))
+
+
+DataOpt = typer.Option(..., "--data", help="a SynthTalk set (train split to learn; identity: val split to set the threshold)")
+RunOpt = typer.Option(..., "--run", help="folder for the training log and TensorBoard")
+NetOutOpt = typer.Option(..., "--out", help="where the network is written")
 
 
 @eval_app.command("train-sync")
-def train_sync_cmd(
-    data: Path = typer.Option(..., "--data", help="a SynthTalk set (its train split is used)"),
-    run: Path = typer.Option(..., "--run", help="folder for the training log and TensorBoard"),
-    out: Path = typer.Option(..., "--out", help="where the network is written"),
-    steps: int = typer.Option(1500, "--steps"),
-    threads: int = typer.Option(2, "--threads"),
-) -> None:
+def train_sync_cmd(data: Path = DataOpt, run: Path = RunOpt, out: Path = NetOutOpt, steps: int = typer.Option(1500, "--steps"),
+                   threads: int = typer.Option(2, "--threads")) -> None:
     """Train the SynthTalk lip-sync network (SyncNet-style; shifted audio as negatives)."""
-    import torch
-
-    from streamchar.evaluation.train_nets import train_sync
-
-    torch.set_num_threads(threads)
-    with step_progress("training sync network", steps) as on_step:
-        console.print(json.dumps(train_sync(data, run, out, steps=steps, on_step=on_step, command=_command())))
+    _train("sync", data, run, out, steps, threads)
 
 
 @eval_app.command("train-identity")
-def train_identity_cmd(
-    data: Path = typer.Option(..., "--data", help="a SynthTalk set (train split to learn, val split to set the threshold)"),
-    run: Path = typer.Option(..., "--run", help="folder for the training log and TensorBoard"),
-    out: Path = typer.Option(..., "--out", help="where the network is written"),
-    steps: int = typer.Option(1500, "--steps"),
-    threads: int = typer.Option(2, "--threads"),
-) -> None:
+def train_identity_cmd(data: Path = DataOpt, run: Path = RunOpt, out: Path = NetOutOpt, steps: int = typer.Option(1500, "--steps"),
+                       threads: int = typer.Option(2, "--threads")) -> None:
     """Train the SynthTalk identity embedding (which character is this?)."""
-    import torch
-
-    from streamchar.evaluation.train_nets import train_identity
-
-    torch.set_num_threads(threads)
-    with step_progress("training identity network", steps) as on_step:
-        console.print(json.dumps(train_identity(data, run, out, steps=steps, on_step=on_step, command=_command())))
+    _train("identity", data, run, out, steps, threads)
 
 
 def _systems(data: Optional[Path], split: str, ground_truth: Optional[Path], videos: list[str], limit: int) -> dict:

@@ -11,7 +11,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from streamchar.cli.common import ConfigOpt, PresetOpt, clip_progress, console, err_console, report, step_progress
+from streamchar.cli.common import ConfigOpt, PresetOpt, clip_progress, console, err_console, invoked_command, report, step_progress
 from streamchar.cli.eval_cmds import eval_app
 from streamchar.config import load_config
 from streamchar.errors import Interrupted, StreamcharError
@@ -147,7 +147,7 @@ def codec_train(
     settings = TrainSettings(steps=steps, batch=batch, lr=lr, seed=seed, max_clips=max_clips, threads=threads, init=init,
                              crop=crop or None, latent_noise=latent_noise)
     with step_progress(f"training {kind} codec", steps) as on_step:
-        summary = train_codec(kind, data, run, out, cfg, settings, on_step=on_step, command=" ".join(["streamchar", *sys.argv[1:]]))
+        summary = train_codec(kind, data, run, out, cfg, settings, on_step=on_step, command=invoked_command())
     console.print(json.dumps(summary))
 
 

@@ -5,6 +5,7 @@ distribute them in (StyleGAN2-ADA's and clean-fid's `inception-2015-12-05.pt`, S
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -17,6 +18,8 @@ def load_torchscript(path: str | Path, what: str) -> torch.jit.ScriptModule:
     if not path.is_file():
         raise StreamcharError(f"no {what} file at {path}")
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():  # TorchScript is deprecated, but it is the form these networks are published in
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
     except (RuntimeError, ValueError) as e:
         raise StreamcharError(f"{path} is not a TorchScript {what}: {str(e).splitlines()[0]}") from None
