@@ -107,6 +107,7 @@ class OrchestratorConfig(Strict):
     num_kv_heads: int = Field(gt=0)
     ffn_dim: int = Field(gt=0)
     vocab_size: int = Field(gt=0)
+    context_window: int = Field(gt=0, description="most positions the orchestrator reads: reference + transcript + history + chunk")
     tokenizer: Literal["qwen2", "characters"] = Field(description="qwen2: loaded from the Qwen2.5 directory; characters: the project's own")
 
     @model_validator(mode="after")

@@ -1,0 +1,1 @@
+"""Flow matching: the training objective and the samplers."""

@@ -1,0 +1,53 @@
+"""Rectified flow (paper eq. 1-2): x_t = (1 - t) z + t eps, target velocity v = eps - z, one t per
+sample shared by both modalities. The DiT takes t scaled to Wan's timestep range [0, 1000]."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+TIMESTEP_SCALE = 1000.0
+
+
+def noisy(z: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    tt = t.reshape(-1, *([1] * (z.ndim - 1))).to(z.dtype)
+    return (1 - tt) * z + tt * eps
+
+
+def velocity_target(z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    return eps - z
+
+
+def flow_loss(pred_video: torch.Tensor, target_video: torch.Tensor, pred_audio: torch.Tensor | None = None,
+              target_audio: torch.Tensor | None = None, audio_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """Mean squared velocity error per modality and their weighted sum (eq. 2)."""
+    out = {"video": F.mse_loss(pred_video.float(), target_video.float())}
+    out["loss"] = out["video"]
+    if pred_audio is not None and target_audio is not None:
+        out["audio"] = F.mse_loss(pred_audio.float(), target_audio.float())
+        out["loss"] = out["loss"] + audio_weight * out["audio"]
+    return out
+
+
+def sample_times(steps: int, shift: float = 1.0) -> list[float]:
+    """t from 1 (noise) to 0 (data) in `steps` Euler steps; `shift` > 1 spends more steps at high noise."""
+    if steps <= 0:
+        raise ValueError("steps must be positive")
+    ts = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    ts = shift * ts / (1 + (shift - 1) * ts)
+    return [float(t) for t in ts]
+
+
+def euler_sample(velocity: Callable[[torch.Tensor, torch.Tensor | None, float], tuple[torch.Tensor, torch.Tensor | None]],
+                 video_noise: torch.Tensor, audio_noise: torch.Tensor | None, steps: int, shift: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Integrate dx/dt = v from t = 1 to 0. `velocity(video, audio, t)` returns both velocities."""
+    v, a = video_noise, audio_noise
+    ts = sample_times(steps, shift)
+    for t0, t1 in zip(ts, ts[1:]):
+        dv, da = velocity(v, a, t0)
+        v = v + (t1 - t0) * dv
+        if a is not None and da is not None:
+            a = a + (t1 - t0) * da
+    return v, a

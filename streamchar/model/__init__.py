@@ -1,0 +1,1 @@
+"""The model: LLM orchestrator, joint audio-video DiT, progress-aware pointer."""

@@ -1,0 +1,142 @@
+"""The LLM orchestrator (paper §3.2) and the progress-aware pointer (§4.2, eq. 5).
+
+A causal Qwen2 language model from transformers runs on input embeddings
+`[e_ref, E_txt, e_hist, E_cond(t)]`: the reference voice's audio latents, the transcript's
+token embeddings, the history audio latents (at most 15 s), then the current chunk's noisy
+audio latents with the timestep. Its final hidden states at the E_cond positions, projected to
+the DiT's width, are the frame-aligned audio condition c_a. No discrete audio tokens: audio
+latents enter through a linear projection plus a learned segment embedding.
+
+The pointer reads the transcript's hidden states (the E_txt positions of the same pass) and c_a:
+cross-attention gives each audio frame j a soft transcript position p_j (the attention-weighted
+word number), refined by an offset delta_j and pooled with confidence weights w_j:
+s = sum_j w_j (p_j + delta_j), clamped to [0, N]: the number of the last word spoken by the
+end of the chunk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import nn
+
+from streamchar.config.schema import OrchestratorConfig
+from streamchar.errors import StreamcharError
+
+SEGMENTS = {"reference": 0, "history": 1, "condition": 2}
+
+
+def qwen2_config(cfg: OrchestratorConfig):  # noqa: ANN201 - transformers type
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.ffn_dim, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads, max_position_embeddings=32768,
+        rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OrchestratorInput:
+    reference_audio: torch.Tensor  # (B, C, Nr) latents of the reference voice
+    text_ids: torch.Tensor  # (B, Lt) right-padded
+    text_mask: torch.Tensor  # (B, Lt) 1 for tokens
+    word_numbers: torch.Tensor  # (B, Lt) the word each token belongs to
+    word_counts: torch.Tensor  # (B,) N, words in the (possibly cut) transcript
+    history_audio: torch.Tensor  # (B, C, Nh), Nh may be 0
+    noisy_audio: torch.Tensor  # (B, C, N) the chunk being denoised
+    timestep: torch.Tensor  # (B,) in [0, 1000]
+    history_mask: torch.Tensor | None = None  # (B, Nh) 1 for real history latents (left-padded batches)
+
+
+@dataclass(frozen=True)
+class OrchestratorOutput:
+    condition: torch.Tensor  # c_a (B, N, D_dit)
+    progress: torch.Tensor  # (B,) the pointer's estimate of the last word spoken by the chunk's end
+
+
+class ProgressPointer(nn.Module):
+    def __init__(self, hidden: int, cond_dim: int, dim: int = 128):
+        super().__init__()
+        self.query = nn.Linear(cond_dim, dim)
+        self.key = nn.Linear(hidden, dim)
+        self.offset = nn.Linear(cond_dim, 1)
+        self.confidence = nn.Linear(cond_dim, 1)
+        self.dim = dim
+
+    def forward(self, condition: torch.Tensor, text_hidden: torch.Tensor, word_numbers: torch.Tensor, text_mask: torch.Tensor,
+                word_counts: torch.Tensor) -> torch.Tensor:
+        scores = self.query(condition) @ self.key(text_hidden).transpose(1, 2) / math.sqrt(self.dim)  # (B, N, Lt)
+        scores = scores.masked_fill(~text_mask.bool()[:, None], float("-inf"))
+        p = scores.softmax(dim=-1) @ word_numbers[..., None].to(scores.dtype)  # (B, N, 1)
+        delta = self.offset(condition)
+        w = self.confidence(condition).softmax(dim=1)
+        s = (w * (p + delta)).sum(dim=(1, 2))
+        return torch.minimum(s.clamp(min=0), word_counts.to(s.dtype))
+
+
+class Orchestrator(nn.Module):
+    def __init__(self, cfg: OrchestratorConfig, audio_channels: int, cond_dim: int):
+        super().__init__()
+        from transformers import Qwen2Model
+
+        self.cfg = cfg
+        h = cfg.hidden_size
+        self.backbone = Qwen2Model(qwen2_config(cfg))
+        self.audio_in = nn.Linear(audio_channels, h)
+        self.segment = nn.Embedding(len(SEGMENTS), h)
+        self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(256, h)
+        self.condition_out = nn.Linear(h, cond_dim)
+        self.pointer = ProgressPointer(h, cond_dim)
+
+    def load_backbone(self, directory: str | Path) -> None:
+        """Qwen2 / Qwen2.5 weights from a local transformers directory (a causal-LM checkpoint:
+        its `model.` weights; the LM head is not used)."""
+        from transformers import Qwen2Config, Qwen2Model
+
+        try:
+            have = Qwen2Config.from_pretrained(str(directory), local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - transformers raises several kinds for a missing or invalid config
+            raise StreamcharError(f"no usable Qwen2 config at {directory}: {str(e).splitlines()[0]}") from None
+        want = qwen2_config(self.cfg)
+        fields = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size")
+        problems = [f"{f} {getattr(have, f)} (preset needs {getattr(want, f)})" for f in fields if getattr(have, f) != getattr(want, f)]
+        if problems:
+            raise StreamcharError(f"the Qwen2 checkpoint in {directory} does not fit the preset: " + "; ".join(problems))
+        try:
+            self.backbone = Qwen2Model.from_pretrained(str(directory), local_files_only=True, dtype=torch.float32)
+        except (OSError, ValueError) as e:
+            raise StreamcharError(f"cannot load Qwen2 weights from {directory}: {str(e).splitlines()[0]}") from None
+
+    def _audio(self, latents: torch.Tensor, segment: str) -> torch.Tensor:
+        return self.audio_in(latents.transpose(1, 2)) + self.segment.weight[SEGMENTS[segment]]
+
+    def forward(self, x: OrchestratorInput) -> OrchestratorOutput:
+        b = x.noisy_audio.shape[0]
+        ref = self._audio(x.reference_audio, "reference")
+        txt = self.backbone.embed_tokens(x.text_ids)
+        hist = self._audio(x.history_audio, "history")
+        temb = self.time_embed(self.time_proj(x.timestep).to(ref.dtype))
+        cond = self._audio(x.noisy_audio, "condition") + temb[:, None]
+        embeds = torch.cat([ref, txt, hist, cond], dim=1)
+        ones = lambda n: torch.ones(b, n, dtype=torch.long, device=embeds.device)  # noqa: E731
+        hist_mask = x.history_mask.long() if x.history_mask is not None else ones(hist.shape[1])
+        mask = torch.cat([ones(ref.shape[1]), x.text_mask.long(), hist_mask, ones(cond.shape[1])], dim=1)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        hidden = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+        n_ref, n_txt = ref.shape[1], txt.shape[1]
+        condition = self.condition_out(hidden[:, -cond.shape[1] :])
+        text_hidden = hidden[:, n_ref : n_ref + n_txt]
+        progress = self.pointer(condition, text_hidden, x.word_numbers, x.text_mask, x.word_counts)
+        return OrchestratorOutput(condition, progress)
+
+
+def pointer_loss(progress: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Smooth-L1 against the number of the last word spoken by the end of the chunk."""
+    return F.smooth_l1_loss(progress, target.to(progress.dtype))

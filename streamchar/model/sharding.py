@@ -1,0 +1,22 @@
+"""FSDP2 for multi-process training: every DiT block and every orchestrator layer is its own
+`fully_shard` unit (parameters gathered just before the block runs, freed after), then the
+root module holds the rest (embeddings, heads)."""
+
+from __future__ import annotations
+
+import torch
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+from streamchar.model.streamchar_model import StreamCharModel
+
+
+def shard_model(model: StreamCharModel, mesh=None, param_dtype: torch.dtype | None = None) -> StreamCharModel:  # noqa: ANN001
+    """Shard in place across the default process group (or `mesh`); `param_dtype` (e.g. bf16)
+    computes in that precision while keeping fp32 master weights and fp32 gradient reduction."""
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype else MixedPrecisionPolicy()
+    for block in model.dit.blocks:
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    for layer in model.orchestrator.backbone.layers:
+        fully_shard(layer, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return model

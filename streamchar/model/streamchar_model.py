@@ -1,0 +1,73 @@
+"""The whole generator: orchestrator (with its pointer) and joint DiT, built from one config,
+on any device including `meta` (for counting parameters of the paper preset without memory)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from streamchar.config import Config
+from streamchar.errors import StreamcharError
+from streamchar.model.dit import AudioInput, ConditionCache, ConditionInput, JointDiT, VideoInput
+from streamchar.model.orchestrator import Orchestrator, OrchestratorInput, OrchestratorOutput
+
+
+class StreamCharModel(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.dit = JointDiT(cfg.dit, cfg.video.latent_channels, cfg.audio.latent_channels)
+        self.orchestrator = Orchestrator(cfg.orchestrator, cfg.audio.latent_channels, cfg.dit.hidden_dim)
+
+    def check_orchestrator_window(self, x: OrchestratorInput) -> None:
+        n = x.reference_audio.shape[2] + x.text_ids.shape[1] + x.history_audio.shape[2] + x.noisy_audio.shape[2]
+        if n > self.cfg.orchestrator.context_window:
+            raise StreamcharError(f"the orchestrator's input is {n} positions (reference {x.reference_audio.shape[2]}, transcript "
+                                  f"{x.text_ids.shape[1]} tokens, history {x.history_audio.shape[2]}, chunk {x.noisy_audio.shape[2]}); "
+                                  f"its window is {self.cfg.orchestrator.context_window}: cut the transcript with the pointer")  # fmt: skip
+
+    def velocity(self, video: VideoInput, orchestrator_input: OrchestratorInput, prompt: torch.Tensor,
+                 cache: ConditionCache | None = None, conditions: ConditionInput | None = None) -> tuple[torch.Tensor, torch.Tensor, OrchestratorOutput]:
+        """One denoising evaluation: the orchestrator turns the noisy audio (and the context) into
+        c_a, the DiT predicts both velocities. (Through `__call__`, so FSDP's root hooks run.)"""
+        return self(video, orchestrator_input, prompt, cache, conditions)
+
+    def forward(self, video: VideoInput, orchestrator_input: OrchestratorInput, prompt: torch.Tensor,
+                cache: ConditionCache | None = None, conditions: ConditionInput | None = None) -> tuple[torch.Tensor, torch.Tensor, OrchestratorOutput]:
+        self.check_orchestrator_window(orchestrator_input)
+        orch = self.orchestrator(orchestrator_input)
+        audio = AudioInput(orchestrator_input.noisy_audio, orch.condition)
+        dv, da = self.dit(video, orchestrator_input.timestep, prompt, audio, conditions=conditions, cache=cache)
+        return dv, da, orch
+
+
+def build_model(cfg: Config, device: str | torch.device = "cpu") -> StreamCharModel:
+    with torch.device(device):
+        return StreamCharModel(cfg)
+
+
+def parameter_counts(model: StreamCharModel) -> "OrderedDict[str, int]":
+    """Per part; the Wan2.2 part is exactly what a WanTransformer3DModel state dict fills."""
+    counts: OrderedDict[str, int] = OrderedDict()
+
+    def add(name: str, params) -> None:  # noqa: ANN001
+        counts[name] = counts.get(name, 0) + sum(p.numel() for p in params)
+
+    for name, p in model.dit.named_parameters():
+        if name.startswith("audio_"):
+            add("dit: audio encoder/decoder (paper)", [p])
+        elif ".ffn_audio." in name:
+            add("dit: audio experts (paper)", [p])
+        else:
+            add("dit: Wan2.2 part", [p])
+    for name, p in model.orchestrator.named_parameters():
+        if name.startswith("backbone."):
+            add("orchestrator: Qwen2 backbone", [p])
+        elif name.startswith("pointer."):
+            add("orchestrator: progress-aware pointer (paper)", [p])
+        else:
+            add("orchestrator: audio in/out and timestep (paper)", [p])
+    counts["total"] = sum(v for k, v in counts.items())
+    return counts

@@ -1,0 +1,99 @@
+"""Transcript tokenizers, each giving every token the number of the word it belongs to, which the
+progress-aware pointer turns into transcript positions.
+
+- `characters` (tiny preset): the project's own; one token per character of the lower-cased
+  text (letters, digits, space, common punctuation), with padding, start and end tokens.
+  Words are counted as `normalize_words` counts them, so the pointer's word numbers agree
+  with the word timings and with WER.
+- `qwen2` (paper preset): the Qwen2.5 tokenizer from its local directory (`AutoTokenizer`),
+  word numbers from its character offsets.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from streamchar.errors import StreamcharError
+
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")  # the same words as streamchar.evaluation.text
+
+
+@dataclass(frozen=True)
+class Tokens:
+    ids: list[int]
+    word_numbers: list[int]  # 1-based number of the word each token belongs to; 0 before the first word
+    words: int
+
+
+def _word_numbers(text: str, spans: list[tuple[int, int]]) -> tuple[list[int], int]:
+    """For each token span (start, end) in `text`, the number of words begun at or before its end."""
+    starts = [m.start() for m in _WORD.finditer(text.lower())]
+    numbers = []
+    for _, end in spans:
+        numbers.append(sum(s < end for s in starts))
+    return numbers, len(starts)
+
+
+class CharacterTokenizer:
+    PAD, BOS, EOS = 0, 1, 2
+    ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 .,;:!?'\"-()&/"
+
+    def __init__(self, vocab_size: int):
+        if vocab_size < 3 + len(self.ALPHABET):
+            raise StreamcharError(f"the character tokenizer needs a vocabulary of at least {3 + len(self.ALPHABET)}, got {vocab_size}")
+        self.vocab_size = vocab_size
+        self._index = {c: 3 + i for i, c in enumerate(self.ALPHABET)}
+
+    def encode(self, text: str) -> Tokens:
+        clean = " ".join(text.replace("\u2019", "'").split())
+        bad = sorted({c for c in clean.lower() if c not in self._index})
+        if bad:
+            raise StreamcharError(f"the transcript has characters the tokenizer cannot encode: {''.join(bad)!r} "
+                                  f"(accepted: letters, digits, space and {self.ALPHABET[37:]})")  # fmt: skip
+        low = clean.lower()
+        numbers, words = _word_numbers(clean, [(i, i + 1) for i in range(len(low))])
+        return Tokens([self.BOS] + [self._index[c] for c in low] + [self.EOS], [0] + numbers + [words], words)
+
+
+class QwenTokenizer:
+    def __init__(self, directory: str | Path):
+        from transformers import AutoTokenizer
+
+        try:
+            self.tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise StreamcharError(f"cannot load a tokenizer from {directory}: {str(e).splitlines()[0]}") from None
+        if not self.tok.is_fast:
+            raise StreamcharError(f"the tokenizer in {directory} is not a fast tokenizer (offsets are needed for word positions)")
+        self.vocab_size = len(self.tok)
+
+    def encode(self, text: str) -> Tokens:
+        clean = " ".join(text.split())
+        enc = self.tok(clean, add_special_tokens=False, return_offsets_mapping=True)
+        numbers, words = _word_numbers(clean, enc["offset_mapping"])
+        return Tokens(list(enc["input_ids"]), numbers, words)
+
+
+def make_tokenizer(kind: str, vocab_size: int, directory: str | Path | None = None) -> CharacterTokenizer | QwenTokenizer:
+    if kind == "characters":
+        return CharacterTokenizer(vocab_size)
+    if directory is None:
+        raise StreamcharError("the qwen2 tokenizer loads from the Qwen2.5 directory; none was given")
+    return QwenTokenizer(directory)
+
+
+def batch_tokens(items: list[Tokens], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (ids, mask, word numbers, word counts)."""
+    n = max(1, max(len(t.ids) for t in items))
+    ids = torch.full((len(items), n), pad, dtype=torch.long)
+    mask = torch.zeros(len(items), n, dtype=torch.long)
+    pos = torch.zeros(len(items), n)
+    for i, t in enumerate(items):
+        ids[i, : len(t.ids)] = torch.tensor(t.ids)
+        mask[i, : len(t.ids)] = 1
+        pos[i, : len(t.ids)] = torch.tensor(t.word_numbers, dtype=torch.float32)
+    return ids, mask, pos, torch.tensor([t.words for t in items], dtype=torch.float32)
