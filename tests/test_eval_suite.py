@@ -3,7 +3,6 @@ truth is damaged, bad items are reported and skipped, the CLI writes its report.
 
 import json
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np

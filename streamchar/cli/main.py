@@ -219,6 +219,44 @@ def bench_codec(
     report(result, out)
 
 
+@bench_app.command("dit")
+def bench_dit(
+    steps: int = typer.Option(4, "--steps", help="denoising steps per chunk (student 4, teacher 50)"),
+    threads: int = typer.Option(2, "--threads", help="torch CPU threads"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16"),
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="write the result JSON here"),
+) -> None:
+    """Time per denoising step of one chunk (orchestrator + DiT), with cached condition keys/values and without."""
+    import torch
+
+    from streamchar.evaluation.bench_model import bench_denoise
+
+    if dtype not in ("float32", "bfloat16"):
+        raise StreamcharError(f"--dtype must be float32 or bfloat16, got {dtype!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise StreamcharError("--device cuda: no CUDA device here")
+    torch.set_num_threads(threads)
+    report(bench_denoise(load_config(preset, config), steps=steps, device=device, dtype=getattr(torch, dtype)), out)
+
+
+@app.command("info")
+def info(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt) -> None:
+    """Parameter counts per module, computed on the meta device (no memory, no weights)."""
+    from streamchar.model.streamchar_model import build_model, parameter_counts
+
+    cfg = load_config(preset, config)
+    counts = parameter_counts(build_model(cfg, "meta"))
+    table = Table(title=f"streamchar parameters, preset {cfg.preset}")
+    table.add_column("module")
+    table.add_column("parameters", justify="right")
+    for name, n in counts.items():
+        table.add_row(name, f"{n / 1e9:.3f}B" if n >= 1e8 else f"{n / 1e6:.2f}M")
+    console.print(table)
+
+
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("out/synthtalk-demo"), "--out", help="folder for the demo set"),
