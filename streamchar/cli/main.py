@@ -13,6 +13,7 @@ from rich.table import Table
 
 from streamchar.cli.common import ConfigOpt, PresetOpt, clip_progress, console, err_console, invoked_command, report, step_progress
 from streamchar.cli.eval_cmds import eval_app
+from streamchar.cli.generate_cmd import generate
 from streamchar.config import load_config
 from streamchar.errors import Interrupted, StreamcharError
 
@@ -26,6 +27,7 @@ app.add_typer(bench_app, name="bench")
 codec_app = typer.Typer(help="Latent codecs: train the tiny ones.", no_args_is_help=True)
 app.add_typer(codec_app, name="codec")
 app.add_typer(eval_app, name="eval")
+app.command("generate")(generate)
 
 @config_app.command("show")
 def config_show(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt) -> None:

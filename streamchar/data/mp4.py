@@ -77,7 +77,8 @@ def read_mp4(path: str | Path, sample_rate: int | None = None, with_video: bool 
         streams = []
         if with_video and inp.streams.video:
             streams.append(inp.streams.video[0])
-            fps = float(inp.streams.video[0].average_rate or 0)
+            vstream = inp.streams.video[0]  # a fragmented MP4 has no reliable average rate; the stream rate is exact
+            fps = float(vstream.guessed_rate or vstream.average_rate or 0)
         if inp.streams.audio:
             streams.append(inp.streams.audio[0])
             rate = inp.streams.audio[0].rate

@@ -1,0 +1,85 @@
+"""`streamchar generate`: stream a character speaking a transcript into a playable MP4."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from streamchar.cli.common import console, err_console
+from streamchar.errors import StreamcharError
+
+
+def _check_output(path: Path) -> None:
+    if path.suffix.lower() != ".mp4":
+        raise StreamcharError(f"--out must be an .mp4 file, got {path}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab"):
+            pass
+    except OSError as e:
+        raise StreamcharError(f"cannot write {path}: {e.strerror}") from None
+
+
+def generate(
+    text: Optional[str] = typer.Option(None, "--text", help="the words to speak"),
+    text_file: Optional[Path] = typer.Option(None, "--text-file", help="or: a UTF-8 file with the words to speak"),
+    character: Optional[str] = typer.Option(None, "--character", help="a SynthTalk character (unseen-0..7, train-0..47 or a seed): image, voice and prompt"),
+    reference_image: Optional[Path] = typer.Option(None, "--reference-image", help="or: the character's picture (PNG)"),
+    reference_voice: Optional[Path] = typer.Option(None, "--reference-voice", help="and a WAV of its voice (1-10 s)"),
+    prompt: str = typer.Option("", "--prompt", help="and a description of the scene"),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="generator checkpoint directory"),
+    steps: int = typer.Option(4, "--steps", help="denoising steps per chunk (student 4, teacher 50)"),
+    no_sink: bool = typer.Option(False, "--no-sink", help="do not attend to the first chunk (ablation)"),
+    out: Path = typer.Option(Path("out/stream.mp4"), "--out", help="fragmented MP4, playable while it is written"),
+    report_path: Optional[Path] = typer.Option(None, "--report", help="real-time accounting as JSON"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(2, "--threads"),
+) -> None:
+    """Stream a talking character: chunks of 33 frames and 1.375 s of audio until the transcript is spoken."""
+    import torch
+
+    from streamchar.codecs.store import load_audio_codec, load_video_codec
+    from streamchar.model.checkpoint import load_generator
+    from streamchar.streaming.engine import SessionSettings, StreamSession
+    from streamchar.streaming.inputs import character_request, file_request
+    from streamchar.streaming.runner import run_stream
+    from streamchar.streaming.writers import FragmentedMp4Writer
+
+    t_request = time.perf_counter()
+    if (text is None) == (text_file is None):
+        raise StreamcharError("give the words to speak with exactly one of --text or --text-file")
+    if text_file is not None:
+        try:
+            text = text_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise StreamcharError(f"cannot read --text-file {text_file}: {e}") from None
+    if character is None and (reference_image is None or reference_voice is None):
+        raise StreamcharError("give --character, or --reference-image and --reference-voice (with --prompt)")
+    if steps <= 0:
+        raise StreamcharError(f"--steps must be positive, got {steps}")
+    _check_output(out)
+    torch.set_num_threads(threads)
+    model, prompt_encoder, _ = load_generator(checkpoint)
+    cfg = model.cfg
+    assert text is not None
+    request = character_request(character, text, cfg) if character is not None else file_request(text, reference_image, reference_voice, prompt, cfg)  # type: ignore[arg-type]
+    for notice in request.notices:
+        err_console.print(f"[yellow]notice:[/] {notice}")
+    session = StreamSession(model, prompt_encoder, load_video_codec(cfg, None), load_audio_codec(cfg, None), request,
+                            SessionSettings(steps=steps, sink=not no_sink, seed=seed))  # fmt: skip
+    writer = FragmentedMp4Writer(out, cfg.stream.fps, cfg.audio.sample_rate, cfg.video.width, cfg.video.height)
+
+    table = Table("chunk", "compute s", "real-time factor", "words spoken", "stall s", title=f"streaming to {out}")
+    with Live(table, console=err_console, refresh_per_second=4):
+        report = run_stream(session, [writer], t_request, on_chunk=lambda r: table.add_row(
+            str(r.index), f"{r.compute_s:.3f}", f"{r.real_time_factor:.2f}", f"{r.words_spoken:.1f} / {r.words_total}", f"{r.stall_s:.2f}"))
+    if report_path:
+        report.write(report_path)
+    s = report.summary()
+    console.print(f"{out}: {s['chunks']} chunks ({s['seconds']:.1f} s), first chunk after {s['first_chunk_latency_s']:.2f} s, "
+                  f"real-time factor {s['real_time_factor_mean']:.2f} (max {s['real_time_factor_max']:.2f}), {s['stalls']} stalls")

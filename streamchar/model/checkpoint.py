@@ -1,0 +1,82 @@
+"""Generator checkpoints: one safetensors file (orchestrator, DiT and the tiny prompt encoder)
+and a JSON file with the full resolved config, written atomically; loaded by directory or by
+the name of a shipped checkpoint (`streamchar/assets/models/<name>/`)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from streamchar.codecs.store import atomic_save_file, atomic_write_text
+from streamchar.config import Config, load_config
+from streamchar.errors import StreamcharError
+from streamchar.model.prompt import PromptEncoder
+from streamchar.model.streamchar_model import StreamCharModel, build_model
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+def shipped_model_path(name: str) -> Path:
+    return Path(str(resources.files("streamchar").joinpath(f"assets/models/{name}")))
+
+
+def _aliases(module: torch.nn.Module) -> dict[str, str]:
+    """Tied weights (the same tensor under two names): each later name -> the first name."""
+    first: dict[int, str] = {}
+    out = {}
+    for name, t in module.state_dict(keep_vars=True).items():
+        ptr = t.data_ptr()
+        if ptr in first:
+            out[name] = first[ptr]
+        else:
+            first[ptr] = name
+    return out
+
+
+def save_generator(directory: Path, model: StreamCharModel, prompt: PromptEncoder, extra: dict | None = None) -> None:
+    tensors = {}
+    for module, prefix in ((model, "model."), (prompt, "prompt.")):
+        tied = _aliases(module)
+        tensors.update({f"{prefix}{k}": v for k, v in module.state_dict().items() if k not in tied})
+    atomic_save_file(tensors, Path(directory) / WEIGHTS)
+    meta = {"format": "streamchar-generator", "preset": model.cfg.preset, "config": model.cfg.model_dump(mode="json"), **(extra or {})}
+    atomic_write_text(Path(directory) / CONFIG, json.dumps(meta, indent=1))
+
+
+def new_generator(cfg: Config, seed: int = 0) -> tuple[StreamCharModel, PromptEncoder]:
+    torch.manual_seed(seed)
+    return build_model(cfg), PromptEncoder(cfg.dit.text_dim, cfg.orchestrator.vocab_size, seed=seed)
+
+
+def load_generator(name_or_dir: str | Path) -> tuple[StreamCharModel, PromptEncoder, dict]:
+    path = Path(name_or_dir)
+    if not path.exists() and shipped_model_path(str(name_or_dir)).exists():
+        path = shipped_model_path(str(name_or_dir))
+    if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
+        raise StreamcharError(f"no generator checkpoint at {name_or_dir}: expected {CONFIG} and {WEIGHTS}")
+    try:
+        meta = json.loads((path / CONFIG).read_text())
+        if meta.get("format") != "streamchar-generator":
+            raise StreamcharError(f"{path / CONFIG} is not a streamchar generator checkpoint (format {meta.get('format')!r})")
+        cfg = load_config(meta["preset"], meta["config"])
+        state = load_file(path / WEIGHTS)
+    except json.JSONDecodeError as e:
+        raise StreamcharError(f"{path / CONFIG} is not valid JSON: {e}") from None
+    except (SafetensorError, OSError) as e:
+        raise StreamcharError(f"{path / WEIGHTS} is damaged: {e}") from None
+    model, prompt = new_generator(cfg)
+    for module, prefix in ((model, "model."), (prompt, "prompt.")):
+        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        try:
+            missing, unexpected = module.load_state_dict(part, strict=False)
+        except RuntimeError as e:
+            raise StreamcharError(f"{path / WEIGHTS} does not fit its config: {str(e).splitlines()[-1].strip()}") from None
+        missing = [k for k in missing if k not in _aliases(module)]
+        if missing or unexpected:
+            raise StreamcharError(f"{path / WEIGHTS} does not fit its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval(), prompt.eval(), meta

@@ -1,0 +1,1 @@
+"""Streaming: chunk-by-chunk generation, writers and real-time accounting."""

@@ -1,0 +1,183 @@
+"""Chunk-by-chunk generation (paper §4.1, §5.1; design.md §1).
+
+Per chunk:
+- the orchestrator reads the reference voice's latents, the transcript, at most 15 s of history
+  audio (the latents this stream generated, whole chunks) and the noisy chunk audio. The part
+  of the transcript spoken before the history window is cut away, at the word the pointer gave
+  for the end of the chunk just before the window;
+- the DiT denoises with the reference frame, the sink (the stream's first chunk) and the motion
+  latents (the previous chunk's latents, reused directly, never re-encoded) as condition tokens
+  whose keys/values are computed once per chunk; N Euler steps;
+- the stream ends when the pointer says the last word is spoken, with one closing chunk after.
+
+The encoders run only for the reference image and voice, before the first chunk. Decoding and
+writing happen elsewhere (`runner.py`), overlapped with the next chunk's generation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from streamchar.codecs.base import AudioCodec, VideoCodec
+from streamchar.diffusion.flow import TIMESTEP_SCALE, sample_times
+from streamchar.errors import StreamcharError
+from streamchar.model.dit import ConditionInput, VideoInput, AudioInput
+from streamchar.model.orchestrator import OrchestratorInput
+from streamchar.model.prompt import PromptEncoder
+from streamchar.model.streamchar_model import StreamCharModel
+from streamchar.model.tokenizer import CharacterTokenizer, Tokens, make_tokenizer
+from streamchar.streaming.inputs import StreamRequest, check_transcript
+
+HISTORY_SECONDS = 15.0
+WORDS_PER_SECOND_FLOOR = 1.0  # a stream may take at most this long per word before it is stopped
+
+
+@dataclass
+class ChunkLatents:
+    index: int
+    video: torch.Tensor  # (1, z, 9, h, w)
+    audio: torch.Tensor  # (1, z_a, 33)
+    words_spoken: float  # the pointer: transcript words spoken by the end of this chunk
+    words_total: int
+    closing: bool  # the chunk after the last word
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SessionSettings:
+    steps: int = 4
+    sink: bool = True
+    seed: int = 0
+    shift: float = 1.0
+    max_chunks: int | None = None
+
+
+class StreamSession:
+    def __init__(self, model: StreamCharModel, prompt_encoder: PromptEncoder, video_codec: VideoCodec, audio_codec: AudioCodec,
+                 request: StreamRequest, settings: SessionSettings, tokenizer: CharacterTokenizer | None = None):
+        if settings.steps <= 0:
+            raise StreamcharError(f"--steps must be positive, got {settings.steps}")
+        self.model, self.cfg, self.settings = model, model.cfg, settings
+        self.video_codec, self.audio_codec = video_codec, audio_codec
+        oc = self.cfg.orchestrator
+        self.tokenizer = tokenizer or make_tokenizer(oc.tokenizer, oc.vocab_size)
+        self.transcript = ""
+        self._tokens: Tokens | None = None
+        self.append_text(request.transcript)
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.encoder_calls = 0
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            self.prompt = prompt_encoder([request.prompt])
+            self.reference = self._encode_reference(request.reference_image)
+            self.reference_audio = self._encode_voice(request.reference_voice)
+        self.setup_seconds = time.perf_counter() - t0
+        self.chunks_per_history = max(1, int(HISTORY_SECONDS * self.cfg.stream.fps / (4 * self.cfg.stream.chunk_latent_frames - 3)))
+        self.history: list[torch.Tensor] = []  # audio latents of the chunks in the window
+        self.progress: list[float] = []  # pointer, absolute words spoken by the end of each chunk
+        self.sink: torch.Tensor | None = None
+        self.motion: torch.Tensor | None = None
+
+    # inputs ------------------------------------------------------------------------------
+    def append_text(self, text: str) -> None:
+        """Extend the transcript while the stream runs; the next chunk reads the new words."""
+        text = check_transcript(text)
+        joined = f"{self.transcript} {text}".strip()
+        self._tokens = self.tokenizer.encode(joined)  # raises a clear error for characters it cannot encode
+        self.transcript = joined
+
+    @property
+    def words_total(self) -> int:
+        return self._tokens.words if self._tokens else 0
+
+    def _encode_reference(self, image: np.ndarray) -> torch.Tensor:
+        self.encoder_calls += 1
+        x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
+        chunk = x[None, :, None].expand(1, 3, 4 * self.cfg.stream.chunk_latent_frames - 3, *x.shape[1:])
+        return self.video_codec.encode_chunks(chunk.contiguous())[:, :, :1]  # the first latent codes one frame
+
+    def _encode_voice(self, voice: np.ndarray) -> torch.Tensor:
+        self.encoder_calls += 1
+        hop = self.audio_codec.hop_length
+        n = len(voice) // hop * hop
+        return self.audio_codec.encode(torch.from_numpy(voice[:n])[None], self.cfg.audio.sample_rate)
+
+    # one chunk ---------------------------------------------------------------------------
+    def _window(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """History latents and the transcript with what was spoken before the window cut away."""
+        toks = self._tokens
+        assert toks is not None
+        first_in_window = len(self.progress) - len(self.history)
+        cut = math.floor(self.progress[first_in_window - 1]) if first_in_window > 0 else 0
+        keep = [i for i, w in enumerate(toks.word_numbers) if w > cut or (i == 0 and w == 0)]
+        ids = torch.tensor([[toks.ids[i] for i in keep]])
+        numbers = torch.tensor([[max(0, toks.word_numbers[i] - cut) for i in keep]], dtype=torch.float32)
+        history = torch.cat(self.history, dim=2) if self.history else torch.zeros(1, self.audio_codec.latent_channels, 0)
+        return ids, numbers, history, torch.tensor([float(toks.words - cut)]), float(cut)
+
+    @torch.no_grad()
+    def next_chunk(self, index: int) -> ChunkLatents:
+        s, cfg = self.settings, self.cfg
+        g = self.generator
+        h, w = cfg.video.height // cfg.stream.vae_spatial_stride, cfg.video.width // cfg.stream.vae_spatial_stride
+        video = torch.randn(1, cfg.video.latent_channels, cfg.stream.chunk_latent_frames, h, w, generator=g)
+        audio = torch.randn(1, cfg.audio.latent_channels, cfg.stream.chunk_audio_latents, generator=g)
+        ids, numbers, history, n_words, cut = self._window()
+        conditions = ConditionInput(self.reference, self.sink if s.sink else None, self.motion)
+        timings = {"orchestrator_s": 0.0, "dit_s": 0.0}
+        t0 = time.perf_counter()
+        cache = self.model.dit.condition_cache(conditions, self.prompt)
+        timings["dit_s"] += time.perf_counter() - t0
+        ts = sample_times(s.steps, s.shift)
+        progress = 0.0
+        for a, b in zip(ts, ts[1:]):
+            t0 = time.perf_counter()
+            x = OrchestratorInput(self.reference_audio, ids, torch.ones_like(ids), numbers, n_words, history, audio,
+                                  torch.tensor([a * TIMESTEP_SCALE]))  # fmt: skip
+            self.model.check_orchestrator_window(x)
+            orch = self.model.orchestrator(x)
+            t1 = time.perf_counter()
+            dv, da = self.model.dit(VideoInput(video), x.timestep, self.prompt, AudioInput(audio, orch.condition), cache=cache)
+            video, audio = video + (b - a) * dv, audio + (b - a) * da
+            timings["orchestrator_s"] += t1 - t0
+            timings["dit_s"] += time.perf_counter() - t1
+            progress = float(orch.progress[0])
+        words_spoken = min(float(self.words_total), cut + progress)
+        if self.progress:
+            words_spoken = max(words_spoken, self.progress[-1])  # speech does not go backwards
+        self.progress.append(words_spoken)
+        self.history.append(audio)
+        if len(self.history) > self.chunks_per_history:
+            self.history.pop(0)
+        if self.sink is None:
+            self.sink = video
+        self.motion = video
+        return ChunkLatents(index, video, audio, words_spoken, self.words_total, False, timings)
+
+    def chunks(self) -> Iterator[ChunkLatents]:
+        """Until the pointer says the last word is spoken, then one closing chunk. A stream that
+        has not finished after `max_chunks` (default: one second per word, at least 4 chunks)
+        stops there, with its last chunk marked closing."""
+        k = 0
+        while True:
+            limit = self.settings.max_chunks or max(4, math.ceil(self.words_total / WORDS_PER_SECOND_FLOOR / self.cfg.stream.chunk_seconds))
+            chunk = self.next_chunk(k)
+            k += 1
+            done = chunk.words_spoken >= self.words_total - 0.5
+            if done or k >= limit:
+                if done and k < limit:
+                    closing = self.next_chunk(k)
+                    closing.closing = True
+                    yield chunk
+                    yield closing
+                else:
+                    chunk.closing = True
+                    yield chunk
+                return
+            yield chunk

@@ -1,0 +1,97 @@
+"""What a stream is asked for, checked before any work starts: transcript, reference image,
+reference voice and prompt, given directly or by a SynthTalk character id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from streamchar.config import Config
+from streamchar.data.audio import read_wav, resample
+from streamchar.errors import StreamcharError
+
+MIN_VOICE_SECONDS = 1.0
+MAX_VOICE_SECONDS = 10.0
+
+
+@dataclass
+class StreamRequest:
+    transcript: str
+    reference_image: np.ndarray  # (H, W, 3) uint8 at the configured size
+    reference_voice: np.ndarray  # float32 mono at the configured rate, 1-10 s
+    prompt: str
+    notices: tuple[str, ...] = ()
+
+
+def check_transcript(text: str) -> str:
+    clean = " ".join(text.split())
+    if not clean:
+        raise StreamcharError("the transcript is empty; give the words to speak with --text or --text-file")
+    return clean
+
+
+def load_reference_image(path: Path, cfg: Config) -> tuple[np.ndarray, list[str]]:
+    try:
+        img = Image.open(path).convert("RGB")
+    except (OSError, ValueError) as e:
+        raise StreamcharError(f"cannot read the reference image {path}: {e}") from None
+    notices = []
+    want = (cfg.video.width, cfg.video.height)
+    if img.size != want:
+        notices.append(f"reference image {img.size[0]}x{img.size[1]} resized to {want[0]}x{want[1]} (the model's frame size)")
+        img = img.resize(want, Image.BICUBIC)
+    return np.asarray(img), notices
+
+
+def load_reference_voice(path: Path, cfg: Config) -> tuple[np.ndarray, list[str]]:
+    try:
+        audio, rate = read_wav(path)
+    except (OSError, ValueError, EOFError) as e:
+        raise StreamcharError(f"cannot read the reference voice {path} (a WAV file is expected): {e}") from None
+    notices = []
+    if rate != cfg.audio.sample_rate:
+        notices.append(f"reference voice resampled from {rate} Hz to {cfg.audio.sample_rate} Hz")
+        audio = resample(audio, rate, cfg.audio.sample_rate)
+    return check_voice(audio, cfg), notices
+
+
+def check_voice(audio: np.ndarray, cfg: Config) -> np.ndarray:
+    seconds = len(audio) / cfg.audio.sample_rate
+    if seconds < MIN_VOICE_SECONDS:
+        raise StreamcharError(f"the reference voice is {seconds:.2f} s long; at least {MIN_VOICE_SECONDS:g} s of speech is needed")
+    return np.asarray(audio[: int(MAX_VOICE_SECONDS * cfg.audio.sample_rate)], np.float32)
+
+
+def character_request(character: str, transcript: str, cfg: Config, seed: int = 0) -> StreamRequest:
+    """A SynthTalk character by id: `unseen-K` / `train-K` (the K-th character of the set made
+    with `seed`) or a bare character seed. It supplies image, voice and prompt."""
+    from streamchar.data.character import make_character
+    from streamchar.data.clip import neutral_frame
+    from streamchar.data.harvard import split_sentences
+    from streamchar.data.speech import synthesize
+    from streamchar.data.synth import character_seeds
+
+    train, unseen = character_seeds(seed, cfg)
+    kind, _, num = character.partition("-")
+    try:
+        if kind in ("unseen", "train") and num:
+            pool = unseen if kind == "unseen" else train
+            char_seed = pool[int(num)]
+        else:
+            char_seed = int(character)
+    except (ValueError, IndexError):
+        raise StreamcharError(f"unknown character {character!r}: use unseen-0..unseen-{len(unseen) - 1}, "
+                              f"train-0..train-{len(train) - 1} or a character seed") from None  # fmt: skip
+    ch = make_character(char_seed)
+    voice = synthesize(" ".join(split_sentences("val")[:2]), ch.voice, cfg.audio.sample_rate).audio
+    prompt = f"{ch.describe()} talks {ch.scene()}"
+    return StreamRequest(check_transcript(transcript), neutral_frame(ch, cfg), check_voice(voice, cfg), prompt)
+
+
+def file_request(transcript: str, image: Path, voice: Path, prompt: str, cfg: Config) -> StreamRequest:
+    img, n1 = load_reference_image(image, cfg)
+    v, n2 = load_reference_voice(voice, cfg)
+    return StreamRequest(check_transcript(transcript), img, v, prompt or "", tuple(n1 + n2))

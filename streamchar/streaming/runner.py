@@ -1,0 +1,137 @@
+"""Running a session: decode and write chunk k on a worker thread while chunk k+1 is generated
+(paper §5.1), with real-time accounting.
+
+Accounting, per chunk: seconds in the orchestrator, in the DiT steps, in decoding and in writing;
+its real-time factor (that compute over the 1.375 s it plays for); when its bytes were written,
+counted from the request. Playback starts when the first chunk is written (first-chunk latency);
+chunk k is due k * 1.375 s later, plus any stall before it, and a chunk written after its due
+time is a stall of that many seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamchar.codecs.store import atomic_write_text
+from streamchar.errors import Interrupted, StreamcharError
+from streamchar.streaming.engine import ChunkLatents, StreamSession
+from streamchar.streaming.writers import ChunkWriter
+
+
+@dataclass
+class ChunkRecord:
+    index: int
+    orchestrator_s: float
+    dit_s: float
+    decode_s: float
+    write_s: float
+    compute_s: float
+    real_time_factor: float
+    written_at_s: float
+    due_at_s: float
+    stall_s: float
+    words_spoken: float
+    words_total: int
+    closing: bool
+
+
+@dataclass
+class StreamReport:
+    chunk_seconds: float
+    setup_s: float = 0.0
+    first_chunk_latency_s: float | None = None
+    chunks: list[ChunkRecord] = field(default_factory=list)
+    interrupted: str | None = None
+
+    def summary(self) -> dict:
+        rtf = [c.real_time_factor for c in self.chunks]
+        steady = rtf[1:] or rtf
+        return {
+            "chunks": len(self.chunks), "seconds": len(self.chunks) * self.chunk_seconds, "setup_s": self.setup_s,
+            "first_chunk_latency_s": self.first_chunk_latency_s,
+            "real_time_factor_mean": float(np.mean(steady)) if steady else None,
+            "real_time_factor_max": float(np.max(steady)) if steady else None,
+            "wall_real_time_factor": (self.chunks[-1].written_at_s - self.chunks[0].written_at_s) / ((len(self.chunks) - 1) * self.chunk_seconds)
+            if len(self.chunks) > 1 else None,
+            "stalls": sum(c.stall_s > 0 for c in self.chunks), "stall_s": float(sum(c.stall_s for c in self.chunks)),
+            "words_spoken": self.chunks[-1].words_spoken if self.chunks else 0.0,
+            "words_total": self.chunks[-1].words_total if self.chunks else 0, "interrupted": self.interrupted,
+        }  # fmt: skip
+
+    def to_json(self) -> dict:
+        return {"summary": self.summary(), "chunks": [asdict(c) for c in self.chunks]}
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(Path(path), json.dumps(self.to_json(), indent=1))
+
+
+def _to_frames(video: torch.Tensor) -> np.ndarray:
+    """(1, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8."""
+    return ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: float | None = None,
+               on_chunk: Callable[[ChunkRecord], None] | None = None) -> StreamReport:
+    """Generate, decode and write the whole stream. Writers are closed at the end, also on an
+    interrupt or a write error, so that what was written stays playable."""
+    t_request = time.perf_counter() if t_request is None else t_request
+    period = session.cfg.stream.chunk_seconds
+    report = StreamReport(period, setup_s=session.setup_seconds)
+    audio_decoder = session.audio_codec.stream_decoder()
+    stalled = [0.0]
+
+    @torch.no_grad()
+    def finish(chunk: ChunkLatents) -> ChunkRecord:
+        t0 = time.perf_counter()
+        frames = _to_frames(session.video_codec.decode_chunks(chunk.video))
+        audio = audio_decoder.decode(chunk.audio)[0].numpy()
+        t1 = time.perf_counter()
+        for w in writers:
+            w.write(frames, audio)
+        t2 = time.perf_counter()
+        written = t2 - t_request
+        if report.first_chunk_latency_s is None:
+            report.first_chunk_latency_s = written
+        due = report.first_chunk_latency_s + chunk.index * period + stalled[0]
+        stall = max(0.0, written - due)
+        stalled[0] += stall
+        compute = chunk.timings["orchestrator_s"] + chunk.timings["dit_s"] + (t1 - t0) + (t2 - t1)
+        rec = ChunkRecord(chunk.index, chunk.timings["orchestrator_s"], chunk.timings["dit_s"], t1 - t0, t2 - t1, compute,
+                          compute / period, written, due, stall, chunk.words_spoken, chunk.words_total, chunk.closing)  # fmt: skip
+        report.chunks.append(rec)
+        if on_chunk:
+            on_chunk(rec)
+        return rec
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamchar-decode")
+    pending: Future | None = None
+    try:
+        for chunk in session.chunks():
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(finish, chunk)
+        if pending is not None:
+            pending.result()
+    except KeyboardInterrupt:
+        report.interrupted = "interrupted"
+        raise Interrupted(f"stopped after {len(report.chunks)} chunks; what was written stays playable") from None
+    except OSError as e:
+        report.interrupted = f"write failed: {e.strerror or e}"
+        raise StreamcharError(f"writing the stream failed after {len(report.chunks)} chunks ({e.strerror or e}); "
+                              f"what was written before stays playable") from None  # fmt: skip
+    finally:
+        pool.shutdown(wait=True)
+        for w in writers:
+            try:
+                w.close()
+            except Exception:  # noqa: BLE001 - one writer failing to close must not stop the others
+                pass
+    return report

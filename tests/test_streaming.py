@@ -1,0 +1,206 @@
+"""The streaming engine with random weights: determinism, encoder use, history window and
+transcript cut, sink, appended text, writers and interrupts, and `streamchar generate`."""
+
+import json
+import time
+import wave
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from streamchar.cli.main import app
+from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
+from streamchar.config import load_config
+from streamchar.data.audio import write_wav
+from streamchar.data.mp4 import read_mp4
+from streamchar.errors import Interrupted, StreamcharError
+from streamchar.model.checkpoint import new_generator, save_generator
+from streamchar.streaming.engine import SessionSettings, StreamSession
+from streamchar.streaming.inputs import StreamRequest
+from streamchar.streaming.runner import run_stream
+from streamchar.streaming.writers import CallbackWriter, FragmentedMp4Writer, Mp4FragmentStream, WavWriter
+
+TEXT = "the birch canoe slid on the smooth planks"
+
+
+@pytest.fixture(scope="module")
+def parts():
+    torch.set_num_threads(2)
+    cfg = load_config("tiny")
+    model, prompt = new_generator(cfg, seed=0)
+    torch.manual_seed(1)
+    video = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
+    audio = TinyAudioCodec(TinyAudioConfig(channels=(16, 16))).eval()
+    return cfg, model.eval(), prompt, video, audio
+
+
+def _request(cfg, text=TEXT):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (cfg.video.height, cfg.video.width, 3), dtype=np.uint8)
+    voice = (0.1 * rng.standard_normal(2 * cfg.audio.sample_rate)).astype(np.float32)
+    return StreamRequest(text, image, voice, "a person talks")
+
+
+def _session(parts, text=TEXT, **settings):
+    cfg, model, prompt, video, audio = parts
+    return StreamSession(model, prompt, video, audio, _request(cfg, text), SessionSettings(**settings))
+
+
+def _scripted_pointer(monkeypatch, session, per_chunk: float):
+    """The pointer says `per_chunk` more words were spoken by the end of every chunk (it answers
+    relative to the cut transcript it is given, as the real one does)."""
+
+    def fake(condition, text_hidden, word_numbers, text_mask, word_counts):
+        cut = session.words_total - word_counts
+        absolute = per_chunk * (len(session.progress) + 1)
+        return torch.minimum(absolute - cut, word_counts)
+
+    monkeypatch.setattr(session.model.orchestrator.pointer, "forward", fake)
+
+
+def test_same_seed_same_stream(parts):
+    a = [c.video for c in _session(parts, seed=3, max_chunks=2).chunks()]
+    b = [c.video for c in _session(parts, seed=3, max_chunks=2).chunks()]
+    c = [c.video for c in _session(parts, seed=4, max_chunks=2).chunks()]
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and not torch.equal(a[0], c[0])
+
+
+def test_encoders_run_once_and_sink_stays_the_first_chunk(parts, monkeypatch):
+    s = _session(parts, max_chunks=4)
+    calls = []
+    monkeypatch.setattr(s.video_codec, "encode_chunks", lambda *a: calls.append("video"))
+    monkeypatch.setattr(s.audio_codec, "encode", lambda *a, **k: calls.append("audio"))
+    seen = []
+    original = s.model.dit.condition_cache
+    monkeypatch.setattr(s.model.dit, "condition_cache", lambda cond, text: seen.append(cond) or original(cond, text))
+    chunks = list(s.chunks())
+    assert calls == [] and s.encoder_calls == 2
+    assert len(chunks) == 4 and seen[0].sink is None and seen[0].motion is None
+    for k in range(1, 4):
+        assert torch.equal(seen[k].sink, chunks[0].video)  # the sink is chunk 0 for the whole stream
+        assert torch.equal(seen[k].motion, chunks[k - 1].video)  # motion: the previous chunk's latents, as they are
+    monkeypatch.undo()
+    no_sink = _session(parts, max_chunks=3, sink=False)
+    monkeypatch.setattr(no_sink.model.dit, "condition_cache", lambda cond, text: seen.append(cond) or original(cond, text))
+    seen.clear()
+    list(no_sink.chunks())
+    assert all(c.sink is None for c in seen) and seen[1].motion is not None
+
+
+def test_history_window_and_transcript_cut_follow_the_pointer(parts, monkeypatch):
+    text = " ".join(["one two three four five six seven eight nine ten"] * 4)  # 40 words
+    s = _session(parts, text=text, steps=1, max_chunks=30)
+    _scripted_pointer(monkeypatch, s, per_chunk=1.5)
+    seen = []
+    original = s.model.orchestrator.forward
+    monkeypatch.setattr(s.model.orchestrator, "forward", lambda x: seen.append(x) or original(x))
+    per_s = s.cfg.audio.sample_rate / s.cfg.audio.hop_length
+    for k in range(14):
+        s.next_chunk(k)
+    assert s.progress[:3] == [1.5, 3.0, 4.5]
+    for k, x in enumerate(seen):
+        assert x.history_audio.shape[2] <= 15 * per_s
+        first = k - min(k, s.chunks_per_history)  # the first chunk still in the history window
+        cut = int(np.floor(1.5 * first)) if first > 0 else 0  # words the pointer gave before the window
+        assert x.word_counts.item() == 40 - cut
+        assert x.word_numbers.max().item() == 40 - cut and x.word_numbers[0, 1:].min().item() >= 1
+    assert seen[-1].history_audio.shape[2] == s.chunks_per_history * 33 and seen[-1].word_counts.item() < 40
+
+
+def test_stream_ends_after_the_last_word_and_appended_text_is_spoken(parts, monkeypatch):
+    s = _session(parts, text="one two three four", steps=1)
+    _scripted_pointer(monkeypatch, s, per_chunk=2.0)
+    chunks = list(s.chunks())
+    assert [c.closing for c in chunks] == [False, False, True]  # two chunks for four words, then one closing chunk
+    s2 = _session(parts, text="one two three four", steps=1)
+    _scripted_pointer(monkeypatch, s2, per_chunk=2.0)
+    it = s2.chunks()
+    first = next(it)
+    s2.append_text("five six seven eight")
+    rest = list(it)
+    assert first.words_total == 4 and rest[-1].words_total == 8
+    assert rest[-2].words_spoken == 8 and rest[-1].closing and len(rest) == 4
+
+
+def test_writers_and_a_playable_mp4_after_an_interrupt(parts, tmp_path):
+    cfg = parts[0]
+    s = _session(parts, max_chunks=6, steps=1)
+    mp4 = FragmentedMp4Writer(tmp_path / "s.mp4", cfg.stream.fps, cfg.audio.sample_rate, cfg.video.width, cfg.video.height)
+    wav = WavWriter(tmp_path / "s.wav", cfg.audio.sample_rate)
+    fragments = Mp4FragmentStream(cfg.stream.fps, cfg.audio.sample_rate, cfg.video.width, cfg.video.height)
+    got = []
+
+    def callback(frames, audio):
+        got.append(frames.shape)
+        if len(got) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match="stays playable"):
+        run_stream(s, [mp4, wav, fragments, CallbackWriter(callback)])
+    d = read_mp4(tmp_path / "s.mp4")
+    assert len(d.frames) == 3 * 33 and d.fps == 24 and len(d.audio) > 0
+    with wave.open(str(tmp_path / "s.wav")) as w:
+        assert w.getnframes() == 3 * cfg.chunk_samples
+    assert got[0] == (33, cfg.video.height, cfg.video.width, 3)
+    (tmp_path / "f.mp4").write_bytes(b"".join(fragments.parts))
+    assert len(read_mp4(tmp_path / "f.mp4").frames) == 3 * 33
+
+
+def test_report_accounts_every_chunk(parts):
+    s = _session(parts, max_chunks=3, steps=2)
+    report = run_stream(s, [], time.perf_counter())
+    summary = report.summary()
+    assert summary["chunks"] == 3 and summary["first_chunk_latency_s"] > 0
+    c = report.chunks[1]
+    assert c.compute_s == pytest.approx(c.orchestrator_s + c.dit_s + c.decode_s + c.write_s)
+    assert c.real_time_factor == pytest.approx(c.compute_s / 1.375)
+
+
+def test_bad_text_fails_before_work(parts):
+    with pytest.raises(StreamcharError, match="empty"):
+        _session(parts, text="   ")
+    with pytest.raises(StreamcharError, match="cannot encode"):
+        _session(parts, text="naïve café")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, parts):
+    cfg, model, prompt, _, _ = parts
+    d = tmp_path_factory.mktemp("ckpt") / "random"
+    save_generator(d, model, prompt, {"note": "random weights for tests"})
+    return d
+
+
+def test_generate_cli_and_its_errors(checkpoint, tmp_path, monkeypatch):
+    cfg = load_config("tiny")
+    # the shipped codecs are large; the test uses small random ones
+    small = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
+    monkeypatch.setattr("streamchar.codecs.store.load_video_codec", lambda cfg, path: small)
+    img = tmp_path / "ref.png"
+    Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(img)
+    voice = tmp_path / "voice.wav"
+    write_wav(voice, (0.1 * np.random.default_rng(0).standard_normal(16000 * 2)).astype(np.float32), 16000)
+    short = tmp_path / "short.wav"
+    write_wav(short, np.zeros(4000, np.float32), 16000)
+    runner = CliRunner()
+    base = ["generate", "--checkpoint", str(checkpoint), "--steps", "1", "--threads", "2"]
+    out = tmp_path / "o.mp4"
+    ok = runner.invoke(app, base + ["--text", "glue the sheet", "--reference-image", str(img), "--reference-voice", str(voice),
+                                    "--prompt", "a person", "--out", str(out), "--report", str(tmp_path / "r.json")])  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    assert "resized to 128x128" in ok.output and "resampled from 16000 Hz" in ok.output
+    assert len(read_mp4(out).frames) % 33 == 0 and json.loads((tmp_path / "r.json").read_text())["summary"]["chunks"] >= 1
+    cases = [
+        (["--text", "  ", "--character", "unseen-0"], "empty"),
+        (["--text", "naïve", "--character", "unseen-0"], "cannot encode"),
+        (["--text", "hi", "--character", "unseen-99"], "unknown character"),
+        (["--text", "hi", "--reference-image", str(img), "--reference-voice", str(short)], "at least 1 s"),
+        (["--text", "hi", "--character", "unseen-0", "--out", "/proc/nope/o.mp4"], "cannot write"),
+    ]
+    cases.append((["--text", "hi", "--character", "unseen-0", "--checkpoint", str(tmp_path / "none")], "no generator checkpoint"))
+    for args, message in cases:
+        r = runner.invoke(app, base + args)
+        assert isinstance(r.exception, StreamcharError) and message in str(r.exception), (args, r.output, r.exception)
