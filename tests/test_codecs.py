@@ -14,7 +14,7 @@ from streamchar.errors import StreamcharError
 @pytest.fixture(scope="module")
 def video():
     torch.manual_seed(0)
-    return TinyVideoCodec(TinyVideoConfig(height=32, width=48, latent_channels=8, channels=(8, 8, 8))).eval()
+    return TinyVideoCodec(TinyVideoConfig(height=32, width=48, latent_channels=8, encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from streamchar.data.latents import LatentCache, encode_dataset
 
 def small_codecs():
     torch.manual_seed(0)
-    video = TinyVideoCodec(TinyVideoConfig(128, 128, 48, channels=(8, 8, 8))).eval()
+    video = TinyVideoCodec(TinyVideoConfig(128, 128, 48, encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
     audio = TinyAudioCodec(TinyAudioConfig(latent_channels=64, channels=(8, 8))).eval()
     return video, audio
 

@@ -175,7 +175,6 @@ def checkpoint(tmp_path_factory, parts):
 
 
 def test_generate_cli_and_its_errors(checkpoint, tmp_path, monkeypatch):
-    cfg = load_config("tiny")
     # the shipped codecs are large; the test uses small random ones
     small = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
     monkeypatch.setattr("streamchar.codecs.store.load_video_codec", lambda cfg, path: small)

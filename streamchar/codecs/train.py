@@ -39,6 +39,7 @@ class TrainSettings:
     log_every: int = 20
     max_clips: int = 400
     latent_noise: float = 0.05
+    crop: int | None = 64  # video: train on square crops this size, aligned to the latent grid
     threads: int | None = None
     init: str | None = None  # start from this codec's weights (a shipped name or a directory)
 
@@ -61,12 +62,17 @@ class VideoGroups:
     """Frames of the training clips in memory; samples groups of four frames (and single frames
     repeated, as the first latent of each chunk codes) with their mouth boxes."""
 
-    def __init__(self, records: list[dict], rng: np.random.Generator):
+    def __init__(self, records: list[dict], rng: np.random.Generator, crop: int | None = None, grid: int = 16):
         self.frames = [read_mp4(Path(r["_dir"]) / r["files"]["video"]).frames for r in records]
         self.boxes = [np.array(r["mouth_boxes"]) for r in records]
         self.rng = rng
+        self.crop, self.grid = crop, grid
+        if crop is not None and (crop % grid or crop > min(self.frames[0].shape[1:3])):
+            raise StreamcharError(f"crop {crop} must be a multiple of {grid} and fit in the frames")
 
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, n: int, crop: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crops (when set and `crop`) start on the latent grid, so a crop is coded exactly as
+        that part of a whole frame would be, away from the frame's edges."""
         groups, masks = [], []
         for _ in range(n):
             k = int(self.rng.integers(len(self.frames)))
@@ -82,8 +88,14 @@ class VideoGroups:
             for j, fi in enumerate(idx):
                 x0, y0, x1, y1 = self.boxes[k][fi]
                 m[j, :, y0:y1, x0:x1] = 1
-            groups.append(g.reshape(12, *g.shape[-2:]))
-            masks.append(m.expand(4, 3, *g.shape[-2:]).reshape(12, *g.shape[-2:]))
+            g, m = g.reshape(12, *g.shape[-2:]), m.expand(4, 3, *g.shape[-2:]).reshape(12, *g.shape[-2:])
+            if crop and self.crop is not None:
+                h, w = g.shape[-2:]
+                y = int(self.rng.integers((h - self.crop) // self.grid + 1)) * self.grid
+                x = int(self.rng.integers((w - self.crop) // self.grid + 1)) * self.grid
+                g, m = g[:, y : y + self.crop, x : x + self.crop], m[:, y : y + self.crop, x : x + self.crop]
+            groups.append(g)
+            masks.append(m)
         return torch.stack(groups), torch.stack(masks)
 
 
@@ -187,7 +199,7 @@ def train_codec(
         with open(run / "commands.txt", "a") as f:
             f.write(command + "\n")
     start = _load_checkpoint(run, model, opt, rng)
-    source = VideoGroups(records, rng) if kind == "video" else AudioSegments(records, cfg.audio.sample_rate, rng)
+    source = VideoGroups(records, rng, settings.crop) if kind == "video" else AudioSegments(records, cfg.audio.sample_rate, rng)
     writer = SummaryWriter(str(run / "tensorboard"))
     log_path = run / "train_log.jsonl"
     model.train()
@@ -257,7 +269,7 @@ def _set_latent_statistics(model: torch.nn.Module, source: VideoGroups | AudioSe
     samples = []
     for _ in range(8):
         if kind == "video":
-            x, _ = source.batch(16)  # type: ignore[union-attr]
+            x, _ = source.batch(16, crop=False)  # type: ignore[union-attr]
             raw = model.encode_groups(x)  # type: ignore[operator]
             samples.append(raw.permute(1, 0, 2, 3).reshape(raw.shape[1], -1))
         else:
