@@ -14,6 +14,7 @@ from rich.table import Table
 from streamchar.cli.common import ConfigOpt, PresetOpt, clip_progress, console, err_console, invoked_command, report, step_progress
 from streamchar.cli.eval_cmds import eval_app
 from streamchar.cli.generate_cmd import generate
+from streamchar.cli.train_cmds import train_app
 from streamchar.config import load_config
 from streamchar.errors import Interrupted, StreamcharError
 
@@ -28,6 +29,7 @@ codec_app = typer.Typer(help="Latent codecs: train the tiny ones.", no_args_is_h
 app.add_typer(codec_app, name="codec")
 app.add_typer(eval_app, name="eval")
 app.command("generate")(generate)
+app.add_typer(train_app, name="train")
 
 @config_app.command("show")
 def config_show(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt) -> None:
@@ -242,6 +244,31 @@ def bench_dit(
         raise StreamcharError("--device cuda: no CUDA device here")
     torch.set_num_threads(threads)
     report(bench_denoise(load_config(preset, config), steps=steps, device=device, dtype=getattr(torch, dtype)), out)
+
+
+@bench_app.command("stream")
+def bench_stream_cmd(
+    seconds: float = typer.Option(60.0, "--seconds", help="length of the 4-step stream"),
+    teacher_seconds: float = typer.Option(14.0, "--teacher-seconds", help="length of the 50-step stream"),
+    memory_minutes: str = typer.Option("1,10,30", "--memory-minutes", help="stream minutes at which resident memory is read"),
+    threads: int = typer.Option(2, "--threads", help="torch CPU threads"),
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="write the result JSON here"),
+) -> None:
+    """Streaming speed with random weights: steady time per chunk, first playable bytes, stalls, memory."""
+    import torch
+
+    from streamchar.streaming.bench import bench_stream
+
+    if seconds <= 0 or teacher_seconds <= 0:
+        raise StreamcharError("--seconds and --teacher-seconds must be positive")
+    try:
+        marks = tuple(float(m) for m in memory_minutes.split(",") if m.strip())
+    except ValueError:
+        raise StreamcharError(f"--memory-minutes takes numbers separated by commas, got {memory_minutes!r}") from None
+    torch.set_num_threads(threads)
+    report(bench_stream(load_config(preset, config), seconds, teacher_seconds, marks), out)
 
 
 @app.command("info")

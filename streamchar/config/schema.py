@@ -108,6 +108,7 @@ class OrchestratorConfig(Strict):
     ffn_dim: int = Field(gt=0)
     vocab_size: int = Field(gt=0)
     context_window: int = Field(gt=0, description="most positions the orchestrator reads: reference + transcript + history + chunk")
+    lookahead_words: int = Field(48, gt=0, description="transcript words after the history window's cut that the orchestrator reads")
     tokenizer: Literal["qwen2", "characters"] = Field(description="qwen2: loaded from the Qwen2.5 directory; characters: the project's own")
 
     @model_validator(mode="after")

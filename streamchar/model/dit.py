@@ -128,6 +128,8 @@ class JointBlock(nn.Module):
         h = (self.norm3(x.float()) * (1 + c_scale) + c_shift).type_as(x)
         if video_tokens >= h.shape[1]:
             ff = self.ffn(h)
+        elif video_tokens == 0:
+            ff = self.ffn_audio(h)
         else:  # modality-aware experts: route by token modality
             ff = torch.cat([self.ffn(h[:, :video_tokens]), self.ffn_audio(h[:, video_tokens:])], dim=1)
         x = (x.float() + ff.float() * c_gate).type_as(x)
@@ -222,20 +224,27 @@ class JointDiT(nn.Module):
         return ConditionCache(kv, x.shape[1])
 
     # the denoising step -------------------------------------------------------------------
-    def forward(self, video: VideoInput, timestep: torch.Tensor, text: torch.Tensor, audio: AudioInput | None = None,
-                conditions: ConditionInput | None = None, cache: ConditionCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, video: VideoInput | None, timestep: torch.Tensor, text: torch.Tensor, audio: AudioInput | None = None,
+                conditions: ConditionInput | None = None, cache: ConditionCache | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Velocities for the noisy video (B, C, F, H, W) and audio (B, C, N) latents.
         `timestep` (B,) is flow time t scaled to [0, 1000]. Give `cache` (from
-        `condition_cache`) to reuse condition keys/values; otherwise `conditions` are run now."""
+        `condition_cache`) to reuse condition keys/values; otherwise `conditions` are run now.
+        `video=None` runs the audio path alone (the speech-only pretraining stage)."""
+        if video is None and audio is None:
+            raise StreamcharError("the DiT needs video or audio latents")
         if cache is None and conditions is not None:
             cache = self.condition_cache(conditions, text)
-        b = video.latents.shape[0]
-        x, grid = self._patchify(video.latents)
-        times = video.times if video.times is not None else torch.arange(grid[0], dtype=torch.float64)
-        cos, sin = self._video_rope(times, grid)
-        temb, mod = self.time_embedding(timestep, x)
         text_h = self.embed_text(text)
-        n_video = x.shape[1]
+        tokens, cos, sin = [], [], []
+        grid = (0, 0, 0)
+        if video is not None:
+            x, grid = self._patchify(video.latents)
+            times = video.times if video.times is not None else torch.arange(grid[0], dtype=torch.float64)
+            c, s_ = self._video_rope(times, grid)
+            tokens.append(x), cos.append(c), sin.append(s_)
+        b = (video.latents if video is not None else audio.latents).shape[0]  # type: ignore[union-attr]
+        temb, mod = self.time_embedding(timestep, text_h)
+        n_video = tokens[0].shape[1] if video is not None else 0
         if audio is not None:
             if audio.latents.ndim != 3 or audio.latents.shape[1] != self.audio_channels or audio.condition.shape[:2] != (b, audio.latents.shape[2]):
                 raise StreamcharError(f"audio latents {tuple(audio.latents.shape)} with condition {tuple(audio.condition.shape)} do not fit: "
@@ -244,19 +253,22 @@ class JointDiT(nn.Module):
             a = self.audio_encoder(a)
             a_times = audio.times if audio.times is not None else torch.arange(a.shape[1], dtype=torch.float64)
             ac, as_ = self.rope.audio(a_times.double())
-            x = torch.cat([x, a], dim=1)
-            cos, sin = torch.cat([cos, ac], dim=1), torch.cat([sin, as_], dim=1)
+            tokens.append(a), cos.append(ac), sin.append(as_)
+        x = torch.cat(tokens, dim=1)
+        cos_all, sin_all = torch.cat(cos, dim=1), torch.cat(sin, dim=1)
         for i, block in enumerate(self.blocks):
-            x, _ = block(x, mod, (cos, sin), text_h, n_video, cache.kv[i] if cache is not None else None)
+            x, _ = block(x, mod, (cos_all, sin_all), text_h, n_video, cache.kv[i] if cache is not None else None)
 
-        v = x[:, :n_video]
-        shift, scale = (self.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
-        v = (self.norm_out(v.float()) * (1 + scale) + shift).type_as(v)
-        v = self.proj_out(v)
-        pt, ph, pw = self.patch_size
-        f, h, w = grid
-        v = v.reshape(b, f, h, w, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        video_out = v.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        video_out = None
+        if video is not None:
+            v = x[:, :n_video]
+            shift, scale = (self.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
+            v = (self.norm_out(v.float()) * (1 + scale) + shift).type_as(v)
+            v = self.proj_out(v)
+            pt, ph, pw = self.patch_size
+            f, h, w = grid
+            v = v.reshape(b, f, h, w, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+            video_out = v.flatten(6, 7).flatten(4, 5).flatten(2, 3)
         audio_out = None
         if audio is not None:
             a = self.audio_decoder(x[:, n_video:])

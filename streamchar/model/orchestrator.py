@@ -29,6 +29,15 @@ from streamchar.config.schema import OrchestratorConfig
 from streamchar.errors import StreamcharError
 
 SEGMENTS = {"reference": 0, "history": 1, "condition": 2}
+REFERENCE_VOICE_LATENTS = 72  # 3 s of the reference voice at 24 latents/s, in training and streaming alike
+
+
+def fit_reference_voice(latents: torch.Tensor) -> torch.Tensor:
+    """(B, C, n) -> (B, C, 72): the first 3 s, zero-padded when shorter."""
+    n = latents.shape[-1]
+    if n >= REFERENCE_VOICE_LATENTS:
+        return latents[..., :REFERENCE_VOICE_LATENTS]
+    return F.pad(latents, (0, REFERENCE_VOICE_LATENTS - n))
 
 
 def qwen2_config(cfg: OrchestratorConfig):  # noqa: ANN201 - transformers type

@@ -28,14 +28,14 @@ class StreamCharModel(nn.Module):
                                   f"{x.text_ids.shape[1]} tokens, history {x.history_audio.shape[2]}, chunk {x.noisy_audio.shape[2]}); "
                                   f"its window is {self.cfg.orchestrator.context_window}: cut the transcript with the pointer")  # fmt: skip
 
-    def velocity(self, video: VideoInput, orchestrator_input: OrchestratorInput, prompt: torch.Tensor,
-                 cache: ConditionCache | None = None, conditions: ConditionInput | None = None) -> tuple[torch.Tensor, torch.Tensor, OrchestratorOutput]:
+    def velocity(self, video: VideoInput | None, orchestrator_input: OrchestratorInput, prompt: torch.Tensor,
+                 cache: ConditionCache | None = None, conditions: ConditionInput | None = None) -> tuple[torch.Tensor | None, torch.Tensor, OrchestratorOutput]:
         """One denoising evaluation: the orchestrator turns the noisy audio (and the context) into
         c_a, the DiT predicts both velocities. (Through `__call__`, so FSDP's root hooks run.)"""
         return self(video, orchestrator_input, prompt, cache, conditions)
 
-    def forward(self, video: VideoInput, orchestrator_input: OrchestratorInput, prompt: torch.Tensor,
-                cache: ConditionCache | None = None, conditions: ConditionInput | None = None) -> tuple[torch.Tensor, torch.Tensor, OrchestratorOutput]:
+    def forward(self, video: VideoInput | None, orchestrator_input: OrchestratorInput, prompt: torch.Tensor,
+                cache: ConditionCache | None = None, conditions: ConditionInput | None = None) -> tuple[torch.Tensor | None, torch.Tensor, OrchestratorOutput]:
         self.check_orchestrator_window(orchestrator_input)
         orch = self.orchestrator(orchestrator_input)
         audio = AudioInput(orchestrator_input.noisy_audio, orch.condition)

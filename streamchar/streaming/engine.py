@@ -4,7 +4,8 @@ Per chunk:
 - the orchestrator reads the reference voice's latents, the transcript, at most 15 s of history
   audio (the latents this stream generated, whole chunks) and the noisy chunk audio. The part
   of the transcript spoken before the history window is cut away, at the word the pointer gave
-  for the end of the chunk just before the window;
+  for the end of the chunk just before the window, and only `lookahead_words` words after that
+  cut are read, so that a long script does not grow the orchestrator's sequence;
 - the DiT denoises with the reference frame, the sink (the stream's first chunk) and the motion
   latents (the previous chunk's latents, reused directly, never re-encoded) as condition tokens
   whose keys/values are computed once per chunk; N Euler steps;
@@ -28,14 +29,14 @@ from streamchar.codecs.base import AudioCodec, VideoCodec
 from streamchar.diffusion.flow import TIMESTEP_SCALE, sample_times
 from streamchar.errors import StreamcharError
 from streamchar.model.dit import ConditionInput, VideoInput, AudioInput
-from streamchar.model.orchestrator import OrchestratorInput
+from streamchar.model.orchestrator import OrchestratorInput, fit_reference_voice
 from streamchar.model.prompt import PromptEncoder
 from streamchar.model.streamchar_model import StreamCharModel
 from streamchar.model.tokenizer import CharacterTokenizer, Tokens, make_tokenizer
 from streamchar.streaming.inputs import StreamRequest, check_transcript
 
 HISTORY_SECONDS = 15.0
-WORDS_PER_SECOND_FLOOR = 1.0  # a stream may take at most this long per word before it is stopped
+SECONDS_PER_WORD_LIMIT = 1.0  # a stream may take at most this long per word before it is stopped
 
 
 @dataclass
@@ -106,7 +107,7 @@ class StreamSession:
         self.encoder_calls += 1
         hop = self.audio_codec.hop_length
         n = len(voice) // hop * hop
-        return self.audio_codec.encode(torch.from_numpy(voice[:n])[None], self.cfg.audio.sample_rate)
+        return fit_reference_voice(self.audio_codec.encode(torch.from_numpy(voice[:n])[None], self.cfg.audio.sample_rate))
 
     # one chunk ---------------------------------------------------------------------------
     def _window(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
@@ -115,11 +116,12 @@ class StreamSession:
         assert toks is not None
         first_in_window = len(self.progress) - len(self.history)
         cut = math.floor(self.progress[first_in_window - 1]) if first_in_window > 0 else 0
-        keep = [i for i, w in enumerate(toks.word_numbers) if w > cut or (i == 0 and w == 0)]
+        end = cut + self.cfg.orchestrator.lookahead_words  # bounded, so a long script does not grow the sequence
+        keep = [i for i, w in enumerate(toks.word_numbers) if cut < w <= end or (i == 0 and w == 0)]
         ids = torch.tensor([[toks.ids[i] for i in keep]])
         numbers = torch.tensor([[max(0, toks.word_numbers[i] - cut) for i in keep]], dtype=torch.float32)
         history = torch.cat(self.history, dim=2) if self.history else torch.zeros(1, self.audio_codec.latent_channels, 0)
-        return ids, numbers, history, torch.tensor([float(toks.words - cut)]), float(cut)
+        return ids, numbers, history, torch.tensor([float(min(toks.words, end) - cut)]), float(cut)
 
     @torch.no_grad()
     def next_chunk(self, index: int) -> ChunkLatents:
@@ -166,7 +168,7 @@ class StreamSession:
         stops there, with its last chunk marked closing."""
         k = 0
         while True:
-            limit = self.settings.max_chunks or max(4, math.ceil(self.words_total / WORDS_PER_SECOND_FLOOR / self.cfg.stream.chunk_seconds))
+            limit = self.settings.max_chunks or max(4, math.ceil(self.words_total * SECONDS_PER_WORD_LIMIT / self.cfg.stream.chunk_seconds))
             chunk = self.next_chunk(k)
             k += 1
             done = chunk.words_spoken >= self.words_total - 0.5

@@ -1,0 +1,64 @@
+"""`streamchar train orchestrator|joint`: the pretraining stages."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from streamchar.cli.common import console, invoked_command, step_progress
+from streamchar.errors import StreamcharError
+
+train_app = typer.Typer(help="Pretraining: speech-only orchestrator stage, then joint audio-video stage.", no_args_is_help=True)
+
+
+def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: bool, steps: Optional[int]) -> None:
+    import torch.distributed as dist
+
+    from streamchar.codecs.train import export_training_record
+    from streamchar.training.settings import load_train_config
+    from streamchar.training.trainer import Trainer
+
+    cfg, settings = load_train_config(config, {"steps": steps} if steps else None)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        import torch
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    found = sorted((run / "checkpoints").glob("step-*"))
+    if found and not resume:
+        raise StreamcharError(f"{run} already holds checkpoints (newest {found[-1].name}); pass --resume to continue, or choose another --run")
+    trainer = Trainer(stage, cfg, settings, run, command=invoked_command())
+    if resume:
+        start = trainer.resume()
+        console.print(f"resumed at step {start}" if start else "no checkpoint to resume; starting at step 0")
+    with step_progress(f"{stage} stage", settings.steps) as on_step:
+        last = trainer.train(on_step=lambda d, t, parts: on_step(d, t, parts.get("loss", float("nan"))))
+    if out is not None:
+        trainer.export(out)
+        if trainer.rank == 0:
+            export_training_record(run, out, f"{stage} stage")
+    console.print(json.dumps({"stage": stage, "last": last, "out": str(out) if out else None}))
+
+
+ConfigArg = typer.Option(..., "--config", help="YAML with preset:, model: (overrides) and train: sections")
+RunArg = typer.Option(..., "--run", help="folder for checkpoints, TensorBoard, the log and validation streams")
+OutArg = typer.Option(None, "--out", help="write the trained generator (EMA weights) here at the end")
+ResumeArg = typer.Option(False, "--resume", help="continue from the newest checkpoint in --run")
+StepsArg = typer.Option(None, "--steps", help="override train.steps")
+
+
+@train_app.command("orchestrator")
+def train_orchestrator(config: Path = ConfigArg, run: Path = RunArg, out: Optional[Path] = OutArg, resume: bool = ResumeArg,
+                       steps: Optional[int] = StepsArg) -> None:
+    """Stage 1: speech only (the DiT's audio path without video tokens), orchestrator and pointer."""
+    _train("orchestrator", config, run, out, resume, steps)
+
+
+@train_app.command("joint")
+def train_joint(config: Path = ConfigArg, run: Path = RunArg, out: Optional[Path] = OutArg, resume: bool = ResumeArg,
+                steps: Optional[int] = StepsArg) -> None:
+    """Stage 2: orchestrator and DiT together on audio-video windows."""
+    _train("joint", config, run, out, resume, steps)

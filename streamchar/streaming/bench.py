@@ -1,0 +1,82 @@
+"""Streaming speed and stability (`streamchar bench stream`), with random weights: speed does not
+depend on them. The whole pipeline runs: orchestrator, DiT steps, decode, fragmented-MP4 writing."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamchar.codecs.store import load_audio_codec, load_video_codec
+from streamchar.config import Config
+from streamchar.data.harvard import split_sentences
+from streamchar.model.checkpoint import new_generator
+from streamchar.streaming.engine import SessionSettings, StreamSession
+from streamchar.streaming.inputs import StreamRequest
+from streamchar.streaming.runner import run_stream
+from streamchar.streaming.writers import FragmentedMp4Writer
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _request(cfg: Config, words: int) -> StreamRequest:
+    sentences = split_sentences("test")
+    text, k = [], 0
+    while sum(len(s.split()) for s in text) < words:
+        text.append(sentences[k % len(sentences)])
+        k += 1
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (cfg.video.height, cfg.video.width, 3), dtype=np.uint8)
+    voice = (0.1 * rng.standard_normal(3 * cfg.audio.sample_rate)).astype(np.float32)
+    return StreamRequest(" ".join(text), image, voice, "a person talks in front of a wall")
+
+
+def stream_once(cfg: Config, steps: int, seconds: float, memory_marks_s: tuple[float, ...] = ()) -> dict:
+    t_request = time.perf_counter()
+    model, prompt = new_generator(cfg)
+    model.eval()
+    chunks = max(2, math.ceil(seconds / cfg.stream.chunk_seconds))
+    session = StreamSession(model, prompt, load_video_codec(cfg, None), load_audio_codec(cfg, None), _request(cfg, int(seconds * 3) + 50),
+                            SessionSettings(steps=steps, max_chunks=chunks))  # fmt: skip
+    marks = {}
+
+    def on_chunk(rec) -> None:  # noqa: ANN001
+        t_stream = (rec.index + 1) * cfg.stream.chunk_seconds
+        for m in memory_marks_s:
+            if m not in marks and t_stream >= m:
+                marks[m] = _rss_mb()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = FragmentedMp4Writer(Path(tmp) / "bench.mp4", cfg.stream.fps, cfg.audio.sample_rate, cfg.video.width, cfg.video.height)
+        report = run_stream(session, [writer], t_request, on_chunk=on_chunk)
+    written = [c.written_at_s for c in report.chunks]
+    gaps = np.diff(written)[1:] if len(written) > 2 else np.diff(written)
+    s = report.summary()
+    return {
+        "steps": steps, "chunks": len(report.chunks), "stream_seconds": s["seconds"],
+        "steady_seconds_per_chunk": float(np.mean(gaps)), "steady_real_time_factor": float(np.mean(gaps)) / cfg.stream.chunk_seconds,
+        "compute_seconds_per_chunk": float(np.mean([c.compute_s for c in report.chunks[1:]])),
+        "orchestrator_s": float(np.mean([c.orchestrator_s for c in report.chunks[1:]])), "dit_s": float(np.mean([c.dit_s for c in report.chunks[1:]])),
+        "decode_s": float(np.mean([c.decode_s for c in report.chunks[1:]])), "write_s": float(np.mean([c.write_s for c in report.chunks[1:]])),
+        "first_playable_s": s["first_chunk_latency_s"], "stalls": s["stalls"], "stall_s": s["stall_s"],
+        "rss_mb_at_stream_seconds": {str(int(k)): v for k, v in marks.items()},
+    }  # fmt: skip
+
+
+def bench_stream(cfg: Config, seconds: float, teacher_seconds: float, memory_minutes: tuple[float, ...]) -> dict:
+    """A student-speed stream (4 steps) of `seconds`, then a teacher-speed one (50 steps) of
+    `teacher_seconds`, in one process; memory at the given minutes of the first."""
+    student = stream_once(cfg, 4, seconds, tuple(60 * m for m in memory_minutes))
+    teacher = stream_once(cfg, 50, teacher_seconds)
+    return {"preset": cfg.preset, "threads": torch.get_num_threads(), "student_4_steps": student, "teacher_50_steps": teacher,
+            "teacher_over_student_per_chunk": teacher["steady_seconds_per_chunk"] / student["steady_seconds_per_chunk"]}

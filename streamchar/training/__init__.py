@@ -1,0 +1,1 @@
+"""Training: windows from the latent cache, the pretraining stages, checkpoints."""

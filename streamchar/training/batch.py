@@ -1,0 +1,101 @@
+"""Batches of training windows and the pretraining loss (paper eq. 2 and eq. 5).
+
+A batch holds windows of one kind (a clip's first chunk, without sink and motion, or a later
+chunk, with both) so that every sample has the same condition tokens. Text is right-padded,
+history left-padded (its mask marks the real latents), the reference voice fitted to 3 s.
+Condition dropout, so that classifier-free guidance works: the prompt is replaced by the empty
+prompt, and the reference frame by zeros, each with its own probability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from streamchar.diffusion.flow import TIMESTEP_SCALE, flow_loss, noisy, velocity_target
+from streamchar.model.dit import ConditionInput, VideoInput
+from streamchar.model.orchestrator import OrchestratorInput, fit_reference_voice, pointer_loss
+from streamchar.model.prompt import PromptEncoder
+from streamchar.model.streamchar_model import StreamCharModel
+from streamchar.training.windows import Window
+
+
+@dataclass
+class Batch:
+    video: torch.Tensor
+    audio: torch.Tensor
+    conditions: ConditionInput
+    prompts: list[str]
+    reference_voice: torch.Tensor
+    text_ids: torch.Tensor
+    text_mask: torch.Tensor
+    word_numbers: torch.Tensor
+    word_counts: torch.Tensor
+    history: torch.Tensor
+    history_mask: torch.Tensor
+    spoken: torch.Tensor
+
+
+def collate(windows: list[Window], prompt_dropout: float = 0.0, reference_dropout: float = 0.0,
+            generator: torch.Generator | None = None) -> Batch:
+    with_motion = windows[0].motion is not None
+    if any((w.motion is not None) != with_motion for w in windows):
+        raise ValueError("a batch mixes first chunks and later chunks")
+    b = len(windows)
+    drop = torch.rand(b, 2, generator=generator)
+    prompts = ["" if drop[i, 0] < prompt_dropout else w.prompt for i, w in enumerate(windows)]
+    ref = torch.stack([w.reference for w in windows])
+    ref = ref * (drop[:, 1] >= reference_dropout).float().reshape(b, 1, 1, 1, 1)
+    n_text = max(len(w.text_ids) for w in windows)
+    ids = torch.zeros(b, n_text, dtype=torch.long)
+    mask = torch.zeros(b, n_text, dtype=torch.long)
+    numbers = torch.zeros(b, n_text)
+    n_hist = max(w.history.shape[1] for w in windows)
+    z_a = windows[0].audio.shape[0]
+    hist = torch.zeros(b, z_a, n_hist)
+    hist_mask = torch.zeros(b, n_hist, dtype=torch.long)
+    for i, w in enumerate(windows):
+        ids[i, : len(w.text_ids)] = torch.tensor(w.text_ids)
+        mask[i, : len(w.text_ids)] = 1
+        numbers[i, : len(w.text_ids)] = torch.tensor(w.word_numbers, dtype=torch.float32)
+        h = w.history.shape[1]
+        if h:
+            hist[i, :, n_hist - h :] = w.history
+            hist_mask[i, n_hist - h :] = 1
+    voices = torch.cat([fit_reference_voice(w.reference_voice[None]) for w in windows])
+    conditions = ConditionInput(
+        ref, torch.stack([w.sink for w in windows]) if with_motion else None, torch.stack([w.motion for w in windows]) if with_motion else None
+    )
+    return Batch(torch.stack([w.video for w in windows]), torch.stack([w.audio for w in windows]), conditions, prompts, voices, ids, mask,
+                 numbers, torch.tensor([float(w.words) for w in windows]), hist, hist_mask,
+                 torch.tensor([w.spoken for w in windows]))  # fmt: skip
+
+
+def sample_t(b: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Logit-normal flow times (more weight on the middle of the path, as in SD3 / Wan)."""
+    return torch.sigmoid(torch.randn(b, generator=generator))
+
+
+def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batch: Batch, generator: torch.Generator | None = None,
+                     speech_only: bool = False, pointer_weight: float = 0.1) -> dict[str, torch.Tensor]:
+    """Flow-matching loss on both modalities (audio only, without video tokens, for the
+    speech-only stage) plus the pointer's smooth-L1; one t per sample shared by both modalities."""
+    b = batch.video.shape[0]
+    t = sample_t(b, generator)
+    ev = torch.randn(batch.video.shape, generator=generator)
+    ea = torch.randn(batch.audio.shape, generator=generator)
+    xv, xa = noisy(batch.video, ev, t), noisy(batch.audio, ea, t)
+    prompt = prompt_encoder(batch.prompts)
+    x = OrchestratorInput(batch.reference_voice, batch.text_ids, batch.text_mask, batch.word_numbers, batch.word_counts,
+                          batch.history, xa, t * TIMESTEP_SCALE, batch.history_mask)  # fmt: skip
+    if speech_only:
+        _, da, orch = model.velocity(None, x, prompt)
+        losses = {"audio": flow_loss(da, velocity_target(batch.audio, ea))["loss"]}
+    else:
+        dv, da, orch = model.velocity(VideoInput(xv), x, prompt, conditions=batch.conditions)
+        losses = flow_loss(dv, velocity_target(batch.video, ev), da, velocity_target(batch.audio, ea))
+    losses["pointer"] = pointer_loss(orch.progress, batch.spoken)
+    losses["loss"] = losses.get("video", 0.0) + losses["audio"] + pointer_weight * losses["pointer"]
+    return losses
+

@@ -1,0 +1,113 @@
+"""Training windows cut from the latent cache the way the engine streams (paper §5.1).
+
+For chunk c of a clip (frames [33c, 33c + 33), audio latents the same range):
+- the reference frame's latent, the sink (chunk 0's latents, for c >= 1) and the motion latents
+  (chunk c - 1's, none for a clip's first chunk);
+- the target: 9 video latents and 33 audio latents;
+- history audio: the audio latents of at most the 10 preceding chunks (13.75 s <= 15 s), as the
+  engine keeps whole chunks;
+- the transcript with the words finished before the history window cut away and at most
+  `lookahead_words` kept after the cut, its word numbers counted from the cut;
+- the pointer's target: words finished by the end of the chunk, counted from the cut.
+
+Word times come from the clip's word timings (espeak's events here, ASR timestamps for real
+data), expanded to the words `normalize_words` counts (a hyphenated word counts as two).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from streamchar.config import Config
+from streamchar.data.latents import LatentCache
+from streamchar.errors import StreamcharError
+from streamchar.evaluation.text import normalize_words
+from streamchar.model.tokenizer import CharacterTokenizer, QwenTokenizer
+
+CHUNK_FRAMES = 33
+HISTORY_CHUNKS = 10
+
+
+def word_end_times(record: dict) -> list[float]:
+    """End time (s) of every normalised transcript word."""
+    ends = []
+    for w in record["words"]:
+        ends += [float(w["end"])] * max(1, len(normalize_words(w["word"])))
+    n = len(normalize_words(record["transcript"]))
+    if len(ends) < n:
+        ends += [ends[-1] if ends else 0.0] * (n - len(ends))
+    return ends[:n]
+
+
+@dataclass
+class Window:
+    clip_id: str
+    chunk: int
+    reference: torch.Tensor  # (z, 1, h, w)
+    sink: torch.Tensor | None  # (z, 9, h, w)
+    motion: torch.Tensor | None  # (z, 9, h, w)
+    video: torch.Tensor  # (z, 9, h, w)
+    audio: torch.Tensor  # (z_a, 33)
+    history: torch.Tensor  # (z_a, <= 330)
+    reference_voice: torch.Tensor  # (z_a, n)
+    text_ids: list[int]
+    word_numbers: list[int]
+    words: int  # N after the cut
+    spoken: float  # pointer target after the cut
+    prompt: str
+
+
+class WindowSource:
+    """Every (clip, chunk) of a cache split; clips shorter than one chunk are refused by name."""
+
+    def __init__(self, cache: LatentCache, cfg: Config, tokenizer: CharacterTokenizer | QwenTokenizer, split: str = "train"):
+        self.cache, self.cfg, self.tokenizer = cache, cfg, tokenizer
+        self.index: list[tuple[int, int]] = []
+        short = []
+        for i, rec in enumerate(cache.records):
+            if rec["split"] != split:
+                continue
+            chunks = rec["frames"] // CHUNK_FRAMES
+            if chunks == 0:
+                short.append(rec["clip_id"])
+            self.index += [(i, c) for c in range(chunks)]
+        if not self.index:
+            why = f" ({len(short)} clips shorter than one chunk of {CHUNK_FRAMES} frames, e.g. {short[0]})" if short else ""
+            raise StreamcharError(f"the latent cache {cache.root} has no {split} chunks to train on{why}")
+        self.skipped_short = short
+        self._tokens: dict[int, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _text(self, i: int):  # noqa: ANN202
+        if i not in self._tokens:
+            rec = self.cache.records[i]
+            self._tokens[i] = (self.tokenizer.encode(rec["transcript"]), word_end_times(rec))
+        return self._tokens[i]
+
+    def window(self, k: int) -> Window:
+        i, c = self.index[k]
+        rec = self.cache.records[i]
+        t = self.cache.tensors(i)
+        s = self.cfg.stream
+        lv, la = s.chunk_latent_frames, s.chunk_audio_latents
+        toks, ends = self._text(i)
+        first = max(0, c - HISTORY_CHUNKS)
+        seconds = s.chunk_seconds
+        cut = int(np.sum(np.array(ends) <= first * seconds + 1e-6)) if first > 0 else 0
+        end = cut + self.cfg.orchestrator.lookahead_words
+        keep = [j for j, w in enumerate(toks.word_numbers) if cut < w <= end or (j == 0 and w == 0)]
+        spoken = float(np.sum(np.array(ends) <= (c + 1) * seconds + 1e-6)) - cut
+        n = min(toks.words, end) - cut
+        voice = t.get("reference_voice", t["audio"][:, : 3 * s.audio_latent_rate])
+        return Window(
+            rec["clip_id"], c, t["reference"], t["video"][:, :lv] if c >= 1 else None,
+            t["video"][:, (c - 1) * lv : c * lv] if c >= 1 else None,
+            t["video"][:, c * lv : (c + 1) * lv], t["audio"][:, c * la : (c + 1) * la], t["audio"][:, first * la : c * la], voice,
+            [toks.ids[j] for j in keep], [max(0, toks.word_numbers[j] - cut) for j in keep], n, float(np.clip(spoken, 0, n)),
+            rec.get("prompt", ""),
+        )  # fmt: skip

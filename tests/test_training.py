@@ -1,0 +1,120 @@
+"""Pretraining: windows from the latent cache, exact resume, damaged checkpoints, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
+from streamchar.config import load_config
+from streamchar.data.latents import LatentCache, encode_dataset
+from streamchar.errors import StreamcharError
+from streamchar.model.streamchar_model import build_model
+from streamchar.model.tokenizer import CharacterTokenizer
+from streamchar.training.settings import TrainSettings, load_train_config
+from streamchar.training.trainer import Trainer, check_memory
+from streamchar.training.windows import WindowSource, word_end_times
+
+
+@pytest.fixture(scope="module")
+def cache(small_set, tmp_path_factory):
+    root, cfg = small_set
+    torch.manual_seed(0)
+    video = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
+    audio = TinyAudioCodec(TinyAudioConfig(channels=(16, 16))).eval()
+    out = tmp_path_factory.mktemp("cache") / "latents"
+    encode_dataset(root, out, cfg, video, audio, {"video": "small", "audio": "small"})
+    # every clip of the small set counts as training data here
+    meta = json.loads((out / "latents.json").read_text())
+    for r in meta["clips"]:
+        r["split"] = "train"
+    (out / "latents.json").write_text(json.dumps(meta))
+    return out
+
+
+def test_windows_follow_the_stream_layout(cache):
+    cfg = load_config("tiny")
+    src = WindowSource(LatentCache(cache), cfg, CharacterTokenizer(96))
+    later = next(k for k, (_, c) in enumerate(src.index) if c >= 1)
+    w = src.window(later)
+    i, c = src.index[later]
+    t = LatentCache(cache).tensors(i)
+    assert torch.equal(w.motion, t["video"][:, (c - 1) * 9 : c * 9]) and torch.equal(w.sink, t["video"][:, :9])
+    assert torch.equal(w.video, t["video"][:, c * 9 : (c + 1) * 9]) and w.audio.shape[1] == 33
+    assert w.history.shape[1] == min(c, 10) * 33
+    rec = LatentCache(cache).records[i]
+    ends = word_end_times(rec)
+    assert w.spoken == sum(e <= (c + 1) * 1.375 + 1e-6 for e in ends)  # no cut inside the first 10 chunks
+    first = src.window(next(k for k, (_, c) in enumerate(src.index) if c == 0))
+    assert first.motion is None and first.sink is None and first.history.shape[1] == 0
+
+
+def _config(tmp_path, cache, **train):
+    path = tmp_path / "train.yaml"
+    body = {"cache": str(cache), "steps": 4, "batch": 2, "lr": 1e-3, "warmup": 1, "save_every": 2, "log_every": 1, "seed": 3, **train}
+    path.write_text(yaml.safe_dump({"preset": "tiny", "train": body}))
+    return path
+
+
+def test_resume_repeats_the_uninterrupted_run(cache, tmp_path):
+    cfg, s = load_train_config(_config(tmp_path, cache))
+    torch.set_num_threads(2)
+    straight = Trainer("joint", cfg, s, tmp_path / "a")
+    straight.train()
+    broken = Trainer("joint", cfg, s, tmp_path / "b")
+    broken.train(stop_after=2)
+    resumed = Trainer("joint", cfg, s, tmp_path / "b")
+    assert resumed.resume() == 2
+    resumed.train()
+    log_a = [json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(line) for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log_b] == [1, 2, 3, 4]
+    for ra, rb in zip(log_a, log_b):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5, abs=1e-6), (ra, rb)
+    a = load_file(tmp_path / "a" / "checkpoints" / "step-0000004" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "checkpoints" / "step-0000004" / "model" / "model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert set(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == {"step-0000002", "step-0000004"}
+
+
+def test_speech_only_stage_trains_the_audio_path(cache, tmp_path):
+    cfg, s = load_train_config(_config(tmp_path, cache, steps=1, ema_decay=0))
+    t = Trainer("orchestrator", cfg, s, tmp_path / "o")
+    out = t.losses(0, 0)
+    assert "video" not in out and out["audio"] > 0 and out["pointer"] >= 0
+    out["loss"].backward()
+    assert t.model.dit.patch_embedding.weight.grad is None and t.model.dit.blocks[0].ffn_audio.net[0].proj.weight.grad is not None
+
+
+def test_a_damaged_checkpoint_is_named_with_the_previous_one(cache, tmp_path):
+    cfg, s = load_train_config(_config(tmp_path, cache))
+    Trainer("joint", cfg, s, tmp_path / "r").train()
+    newest = tmp_path / "r" / "checkpoints" / "step-0000004" / "model" / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    with pytest.raises(StreamcharError, match=r"step-0000004 is damaged.*previous one is .*step-0000002"):
+        Trainer("joint", cfg, s, tmp_path / "r").resume()
+
+
+def test_bad_input_is_refused_before_training(cache, tmp_path):
+    cfg = load_config("tiny")
+    meta = json.loads((cache / "latents.json").read_text())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for r in meta["clips"]:
+        r["frames"] = 20  # shorter than one chunk
+    (empty / "latents.json").write_text(json.dumps(meta))
+    with pytest.raises(StreamcharError, match="shorter than one chunk"):
+        WindowSource(LatentCache(empty), cfg, CharacterTokenizer(96))
+    with pytest.raises(StreamcharError, match="not a latent cache"):
+        LatentCache(tmp_path / "nothing")
+    paper = build_model(load_config("paper"), "meta")
+    with pytest.raises(StreamcharError, match=r"needs about \d+\.\d GiB per process"):
+        check_memory(paper, TrainSettings(cache="x", steps=1), torch.device("cpu"), 1)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"train": {"cache": "x", "steps": 0}}))
+    with pytest.raises(StreamcharError, match="train.steps"):
+        load_train_config(bad)
+    assert np.isfinite(check_memory(build_model(cfg), TrainSettings(cache="x", steps=1), torch.device("cpu"), 1)["estimated_gib"])
