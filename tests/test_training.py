@@ -118,3 +118,37 @@ def test_bad_input_is_refused_before_training(cache, tmp_path):
     with pytest.raises(StreamcharError, match="train.steps"):
         load_train_config(bad)
     assert np.isfinite(check_memory(build_model(cfg), TrainSettings(cache="x", steps=1), torch.device("cpu"), 1)["estimated_gib"])
+
+
+def _fsdp_worker(rank, world, port, cache, run):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    cfg = load_config("tiny")
+    s = TrainSettings(cache=str(cache), steps=2, batch=1, lr=1e-3, warmup=1, save_every=1, log_every=1, seed=3)
+    t = Trainer("joint", cfg, s, run)
+    t.train(stop_after=1)
+    t2 = Trainer("joint", cfg, s, run)
+    assert t2.resume() == 1
+    t2.train()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_two_process_fsdp_training_saves_and_resumes(cache, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_fsdp_worker, args=(2, port, str(cache), str(tmp_path / "fsdp")), nprocs=2, join=True)
+    log = [json.loads(line) for line in (tmp_path / "fsdp" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+    saved = load_file(tmp_path / "fsdp" / "checkpoints" / "step-0000002" / "model" / "model.safetensors")
+    assert saved["model.dit.blocks.0.attn1.to_q.weight"].shape == (128, 128)  # whole tensors, gathered from the shards
