@@ -15,14 +15,15 @@ from streamchar.errors import StreamcharError
 train_app = typer.Typer(help="Pretraining: speech-only orchestrator stage, then joint audio-video stage.", no_args_is_help=True)
 
 
-def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: bool, steps: Optional[int]) -> None:
+def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: bool, steps: Optional[int], init: Optional[str]) -> None:
     import torch.distributed as dist
 
     from streamchar.codecs.train import export_training_record
     from streamchar.training.settings import load_train_config
     from streamchar.training.trainer import Trainer
 
-    cfg, settings = load_train_config(config, {"steps": steps} if steps else None)
+    overrides = {k: v for k, v in {"steps": steps, "init": init}.items() if v is not None}
+    cfg, settings = load_train_config(config, overrides)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         import torch
 
@@ -48,17 +49,18 @@ RunArg = typer.Option(..., "--run", help="folder for checkpoints, TensorBoard, t
 OutArg = typer.Option(None, "--out", help="write the trained generator (EMA weights) here at the end")
 ResumeArg = typer.Option(False, "--resume", help="continue from the newest checkpoint in --run")
 StepsArg = typer.Option(None, "--steps", help="override train.steps")
+InitArg = typer.Option(None, "--init", help="override train.init: start from this generator checkpoint")
 
 
 @train_app.command("orchestrator")
 def train_orchestrator(config: Path = ConfigArg, run: Path = RunArg, out: Optional[Path] = OutArg, resume: bool = ResumeArg,
-                       steps: Optional[int] = StepsArg) -> None:
+                       steps: Optional[int] = StepsArg, init: Optional[str] = InitArg) -> None:
     """Stage 1: speech only (the DiT's audio path without video tokens), orchestrator and pointer."""
-    _train("orchestrator", config, run, out, resume, steps)
+    _train("orchestrator", config, run, out, resume, steps, init)
 
 
 @train_app.command("joint")
 def train_joint(config: Path = ConfigArg, run: Path = RunArg, out: Optional[Path] = OutArg, resume: bool = ResumeArg,
-                steps: Optional[int] = StepsArg) -> None:
+                steps: Optional[int] = StepsArg, init: Optional[str] = InitArg) -> None:
     """Stage 2: orchestrator and DiT together on audio-video windows."""
-    _train("joint", config, run, out, resume, steps)
+    _train("joint", config, run, out, resume, steps, init)
