@@ -53,7 +53,7 @@ def _scripted_pointer(monkeypatch, session, per_chunk: float):
     """The pointer says `per_chunk` more words were spoken by the end of every chunk (it answers
     relative to the cut transcript it is given, as the real one does)."""
 
-    def fake(condition, text_hidden, word_numbers, text_mask, word_counts):
+    def fake(condition, text_hidden, word_numbers, text_mask, word_counts, clamp=True):
         cut = session.words_total - word_counts
         absolute = per_chunk * (len(session.progress) + 1)
         return torch.minimum(absolute - cut, word_counts)

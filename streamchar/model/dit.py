@@ -214,7 +214,7 @@ class JointDiT(nn.Module):
             cos.append(c)
             sin.append(s)
         x = torch.cat(tokens, dim=1)
-        rope = (torch.cat(cos, dim=1), torch.cat(sin, dim=1))
+        rope = (torch.cat(cos, dim=1).to(x.device), torch.cat(sin, dim=1).to(x.device))
         text_h = self.embed_text(text)
         _, mod0 = self.time_embedding(torch.zeros(x.shape[0], device=x.device), x)
         kv = []
@@ -255,7 +255,7 @@ class JointDiT(nn.Module):
             ac, as_ = self.rope.audio(a_times.double())
             tokens.append(a), cos.append(ac), sin.append(as_)
         x = torch.cat(tokens, dim=1)
-        cos_all, sin_all = torch.cat(cos, dim=1), torch.cat(sin, dim=1)
+        cos_all, sin_all = torch.cat(cos, dim=1).to(x.device), torch.cat(sin, dim=1).to(x.device)
         for i, block in enumerate(self.blocks):
             x, _ = block(x, mod, (cos_all, sin_all), text_h, n_video, cache.kv[i] if cache is not None else None)
 

@@ -66,7 +66,8 @@ class OrchestratorInput:
 @dataclass(frozen=True)
 class OrchestratorOutput:
     condition: torch.Tensor  # c_a (B, N, D_dit)
-    progress: torch.Tensor  # (B,) the pointer's estimate of the last word spoken by the chunk's end
+    progress: torch.Tensor  # (B,) the pointer's estimate of the last word spoken by the chunk's end, in [0, N]
+    progress_raw: torch.Tensor  # (B,) the same before clamping: the loss uses it, so an overshoot still has a gradient
 
 
 class ProgressPointer(nn.Module):
@@ -79,14 +80,17 @@ class ProgressPointer(nn.Module):
         self.dim = dim
 
     def forward(self, condition: torch.Tensor, text_hidden: torch.Tensor, word_numbers: torch.Tensor, text_mask: torch.Tensor,
-                word_counts: torch.Tensor) -> torch.Tensor:
-        scores = self.query(condition) @ self.key(text_hidden).transpose(1, 2) / math.sqrt(self.dim)  # (B, N, Lt)
-        scores = scores.masked_fill(~text_mask.bool()[:, None], float("-inf"))
-        p = scores.softmax(dim=-1) @ word_numbers[..., None].to(scores.dtype)  # (B, N, 1)
-        delta = self.offset(condition)
-        w = self.confidence(condition).softmax(dim=1)
-        s = (w * (p + delta)).sum(dim=(1, 2))
-        return torch.minimum(s.clamp(min=0), word_counts.to(s.dtype))
+                word_counts: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """In fp32 even under autocast: the stream cuts its transcript at floor(s)."""
+        with torch.autocast(condition.device.type, enabled=False):
+            condition, text_hidden = condition.float(), text_hidden.float()
+            scores = self.query(condition) @ self.key(text_hidden).transpose(1, 2) / math.sqrt(self.dim)  # (B, N, Lt)
+            scores = scores.masked_fill(~text_mask.bool()[:, None], float("-inf"))
+            p = scores.softmax(dim=-1) @ word_numbers[..., None].float()  # (B, N, 1)
+            delta = self.offset(condition)
+            w = self.confidence(condition).softmax(dim=1)
+            s = (w * (p + delta)).sum(dim=(1, 2))
+            return torch.minimum(s.clamp(min=0), word_counts.float()) if clamp else s
 
 
 class Orchestrator(nn.Module):
@@ -142,8 +146,9 @@ class Orchestrator(nn.Module):
         n_ref, n_txt = ref.shape[1], txt.shape[1]
         condition = self.condition_out(hidden[:, -cond.shape[1] :])
         text_hidden = hidden[:, n_ref : n_ref + n_txt]
-        progress = self.pointer(condition, text_hidden, x.word_numbers, x.text_mask, x.word_counts)
-        return OrchestratorOutput(condition, progress)
+        raw = self.pointer(condition, text_hidden, x.word_numbers, x.text_mask, x.word_counts, clamp=False)
+        progress = torch.minimum(raw.clamp(min=0), x.word_counts.to(raw.device).float())
+        return OrchestratorOutput(condition, progress, raw)
 
 
 def pointer_loss(progress: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

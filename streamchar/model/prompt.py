@@ -17,7 +17,16 @@ from torch import nn
 from streamchar.errors import StreamcharError
 from streamchar.model.tokenizer import CharacterTokenizer
 
-MAX_PROMPT_TOKENS = 256
+PROMPT_TOKENS = 160  # tiny: states padded with zeros to this length, as Wan pads umT5's to 512
+UMT5_TOKENS = 512
+
+
+def _pad_states(states: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero the padding and give every prompt the same length, in training and streaming alike."""
+    states = states * mask[..., None].to(states.dtype)
+    if states.shape[1] < length:
+        states = torch.nn.functional.pad(states, (0, 0, 0, length - states.shape[1]))
+    return states[:, :length]
 
 
 class PromptEncoder(nn.Module):
@@ -38,14 +47,15 @@ class PromptEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, prompts: list[str]) -> torch.Tensor:
         """(B, L, text_dim); shorter prompts padded (and masked inside the encoder)."""
-        toks = [self.tokenizer.encode(p or " ").ids[:MAX_PROMPT_TOKENS] for p in prompts]
+        toks = [self.tokenizer.encode(p or " ").ids[:PROMPT_TOKENS] for p in prompts]
         n = max(len(t) for t in toks)
         ids = torch.zeros(len(toks), n, dtype=torch.long)
         mask = torch.zeros(len(toks), n, dtype=torch.long)
         for i, t in enumerate(toks):
             ids[i, : len(t)], mask[i, : len(t)] = torch.tensor(t), 1
         device = next(self.encoder.parameters()).device
-        return self.encoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        states = self.encoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        return _pad_states(states, mask.to(device), PROMPT_TOKENS)
 
 
 class UMT5PromptEncoder(nn.Module):
@@ -63,6 +73,7 @@ class UMT5PromptEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, prompts: list[str]) -> torch.Tensor:
-        enc = self.tokenizer(prompts, padding=True, truncation=True, max_length=512, return_tensors="pt")
+        enc = self.tokenizer(prompts, padding=True, truncation=True, max_length=UMT5_TOKENS, return_tensors="pt")
         device = next(self.encoder.parameters()).device
-        return self.encoder(input_ids=enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device)).last_hidden_state
+        mask = enc.attention_mask.to(device)
+        return _pad_states(self.encoder(input_ids=enc.input_ids.to(device), attention_mask=mask).last_hidden_state, mask, UMT5_TOKENS)

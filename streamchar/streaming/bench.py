@@ -47,7 +47,7 @@ def stream_once(cfg: Config, steps: int, seconds: float, memory_marks_s: tuple[f
     model.eval()
     chunks = max(2, math.ceil(seconds / cfg.stream.chunk_seconds))
     session = StreamSession(model, prompt, load_video_codec(cfg, None), load_audio_codec(cfg, None), _request(cfg, int(seconds * 3) + 50),
-                            SessionSettings(steps=steps, max_chunks=chunks))  # fmt: skip
+                            SessionSettings(steps=steps, max_chunks=chunks, stop_at_end=False))  # fmt: skip
     marks = {}
 
     def on_chunk(rec) -> None:  # noqa: ANN001

@@ -57,6 +57,7 @@ class SessionSettings:
     seed: int = 0
     shift: float = 1.0
     max_chunks: int | None = None
+    stop_at_end: bool = True  # False: run max_chunks whatever the pointer says (benchmarks with random weights)
 
 
 class StreamSession:
@@ -117,8 +118,9 @@ class StreamSession:
         first_in_window = len(self.progress) - len(self.history)
         cut = math.floor(self.progress[first_in_window - 1]) if first_in_window > 0 else 0
         end = cut + self.cfg.orchestrator.lookahead_words  # bounded, so a long script does not grow the sequence
-        keep = [i for i, w in enumerate(toks.word_numbers) if cut < w <= end or (i == 0 and w == 0)]
-        ids = torch.tensor([[toks.ids[i] for i in keep]])
+        # at least one token, so that a tokenizer without a start token still leaves the pointer something to read
+        keep = [i for i, w in enumerate(toks.word_numbers) if cut < w <= end or (i == 0 and w == 0)] or [len(toks.ids) - 1]
+        ids = torch.tensor([[toks.ids[i] for i in keep]], dtype=torch.long)
         numbers = torch.tensor([[max(0, toks.word_numbers[i] - cut) for i in keep]], dtype=torch.float32)
         history = torch.cat(self.history, dim=2) if self.history else torch.zeros(1, self.audio_codec.latent_channels, 0)
         return ids, numbers, history, torch.tensor([float(min(toks.words, end) - cut)]), float(cut)
@@ -172,11 +174,12 @@ class StreamSession:
             chunk = self.next_chunk(k)
             k += 1
             done = chunk.words_spoken >= self.words_total - 0.5
+            done = done and self.settings.stop_at_end
             if done or k >= limit:
                 if done and k < limit:
+                    yield chunk  # decoded and written while the closing chunk is generated
                     closing = self.next_chunk(k)
                     closing.closing = True
-                    yield chunk
                     yield closing
                 else:
                     chunk.closing = True

@@ -81,10 +81,10 @@ def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batc
                      speech_only: bool = False, pointer_weight: float = 0.1) -> dict[str, torch.Tensor]:
     """Flow-matching loss on both modalities (audio only, without video tokens, for the
     speech-only stage) plus the pointer's smooth-L1; one t per sample shared by both modalities."""
-    b = batch.video.shape[0]
-    t = sample_t(b, generator)
-    ev = torch.randn(batch.video.shape, generator=generator)
-    ea = torch.randn(batch.audio.shape, generator=generator)
+    b, device = batch.video.shape[0], batch.video.device
+    t = sample_t(b, generator).to(device)  # drawn on the CPU generator, so runs agree across devices
+    ev = torch.randn(batch.video.shape, generator=generator).to(device)
+    ea = torch.randn(batch.audio.shape, generator=generator).to(device)
     xv, xa = noisy(batch.video, ev, t), noisy(batch.audio, ea, t)
     prompt = prompt_encoder(batch.prompts)
     x = OrchestratorInput(batch.reference_voice, batch.text_ids, batch.text_mask, batch.word_numbers, batch.word_counts,
@@ -95,7 +95,7 @@ def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batc
     else:
         dv, da, orch = model.velocity(VideoInput(xv), x, prompt, conditions=batch.conditions)
         losses = flow_loss(dv, velocity_target(batch.video, ev), da, velocity_target(batch.audio, ea))
-    losses["pointer"] = pointer_loss(orch.progress, batch.spoken)
+    losses["pointer"] = pointer_loss(orch.progress_raw, batch.spoken)
     losses["loss"] = losses.get("video", 0.0) + losses["audio"] + pointer_weight * losses["pointer"]
     return losses
 

@@ -84,6 +84,8 @@ class Trainer:
         self.stage, self.cfg, self.s, self.run = stage, cfg, s, Path(run)
         self.rank, self.world = _rank_world()
         self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         self.autocast = s.precision == "bf16" or (s.precision == "auto" and self.device.type == "cuda")
         if s.threads:
             torch.set_num_threads(s.threads)
@@ -129,7 +131,8 @@ class Trainer:
         return [self.source.window(int(pool[int(i)])) for i in rng.integers(len(pool), size=self.s.batch)]
 
     def losses(self, step: int, micro: int) -> dict[str, torch.Tensor]:
-        g = torch.Generator().manual_seed(int(self.s.seed * 1_000_003 + step * 101 + micro * 7 + self.rank))
+        seed = int(np.random.SeedSequence([self.s.seed, step, micro, self.rank]).generate_state(1)[0])
+        g = torch.Generator().manual_seed(seed)
         batch = collate(self._windows(step, micro), self.s.prompt_dropout, self.s.reference_dropout, g)
         batch = _to(batch, self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
@@ -179,7 +182,7 @@ class Trainer:
                 on_step(self.step, self.s.steps, last)
             if self.step % self.s.save_every == 0 or self.step == self.s.steps:
                 self.save()
-            if self.s.validate_every and self.step % self.s.validate_every == 0 and self.rank == 0:
+            if self.s.validate_every and self.step % self.s.validate_every == 0:
                 self.validate()
             if stop_after is not None and self.step >= stop_after:
                 break
@@ -266,15 +269,22 @@ class Trainer:
         from streamchar.streaming.runner import run_stream
         from streamchar.streaming.writers import FragmentedMp4Writer
 
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
         out = self.run / "validation" / f"step-{self.step:07d}.mp4"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        model = _plain(self.model, self._full_state()[0]).eval()
-        request = character_request("unseen-0", " ".join(split_sentences("val")[:2]), self.cfg)
-        session = StreamSession(model, self.prompt, load_video_codec(self.cfg, None), load_audio_codec(self.cfg, None), request,
-                                SessionSettings(steps=8, max_chunks=6))  # fmt: skip
-        c = self.cfg
-        run_stream(session, [FragmentedMp4Writer(out, c.stream.fps, c.audio.sample_rate, c.video.width, c.video.height)])
-        self.model.train()
+        state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))  # every rank takes part
+        if self.rank == 0:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            model, prompt = new_generator(self.cfg)
+            model.load_state_dict({k: v.float().cpu() for k, v in state.items()})
+            prompt.load_state_dict({k: v.cpu() for k, v in self.prompt.state_dict().items()})
+            request = character_request("unseen-0", " ".join(split_sentences("val")[:2]), self.cfg)
+            session = StreamSession(model.eval(), prompt, load_video_codec(self.cfg, None), load_audio_codec(self.cfg, None), request,
+                                    SessionSettings(steps=8, max_chunks=6))  # fmt: skip
+            c = self.cfg
+            run_stream(session, [FragmentedMp4Writer(out, c.stream.fps, c.audio.sample_rate, c.video.width, c.video.height)])
+        if self.world > 1:
+            dist.barrier()
         return out
 
 

@@ -35,7 +35,7 @@ def word_end_times(record: dict) -> list[float]:
     """End time (s) of every normalised transcript word."""
     ends = []
     for w in record["words"]:
-        ends += [float(w["end"])] * max(1, len(normalize_words(w["word"])))
+        ends += [float(w["end"])] * len(normalize_words(w["word"]))  # "3" or a dash counts no word
     n = len(normalize_words(record["transcript"]))
     if len(ends) < n:
         ends += [ends[-1] if ends else 0.0] * (n - len(ends))
@@ -100,10 +100,11 @@ class WindowSource:
         seconds = s.chunk_seconds
         cut = int(np.sum(np.array(ends) <= first * seconds + 1e-6)) if first > 0 else 0
         end = cut + self.cfg.orchestrator.lookahead_words
-        keep = [j for j, w in enumerate(toks.word_numbers) if cut < w <= end or (j == 0 and w == 0)]
+        keep = [j for j, w in enumerate(toks.word_numbers) if cut < w <= end or (j == 0 and w == 0)] or [len(toks.ids) - 1]
         spoken = float(np.sum(np.array(ends) <= (c + 1) * seconds + 1e-6)) - cut
         n = min(toks.words, end) - cut
-        voice = t.get("reference_voice", t["audio"][:, : 3 * s.audio_latent_rate])
+        # without a separate reference voice there is none (the clip's own audio would give the target away)
+        voice = t.get("reference_voice", torch.zeros(t["audio"].shape[0], 0))
         return Window(
             rec["clip_id"], c, t["reference"], t["video"][:, :lv] if c >= 1 else None,
             t["video"][:, (c - 1) * lv : c * lv] if c >= 1 else None,
