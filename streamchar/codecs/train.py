@@ -40,6 +40,7 @@ class TrainSettings:
     max_clips: int = 400
     latent_noise: float = 0.05
     crop: int | None = 64  # video: train on square crops this size, aligned to the latent grid
+    mouth_crops: float = 0.0  # video: share of crops placed over the mouth (the detail a small crop rarely holds whole)
     threads: int | None = None
     init: str | None = None  # start from this codec's weights (a shipped name or a directory)
 
@@ -62,11 +63,11 @@ class VideoGroups:
     """Frames of the training clips in memory; samples groups of four frames (and single frames
     repeated, as the first latent of each chunk codes) with their mouth boxes."""
 
-    def __init__(self, records: list[dict], rng: np.random.Generator, crop: int | None = None, grid: int = 16):
+    def __init__(self, records: list[dict], rng: np.random.Generator, crop: int | None = None, grid: int = 16, mouth_crops: float = 0.0):
         self.frames = [read_mp4(Path(r["_dir"]) / r["files"]["video"]).frames for r in records]
         self.boxes = [np.array(r["mouth_boxes"]) for r in records]
         self.rng = rng
-        self.crop, self.grid = crop, grid
+        self.crop, self.grid, self.mouth_crops = crop, grid, mouth_crops
         if crop is not None and (crop % grid or crop > min(self.frames[0].shape[1:3])):
             raise StreamcharError(f"crop {crop} must be a multiple of {grid} and fit in the frames")
 
@@ -93,6 +94,10 @@ class VideoGroups:
                 h, w = g.shape[-2:]
                 y = int(self.rng.integers((h - self.crop) // self.grid + 1)) * self.grid
                 x = int(self.rng.integers((w - self.crop) // self.grid + 1)) * self.grid
+                if self.rng.random() < self.mouth_crops:  # the grid-aligned crop nearest to centring the mouth
+                    x0, y0, x1, y1 = self.boxes[k][idx[0]]
+                    y = int(np.clip(round(((y0 + y1) / 2 - self.crop / 2) / self.grid), 0, (h - self.crop) // self.grid)) * self.grid
+                    x = int(np.clip(round(((x0 + x1) / 2 - self.crop / 2) / self.grid), 0, (w - self.crop) // self.grid)) * self.grid
                 g, m = g[:, y : y + self.crop, x : x + self.crop], m[:, y : y + self.crop, x : x + self.crop]
             groups.append(g)
             masks.append(m)
@@ -199,7 +204,7 @@ def train_codec(
         with open(run / "commands.txt", "a") as f:
             f.write(command + "\n")
     start = _load_checkpoint(run, model, opt, rng)
-    source = VideoGroups(records, rng, settings.crop) if kind == "video" else AudioSegments(records, cfg.audio.sample_rate, rng)
+    source = VideoGroups(records, rng, settings.crop, mouth_crops=settings.mouth_crops) if kind == "video" else AudioSegments(records, cfg.audio.sample_rate, rng)
     writer = SummaryWriter(str(run / "tensorboard"))
     log_path = run / "train_log.jsonl"
     model.train()
