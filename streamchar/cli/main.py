@@ -269,7 +269,9 @@ def bench_stream_cmd(
     except ValueError:
         raise StreamcharError(f"--memory-minutes takes numbers separated by commas, got {memory_minutes!r}") from None
     torch.set_num_threads(threads)
-    report(bench_stream(load_config(preset, config), seconds, teacher_seconds, marks), out)
+    with clip_progress("streamed chunks") as update:
+        result = bench_stream(load_config(preset, config), seconds, teacher_seconds, marks, on_progress=update)
+    report(result, out)
 
 
 @app.command("info")

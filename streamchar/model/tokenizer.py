@@ -11,6 +11,7 @@ progress-aware pointer turns into transcript positions.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,7 @@ class Tokens:
 def _word_numbers(text: str, spans: list[tuple[int, int]]) -> tuple[list[int], int]:
     """For each token span (start, end) in `text`, the number of words begun at or before its end."""
     starts = [m.start() for m in _WORD.finditer(text.lower())]
-    numbers = []
-    for _, end in spans:
-        numbers.append(sum(s < end for s in starts))
-    return numbers, len(starts)
+    return [bisect.bisect_left(starts, end) for _, end in spans], len(starts)
 
 
 class CharacterTokenizer:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,16 +42,22 @@ def _request(cfg: Config, words: int) -> StreamRequest:
     return StreamRequest(" ".join(text), image, voice, "a person talks in front of a wall")
 
 
-def stream_once(cfg: Config, steps: int, seconds: float, memory_marks_s: tuple[float, ...] = ()) -> dict:
-    t_request = time.perf_counter()
+def stream_once(cfg: Config, steps: int, seconds: float, memory_marks_s: tuple[float, ...] = (),
+                on_progress: Callable[[int, int], None] | None = None) -> dict:
+    t_load = time.perf_counter()
     model, prompt = new_generator(cfg)
     model.eval()
+    video, audio = load_video_codec(cfg, None), load_audio_codec(cfg, None)
+    request = _request(cfg, int(seconds * 3) + 50)
+    load_s = time.perf_counter() - t_load
     chunks = max(2, math.ceil(seconds / cfg.stream.chunk_seconds))
-    session = StreamSession(model, prompt, load_video_codec(cfg, None), load_audio_codec(cfg, None), _request(cfg, int(seconds * 3) + 50),
-                            SessionSettings(steps=steps, max_chunks=chunks, stop_at_end=False))  # fmt: skip
+    t_request = time.perf_counter()  # as a server sees it: the model is loaded, a request arrives
+    session = StreamSession(model, prompt, video, audio, request, SessionSettings(steps=steps, max_chunks=chunks, stop_at_end=False))
     marks = {}
 
     def on_chunk(rec) -> None:  # noqa: ANN001
+        if on_progress:
+            on_progress(rec.index + 1, chunks)
         t_stream = (rec.index + 1) * cfg.stream.chunk_seconds
         for m in memory_marks_s:
             if m not in marks and t_stream >= m:
@@ -68,15 +75,17 @@ def stream_once(cfg: Config, steps: int, seconds: float, memory_marks_s: tuple[f
         "compute_seconds_per_chunk": float(np.mean([c.compute_s for c in report.chunks[1:]])),
         "orchestrator_s": float(np.mean([c.orchestrator_s for c in report.chunks[1:]])), "dit_s": float(np.mean([c.dit_s for c in report.chunks[1:]])),
         "decode_s": float(np.mean([c.decode_s for c in report.chunks[1:]])), "write_s": float(np.mean([c.write_s for c in report.chunks[1:]])),
-        "first_playable_s": s["first_chunk_latency_s"], "stalls": s["stalls"], "stall_s": s["stall_s"],
+        "first_playable_s": s["first_chunk_latency_s"], "session_setup_s": s["setup_s"], "model_load_s": load_s,
+        "transcript_words": session.words_total, "stalls": s["stalls"], "stall_s": s["stall_s"],
         "rss_mb_at_stream_seconds": {str(int(k)): v for k, v in marks.items()},
     }  # fmt: skip
 
 
-def bench_stream(cfg: Config, seconds: float, teacher_seconds: float, memory_minutes: tuple[float, ...]) -> dict:
+def bench_stream(cfg: Config, seconds: float, teacher_seconds: float, memory_minutes: tuple[float, ...],
+                 on_progress: Callable[[int, int], None] | None = None) -> dict:
     """A student-speed stream (4 steps) of `seconds`, then a teacher-speed one (50 steps) of
     `teacher_seconds`, in one process; memory at the given minutes of the first."""
-    student = stream_once(cfg, 4, seconds, tuple(60 * m for m in memory_minutes))
-    teacher = stream_once(cfg, 50, teacher_seconds)
+    student = stream_once(cfg, 4, seconds, tuple(60 * m for m in memory_minutes), on_progress)
+    teacher = stream_once(cfg, 50, teacher_seconds, on_progress=on_progress)
     return {"preset": cfg.preset, "threads": torch.get_num_threads(), "student_4_steps": student, "teacher_50_steps": teacher,
             "teacher_over_student_per_chunk": teacher["steady_seconds_per_chunk"] / student["steady_seconds_per_chunk"]}
