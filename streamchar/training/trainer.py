@@ -235,7 +235,7 @@ class Trainer:
 
             opt_tensors = load_file(newest / "optimizer.safetensors")
             ema = load_file(newest / "ema.safetensors") if self.ema is not None else None
-        except (StreamcharError, OSError, json.JSONDecodeError, Exception) as e:  # noqa: BLE001 - any damage means the same here
+        except Exception as e:  # noqa: BLE001 - whatever is damaged, the answer is the same
             previous = f"; the previous one is {found[-2]} (move {newest.name} away to resume from it)" if len(found) > 1 else ""
             raise StreamcharError(f"checkpoint {newest} is damaged ({str(e).splitlines()[0][:200]}){previous}") from None
         opts = StateDictOptions(full_state_dict=True)
