@@ -130,7 +130,7 @@ class FrechetFeatures:
         """One feature per 16-frame clip starting at each of `starts`."""
         clips = [frames[s : s + FVD_CLIP] for s in starts if s + FVD_CLIP <= len(frames)]
         if not clips:
-            return np.zeros((0, 400 if self.i3d is not None else 384))
+            return np.zeros((0, 400 if self.i3d is not None else 8 * self.codec.latent_channels))
         if self.i3d is not None:
             x = torch.from_numpy(np.stack(clips)).permute(0, 4, 1, 2, 3).float()  # (N, 3, 16, H, W), 0-255
             return self.i3d(x, rescale=True, resize=True, return_features=True).numpy()
