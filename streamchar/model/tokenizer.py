@@ -29,6 +29,16 @@ class Tokens:
     word_numbers: list[int]  # 1-based number of the word each token belongs to; 0 before the first word
     words: int
 
+    def window(self, cut: int, lookahead: int) -> tuple[list[int], list[int], int]:
+        """What the orchestrator reads once `cut` words are behind the history window: the tokens
+        of words cut+1 .. cut+lookahead (and a start token), word numbers counted from the cut,
+        and how many words that leaves. At least one token is kept, so that a tokenizer without
+        a start token still leaves the pointer something to read. Training and streaming both
+        cut here, so they agree."""
+        end = cut + lookahead
+        keep = [j for j, w in enumerate(self.word_numbers) if cut < w <= end or (j == 0 and w == 0)] or [len(self.ids) - 1]
+        return [self.ids[j] for j in keep], [max(0, self.word_numbers[j] - cut) for j in keep], min(self.words, end) - cut
+
 
 def _word_numbers(text: str, spans: list[tuple[int, int]]) -> tuple[list[int], int]:
     """For each token span (start, end) in `text`, the number of words begun at or before its end."""

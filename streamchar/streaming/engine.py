@@ -117,13 +117,11 @@ class StreamSession:
         assert toks is not None
         first_in_window = len(self.progress) - len(self.history)
         cut = math.floor(self.progress[first_in_window - 1]) if first_in_window > 0 else 0
-        end = cut + self.cfg.orchestrator.lookahead_words  # bounded, so a long script does not grow the sequence
-        # at least one token, so that a tokenizer without a start token still leaves the pointer something to read
-        keep = [i for i, w in enumerate(toks.word_numbers) if cut < w <= end or (i == 0 and w == 0)] or [len(toks.ids) - 1]
-        ids = torch.tensor([[toks.ids[i] for i in keep]], dtype=torch.long)
-        numbers = torch.tensor([[max(0, toks.word_numbers[i] - cut) for i in keep]], dtype=torch.float32)
+        ids_list, numbers_list, n = toks.window(cut, self.cfg.orchestrator.lookahead_words)
+        ids = torch.tensor([ids_list], dtype=torch.long)
+        numbers = torch.tensor([numbers_list], dtype=torch.float32)
         history = torch.cat(self.history, dim=2) if self.history else torch.zeros(1, self.audio_codec.latent_channels, 0)
-        return ids, numbers, history, torch.tensor([float(min(toks.words, end) - cut)]), float(cut)
+        return ids, numbers, history, torch.tensor([float(n)]), float(cut)
 
     @torch.no_grad()
     def next_chunk(self, index: int) -> ChunkLatents:

@@ -99,16 +99,14 @@ class WindowSource:
         first = max(0, c - HISTORY_CHUNKS)
         seconds = s.chunk_seconds
         cut = int(np.sum(np.array(ends) <= first * seconds + 1e-6)) if first > 0 else 0
-        end = cut + self.cfg.orchestrator.lookahead_words
-        keep = [j for j, w in enumerate(toks.word_numbers) if cut < w <= end or (j == 0 and w == 0)] or [len(toks.ids) - 1]
+        ids, numbers, n = toks.window(cut, self.cfg.orchestrator.lookahead_words)
         spoken = float(np.sum(np.array(ends) <= (c + 1) * seconds + 1e-6)) - cut
-        n = min(toks.words, end) - cut
         # without a separate reference voice there is none (the clip's own audio would give the target away)
         voice = t.get("reference_voice", torch.zeros(t["audio"].shape[0], 0))
         return Window(
             rec["clip_id"], c, t["reference"], t["video"][:, :lv] if c >= 1 else None,
             t["video"][:, (c - 1) * lv : c * lv] if c >= 1 else None,
             t["video"][:, c * lv : (c + 1) * lv], t["audio"][:, c * la : (c + 1) * la], t["audio"][:, first * la : c * la], voice,
-            [toks.ids[j] for j in keep], [max(0, toks.word_numbers[j] - cut) for j in keep], n, float(np.clip(spoken, 0, n)),
+            ids, numbers, n, float(np.clip(spoken, 0, n)),
             rec.get("prompt", ""),
         )  # fmt: skip
