@@ -177,7 +177,7 @@ def checkpoint(tmp_path_factory, parts):
 def test_generate_cli_and_its_errors(checkpoint, tmp_path, monkeypatch):
     # the shipped codecs are large; the test uses small random ones
     small = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
-    monkeypatch.setattr("streamchar.codecs.store.load_video_codec", lambda cfg, path: small)
+    monkeypatch.setattr("streamchar.streaming.pipeline.load_video_codec", lambda cfg, path: small)
     img = tmp_path / "ref.png"
     Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(img)
     voice = tmp_path / "voice.wav"
@@ -203,3 +203,28 @@ def test_generate_cli_and_its_errors(checkpoint, tmp_path, monkeypatch):
     for args, message in cases:
         r = runner.invoke(app, base + args)
         assert isinstance(r.exception, StreamcharError) and message in str(r.exception), (args, r.output, r.exception)
+
+
+def test_render_answers_every_item_and_resumes(parts, small_set, tmp_path):
+    from streamchar.data.inspect import load_records
+    from streamchar.evaluation.items import folder_items, load_item
+    from streamchar.evaluation.render import render_items, synthtalk_render_items
+    from streamchar.streaming.pipeline import Pipeline
+
+    cfg, model, prompt, video, audio = parts
+    root, _ = small_set
+    pipe = Pipeline(model, prompt, video, audio, {"name": "random"})
+    split = load_records(root)[0]["split"]
+    items = synthtalk_render_items(root, split, pipe, limit=2)
+    out = tmp_path / "rendered"
+    first = render_items(pipe, items, out, SessionSettings(steps=1, max_chunks=2))
+    assert first["rendered"] == len(items) and first["already_there"] == 0
+    loaded = [load_item(i, cfg.stream.fps) for i in folder_items(out)]
+    truth = {r["clip_id"]: r for r in load_records(root)}
+    for item in loaded:
+        assert item.item.transcript == truth[item.item.name]["transcript"] and item.item.reference_image.is_file()
+        assert len(item.frames) % 33 == 0 and len(item.audio) > 0
+    again = render_items(pipe, items, out, SessionSettings(steps=1, max_chunks=2))
+    assert again["rendered"] == 0 and again["already_there"] == len(items)
+    with pytest.raises(StreamcharError, match="no clips in split"):
+        synthtalk_render_items(root, "nope", pipe)

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
 from streamchar.config import load_config
 from streamchar.data.latents import LatentCache, encode_dataset
+from streamchar.data.mp4 import read_mp4
 from streamchar.errors import StreamcharError
 from streamchar.model.streamchar_model import build_model
 from streamchar.model.tokenizer import CharacterTokenizer
@@ -89,6 +90,15 @@ def test_speech_only_stage_trains_the_audio_path(cache, tmp_path):
     assert t.model.dit.patch_embedding.weight.grad is None and t.model.dit.blocks[0].ffn_audio.net[0].proj.weight.grad is not None
 
 
+def test_validation_renders_a_stream_through_the_engine(cache, tmp_path, monkeypatch):
+    small = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
+    monkeypatch.setattr("streamchar.streaming.pipeline.load_video_codec", lambda cfg, path: small)
+    cfg, s = load_train_config(_config(tmp_path, cache, steps=1))
+    out = Trainer("joint", cfg, s, tmp_path / "v").validate()
+    frames = len(read_mp4(out).frames)
+    assert out.parent == tmp_path / "v" / "validation" and frames > 0 and frames % 33 == 0
+
+
 def test_a_damaged_checkpoint_is_named_with_the_previous_one(cache, tmp_path):
     cfg, s = load_train_config(_config(tmp_path, cache))
     Trainer("joint", cfg, s, tmp_path / "r").train()
@@ -152,3 +162,23 @@ def test_two_process_fsdp_training_saves_and_resumes(cache, tmp_path):
     assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
     saved = load_file(tmp_path / "fsdp" / "checkpoints" / "step-0000002" / "model" / "model.safetensors")
     assert saved["model.dit.blocks.0.attn1.to_q.weight"].shape == (128, 128)  # whole tensors, gathered from the shards
+
+
+def test_cli_stages_chain_and_keep_both_training_records(cache, tmp_path):
+    from typer.testing import CliRunner
+
+    from streamchar.cli.main import app
+    from streamchar.model.checkpoint import load_generator
+
+    config = _config(tmp_path, cache, steps=2, save_every=2)
+    runner = CliRunner()
+    first = runner.invoke(app, ["train", "orchestrator", "--config", str(config), "--run", str(tmp_path / "s1"), "--out", str(tmp_path / "m1")])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, ["train", "joint", "--config", str(config), "--run", str(tmp_path / "s2"), "--init", str(tmp_path / "m1"),
+                                 "--out", str(tmp_path / "m2")])  # fmt: skip
+    assert second.exit_code == 0, second.output
+    names = {p.name for p in (tmp_path / "m2").iterdir()}
+    assert {"model.safetensors", "train_log.jsonl", "training_curves.png", "orchestrator-train_log.jsonl", "orchestrator-training_curves.png"} <= names
+    assert load_generator(tmp_path / "m2")[2]["stage"] == "joint"
+    again = runner.invoke(app, ["train", "joint", "--config", str(config), "--run", str(tmp_path / "s2")])
+    assert again.exit_code != 0 and "--resume" in str(again.exception)

@@ -140,3 +140,37 @@ def eval_long(
 ) -> None:
     """Long-stream protocol (paper Table 2): transcript coverage, identity, Quality Drift, Dynamic, with curves over time."""
     _run("long", _systems(None, "", ground_truth, videos, streams), out, threads, syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft)
+
+
+@eval_app.command("render")
+def eval_render(
+    out: Path = typer.Option(..., "--out", help="folder for <name>.mp4/.json/.png, evaluated with --videos NAME=FOLDER"),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator directory or shipped name (default: the shipped student, else the teacher)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="SynthTalk set: render its split's clips"),
+    split: str = SplitOpt,
+    ground_truth: Optional[Path] = typer.Option(None, "--ground-truth", help="or: long ground-truth streams (`streamchar data long`)"),
+    clips: int = typer.Option(150, "--clips", help="items to render (paper: 150 short, 50 long)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="denoising steps per chunk (default: the checkpoint's; the protocols use 50 for a teacher)"),
+    no_sink: bool = typer.Option(False, "--no-sink", help="do not attend to the first chunk (ablation)"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(2, "--threads"),
+) -> None:
+    """Stream a model's answer to every ground-truth item (same transcript, reference image, voice and prompt)."""
+    import torch
+
+    from streamchar.evaluation.render import long_render_items, render_items, synthtalk_render_items
+    from streamchar.streaming.engine import SessionSettings
+    from streamchar.streaming.pipeline import Pipeline
+
+    if (data is None) == (ground_truth is None):
+        raise StreamcharError("give exactly one of --data (a SynthTalk split) or --ground-truth (long streams)")
+    if clips <= 0 or threads <= 0 or (steps is not None and steps <= 0):
+        raise StreamcharError("--clips, --threads and --steps must be positive")
+    torch.set_num_threads(threads)
+    pipe = Pipeline.load(checkpoint)
+    items = synthtalk_render_items(data, split, pipe, clips) if data is not None else long_render_items(ground_truth, pipe, clips)  # type: ignore[arg-type]
+    settings = SessionSettings(steps=steps or pipe.steps, sink=not no_sink, seed=seed)
+    with clip_progress(f"rendering with {pipe.meta['name']} ({settings.steps} steps)") as update:
+        summary = render_items(pipe, items, out, settings, on_progress=update)
+    (out / "render.json").write_text(json.dumps({**summary, "checkpoint": pipe.meta["name"], "command": invoked_command()}, indent=1))
+    console.print(json.dumps(summary))

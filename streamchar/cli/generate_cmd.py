@@ -25,6 +25,14 @@ def _check_output(path: Path) -> None:
         raise StreamcharError(f"cannot write {path}: {e.strerror}") from None
 
 
+def stream_with_table(pipe, request, settings, out: Path, t_request: float):  # noqa: ANN001, ANN201
+    """Stream to `out` with a live table of chunks on stderr."""
+    table = Table("chunk", "compute s", "real-time factor", "words spoken", "stall s", title=f"streaming to {out} ({settings.steps} steps)")
+    with Live(table, console=err_console, refresh_per_second=4):
+        return pipe.stream_to_mp4(request, settings, out, t_request, on_chunk=lambda r: table.add_row(
+            str(r.index), f"{r.compute_s:.3f}", f"{r.real_time_factor:.2f}", f"{r.words_spoken:.1f} / {r.words_total}", f"{r.stall_s:.2f}"))
+
+
 def generate(
     text: Optional[str] = typer.Option(None, "--text", help="the words to speak"),
     text_file: Optional[Path] = typer.Option(None, "--text-file", help="or: a UTF-8 file with the words to speak"),
@@ -32,8 +40,8 @@ def generate(
     reference_image: Optional[Path] = typer.Option(None, "--reference-image", help="or: the character's picture (PNG)"),
     reference_voice: Optional[Path] = typer.Option(None, "--reference-voice", help="and a WAV of its voice (1-10 s)"),
     prompt: str = typer.Option("", "--prompt", help="and a description of the scene"),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="generator checkpoint directory"),
-    steps: int = typer.Option(4, "--steps", help="denoising steps per chunk (student 4, teacher 50)"),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator checkpoint directory or shipped name (default: the shipped student, else the teacher)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="denoising steps per chunk (default: the checkpoint's, student 4, teacher 50)"),
     no_sink: bool = typer.Option(False, "--no-sink", help="do not attend to the first chunk (ablation)"),
     out: Path = typer.Option(Path("out/stream.mp4"), "--out", help="fragmented MP4, playable while it is written"),
     report_path: Optional[Path] = typer.Option(None, "--report", help="real-time accounting as JSON"),
@@ -43,12 +51,9 @@ def generate(
     """Stream a talking character: chunks of 33 frames and 1.375 s of audio until the transcript is spoken."""
     import torch
 
-    from streamchar.codecs.store import load_audio_codec, load_video_codec
-    from streamchar.model.checkpoint import load_generator
-    from streamchar.streaming.engine import SessionSettings, StreamSession
+    from streamchar.streaming.engine import SessionSettings
     from streamchar.streaming.inputs import character_request, file_request
-    from streamchar.streaming.runner import run_stream
-    from streamchar.streaming.writers import FragmentedMp4Writer
+    from streamchar.streaming.pipeline import Pipeline
 
     t_request = time.perf_counter()
     if (text is None) == (text_file is None):
@@ -60,24 +65,18 @@ def generate(
             raise StreamcharError(f"cannot read --text-file {text_file}: {e}") from None
     if character is None and (reference_image is None or reference_voice is None):
         raise StreamcharError("give --character, or --reference-image and --reference-voice (with --prompt)")
-    if steps <= 0:
+    if steps is not None and steps <= 0:
         raise StreamcharError(f"--steps must be positive, got {steps}")
     _check_output(out)
     torch.set_num_threads(threads)
-    model, prompt_encoder, _ = load_generator(checkpoint)
-    cfg = model.cfg
+    pipe = Pipeline.load(checkpoint)
+    cfg = pipe.cfg
     assert text is not None
     request = character_request(character, text, cfg) if character is not None else file_request(text, reference_image, reference_voice, prompt, cfg)  # type: ignore[arg-type]
     for notice in request.notices:
         err_console.print(f"[yellow]notice:[/] {notice}")
-    session = StreamSession(model, prompt_encoder, load_video_codec(cfg, None), load_audio_codec(cfg, None), request,
-                            SessionSettings(steps=steps, sink=not no_sink, seed=seed))  # fmt: skip
-    writer = FragmentedMp4Writer(out, cfg.stream.fps, cfg.audio.sample_rate, cfg.video.width, cfg.video.height)
-
-    table = Table("chunk", "compute s", "real-time factor", "words spoken", "stall s", title=f"streaming to {out}")
-    with Live(table, console=err_console, refresh_per_second=4):
-        report = run_stream(session, [writer], t_request, on_chunk=lambda r: table.add_row(
-            str(r.index), f"{r.compute_s:.3f}", f"{r.real_time_factor:.2f}", f"{r.words_spoken:.1f} / {r.words_total}", f"{r.stall_s:.2f}"))
+    settings = SessionSettings(steps=steps or pipe.steps, sink=not no_sink, seed=seed)
+    report = stream_with_table(pipe, request, settings, out, t_request)
     if report_path:
         report.write(report_path)
     s = report.summary()

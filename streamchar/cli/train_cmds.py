@@ -18,7 +18,7 @@ train_app = typer.Typer(help="Pretraining: speech-only orchestrator stage, then 
 def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: bool, steps: Optional[int], init: Optional[str]) -> None:
     import torch.distributed as dist
 
-    from streamchar.codecs.train import export_training_record
+    from streamchar.codecs.train import carry_training_record, export_training_record
     from streamchar.training.settings import load_train_config
     from streamchar.training.trainer import Trainer
 
@@ -41,6 +41,8 @@ def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: boo
         trainer.export(out)
         if trainer.rank == 0:
             export_training_record(run, out, f"{stage} stage")
+            if init is not None and Path(init).is_dir():
+                carry_training_record(Path(init), out)
     console.print(json.dumps({"stage": stage, "last": last, "out": str(out) if out else None}))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -266,6 +267,19 @@ def export_training_record(run: Path, out: Path, title: str) -> None:
     if (run / "commands.txt").exists():
         atomic_write_text(out / "commands.txt", (run / "commands.txt").read_text())
     plot_training_log(log, out / "training_curves.png", title)
+
+
+def carry_training_record(init: Path, out: Path) -> None:
+    """A model trained from another keeps that one's record too, prefixed with its stage
+    (`orchestrator-train_log.jsonl`, ...), so the shipped folder tells the whole story."""
+    meta = json.loads((init / "config.json").read_text()) if (init / "config.json").is_file() else {}
+    prefix = str(meta.get("stage", "init"))
+    for name in ("train_log.jsonl", "commands.txt", "training_curves.png"):
+        if (init / name).is_file():
+            data = (init / name).read_bytes()
+            tmp = out / f".{prefix}-{name}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, out / f"{prefix}-{name}")
 
 
 @torch.no_grad()

@@ -262,12 +262,10 @@ class Trainer:
 
     def validate(self) -> Path:
         """A short stream through the streaming engine with the current weights."""
-        from streamchar.codecs.store import load_audio_codec, load_video_codec
         from streamchar.data.harvard import split_sentences
-        from streamchar.streaming.engine import SessionSettings, StreamSession
+        from streamchar.streaming.engine import SessionSettings
         from streamchar.streaming.inputs import character_request
-        from streamchar.streaming.runner import run_stream
-        from streamchar.streaming.writers import FragmentedMp4Writer
+        from streamchar.streaming.pipeline import Pipeline
 
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -279,10 +277,7 @@ class Trainer:
             model.load_state_dict({k: v.float().cpu() for k, v in state.items()})
             prompt.load_state_dict({k: v.cpu() for k, v in self.prompt.state_dict().items()})
             request = character_request("unseen-0", " ".join(split_sentences("val")[:2]), self.cfg)
-            session = StreamSession(model.eval(), prompt, load_video_codec(self.cfg, None), load_audio_codec(self.cfg, None), request,
-                                    SessionSettings(steps=8, max_chunks=6))  # fmt: skip
-            c = self.cfg
-            run_stream(session, [FragmentedMp4Writer(out, c.stream.fps, c.audio.sample_rate, c.video.width, c.video.height)])
+            Pipeline.from_modules(model, prompt).stream_to_mp4(request, SessionSettings(steps=8, max_chunks=6), out)
         if self.world > 1:
             dist.barrier()
         return out

@@ -1,0 +1,80 @@
+"""A generator with its codecs, loaded once and streamed many times: what `generate`, `demo`,
+`eval render` and the trainer's validation streams share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamchar.codecs.base import AudioCodec, VideoCodec
+from streamchar.codecs.store import load_audio_codec, load_video_codec
+from streamchar.config import Config
+from streamchar.model.checkpoint import load_generator, shipped_model_path
+from streamchar.model.prompt import PromptEncoder
+from streamchar.model.streamchar_model import StreamCharModel
+from streamchar.streaming.engine import SessionSettings, StreamSession
+from streamchar.streaming.inputs import StreamRequest
+from streamchar.streaming.runner import ChunkRecord, StreamReport, run_stream
+from streamchar.streaming.writers import ChunkWriter, FragmentedMp4Writer
+
+# Shipped generators, the preferred first: the distilled student once it exists, else the teacher.
+SHIPPED_GENERATORS = ("tiny-student", "tiny-teacher")
+TEACHER_STEPS, STUDENT_STEPS = 50, 4
+
+
+def default_generator() -> str:
+    for name in SHIPPED_GENERATORS:
+        if (shipped_model_path(name) / "model.safetensors").is_file():
+            return name
+    return SHIPPED_GENERATORS[-1]  # its absence is reported by load_generator
+
+
+def default_steps(meta: dict) -> int:
+    """The sampler a checkpoint was trained for: 4 for a distilled student, 50 for a teacher."""
+    if "sampling_steps" in meta:
+        return int(meta["sampling_steps"])
+    return STUDENT_STEPS if meta.get("stage") in ("dmd", "rollout") else TEACHER_STEPS
+
+
+@dataclass
+class Pipeline:
+    model: StreamCharModel
+    prompt_encoder: PromptEncoder
+    video_codec: VideoCodec
+    audio_codec: AudioCodec
+    meta: dict
+
+    @property
+    def cfg(self) -> Config:
+        return self.model.cfg
+
+    @classmethod
+    def load(cls, checkpoint: str | Path | None = None) -> Pipeline:
+        """By directory or shipped name; None: the default shipped generator."""
+        name = str(checkpoint) if checkpoint is not None else default_generator()
+        model, prompt, meta = load_generator(name)
+        return cls.from_modules(model, prompt, {**meta, "name": name})
+
+    @classmethod
+    def from_modules(cls, model: StreamCharModel, prompt: PromptEncoder, meta: dict | None = None) -> Pipeline:
+        cfg = model.cfg
+        return cls(model.eval(), prompt.eval(), load_video_codec(cfg, None), load_audio_codec(cfg, None), meta or {})
+
+    @property
+    def steps(self) -> int:
+        return default_steps(self.meta)
+
+    def session(self, request: StreamRequest, settings: SessionSettings) -> StreamSession:
+        return StreamSession(self.model, self.prompt_encoder, self.video_codec, self.audio_codec, request, settings)
+
+    def mp4_writer(self, path: Path) -> FragmentedMp4Writer:
+        c = self.cfg
+        return FragmentedMp4Writer(Path(path), c.stream.fps, c.audio.sample_rate, c.video.width, c.video.height)
+
+    def stream_to_mp4(self, request: StreamRequest, settings: SessionSettings, out: Path, t_request: float | None = None,
+                      on_chunk: Callable[[ChunkRecord], None] | None = None, extra_writers: tuple[ChunkWriter, ...] = ()) -> StreamReport:
+        t_request = time.perf_counter() if t_request is None else t_request
+        session = self.session(request, settings)
+        return run_stream(session, [self.mp4_writer(out), *extra_writers], t_request, on_chunk=on_chunk)
