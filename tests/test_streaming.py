@@ -68,6 +68,22 @@ def test_same_seed_same_stream(parts):
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and not torch.equal(a[0], c[0])
 
 
+def test_guidance_mixes_a_prompt_free_reference_free_branch(parts, monkeypatch):
+    plain = [c.video for c in _session(parts, seed=3, max_chunks=2, steps=2).chunks()]
+    off = [c.video for c in _session(parts, seed=3, max_chunks=2, steps=2, guidance=1.0).chunks()]
+    assert all(torch.equal(x, y) for x, y in zip(plain, off))
+    s = _session(parts, seed=3, max_chunks=2, steps=2, guidance=3.0)
+    seen = []
+    original = s.model.dit.condition_cache
+    monkeypatch.setattr(s.model.dit, "condition_cache", lambda cond, text: seen.append((cond, text)) or original(cond, text))
+    guided = [c.video for c in s.chunks()]
+    assert len(seen) == 4 and torch.count_nonzero(seen[1][0].reference) == 0 and torch.count_nonzero(seen[0][0].reference) > 0
+    assert torch.equal(seen[1][1], s.empty_prompt) and not torch.equal(seen[1][1], s.prompt)
+    assert not torch.equal(guided[0], plain[0]) and all(torch.isfinite(v).all() for v in guided)
+    with pytest.raises(StreamcharError, match="guidance"):
+        _session(parts, guidance=-1)
+
+
 def test_encoders_run_once_and_sink_stays_the_first_chunk(parts, monkeypatch):
     s = _session(parts, max_chunks=4)
     calls = []

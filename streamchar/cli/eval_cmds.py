@@ -152,6 +152,7 @@ def eval_render(
     clips: int = typer.Option(150, "--clips", help="items to render (paper: 150 short, 50 long)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="denoising steps per chunk (default: the checkpoint's; the protocols use 50 for a teacher)"),
     no_sink: bool = typer.Option(False, "--no-sink", help="do not attend to the first chunk (ablation)"),
+    guidance: float = typer.Option(1.0, "--guidance", help="classifier-free guidance on prompt and reference (1: off)"),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(2, "--threads"),
 ) -> None:
@@ -169,7 +170,7 @@ def eval_render(
     torch.set_num_threads(threads)
     pipe = Pipeline.load(checkpoint)
     items = synthtalk_render_items(data, split, pipe, clips) if data is not None else long_render_items(ground_truth, pipe, clips)  # type: ignore[arg-type]
-    settings = SessionSettings(steps=steps or pipe.steps, sink=not no_sink, seed=seed)
+    settings = SessionSettings(steps=steps or pipe.steps, sink=not no_sink, seed=seed, guidance=guidance)
     with clip_progress(f"rendering with {pipe.meta['name']} ({settings.steps} steps)") as update:
         summary = render_items(pipe, items, out, settings, on_progress=update)
     (out / "render.json").write_text(json.dumps({**summary, "checkpoint": pipe.meta["name"], "command": invoked_command()}, indent=1))

@@ -43,6 +43,7 @@ def generate(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator checkpoint directory or shipped name (default: the shipped student, else the teacher)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="denoising steps per chunk (default: the checkpoint's, student 4, teacher 50)"),
     no_sink: bool = typer.Option(False, "--no-sink", help="do not attend to the first chunk (ablation)"),
+    guidance: float = typer.Option(1.0, "--guidance", help="classifier-free guidance on prompt and reference (1: off; doubles the DiT's work)"),
     out: Path = typer.Option(Path("out/stream.mp4"), "--out", help="fragmented MP4, playable while it is written"),
     report_path: Optional[Path] = typer.Option(None, "--report", help="real-time accounting as JSON"),
     seed: int = typer.Option(0, "--seed"),
@@ -75,7 +76,7 @@ def generate(
     request = character_request(character, text, cfg) if character is not None else file_request(text, reference_image, reference_voice, prompt, cfg)  # type: ignore[arg-type]
     for notice in request.notices:
         err_console.print(f"[yellow]notice:[/] {notice}")
-    settings = SessionSettings(steps=steps or pipe.steps, sink=not no_sink, seed=seed)
+    settings = SessionSettings(steps=steps or pipe.steps, sink=not no_sink, seed=seed, guidance=guidance)
     report = stream_with_table(pipe, request, settings, out, t_request)
     if report_path:
         report.write(report_path)

@@ -51,3 +51,8 @@ def euler_sample(velocity: Callable[[torch.Tensor, torch.Tensor | None, float], 
         if a is not None and da is not None:
             a = a + (t1 - t0) * da
     return v, a
+
+
+def guided(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: scale 1 is the conditional prediction, 0 the unconditional."""
+    return unconditional + scale * (conditional - unconditional)

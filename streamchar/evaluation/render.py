@@ -93,7 +93,7 @@ def render_items(pipe: Pipeline, items: list[RenderItem], out: Path, settings: S
                 shutil.copyfile(item.reference_image, out / ref_name)
             s = report.summary()
             meta = {"transcript": request.transcript, "reference_image": ref_name, "character_id": item.character_id,
-                    "prompt": request.prompt, "steps": settings.steps, "sink": settings.sink, "seed": settings.seed,
+                    "prompt": request.prompt, "steps": settings.steps, "sink": settings.sink, "seed": settings.seed, "guidance": settings.guidance,
                     "checkpoint": pipe.meta.get("name"), "stream": s}  # fmt: skip
             atomic_write_text(side, json.dumps(meta, indent=1))
             rendered += 1

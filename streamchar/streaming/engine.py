@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from streamchar.codecs.base import AudioCodec, VideoCodec
-from streamchar.diffusion.flow import TIMESTEP_SCALE, sample_times
+from streamchar.diffusion.flow import TIMESTEP_SCALE, guided, sample_times
 from streamchar.errors import StreamcharError
 from streamchar.model.dit import ConditionInput, VideoInput, AudioInput
 from streamchar.model.orchestrator import OrchestratorInput, fit_reference_voice
@@ -58,6 +58,7 @@ class SessionSettings:
     shift: float = 1.0
     max_chunks: int | None = None
     stop_at_end: bool = True  # False: run max_chunks whatever the pointer says (benchmarks with random weights)
+    guidance: float = 1.0  # classifier-free guidance on prompt and reference frame; 1: off (one DiT pass per step)
 
 
 class StreamSession:
@@ -65,6 +66,8 @@ class StreamSession:
                  request: StreamRequest, settings: SessionSettings, tokenizer: CharacterTokenizer | None = None):
         if settings.steps <= 0:
             raise StreamcharError(f"--steps must be positive, got {settings.steps}")
+        if settings.guidance < 0:
+            raise StreamcharError(f"--guidance must be 0 or more (1 turns it off), got {settings.guidance}")
         self.model, self.cfg, self.settings = model, model.cfg, settings
         self.video_codec, self.audio_codec = video_codec, audio_codec
         oc = self.cfg.orchestrator
@@ -77,6 +80,7 @@ class StreamSession:
         t0 = time.perf_counter()
         with torch.no_grad():
             self.prompt = prompt_encoder([request.prompt])
+            self.empty_prompt = prompt_encoder([""]) if settings.guidance != 1.0 else None
             self.reference = self._encode_reference(request.reference_image)
             self.reference_audio = self._encode_voice(request.reference_voice)
         self.setup_seconds = time.perf_counter() - t0
@@ -135,6 +139,9 @@ class StreamSession:
         timings = {"orchestrator_s": 0.0, "dit_s": 0.0}
         t0 = time.perf_counter()
         cache = self.model.dit.condition_cache(conditions, self.prompt)
+        if self.empty_prompt is not None:  # the unconditional branch: empty prompt, no reference (as dropped in training)
+            free = ConditionInput(torch.zeros_like(self.reference), conditions.sink, conditions.motion)
+            free_cache = self.model.dit.condition_cache(free, self.empty_prompt)
         timings["dit_s"] += time.perf_counter() - t0
         ts = sample_times(s.steps, s.shift)
         progress = 0.0
@@ -146,6 +153,9 @@ class StreamSession:
             orch = self.model.orchestrator(x)
             t1 = time.perf_counter()
             dv, da = self.model.dit(VideoInput(video), x.timestep, self.prompt, AudioInput(audio, orch.condition), cache=cache)
+            if self.empty_prompt is not None:
+                fv, fa = self.model.dit(VideoInput(video), x.timestep, self.empty_prompt, AudioInput(audio, orch.condition), cache=free_cache)
+                dv, da = guided(dv, fv, s.guidance), guided(da, fa, s.guidance)
             video, audio = video + (b - a) * dv, audio + (b - a) * da
             timings["orchestrator_s"] += t1 - t0
             timings["dit_s"] += time.perf_counter() - t1
