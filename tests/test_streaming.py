@@ -244,3 +244,24 @@ def test_render_answers_every_item_and_resumes(parts, small_set, tmp_path):
     assert again["rendered"] == 0 and again["already_there"] == len(items)
     with pytest.raises(StreamcharError, match="no clips in split"):
         synthtalk_render_items(root, "nope", pipe)
+
+
+def test_training_exit_step_keeps_one_step_of_graph_and_a_detached_stream(parts):
+    cfg, model, prompt, video, audio = parts
+    full = _session(parts, seed=5, steps=3)
+    ref = [full.next_chunk(k) for k in range(2)]
+    s = _session(parts, seed=5, steps=3)
+    same = [s.next_chunk(k, exit_step=3) for k in range(2)]
+    assert all(torch.allclose(a.video, b.video, atol=1e-6) and torch.allclose(a.audio, b.audio, atol=1e-6) for a, b in zip(ref, same))
+    assert same[1].video.requires_grad and not s.motion.requires_grad and not s.history[-1].requires_grad
+    assert s.last_context.conditions.motion is not None and s.last_context.history.shape[2] == 33
+    model.zero_grad()
+    same[1].video.square().mean().backward()
+    assert model.dit.patch_embedding.weight.grad is not None and model.orchestrator.backbone.layers[0].mlp.up_proj.weight.grad is not None
+    model.zero_grad()
+    early = _session(parts, seed=5, steps=3).next_chunk(0, exit_step=1)
+    assert not torch.allclose(early.video, ref[0].video)
+    with pytest.raises(StreamcharError, match="exit step"):
+        _session(parts, steps=3).next_chunk(0, exit_step=4)
+    lat = StreamSession.from_latents(model, SessionSettings(steps=3, seed=5), TEXT, s.prompt, s.reference, s.reference_audio)
+    assert torch.allclose(lat.next_chunk(0).video, ref[0].video, atol=1e-6)

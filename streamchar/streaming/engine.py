@@ -61,34 +61,74 @@ class SessionSettings:
     guidance: float = 1.0  # classifier-free guidance on prompt and reference frame; 1: off (one DiT pass per step)
 
 
+@dataclass
+class ChunkContext:
+    """What a chunk was generated from besides its noise: the transcript window, the history and
+    the condition latents. Training (Stage II) scores a span of chunks from its first one's."""
+
+    text_ids: torch.Tensor
+    word_numbers: torch.Tensor
+    history: torch.Tensor
+    words: torch.Tensor
+    cut: float
+    conditions: ConditionInput
+
+
 class StreamSession:
     def __init__(self, model: StreamCharModel, prompt_encoder: PromptEncoder, video_codec: VideoCodec, audio_codec: AudioCodec,
                  request: StreamRequest, settings: SessionSettings, tokenizer: CharacterTokenizer | None = None):
+        self.video_codec, self.audio_codec = video_codec, audio_codec
+        self.encoder_calls = 0
+        self._check(settings)
+        self.model, self.cfg, self.settings = model, model.cfg, settings
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            prompt = prompt_encoder([request.prompt])
+            empty = prompt_encoder([""]) if settings.guidance != 1.0 else None
+            reference = self._encode_reference(request.reference_image)
+            reference_audio = self._encode_voice(request.reference_voice)
+        self._begin(model, settings, tokenizer, request.transcript, prompt, empty, reference, reference_audio)
+        self.setup_seconds = time.perf_counter() - t0
+
+    @classmethod
+    def from_latents(cls, model: StreamCharModel, settings: SessionSettings, transcript: str, prompt: torch.Tensor, reference: torch.Tensor,
+                     reference_audio: torch.Tensor, empty_prompt: torch.Tensor | None = None, tokenizer: CharacterTokenizer | None = None) -> StreamSession:
+        """A session on already encoded conditions (training rollouts read them from the latent
+        cache): prompt (1, L, d), reference (1, z, 1, h, w), reference voice latents (1, z_a, n)."""
+        self = cls.__new__(cls)
+        self.video_codec = self.audio_codec = None
+        self.encoder_calls = 0
+        cls._check(settings)
+        if settings.guidance != 1.0 and empty_prompt is None:
+            raise StreamcharError("guidance needs the empty prompt's embedding")
+        self._begin(model, settings, tokenizer, transcript, prompt, empty_prompt, reference, reference_audio)
+        self.setup_seconds = 0.0
+        return self
+
+    @staticmethod
+    def _check(settings: SessionSettings) -> None:
         if settings.steps <= 0:
             raise StreamcharError(f"--steps must be positive, got {settings.steps}")
         if settings.guidance < 0:
             raise StreamcharError(f"--guidance must be 0 or more (1 turns it off), got {settings.guidance}")
+
+    def _begin(self, model: StreamCharModel, settings: SessionSettings, tokenizer: CharacterTokenizer | None, transcript: str,
+               prompt: torch.Tensor, empty_prompt: torch.Tensor | None, reference: torch.Tensor, reference_audio: torch.Tensor) -> None:
         self.model, self.cfg, self.settings = model, model.cfg, settings
-        self.video_codec, self.audio_codec = video_codec, audio_codec
         oc = self.cfg.orchestrator
         self.tokenizer = tokenizer or make_tokenizer(oc.tokenizer, oc.vocab_size)
         self.transcript = ""
         self._tokens: Tokens | None = None
-        self.append_text(request.transcript)
+        self.append_text(transcript)
         self.generator = torch.Generator().manual_seed(settings.seed)
-        self.encoder_calls = 0
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            self.prompt = prompt_encoder([request.prompt])
-            self.empty_prompt = prompt_encoder([""]) if settings.guidance != 1.0 else None
-            self.reference = self._encode_reference(request.reference_image)
-            self.reference_audio = self._encode_voice(request.reference_voice)
-        self.setup_seconds = time.perf_counter() - t0
+        self.prompt, self.empty_prompt = prompt, empty_prompt
+        self.reference, self.reference_audio = reference, reference_audio
         self.chunks_per_history = max(1, int(HISTORY_SECONDS * self.cfg.stream.fps / (4 * self.cfg.stream.chunk_latent_frames - 3)))
         self.history: list[torch.Tensor] = []  # audio latents of the chunks in the window
         self.progress: list[float] = []  # pointer, absolute words spoken by the end of each chunk
         self.sink: torch.Tensor | None = None
         self.motion: torch.Tensor | None = None
+        self.last_context: ChunkContext | None = None
 
     # inputs ------------------------------------------------------------------------------
     def append_text(self, text: str) -> None:
@@ -122,54 +162,68 @@ class StreamSession:
         first_in_window = len(self.progress) - len(self.history)
         cut = math.floor(self.progress[first_in_window - 1]) if first_in_window > 0 else 0
         ids_list, numbers_list, n = toks.window(cut, self.cfg.orchestrator.lookahead_words)
-        ids = torch.tensor([ids_list], dtype=torch.long)
-        numbers = torch.tensor([numbers_list], dtype=torch.float32)
-        history = torch.cat(self.history, dim=2) if self.history else torch.zeros(1, self.audio_codec.latent_channels, 0)
-        return ids, numbers, history, torch.tensor([float(n)]), float(cut)
+        device = self.reference.device
+        ids = torch.tensor([ids_list], dtype=torch.long, device=device)
+        numbers = torch.tensor([numbers_list], dtype=torch.float32, device=device)
+        history = torch.cat(self.history, dim=2) if self.history else torch.zeros(1, self.cfg.audio.latent_channels, 0, device=device)
+        return ids, numbers, history, torch.tensor([float(n)], device=device), float(cut)
 
-    @torch.no_grad()
-    def next_chunk(self, index: int) -> ChunkLatents:
+    def next_chunk(self, index: int, exit_step: int | None = None) -> ChunkLatents:
+        """One chunk through the N-step sampler. With `exit_step` k (training, Stage II) the chunk
+        is the clean estimate after k steps, with a graph through step k alone (the earlier steps
+        and the stream's state stay detached); the full sampler's last step is the same estimate."""
         s, cfg = self.settings, self.cfg
         g = self.generator
+        grad = exit_step is not None and torch.is_grad_enabled()
+        steps = s.steps if exit_step is None else exit_step
+        if not 1 <= steps <= s.steps:
+            raise StreamcharError(f"exit step {exit_step} is outside 1..{s.steps}")
         h, w = cfg.video.height // cfg.stream.vae_spatial_stride, cfg.video.width // cfg.stream.vae_spatial_stride
-        video = torch.randn(1, cfg.video.latent_channels, cfg.stream.chunk_latent_frames, h, w, generator=g)
-        audio = torch.randn(1, cfg.audio.latent_channels, cfg.stream.chunk_audio_latents, generator=g)
+        video = torch.randn(1, cfg.video.latent_channels, cfg.stream.chunk_latent_frames, h, w, generator=g).to(self.reference.device)
+        audio = torch.randn(1, cfg.audio.latent_channels, cfg.stream.chunk_audio_latents, generator=g).to(self.reference.device)
         ids, numbers, history, n_words, cut = self._window()
         conditions = ConditionInput(self.reference, self.sink if s.sink else None, self.motion)
+        self.last_context = ChunkContext(ids, numbers, history, n_words, cut, conditions)
         timings = {"orchestrator_s": 0.0, "dit_s": 0.0}
         t0 = time.perf_counter()
-        cache = self.model.dit.condition_cache(conditions, self.prompt)
-        if self.empty_prompt is not None:  # the unconditional branch: empty prompt, no reference (as dropped in training)
-            free = ConditionInput(torch.zeros_like(self.reference), conditions.sink, conditions.motion)
-            free_cache = self.model.dit.condition_cache(free, self.empty_prompt)
+        with torch.set_grad_enabled(grad):
+            cache = self.model.dit.condition_cache(conditions, self.prompt)
+            if self.empty_prompt is not None:  # the unconditional branch: empty prompt, no reference (as dropped in training)
+                free = ConditionInput(torch.zeros_like(self.reference), conditions.sink, conditions.motion)
+                free_cache = self.model.dit.condition_cache(free, self.empty_prompt)
         timings["dit_s"] += time.perf_counter() - t0
         ts = sample_times(s.steps, s.shift)
         progress = 0.0
-        for a, b in zip(ts, ts[1:]):
-            t0 = time.perf_counter()
-            x = OrchestratorInput(self.reference_audio, ids, torch.ones_like(ids), numbers, n_words, history, audio,
-                                  torch.tensor([a * TIMESTEP_SCALE]))  # fmt: skip
-            self.model.check_orchestrator_window(x)
-            orch = self.model.orchestrator(x)
-            t1 = time.perf_counter()
-            dv, da = self.model.dit(VideoInput(video), x.timestep, self.prompt, AudioInput(audio, orch.condition), cache=cache)
-            if self.empty_prompt is not None:
-                fv, fa = self.model.dit(VideoInput(video), x.timestep, self.empty_prompt, AudioInput(audio, orch.condition), cache=free_cache)
-                dv, da = guided(dv, fv, s.guidance), guided(da, fa, s.guidance)
-            video, audio = video + (b - a) * dv, audio + (b - a) * da
-            timings["orchestrator_s"] += t1 - t0
-            timings["dit_s"] += time.perf_counter() - t1
-            progress = float(orch.progress[0])
+        for k, (a, b) in enumerate(zip(ts[:steps], ts[1 : steps + 1])):
+            last = k == steps - 1
+            with torch.set_grad_enabled(grad and last):
+                t0 = time.perf_counter()
+                x = OrchestratorInput(self.reference_audio, ids, torch.ones_like(ids), numbers, n_words, history, audio,
+                                      torch.tensor([a * TIMESTEP_SCALE], device=audio.device))  # fmt: skip
+                self.model.check_orchestrator_window(x)
+                orch = self.model.orchestrator(x)
+                t1 = time.perf_counter()
+                dv, da = self.model.dit(VideoInput(video), x.timestep, self.prompt, AudioInput(audio, orch.condition), cache=cache)
+                if self.empty_prompt is not None:
+                    fv, fa = self.model.dit(VideoInput(video), x.timestep, self.empty_prompt, AudioInput(audio, orch.condition), cache=free_cache)
+                    dv, da = guided(dv, fv, s.guidance), guided(da, fa, s.guidance)
+                if last:  # the clean estimate x - t v; after the full sampler (b = 0) it is the Euler step
+                    video, audio = video - a * dv, audio - a * da
+                else:
+                    video, audio = video + (b - a) * dv, audio + (b - a) * da
+                timings["orchestrator_s"] += t1 - t0
+                timings["dit_s"] += time.perf_counter() - t1
+                progress = float(orch.progress[0].detach())
         words_spoken = min(float(self.words_total), cut + progress)
         if self.progress:
             words_spoken = max(words_spoken, self.progress[-1])  # speech does not go backwards
         self.progress.append(words_spoken)
-        self.history.append(audio)
+        self.history.append(audio.detach())
         if len(self.history) > self.chunks_per_history:
             self.history.pop(0)
         if self.sink is None:
-            self.sink = video
-        self.motion = video
+            self.sink = video.detach()
+        self.motion = video.detach()
         return ChunkLatents(index, video, audio, words_spoken, self.words_total, False, timings)
 
     def chunks(self) -> Iterator[ChunkLatents]:
@@ -179,14 +233,16 @@ class StreamSession:
         k = 0
         while True:
             limit = self.settings.max_chunks or max(4, math.ceil(self.words_total * SECONDS_PER_WORD_LIMIT / self.cfg.stream.chunk_seconds))
-            chunk = self.next_chunk(k)
+            with torch.no_grad():
+                chunk = self.next_chunk(k)
             k += 1
             done = chunk.words_spoken >= self.words_total - 0.5
             done = done and self.settings.stop_at_end
             if done or k >= limit:
                 if done and k < limit:
                     yield chunk  # decoded and written while the closing chunk is generated
-                    closing = self.next_chunk(k)
+                    with torch.no_grad():
+                        closing = self.next_chunk(k)
                     closing.closing = True
                     yield closing
                 else:
