@@ -60,14 +60,15 @@ def _config(tmp_path, cache, **train):
     return path
 
 
-def test_resume_repeats_the_uninterrupted_run(cache, tmp_path):
+@pytest.mark.parametrize("stage", ["joint", "orchestrator"])
+def test_resume_repeats_the_uninterrupted_run(cache, tmp_path, stage):
     cfg, s = load_train_config(_config(tmp_path, cache))
     torch.set_num_threads(2)
-    straight = Trainer("joint", cfg, s, tmp_path / "a")
+    straight = Trainer(stage, cfg, s, tmp_path / "a")
     straight.train()
-    broken = Trainer("joint", cfg, s, tmp_path / "b")
+    broken = Trainer(stage, cfg, s, tmp_path / "b")
     broken.train(stop_after=2)
-    resumed = Trainer("joint", cfg, s, tmp_path / "b")
+    resumed = Trainer(stage, cfg, s, tmp_path / "b")
     assert resumed.resume() == 2
     resumed.train()
     log_a = [json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]

@@ -29,11 +29,15 @@ import torch.distributed as dist
 
 from streamchar.codecs.store import atomic_save_file, atomic_write_text
 from streamchar.config import Config
+from streamchar.data.harvard import split_sentences
 from streamchar.data.latents import LatentCache
 from streamchar.errors import StreamcharError
 from streamchar.model.checkpoint import load_generator, new_generator, save_generator
 from streamchar.model.streamchar_model import StreamCharModel
 from streamchar.model.tokenizer import make_tokenizer
+from streamchar.streaming.engine import SessionSettings
+from streamchar.streaming.inputs import character_request
+from streamchar.streaming.pipeline import Pipeline
 from streamchar.training.batch import collate, pretraining_loss
 from streamchar.training.settings import TrainSettings
 from streamchar.training.windows import WindowSource
@@ -240,7 +244,9 @@ class Trainer:
             raise StreamcharError(f"checkpoint {newest} is damaged ({str(e).splitlines()[0][:200]}){previous}") from None
         opts = StateDictOptions(full_state_dict=True)
         set_model_state_dict(self.model, model.state_dict(), options=opts)
-        set_optimizer_state_dict(self.model, self.opt, _unflatten_optimizer(opt_tensors, meta["optimizer"]), options=opts)
+        # parameters that never had a gradient (the video path in the speech-only stage) have no optimizer state
+        set_optimizer_state_dict(self.model, self.opt, _unflatten_optimizer(opt_tensors, meta["optimizer"]),
+                                 options=StateDictOptions(full_state_dict=True, strict=False))  # fmt: skip
         if ema is not None and self.ema is not None:
             for n in self.ema:
                 src = ema[n].to(self.ema[n].device)
@@ -262,11 +268,6 @@ class Trainer:
 
     def validate(self) -> Path:
         """A short stream through the streaming engine with the current weights."""
-        from streamchar.data.harvard import split_sentences
-        from streamchar.streaming.engine import SessionSettings
-        from streamchar.streaming.inputs import character_request
-        from streamchar.streaming.pipeline import Pipeline
-
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         out = self.run / "validation" / f"step-{self.step:07d}.mp4"
