@@ -8,9 +8,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
+from streamchar.codecs.tiny import TinyVideoCodec, TinyVideoConfig
 from streamchar.config import load_config
-from streamchar.data.latents import LatentCache, encode_dataset
+from streamchar.data.latents import LatentCache
 from streamchar.data.mp4 import read_mp4
 from streamchar.errors import StreamcharError
 from streamchar.model.streamchar_model import build_model
@@ -18,22 +18,6 @@ from streamchar.model.tokenizer import CharacterTokenizer
 from streamchar.training.settings import TrainSettings, load_train_config
 from streamchar.training.trainer import Trainer, check_memory
 from streamchar.training.windows import WindowSource, word_end_times
-
-
-@pytest.fixture(scope="module")
-def cache(small_set, tmp_path_factory):
-    root, cfg = small_set
-    torch.manual_seed(0)
-    video = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
-    audio = TinyAudioCodec(TinyAudioConfig(channels=(16, 16))).eval()
-    out = tmp_path_factory.mktemp("cache") / "latents"
-    encode_dataset(root, out, cfg, video, audio, {"video": "small", "audio": "small"})
-    # every clip of the small set counts as training data here
-    meta = json.loads((out / "latents.json").read_text())
-    for r in meta["clips"]:
-        r["split"] = "train"
-    (out / "latents.json").write_text(json.dumps(meta))
-    return out
 
 
 def test_windows_follow_the_stream_layout(cache):

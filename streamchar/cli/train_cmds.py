@@ -12,7 +12,7 @@ import typer
 from streamchar.cli.common import console, invoked_command, step_progress
 from streamchar.errors import StreamcharError
 
-train_app = typer.Typer(help="Pretraining: speech-only orchestrator stage, then joint audio-video stage.", no_args_is_help=True)
+train_app = typer.Typer(help="Training: pretraining (orchestrator, joint) and distillation (dmd, rollout).", no_args_is_help=True)
 
 
 def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: bool, steps: Optional[int], init: Optional[str]) -> None:
@@ -31,7 +31,12 @@ def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: boo
     found = sorted((run / "checkpoints").glob("step-*"))
     if found and not resume:
         raise StreamcharError(f"{run} already holds checkpoints (newest {found[-1].name}); pass --resume to continue, or choose another --run")
-    trainer = Trainer(stage, cfg, settings, run, command=invoked_command())
+    if stage in ("dmd", "rollout"):
+        from streamchar.training.distill import DistillTrainer
+
+        trainer = DistillTrainer(stage, cfg, settings, run, command=invoked_command())
+    else:
+        trainer = Trainer(stage, cfg, settings, run, command=invoked_command())
     if resume:
         start = trainer.resume()
         console.print(f"resumed at step {start}" if start else "no checkpoint to resume; starting at step 0")
@@ -66,3 +71,17 @@ def train_joint(config: Path = ConfigArg, run: Path = RunArg, out: Optional[Path
                 steps: Optional[int] = StepsArg, init: Optional[str] = InitArg) -> None:
     """Stage 2: orchestrator and DiT together on audio-video windows."""
     _train("joint", config, run, out, resume, steps, init)
+
+
+@train_app.command("dmd")
+def train_dmd(config: Path = ConfigArg, run: Path = RunArg, out: Optional[Path] = OutArg, resume: bool = ResumeArg,
+              steps: Optional[int] = StepsArg, init: Optional[str] = InitArg) -> None:
+    """Distillation Stage I: DMD from the teacher (--init) to a few-step student on single chunks."""
+    _train("dmd", config, run, out, resume, steps, init)
+
+
+@train_app.command("rollout")
+def train_rollout(config: Path = ConfigArg, run: Path = RunArg, out: Optional[Path] = OutArg, resume: bool = ResumeArg,
+                  steps: Optional[int] = StepsArg, init: Optional[str] = InitArg) -> None:
+    """Distillation Stage II: online multi-chunk rollouts of the student (--init) with sink and pointer truncation."""
+    _train("rollout", config, run, out, resume, steps, init)

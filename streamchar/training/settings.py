@@ -7,11 +7,37 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from streamchar.config import Config, load_config
 from streamchar.config.load import format_validation_error
 from streamchar.errors import StreamcharError
+
+
+class DistillSettings(BaseModel):
+    """Stage I (`dmd`) and Stage II (`rollout`) distillation; ignored by the pretraining stages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: str | None = Field(None, description="the real score (frozen); default: --init, which must then be the teacher")
+    fake_lr: float = Field(4e-7, gt=0, description="learning rate of the fake score (paper: 4e-7; the student's is train.lr, paper 2e-6)")
+    fake_updates: int = Field(1, gt=0, description="fake-score updates per student update")
+    guidance: float = Field(3.0, ge=0, description="classifier-free guidance of the real score (1: none)")
+    student_steps: int = Field(4, gt=0, description="the student's sampler")
+    shift: float = Field(1.0, gt=0)
+    score_t_min: float = Field(0.02, gt=0, lt=1)
+    score_t_max: float = Field(0.98, gt=0, lt=1)
+    rollout_chunks: int = Field(5, gt=0, description="Stage II: chunks streamed per rollout (K)")
+    score_chunks: int = Field(3, gt=0, description="Stage II: the last chunks concatenated for the DMD loss (ablation: 1)")
+    sink: bool = Field(True, description="Stage II: later chunks attend to the first (ablation: false)")
+
+    @model_validator(mode="after")
+    def _fits(self) -> DistillSettings:
+        if self.score_chunks > self.rollout_chunks:
+            raise ValueError(f"score_chunks ({self.score_chunks}) cannot exceed rollout_chunks ({self.rollout_chunks})")
+        if self.score_t_min >= self.score_t_max:
+            raise ValueError(f"score_t_min ({self.score_t_min}) must be below score_t_max ({self.score_t_max})")
+        return self
 
 
 class TrainSettings(BaseModel):
@@ -40,6 +66,7 @@ class TrainSettings(BaseModel):
     wan: str | None = Field(None, description="paper scale: a diffusers Wan2.2 transformer directory for the DiT's video path")
     qwen: str | None = Field(None, description="paper scale: a Qwen2.5 directory for the orchestrator")
     threads: int | None = Field(None, gt=0)
+    distill: DistillSettings = Field(default_factory=DistillSettings)
 
 
 def load_train_config(path: Path, overrides: dict[str, Any] | None = None) -> tuple[Config, TrainSettings]:

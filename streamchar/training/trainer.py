@@ -82,9 +82,11 @@ def check_memory(model: StreamCharModel, s: TrainSettings, device: torch.device,
 
 
 class Trainer:
+    stages = STAGES
+
     def __init__(self, stage: str, cfg: Config, s: TrainSettings, run: Path, command: str = ""):
-        if stage not in STAGES:
-            raise StreamcharError(f"unknown stage {stage!r}; accepted: {', '.join(STAGES)}")
+        if stage not in self.stages:
+            raise StreamcharError(f"unknown stage {stage!r}; accepted: {', '.join(self.stages)}")
         self.stage, self.cfg, self.s, self.run = stage, cfg, s, Path(run)
         self.rank, self.world = _rank_world()
         self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
@@ -143,6 +145,40 @@ class Trainer:
             return pretraining_loss(self.model, self.prompt, batch, g, speech_only=self.stage == "orchestrator",
                                     pointer_weight=self.s.pointer_weight)  # fmt: skip
 
+    # one step -----------------------------------------------------------------------------
+    def train_step(self, step: int) -> dict[str, float]:
+        """Forward and backward over the micro-batches, then the optimizer; the loss parts."""
+        parts: dict[str, float] = {}
+        for micro in range(self.s.grad_accum):
+            out = self.losses(step, micro)
+            (out["loss"] / self.s.grad_accum).backward()
+            for k, v in out.items():
+                parts[k] = parts.get(k, 0.0) + float(v.detach()) / self.s.grad_accum
+        parts["grad_norm"] = self.optimizer_step()
+        return parts
+
+    def optimizer_step(self) -> float:
+        """Clip, step, clear, and move the EMA; the gradient norm before clipping."""
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip))
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            with torch.no_grad():
+                for n, p in self.model.named_parameters():
+                    self.ema[n].lerp_(p.detach().float(), 1 - self.s.ema_decay)
+        return grad_norm
+
+    def extra_parts(self) -> dict[str, tuple[StreamCharModel, torch.optim.Optimizer]]:
+        """Other trained models saved and resumed with the generator (distillation's fake score)."""
+        return {}
+
+    def export_meta(self) -> dict:
+        return {}
+
+    @property
+    def validation_steps(self) -> int:
+        return 8
+
     # the loop -----------------------------------------------------------------------------
     def train(self, on_step: Callable[[int, int, dict], None] | None = None, stop_after: int | None = None) -> dict:
         from torch.utils.tensorboard import SummaryWriter
@@ -159,22 +195,10 @@ class Trainer:
             lr = lr_at(step, self.s)
             for group in self.opt.param_groups:
                 group["lr"] = lr
-            parts: dict[str, float] = {}
-            for micro in range(self.s.grad_accum):
-                out = self.losses(step, micro)
-                (out["loss"] / self.s.grad_accum).backward()
-                for k, v in out.items():
-                    parts[k] = parts.get(k, 0.0) + float(v.detach()) / self.s.grad_accum
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip))
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
-            if self.ema is not None:
-                with torch.no_grad():
-                    for n, p in self.model.named_parameters():
-                        self.ema[n].lerp_(p.detach().float(), 1 - self.s.ema_decay)
+            parts = self.train_step(step)
             self.step += 1
             rate = (self.step - first) / (time.perf_counter() - t0)
-            last = {"step": self.step, **parts, "lr": lr, "grad_norm": grad_norm, "steps_per_s": rate}
+            last = {"step": self.step, **parts, "lr": lr, "steps_per_s": rate}
             if self.rank == 0:
                 if self.step % self.s.log_every == 0 or self.step == self.s.steps:
                     with open(self.run / "train_log.jsonl", "a") as f:
@@ -195,27 +219,31 @@ class Trainer:
         return last
 
     # checkpoints ----------------------------------------------------------------------------
-    def _full_state(self) -> tuple[dict, dict]:
+    def _full_state(self, model: StreamCharModel | None = None, opt: torch.optim.Optimizer | None = None) -> tuple[dict, dict]:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
+        model, opt = model or self.model, opt or self.opt
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return get_model_state_dict(self.model, options=opts), get_optimizer_state_dict(self.model, self.opt, options=opts)
+        return get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, opt, options=opts)
 
     def save(self) -> Path:
-        model_state, opt_state = self._full_state()
+        states = {"model": self._full_state()} | {name: self._full_state(m, o) for name, (m, o) in self.extra_parts().items()}
         ema = {n: (v.full_tensor() if hasattr(v, "full_tensor") else v).cpu() for n, v in self.ema.items()} if self.ema else {}
         final = self.run / "checkpoints" / f"step-{self.step:07d}"
         if self.rank == 0:
             tmp = final.with_name(f".{final.name}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            save_generator(tmp / "model", _plain(self.model, model_state), self.prompt, {"stage": self.stage, "step": self.step})
+            models = {"model": self.model} | {name: m for name, (m, _) in self.extra_parts().items()}
+            optimizers = {}
+            for name, (model_state, opt_state) in states.items():
+                save_generator(tmp / name, _plain(models[name], model_state), self.prompt, {"stage": self.stage, "step": self.step})
+                tensors, optimizers[name] = _flatten_optimizer(opt_state)
+                atomic_save_file(tensors, tmp / ("optimizer.safetensors" if name == "model" else f"{name}-optimizer.safetensors"))
             if ema:
                 atomic_save_file(ema, tmp / "ema.safetensors")
-            tensors, meta = _flatten_optimizer(opt_state)
-            atomic_save_file(tensors, tmp / "optimizer.safetensors")
-            atomic_write_text(tmp / "trainer.json", json.dumps({"step": self.step, "stage": self.stage, "optimizer": meta,
-                                                                 "settings": self.s.model_dump()}, indent=1))  # fmt: skip
+            atomic_write_text(tmp / "trainer.json", json.dumps({"step": self.step, "stage": self.stage, "optimizer": optimizers.pop("model"),
+                                                                 "optimizers": optimizers, "settings": self.s.model_dump()}, indent=1))  # fmt: skip
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             for old in sorted((self.run / "checkpoints").glob("step-*"))[: -self.s.keep_checkpoints]:
@@ -233,12 +261,13 @@ class Trainer:
             return 0
         newest = found[-1]
         try:
-            model, _, _ = load_generator(newest / "model")
-            meta = json.loads((newest / "trainer.json").read_text())
             from safetensors.torch import load_file
 
+            model, _, _ = load_generator(newest / "model")
+            meta = json.loads((newest / "trainer.json").read_text())
             opt_tensors = load_file(newest / "optimizer.safetensors")
             ema = load_file(newest / "ema.safetensors") if self.ema is not None else None
+            extra = {name: (load_generator(newest / name)[0], load_file(newest / f"{name}-optimizer.safetensors")) for name in self.extra_parts()}
         except Exception as e:  # noqa: BLE001 - whatever is damaged, the answer is the same
             previous = f"; the previous one is {found[-2]} (move {newest.name} away to resume from it)" if len(found) > 1 else ""
             raise StreamcharError(f"checkpoint {newest} is damaged ({str(e).splitlines()[0][:200]}){previous}") from None
@@ -247,6 +276,11 @@ class Trainer:
         # parameters that never had a gradient (the video path in the speech-only stage) have no optimizer state
         set_optimizer_state_dict(self.model, self.opt, _unflatten_optimizer(opt_tensors, meta["optimizer"]),
                                  options=StateDictOptions(full_state_dict=True, strict=False))  # fmt: skip
+        for name, (module, optimizer) in self.extra_parts().items():
+            saved, tensors = extra[name]
+            set_model_state_dict(module, saved.state_dict(), options=opts)
+            set_optimizer_state_dict(module, optimizer, _unflatten_optimizer(tensors, meta["optimizers"][name]),
+                                     options=StateDictOptions(full_state_dict=True, strict=False))  # fmt: skip
         if ema is not None and self.ema is not None:
             for n in self.ema:
                 src = ema[n].to(self.ema[n].device)
@@ -264,7 +298,8 @@ class Trainer:
         if use_ema and self.ema is not None:
             model_state = {**model_state, **{n: (v.full_tensor() if hasattr(v, "full_tensor") else v).cpu() for n, v in self.ema.items()}}
         if self.rank == 0:
-            save_generator(out, _plain(self.model, model_state, copy=True), self.prompt, {"stage": self.stage, "step": self.step, "ema": use_ema and self.ema is not None})
+            meta = {"stage": self.stage, "step": self.step, "ema": use_ema and self.ema is not None, **self.export_meta()}
+            save_generator(out, _plain(self.model, model_state, copy=True), self.prompt, meta)
 
     def validate(self) -> Path:
         """A short stream through the streaming engine with the current weights."""
@@ -278,7 +313,7 @@ class Trainer:
             model.load_state_dict({k: v.float().cpu() for k, v in state.items()})
             prompt.load_state_dict({k: v.cpu() for k, v in self.prompt.state_dict().items()})
             request = character_request("unseen-0", " ".join(split_sentences("val")[:2]), self.cfg)
-            Pipeline.from_modules(model, prompt).stream_to_mp4(request, SessionSettings(steps=8, max_chunks=6), out)
+            Pipeline.from_modules(model, prompt).stream_to_mp4(request, SessionSettings(steps=self.validation_steps, max_chunks=6), out)
         if self.world > 1:
             dist.barrier()
         return out

@@ -1,0 +1,248 @@
+"""Distillation (`streamchar train dmd|rollout`; paper §4.2, §5.1, Fig. 2; design.md §3).
+
+- stage `dmd` (Stage I, step reduction): the student starts from the teacher and learns a
+  4-step sampler on single chunks cut from the latent cache (reference, sink and motion from
+  the data, as in pretraining). Distribution matching: the frozen teacher with guidance is the
+  real score, a copy of it trained online on the student's samples is the fake score.
+- stage `rollout` (Stage II, online rollout): the student streams K consecutive chunks through
+  the engine's own chunk loop (`StreamSession.next_chunk`), its motion latents its own outputs
+  and its first chunk the sink. The last `score_chunks` chunks are concatenated and scored
+  together, with the transcript window the pointer cut for the first of them and the history
+  before it. Earlier chunks run without a graph; the scored ones keep one step each.
+
+Ablations are settings of the same loop: `sink: false` (no sink chunk), `score_chunks: 1` (Stage
+II scores one chunk), and `--init` the teacher for the rollout stage (Stage II without Stage I).
+
+The student uses the engine's sampler: `student_steps` Euler steps; at a random exit step k it
+returns the clean estimate after k steps (backward simulation, as in DMD2 and Self Forcing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamchar.config import Config
+from streamchar.diffusion.dmd import clean_estimate, dmd_loss, sample_score_times
+from streamchar.diffusion.flow import TIMESTEP_SCALE, flow_loss, guided, noisy, sample_times, velocity_target
+from streamchar.errors import StreamcharError
+from streamchar.model.checkpoint import load_generator
+from streamchar.model.dit import ConditionInput, VideoInput
+from streamchar.model.orchestrator import OrchestratorInput, fit_reference_voice, pointer_loss
+from streamchar.model.streamchar_model import StreamCharModel
+from streamchar.streaming.engine import SessionSettings, StreamSession
+from streamchar.training.batch import Batch, collate, sample_t
+from streamchar.training.settings import TrainSettings
+from streamchar.training.trainer import Trainer, _to
+
+DISTILL_STAGES = ("dmd", "rollout")
+
+
+@dataclass
+class ScoreContext:
+    """Everything a denoiser reads besides the noisy latents and t, for a batch of samples."""
+
+    reference_voice: torch.Tensor
+    text_ids: torch.Tensor
+    text_mask: torch.Tensor
+    word_numbers: torch.Tensor
+    word_counts: torch.Tensor
+    history: torch.Tensor
+    history_mask: torch.Tensor | None
+    prompt: torch.Tensor
+    conditions: ConditionInput
+
+    def orchestrator_input(self, noisy_audio: torch.Tensor, t: torch.Tensor) -> OrchestratorInput:
+        return OrchestratorInput(self.reference_voice, self.text_ids, self.text_mask, self.word_numbers, self.word_counts,
+                                 self.history, noisy_audio, t * TIMESTEP_SCALE, self.history_mask)  # fmt: skip
+
+    def unconditional(self, empty_prompt: torch.Tensor) -> ScoreContext:
+        """Prompt and reference frame dropped, as pretraining's condition dropout drops them."""
+        c = self.conditions
+        free = ConditionInput(torch.zeros_like(c.reference), c.sink, c.motion)
+        return replace(self, prompt=empty_prompt.expand(self.prompt.shape[0], -1, -1), conditions=free)
+
+
+@dataclass
+class StudentSample:
+    video: torch.Tensor  # clean estimates, with a graph through the exit step
+    audio: torch.Tensor
+    context: ScoreContext
+    pointer: torch.Tensor | None  # the pointer loss against the data's target (Stage I)
+
+
+def velocity(model: StreamCharModel, ctx: ScoreContext, video: torch.Tensor, audio: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    dv, da, _ = model.velocity(VideoInput(video), ctx.orchestrator_input(audio, t), ctx.prompt, conditions=ctx.conditions)
+    assert dv is not None
+    return dv, da
+
+
+class DistillTrainer(Trainer):
+    stages = DISTILL_STAGES
+
+    def __init__(self, stage: str, cfg: Config, s: TrainSettings, run: Path, command: str = ""):
+        if not s.init:
+            raise StreamcharError("distillation starts from a trained generator: give --init (the teacher for dmd, the Stage I student for rollout)")
+        super().__init__(stage, cfg, s, run, command)
+        d = self.d = s.distill
+        teacher_path = d.teacher or s.init
+        self.teacher, _, teacher_meta = load_generator(teacher_path)
+        if self.teacher.cfg.model_dump() != cfg.model_dump():
+            raise StreamcharError(f"the teacher {teacher_path} has another model config than this run's")
+        self.teacher.to(self.device).eval().requires_grad_(False)
+        self.fake, _, _ = load_generator(teacher_path)
+        self.fake.to(self.device).train()
+        if self.world > 1:
+            from streamchar.model.sharding import shard_model
+
+            shard_model(self.fake)
+        self.fake_opt = torch.optim.AdamW(self.fake.parameters(), lr=d.fake_lr, weight_decay=s.weight_decay, betas=(0.0, 0.99))
+        with torch.no_grad():
+            self.empty_prompt = self.prompt([""]).to(self.device)
+        self.teacher_name = str(teacher_path)
+        if stage == "rollout":
+            self.prepare_rollouts()
+
+    # what is saved and exported beside the student --------------------------------------
+    def extra_parts(self) -> dict:
+        return {"fake": (self.fake, self.fake_opt)}
+
+    def export_meta(self) -> dict:
+        return {"sampling_steps": self.d.student_steps, "teacher": self.teacher_name, "sink": self.d.sink,
+                "score_chunks": self.d.score_chunks, "rollout_chunks": self.d.rollout_chunks}  # fmt: skip
+
+    @property
+    def validation_steps(self) -> int:
+        return self.d.student_steps
+
+    # samples -------------------------------------------------------------------------------
+    def _generator(self, step: int, micro: int, part: int) -> tuple[torch.Generator, np.random.Generator]:
+        seed = int(np.random.SeedSequence([self.s.seed, step, micro, self.rank, part]).generate_state(1)[0])
+        return torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+
+    def _exit_step(self, rng: np.random.Generator) -> int:
+        return int(rng.integers(1, self.d.student_steps + 1))
+
+    def _window_sample(self, step: int, micro: int) -> StudentSample:
+        """Stage I: a batch of single chunks from the cache, generated by the student."""
+        g, rng = self._generator(step, micro, 0)
+        batch: Batch = _to(collate(self._windows(step, micro), generator=g), self.device)
+        ctx = ScoreContext(batch.reference_voice, batch.text_ids, batch.text_mask, batch.word_numbers, batch.word_counts,
+                           batch.history, batch.history_mask, self.prompt(batch.prompts).to(self.device), batch.conditions)  # fmt: skip
+        xv = torch.randn(batch.video.shape, generator=g).to(self.device)
+        xa = torch.randn(batch.audio.shape, generator=g).to(self.device)
+        exit_step = self._exit_step(rng)
+        ts = sample_times(self.d.student_steps, self.d.shift)
+        b = xv.shape[0]
+        for k in range(exit_step):
+            a, nxt = ts[k], ts[k + 1]
+            last = k == exit_step - 1
+            with torch.set_grad_enabled(last):
+                dv, da, orch = self.model.velocity(VideoInput(xv), ctx.orchestrator_input(xa, torch.full((b,), a, device=self.device)),
+                                                   ctx.prompt, conditions=ctx.conditions)  # fmt: skip
+            if last:
+                return StudentSample(xv - a * dv, xa - a * da, ctx, pointer_loss(orch.progress_raw, batch.spoken))
+            xv, xa = xv + (nxt - a) * dv, xa + (nxt - a) * da
+        raise AssertionError("unreachable")
+
+    def _rollout_sample(self, step: int, micro: int) -> StudentSample:
+        """Stage II: K chunks streamed by the student; the last `score_chunks` are the sample."""
+        g, rng = self._generator(step, micro, 0)
+        d = self.d
+        i = self.rollout_clips[int(rng.integers(len(self.rollout_clips)))]
+        rec, t = self.source.cache.records[i], self.source.cache.tensors(i)
+        words_needed = 5 * d.rollout_chunks + 5  # SynthTalk speaks about 3.3 words per second
+        text = []
+        while sum(len(x.split()) for x in text) < words_needed:
+            text.append(self.rollout_texts[int(rng.integers(len(self.rollout_texts)))])
+        voice = fit_reference_voice(t.get("reference_voice", torch.zeros(t["audio"].shape[0], 0))[None]).to(self.device)
+        with torch.no_grad():
+            prompt = self.prompt([rec.get("prompt", "")]).to(self.device)
+        settings = SessionSettings(steps=d.student_steps, sink=d.sink, shift=d.shift, seed=int(rng.integers(2**31)))
+        session = StreamSession.from_latents(self.model, settings, " ".join(text), prompt, t["reference"][None].to(self.device), voice,
+                                             tokenizer=self.tokenizer)  # fmt: skip
+        exit_step = self._exit_step(rng)
+        scored, context = [], None
+        for k in range(d.rollout_chunks):
+            if k < d.rollout_chunks - d.score_chunks:
+                with torch.no_grad():
+                    session.next_chunk(k)
+                continue
+            chunk = session.next_chunk(k, exit_step=exit_step)
+            if context is None:
+                context = session.last_context
+            scored.append(chunk)
+        assert context is not None
+        ctx = ScoreContext(voice, context.text_ids, torch.ones_like(context.text_ids), context.word_numbers, context.words,
+                           context.history, None, prompt, context.conditions)  # fmt: skip
+        video = torch.cat([c.video for c in scored], dim=2)
+        audio = torch.cat([c.audio for c in scored], dim=2)
+        return StudentSample(video, audio, ctx, None)
+
+    # losses --------------------------------------------------------------------------------
+    def _scores(self, sample: StudentSample, g: torch.Generator) -> dict[str, torch.Tensor]:
+        b = sample.video.shape[0]
+        t = sample_score_times(b, self.d.score_t_min, self.d.score_t_max, g).to(self.device)
+        xv = noisy(sample.video.detach(), torch.randn(sample.video.shape, generator=g).to(self.device), t)
+        xa = noisy(sample.audio.detach(), torch.randn(sample.audio.shape, generator=g).to(self.device), t)
+        ctx = sample.context
+        with torch.no_grad():
+            rv, ra = velocity(self.teacher, ctx, xv, xa, t)
+            if self.d.guidance != 1.0:
+                uv, ua = velocity(self.teacher, ctx.unconditional(self.empty_prompt), xv, xa, t)
+                rv, ra = guided(rv, uv, self.d.guidance), guided(ra, ua, self.d.guidance)
+            fv, fa = velocity(self.fake, ctx, xv, xa, t)
+        loss_v, grad_v = dmd_loss(sample.video, clean_estimate(xv, rv, t), clean_estimate(xv, fv, t))
+        loss_a, grad_a = dmd_loss(sample.audio, clean_estimate(xa, ra, t), clean_estimate(xa, fa, t))
+        out = {"dmd_video": loss_v, "dmd_audio": loss_a, "grad_video": grad_v, "grad_audio": grad_a}
+        out["loss"] = loss_v + loss_a
+        if sample.pointer is not None:
+            out["pointer"] = sample.pointer
+            out["loss"] = out["loss"] + self.s.pointer_weight * sample.pointer
+        return out
+
+    def _fake_loss(self, sample: StudentSample, g: torch.Generator) -> torch.Tensor:
+        """The fake score learns the student's current distribution by flow matching."""
+        b = sample.video.shape[0]
+        t = sample_t(b, g).to(self.device)
+        ev = torch.randn(sample.video.shape, generator=g).to(self.device)
+        ea = torch.randn(sample.audio.shape, generator=g).to(self.device)
+        z_v, z_a = sample.video.detach(), sample.audio.detach()
+        dv, da = velocity(self.fake, sample.context, noisy(z_v, ev, t), noisy(z_a, ea, t), t)
+        return flow_loss(dv, velocity_target(z_v, ev), da, velocity_target(z_a, ea))["loss"]
+
+    def train_step(self, step: int) -> dict[str, float]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            samples, parts = [], {}
+            for micro in range(self.s.grad_accum):
+                sample = self._window_sample(step, micro) if self.stage == "dmd" else self._rollout_sample(step, micro)
+                g, _ = self._generator(step, micro, 1)
+                out = self._scores(sample, g)
+                (out["loss"] / self.s.grad_accum).backward()
+                for k, v in out.items():
+                    parts[k] = parts.get(k, 0.0) + float(v.detach()) / self.s.grad_accum
+                samples.append(replace(sample, video=sample.video.detach(), audio=sample.audio.detach(), pointer=None))
+            parts["grad_norm"] = self.optimizer_step()
+            fake = 0.0
+            for j in range(self.d.fake_updates):
+                for micro, sample in enumerate(samples):
+                    g, _ = self._generator(step, micro, 2 + j)
+                    loss = self._fake_loss(sample, g) / len(samples)
+                    loss.backward()
+                    fake += float(loss.detach()) / self.d.fake_updates
+                torch.nn.utils.clip_grad_norm_(self.fake.parameters(), self.s.grad_clip)
+                self.fake_opt.step()
+                self.fake_opt.zero_grad(set_to_none=True)
+            parts["fake_flow"] = fake
+        return parts
+
+    def prepare_rollouts(self) -> None:
+        """Clips whose reference and voice the rollouts borrow, and the sentences they speak."""
+        records = self.source.cache.records
+        self.rollout_clips = [i for i, r in enumerate(records) if r["split"] == "train"]
+        self.rollout_texts = sorted({r["transcript"] for r in records if r["split"] == "train"})
+        if not self.rollout_clips:
+            raise StreamcharError(f"the latent cache {self.source.cache.root} has no train clips to roll out")
