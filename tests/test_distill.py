@@ -1,0 +1,108 @@
+"""Distillation: the DMD gradient, Stage I on cached chunks, Stage II rollouts, resume, ablation switches."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from streamchar.config import load_config
+from streamchar.diffusion.dmd import clean_estimate, dmd_loss
+from streamchar.errors import StreamcharError
+from streamchar.model.checkpoint import load_generator, new_generator, save_generator
+from streamchar.training.distill import DistillTrainer
+from streamchar.training.settings import load_train_config
+
+
+def test_dmd_gradient_is_the_normalised_score_difference():
+    torch.manual_seed(0)
+    sample = torch.randn(2, 3, 4, requires_grad=True)
+    real, fake = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    loss, _ = dmd_loss(sample, real, fake)
+    loss.backward()
+    w = (sample.detach() - real).abs().mean(dim=(1, 2), keepdim=True)
+    assert torch.allclose(sample.grad, (fake - real) / w / sample.numel(), atol=1e-7)
+    same, _ = dmd_loss(sample, real, real)  # the fake score agrees with the real one: nothing to move
+    assert same.item() == 0.0
+    x_t, v, t = torch.randn(2, 5), torch.randn(2, 5), torch.tensor([0.25, 0.5])
+    z = clean_estimate(x_t, v, t)
+    assert torch.allclose((1 - t[:, None]) * z + t[:, None] * (v + z), x_t, atol=1e-6)  # x_t = (1 - t) z + t eps, eps = v + z
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    torch.manual_seed(0)
+    model, prompt = new_generator(load_config("tiny"), seed=0)
+    d = tmp_path_factory.mktemp("teacher") / "t"
+    save_generator(d, model, prompt, {"stage": "joint"})
+    return d
+
+
+def _config(tmp_path, cache, teacher, **distill):
+    path = tmp_path / "distill.yaml"
+    body = {"cache": str(cache), "steps": 2, "batch": 2, "lr": 1e-3, "warmup": 1, "save_every": 1, "log_every": 1, "seed": 3,
+            "init": str(teacher), "ema_decay": 0, "distill": {"fake_lr": 1e-3, "guidance": 2.0, "rollout_chunks": 3, "score_chunks": 2, **distill}}
+    path.write_text(yaml.safe_dump({"preset": "tiny", "train": body}))
+    return path
+
+
+def _params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("stage", ["dmd", "rollout"])
+def test_a_step_moves_student_and_fake_score_but_not_the_teacher(cache, teacher, tmp_path, stage):
+    torch.set_num_threads(2)
+    cfg, s = load_train_config(_config(tmp_path, cache, teacher))
+    t = DistillTrainer(stage, cfg, s, tmp_path / "run")
+    before = {"student": _params(t.model), "fake": _params(t.fake), "teacher": _params(t.teacher)}
+    parts = t.train_step(0)
+    assert all(torch.isfinite(torch.tensor(v)) for v in parts.values()) and parts["dmd_video"] > 0 and parts["fake_flow"] > 0
+    assert ("pointer" in parts) == (stage == "dmd")
+    moved = {k: max((p.detach() - before[k][n]).abs().max().item() for n, p in m.named_parameters())
+             for k, m in (("student", t.model), ("fake", t.fake), ("teacher", t.teacher))}  # fmt: skip
+    assert moved["student"] > 0 and moved["fake"] > 0 and moved["teacher"] == 0
+
+
+def test_rollout_scores_the_last_chunks_from_the_first_scored_chunks_context(cache, teacher, tmp_path):
+    cfg, s = load_train_config(_config(tmp_path, cache, teacher))
+    t = DistillTrainer("rollout", cfg, s, tmp_path / "run")
+    sample = t._rollout_sample(0, 0)
+    assert sample.video.shape[2] == 2 * 9 and sample.audio.shape[2] == 2 * 33 and sample.video.requires_grad
+    c = sample.context
+    assert c.history.shape[2] == 33 and c.conditions.motion is not None and c.conditions.sink is not None  # one chunk before the span
+    cfg, s = load_train_config(_config(tmp_path, cache, teacher, sink=False, score_chunks=1))
+    ablation = DistillTrainer("rollout", cfg, s, tmp_path / "ab")._rollout_sample(0, 0)
+    assert ablation.video.shape[2] == 9 and ablation.context.conditions.sink is None and ablation.context.history.shape[2] == 66
+
+
+def test_distillation_resumes_exactly_and_exports_a_four_step_student(cache, teacher, tmp_path):
+    cfg, s = load_train_config(_config(tmp_path, cache, teacher))
+    straight = DistillTrainer("dmd", cfg, s, tmp_path / "a")
+    straight.train()
+    broken = DistillTrainer("dmd", cfg, s, tmp_path / "b")
+    broken.train(stop_after=1)
+    resumed = DistillTrainer("dmd", cfg, s, tmp_path / "b")
+    assert resumed.resume() == 1
+    resumed.train()
+    log_a = [json.loads(x) for x in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x) for x in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    for ra, rb in zip(log_a, log_b):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5) and ra["fake_flow"] == pytest.approx(rb["fake_flow"], rel=1e-5)
+    assert (tmp_path / "b" / "checkpoints" / "step-0000002" / "fake" / "model.safetensors").is_file()
+    resumed.export(tmp_path / "student")
+    meta = load_generator(tmp_path / "student")[2]
+    assert meta["stage"] == "dmd" and meta["sampling_steps"] == 4
+    from streamchar.streaming.pipeline import default_steps
+
+    assert default_steps(meta) == 4
+
+
+def test_distillation_refuses_bad_settings(cache, teacher, tmp_path):
+    cfg, s = load_train_config(_config(tmp_path, cache, teacher))
+    with pytest.raises(StreamcharError, match="--init"):
+        DistillTrainer("dmd", cfg, s.model_copy(update={"init": None}), tmp_path / "x")
+    with pytest.raises(StreamcharError, match="score_chunks"):
+        load_train_config(_config(tmp_path, cache, teacher, score_chunks=4))
+    with pytest.raises(StreamcharError, match="unknown stage"):
+        DistillTrainer("joint", cfg, s, tmp_path / "y")
