@@ -265,3 +265,17 @@ def test_training_exit_step_keeps_one_step_of_graph_and_a_detached_stream(parts)
         _session(parts, steps=3).next_chunk(0, exit_step=4)
     lat = StreamSession.from_latents(model, SessionSettings(steps=3, seed=5), TEXT, s.prompt, s.reference, s.reference_audio)
     assert torch.allclose(lat.next_chunk(0).video, ref[0].video, atol=1e-6)
+
+
+def test_demo_streams_a_checkpoint_with_its_own_step_count(parts, tmp_path, monkeypatch):
+    cfg, model, prompt, video, audio = parts
+    small = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
+    monkeypatch.setattr("streamchar.streaming.pipeline.load_video_codec", lambda cfg, path: small)
+    ckpt = tmp_path / "student"
+    save_generator(ckpt, model, prompt, {"stage": "rollout", "sampling_steps": 2})
+    out = tmp_path / "demo.mp4"
+    r = CliRunner().invoke(app, ["demo", "--checkpoint", str(ckpt), "--text", "glue the sheet", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "the stream is at" in r.output and "(2 steps)" in r.output
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert len(read_mp4(out).frames) == 33 * report["summary"]["chunks"]
