@@ -59,29 +59,22 @@ StepsArg = typer.Option(None, "--steps", help="override train.steps")
 InitArg = typer.Option(None, "--init", help="override train.init: start from this generator checkpoint")
 
 
-@train_app.command("orchestrator")
-def train_orchestrator(config: Path = ConfigArg, run: Path = RunArg, out: Optional[Path] = OutArg, resume: bool = ResumeArg,
-                       steps: Optional[int] = StepsArg, init: Optional[str] = InitArg) -> None:
-    """Stage 1: speech only (the DiT's audio path without video tokens), orchestrator and pointer."""
-    _train("orchestrator", config, run, out, resume, steps, init)
+STAGE_HELP = {
+    "orchestrator": "Stage 1: speech only (the DiT's audio path without video tokens), orchestrator and pointer.",
+    "joint": "Stage 2: orchestrator and DiT together on audio-video windows.",
+    "dmd": "Distillation Stage I: DMD from the teacher (--init) to a few-step student on single chunks.",
+    "rollout": "Distillation Stage II: online multi-chunk rollouts of the student (--init) with sink and pointer truncation.",
+}
 
 
-@train_app.command("joint")
-def train_joint(config: Path = ConfigArg, run: Path = RunArg, out: Optional[Path] = OutArg, resume: bool = ResumeArg,
+def _stage_command(stage: str):  # noqa: ANN202 - a typer command
+    def command(config: Path = ConfigArg, run: Path = RunArg, out: Optional[Path] = OutArg, resume: bool = ResumeArg,
                 steps: Optional[int] = StepsArg, init: Optional[str] = InitArg) -> None:
-    """Stage 2: orchestrator and DiT together on audio-video windows."""
-    _train("joint", config, run, out, resume, steps, init)
+        _train(stage, config, run, out, resume, steps, init)
+
+    command.__doc__ = STAGE_HELP[stage]
+    return command
 
 
-@train_app.command("dmd")
-def train_dmd(config: Path = ConfigArg, run: Path = RunArg, out: Optional[Path] = OutArg, resume: bool = ResumeArg,
-              steps: Optional[int] = StepsArg, init: Optional[str] = InitArg) -> None:
-    """Distillation Stage I: DMD from the teacher (--init) to a few-step student on single chunks."""
-    _train("dmd", config, run, out, resume, steps, init)
-
-
-@train_app.command("rollout")
-def train_rollout(config: Path = ConfigArg, run: Path = RunArg, out: Optional[Path] = OutArg, resume: bool = ResumeArg,
-                  steps: Optional[int] = StepsArg, init: Optional[str] = InitArg) -> None:
-    """Distillation Stage II: online multi-chunk rollouts of the student (--init) with sink and pointer truncation."""
-    _train("rollout", config, run, out, resume, steps, init)
+for _stage in STAGE_HELP:
+    train_app.command(_stage)(_stage_command(_stage))

@@ -9,7 +9,7 @@ prompt, and the reference frame by zeros, each with its own probability.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -19,6 +19,31 @@ from streamchar.model.orchestrator import OrchestratorInput, fit_reference_voice
 from streamchar.model.prompt import PromptEncoder
 from streamchar.model.streamchar_model import StreamCharModel
 from streamchar.training.windows import Window
+
+
+@dataclass
+class DenoiseContext:
+    """Everything a denoiser reads besides the noisy latents and t, for a batch of samples."""
+
+    reference_voice: torch.Tensor
+    text_ids: torch.Tensor
+    text_mask: torch.Tensor
+    word_numbers: torch.Tensor
+    word_counts: torch.Tensor
+    history: torch.Tensor
+    history_mask: torch.Tensor | None
+    prompt: torch.Tensor
+    conditions: ConditionInput
+
+    def orchestrator_input(self, noisy_audio: torch.Tensor, t: torch.Tensor) -> OrchestratorInput:
+        return OrchestratorInput(self.reference_voice, self.text_ids, self.text_mask, self.word_numbers, self.word_counts,
+                                 self.history, noisy_audio, t * TIMESTEP_SCALE, self.history_mask)  # fmt: skip
+
+    def unconditional(self, empty_prompt: torch.Tensor) -> DenoiseContext:
+        """Prompt and reference frame dropped, as pretraining's condition dropout drops them."""
+        c = self.conditions
+        free = ConditionInput(torch.zeros_like(c.reference), c.sink, c.motion)
+        return replace(self, prompt=empty_prompt.expand(self.prompt.shape[0], -1, -1), conditions=free)
 
 
 @dataclass
@@ -35,6 +60,10 @@ class Batch:
     history: torch.Tensor
     history_mask: torch.Tensor
     spoken: torch.Tensor
+
+    def context(self, prompt: torch.Tensor) -> DenoiseContext:
+        return DenoiseContext(self.reference_voice, self.text_ids, self.text_mask, self.word_numbers, self.word_counts,
+                              self.history, self.history_mask, prompt, self.conditions)  # fmt: skip
 
 
 def collate(windows: list[Window], prompt_dropout: float = 0.0, reference_dropout: float = 0.0,
@@ -87,8 +116,7 @@ def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batc
     ea = torch.randn(batch.audio.shape, generator=generator).to(device)
     xv, xa = noisy(batch.video, ev, t), noisy(batch.audio, ea, t)
     prompt = prompt_encoder(batch.prompts)
-    x = OrchestratorInput(batch.reference_voice, batch.text_ids, batch.text_mask, batch.word_numbers, batch.word_counts,
-                          batch.history, xa, t * TIMESTEP_SCALE, batch.history_mask)  # fmt: skip
+    x = batch.context(prompt).orchestrator_input(xa, t)
     if speech_only:
         _, da, orch = model.velocity(None, x, prompt)
         losses = {"audio": flow_loss(da, velocity_target(batch.audio, ea))["loss"]}
