@@ -84,6 +84,7 @@ def render_items(pipe: Pipeline, items: list[RenderItem], out: Path, settings: S
         side = out / f"{item.name}.json"
         if side.is_file() and (out / f"{item.name}.mp4").is_file():
             skipped += 1
+            done.append(json.loads(side.read_text())["stream"])
         else:
             request = item.request()
             report = pipe.stream_to_mp4(request, settings, out / f"{item.name}.mp4")
@@ -97,7 +98,7 @@ def render_items(pipe: Pipeline, items: list[RenderItem], out: Path, settings: S
                     "checkpoint": pipe.meta.get("name"), "stream": s}  # fmt: skip
             atomic_write_text(side, json.dumps(meta, indent=1))
             rendered += 1
-        done.append(json.loads(side.read_text())["stream"])
+            done.append(s)
         if on_progress:
             on_progress(k + 1, len(items))
     rtf = [d["real_time_factor_mean"] for d in done]

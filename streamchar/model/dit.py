@@ -60,6 +60,11 @@ class ConditionInput:
     sink: torch.Tensor | None = None  # (B, C, S, H, W) the stream's first chunk
     motion: torch.Tensor | None = None  # (B, C, K, H, W) the previous chunk's latents
 
+    def without_reference(self) -> "ConditionInput":
+        """The unconditional branch of guidance: the reference frame zeroed, as pretraining drops it."""
+        assert self.reference is not None
+        return ConditionInput(torch.zeros_like(self.reference), self.sink, self.motion)
+
     def parts(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(latents, temporal positions) of each condition present, in sequence order."""
         out = []

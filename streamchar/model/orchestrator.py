@@ -90,7 +90,12 @@ class ProgressPointer(nn.Module):
             delta = self.offset(condition)
             w = self.confidence(condition).softmax(dim=1)
             s = (w * (p + delta)).sum(dim=(1, 2))
-            return torch.minimum(s.clamp(min=0), word_counts.float()) if clamp else s
+            return self.clamp(s, word_counts) if clamp else s
+
+    @staticmethod
+    def clamp(s: torch.Tensor, word_counts: torch.Tensor) -> torch.Tensor:
+        """Into [0, N]: no fewer than none and no more than all of the transcript's words."""
+        return torch.minimum(s.clamp(min=0), word_counts.to(s.device).float())
 
 
 class Orchestrator(nn.Module):
@@ -147,7 +152,7 @@ class Orchestrator(nn.Module):
         condition = self.condition_out(hidden[:, -cond.shape[1] :])
         text_hidden = hidden[:, n_ref : n_ref + n_txt]
         raw = self.pointer(condition, text_hidden, x.word_numbers, x.text_mask, x.word_counts, clamp=False)
-        progress = torch.minimum(raw.clamp(min=0), x.word_counts.to(raw.device).float())
+        progress = self.pointer.clamp(raw, x.word_counts)
         return OrchestratorOutput(condition, progress, raw)
 
 

@@ -12,14 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamchar.codecs.store import load_audio_codec, load_video_codec
 from streamchar.config import Config
 from streamchar.data.harvard import split_sentences
 from streamchar.model.checkpoint import new_generator
-from streamchar.streaming.engine import SessionSettings, StreamSession
+from streamchar.streaming.engine import SessionSettings
 from streamchar.streaming.inputs import StreamRequest
-from streamchar.streaming.runner import run_stream
-from streamchar.streaming.writers import FragmentedMp4Writer
+from streamchar.streaming.pipeline import Pipeline
 
 
 def _rss_mb() -> float:
@@ -45,14 +43,12 @@ def _request(cfg: Config, words: int) -> StreamRequest:
 def stream_once(cfg: Config, steps: int, seconds: float, memory_marks_s: tuple[float, ...] = (),
                 on_progress: Callable[[int, int], None] | None = None) -> dict:
     t_load = time.perf_counter()
-    model, prompt = new_generator(cfg)
-    model.eval()
-    video, audio = load_video_codec(cfg, None), load_audio_codec(cfg, None)
+    pipe = Pipeline.from_modules(*new_generator(cfg))
     request = _request(cfg, int(seconds * 3) + 50)
     load_s = time.perf_counter() - t_load
     chunks = max(2, math.ceil(seconds / cfg.stream.chunk_seconds))
     t_request = time.perf_counter()  # as a server sees it: the model is loaded, a request arrives
-    session = StreamSession(model, prompt, video, audio, request, SessionSettings(steps=steps, max_chunks=chunks, stop_at_end=False))
+    settings = SessionSettings(steps=steps, max_chunks=chunks, stop_at_end=False)
     marks = {}
 
     def on_chunk(rec) -> None:  # noqa: ANN001
@@ -64,8 +60,7 @@ def stream_once(cfg: Config, steps: int, seconds: float, memory_marks_s: tuple[f
                 marks[m] = _rss_mb()
 
     with tempfile.TemporaryDirectory() as tmp:
-        writer = FragmentedMp4Writer(Path(tmp) / "bench.mp4", cfg.stream.fps, cfg.audio.sample_rate, cfg.video.width, cfg.video.height)
-        report = run_stream(session, [writer], t_request, on_chunk=on_chunk)
+        report = pipe.stream_to_mp4(request, settings, Path(tmp) / "bench.mp4", t_request, on_chunk=on_chunk)
     written = [c.written_at_s for c in report.chunks]
     gaps = np.diff(written)[1:] if len(written) > 2 else np.diff(written)
     s = report.summary()
@@ -76,7 +71,7 @@ def stream_once(cfg: Config, steps: int, seconds: float, memory_marks_s: tuple[f
         "orchestrator_s": float(np.mean([c.orchestrator_s for c in report.chunks[1:]])), "dit_s": float(np.mean([c.dit_s for c in report.chunks[1:]])),
         "decode_s": float(np.mean([c.decode_s for c in report.chunks[1:]])), "write_s": float(np.mean([c.write_s for c in report.chunks[1:]])),
         "first_playable_s": s["first_chunk_latency_s"], "session_setup_s": s["setup_s"], "model_load_s": load_s,
-        "transcript_words": session.words_total, "stalls": s["stalls"], "stall_s": s["stall_s"],
+        "transcript_words": s["words_total"], "stalls": s["stalls"], "stall_s": s["stall_s"],
         "rss_mb_at_stream_seconds": {str(int(k)): v for k, v in marks.items()},
     }  # fmt: skip
 

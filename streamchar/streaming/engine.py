@@ -189,8 +189,7 @@ class StreamSession:
         with torch.set_grad_enabled(grad):
             cache = self.model.dit.condition_cache(conditions, self.prompt)
             if self.empty_prompt is not None:  # the unconditional branch: empty prompt, no reference (as dropped in training)
-                free = ConditionInput(torch.zeros_like(self.reference), conditions.sink, conditions.motion)
-                free_cache = self.model.dit.condition_cache(free, self.empty_prompt)
+                free_cache = self.model.dit.condition_cache(conditions.without_reference(), self.empty_prompt)
         timings["dit_s"] += time.perf_counter() - t0
         ts = sample_times(s.steps, s.shift)
         progress = 0.0

@@ -41,9 +41,7 @@ class DenoiseContext:
 
     def unconditional(self, empty_prompt: torch.Tensor) -> DenoiseContext:
         """Prompt and reference frame dropped, as pretraining's condition dropout drops them."""
-        c = self.conditions
-        free = ConditionInput(torch.zeros_like(c.reference), c.sink, c.motion)
-        return replace(self, prompt=empty_prompt.expand(self.prompt.shape[0], -1, -1), conditions=free)
+        return replace(self, prompt=empty_prompt.expand(self.prompt.shape[0], -1, -1), conditions=self.conditions.without_reference())
 
 
 @dataclass

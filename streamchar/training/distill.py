@@ -19,6 +19,7 @@ returns the clean estimate after k steps (backward simulation, as in DMD2 and Se
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -64,12 +65,11 @@ class DistillTrainer(Trainer):
         super().__init__(stage, cfg, s, run, command)
         d = self.d = s.distill
         teacher_path = d.teacher or s.init
-        self.teacher, _, teacher_meta = load_generator(teacher_path)
+        self.teacher, _, _ = load_generator(teacher_path)
         if self.teacher.cfg.model_dump() != cfg.model_dump():
             raise StreamcharError(f"the teacher {teacher_path} has another model config than this run's")
+        self.fake = copy.deepcopy(self.teacher).to(self.device).train()  # the fake score starts as the teacher
         self.teacher.to(self.device).eval().requires_grad_(False)
-        self.fake, _, _ = load_generator(teacher_path)
-        self.fake.to(self.device).train()
         if self.world > 1:
             from streamchar.model.sharding import shard_model
 

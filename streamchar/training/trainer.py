@@ -15,6 +15,7 @@ uninterrupted run does. Checkpoints (model, EMA, optimizer, step) are written at
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -219,12 +220,18 @@ class Trainer:
         return last
 
     # checkpoints ----------------------------------------------------------------------------
+    def _model_state(self, model: StreamCharModel | None = None) -> dict:
+        """The full (unsharded) weights on the CPU; every rank takes part."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model or self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
     def _full_state(self, model: StreamCharModel | None = None, opt: torch.optim.Optimizer | None = None) -> tuple[dict, dict]:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         model, opt = model or self.model, opt or self.opt
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, opt, options=opts)
+        return self._model_state(model), get_optimizer_state_dict(model, opt, options=opts)
 
     def save(self) -> Path:
         states = {"model": self._full_state()} | {name: self._full_state(m, o) for name, (m, o) in self.extra_parts().items()}
@@ -294,7 +301,7 @@ class Trainer:
 
     def export(self, out: Path, use_ema: bool = True) -> None:
         """The trained generator (the EMA weights when kept) as a checkpoint directory."""
-        model_state, _ = self._full_state()
+        model_state = self._model_state()
         if use_ema and self.ema is not None:
             model_state = {**model_state, **{n: (v.full_tensor() if hasattr(v, "full_tensor") else v).cpu() for n, v in self.ema.items()}}
         if self.rank == 0:
@@ -303,15 +310,11 @@ class Trainer:
 
     def validate(self) -> Path:
         """A short stream through the streaming engine with the current weights."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
         out = self.run / "validation" / f"step-{self.step:07d}.mp4"
-        state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))  # every rank takes part
+        state = self._model_state()
         if self.rank == 0:
             out.parent.mkdir(parents=True, exist_ok=True)
-            model, prompt = new_generator(self.cfg)
-            model.load_state_dict({k: v.float().cpu() for k, v in state.items()})
-            prompt.load_state_dict({k: v.cpu() for k, v in self.prompt.state_dict().items()})
+            model, prompt = _plain(self.model, state, copy=True), copy.deepcopy(self.prompt).cpu()
             request = character_request("unseen-0", " ".join(split_sentences("val")[:2]), self.cfg)
             Pipeline.from_modules(model, prompt).stream_to_mp4(request, SessionSettings(steps=self.validation_steps, max_chunks=6), out)
         if self.world > 1:
