@@ -52,6 +52,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "vocab_size": 96,
             "context_window": 2048,
             "tokenizer": "characters",
+            "phoneme_classes": 75,  # training.phonemes.PHONEME_CLASSES
+            "text_rate": 0.74,  # SynthTalk's mean: characters per audio latent (sd 0.08 over training clips)
+            "text_window": 6.0,
         },
     },
 }

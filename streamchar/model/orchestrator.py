@@ -30,6 +30,7 @@ from streamchar.errors import StreamcharError
 
 SEGMENTS = {"reference": 0, "history": 1, "condition": 2}
 REFERENCE_VOICE_LATENTS = 72  # 3 s of the reference voice at 24 latents/s, in training and streaming alike
+TEXT_BOOST = 4.0  # log-weight that the text bias adds at distance 0: e^4 ~ 55 audio latents
 
 
 def fit_reference_voice(latents: torch.Tensor) -> torch.Tensor:
@@ -68,6 +69,7 @@ class OrchestratorOutput:
     condition: torch.Tensor  # c_a (B, N, D_dit)
     progress: torch.Tensor  # (B,) the pointer's estimate of the last word spoken by the chunk's end, in [0, N]
     progress_raw: torch.Tensor  # (B,) the same before clamping: the loss uses it, so an overshoot still has a gradient
+    phoneme_logits: torch.Tensor | None = None  # (B, Nh + N, classes) at history and chunk latents, when the preset has the head
 
 
 class ProgressPointer(nn.Module):
@@ -112,6 +114,23 @@ class Orchestrator(nn.Module):
         self.time_embed = TimestepEmbedding(256, h)
         self.condition_out = nn.Linear(h, cond_dim)
         self.pointer = ProgressPointer(h, cond_dim)
+        self.phoneme_head = nn.Linear(h, cfg.phoneme_classes) if cfg.phoneme_classes else None
+        self._match_embedding_scale()
+
+    @torch.no_grad()
+    def _match_embedding_scale(self) -> None:
+        """Start the audio-side inputs at the token embeddings' scale. At default init the
+        projected audio latents were some 50x the character embeddings, and the transcript was
+        drowned in the residual stream after the first layer: the trained tiny teacher's audio
+        loss did not change when its transcripts were shuffled."""
+        w = self.backbone.embed_tokens.weight
+        rms = self.backbone.config.initializer_range if w.is_meta else float(w.float().pow(2).mean().sqrt())
+        nn.init.normal_(self.audio_in.weight, std=rms / math.sqrt(self.audio_in.in_features))
+        nn.init.zeros_(self.audio_in.bias)
+        nn.init.normal_(self.segment.weight, std=rms)
+        out = self.time_embed.linear_2
+        nn.init.normal_(out.weight, std=rms / math.sqrt(out.in_features))
+        nn.init.zeros_(out.bias)
 
     def load_backbone(self, directory: str | Path) -> None:
         """Qwen2 / Qwen2.5 weights from a local transformers directory (a causal-LM checkpoint:
@@ -131,9 +150,35 @@ class Orchestrator(nn.Module):
             self.backbone = Qwen2Model.from_pretrained(str(directory), local_files_only=True, dtype=torch.float32)
         except (OSError, ValueError) as e:
             raise StreamcharError(f"cannot load Qwen2 weights from {directory}: {str(e).splitlines()[0]}") from None
+        self._match_embedding_scale()
 
     def _audio(self, latents: torch.Tensor, segment: str) -> torch.Tensor:
         return self.audio_in(latents.transpose(1, 2)) + self.segment.weight[SEGMENTS[segment]]
+
+    def _positions(self, mask: torch.Tensor, n_ref: int, n_txt: int, hist_mask: torch.Tensor, n_cond: int) -> torch.Tensor:
+        """RoPE positions. Sequential by default (Qwen2's own); with `text_rate` r, the k-th audio
+        latent after the transcript's start sits at position (start + k r), beside the characters
+        spoken about then, so that a small orchestrator trained from scratch finds the text to
+        speak by relative position instead of having to learn to count through the history."""
+        if not self.cfg.text_rate:
+            return (mask.cumsum(dim=1) - 1).clamp(min=0)
+        b, device = mask.shape[0], mask.device
+        frames = torch.cat([hist_mask.cumsum(dim=1) - 1, hist_mask.sum(dim=1, keepdim=True) + torch.arange(n_cond, device=device)], dim=1)
+        audio = n_ref + frames.clamp(min=0).float() * self.cfg.text_rate
+        head = torch.arange(n_ref + n_txt, device=device, dtype=torch.float32).expand(b, -1)
+        return torch.cat([head, audio], dim=1)
+
+    def _text_bias(self, mask: torch.Tensor, positions: torch.Tensor, n_ref: int, n_txt: int, dtype: torch.dtype) -> torch.Tensor:
+        """Additive (B, 1, L, L) mask: causal and padding, plus -(d / w)^2 / 2 from each audio latent
+        to each transcript token d positions away, so that reading the text at the right place is
+        where training starts rather than something to discover."""
+        b, n = mask.shape
+        low = torch.finfo(dtype).min
+        allowed = torch.ones(n, n, dtype=torch.bool, device=mask.device).tril()[None] & mask.bool()[:, None, :]
+        bias = torch.zeros(b, n, n, device=mask.device)
+        d = positions[:, n_ref + n_txt :, None] - positions[:, None, n_ref : n_ref + n_txt]
+        bias[:, n_ref + n_txt :, n_ref : n_ref + n_txt] = TEXT_BOOST - 0.5 * (d / self.cfg.text_window) ** 2
+        return bias.masked_fill(~allowed, low).clamp(min=low).to(dtype)[:, None]
 
     def forward(self, x: OrchestratorInput) -> OrchestratorOutput:
         b = x.noisy_audio.shape[0]
@@ -146,14 +191,16 @@ class Orchestrator(nn.Module):
         ones = lambda n: torch.ones(b, n, dtype=torch.long, device=embeds.device)  # noqa: E731
         hist_mask = x.history_mask.long() if x.history_mask is not None else ones(hist.shape[1])
         mask = torch.cat([ones(ref.shape[1]), x.text_mask.long(), hist_mask, ones(cond.shape[1])], dim=1)
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        hidden = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+        positions = self._positions(mask, ref.shape[1], txt.shape[1], hist_mask, cond.shape[1])
         n_ref, n_txt = ref.shape[1], txt.shape[1]
+        attention = self._text_bias(mask, positions, n_ref, n_txt, embeds.dtype) if self.cfg.text_rate and self.cfg.text_window else mask
+        hidden = self.backbone(inputs_embeds=embeds, attention_mask=attention, position_ids=positions).last_hidden_state
         condition = self.condition_out(hidden[:, -cond.shape[1] :])
         text_hidden = hidden[:, n_ref : n_ref + n_txt]
         raw = self.pointer(condition, text_hidden, x.word_numbers, x.text_mask, x.word_counts, clamp=False)
         progress = self.pointer.clamp(raw, x.word_counts)
-        return OrchestratorOutput(condition, progress, raw)
+        phonemes = self.phoneme_head(hidden[:, n_ref + n_txt :]) if self.phoneme_head is not None else None
+        return OrchestratorOutput(condition, progress, raw, phonemes)
 
 
 def pointer_loss(progress: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 
 from streamchar.diffusion.flow import TIMESTEP_SCALE, flow_loss, noisy, velocity_target
 from streamchar.model.dit import ConditionInput, VideoInput
 from streamchar.model.orchestrator import OrchestratorInput, fit_reference_voice, pointer_loss
 from streamchar.model.prompt import PromptEncoder
 from streamchar.model.streamchar_model import StreamCharModel
+from streamchar.training.phonemes import IGNORE
 from streamchar.training.windows import Window
 
 
@@ -58,6 +60,7 @@ class Batch:
     history: torch.Tensor
     history_mask: torch.Tensor
     spoken: torch.Tensor
+    phonemes: torch.Tensor  # (B, Nh + N) phoneme classes at history (left-padded with IGNORE) and chunk latents
 
     def context(self, prompt: torch.Tensor) -> DenoiseContext:
         return DenoiseContext(self.reference_voice, self.text_ids, self.text_mask, self.word_numbers, self.word_counts,
@@ -82,6 +85,7 @@ def collate(windows: list[Window], prompt_dropout: float = 0.0, reference_dropou
     z_a = windows[0].audio.shape[0]
     hist = torch.zeros(b, z_a, n_hist)
     hist_mask = torch.zeros(b, n_hist, dtype=torch.long)
+    phonemes = torch.full((b, n_hist + windows[0].audio.shape[1]), IGNORE, dtype=torch.long)
     for i, w in enumerate(windows):
         ids[i, : len(w.text_ids)] = torch.tensor(w.text_ids)
         mask[i, : len(w.text_ids)] = 1
@@ -90,13 +94,15 @@ def collate(windows: list[Window], prompt_dropout: float = 0.0, reference_dropou
         if h:
             hist[i, :, n_hist - h :] = w.history
             hist_mask[i, n_hist - h :] = 1
+        if w.phonemes is not None and w.history_phonemes is not None:
+            phonemes[i, n_hist - h :] = torch.cat([w.history_phonemes, w.phonemes])
     voices = torch.cat([fit_reference_voice(w.reference_voice[None]) for w in windows])
     conditions = ConditionInput(
         ref, torch.stack([w.sink for w in windows]) if with_motion else None, torch.stack([w.motion for w in windows]) if with_motion else None
     )
     return Batch(torch.stack([w.video for w in windows]), torch.stack([w.audio for w in windows]), conditions, prompts, voices, ids, mask,
                  numbers, torch.tensor([float(w.words) for w in windows]), hist, hist_mask,
-                 torch.tensor([w.spoken for w in windows]))  # fmt: skip
+                 torch.tensor([w.spoken for w in windows]), phonemes)  # fmt: skip
 
 
 def sample_t(b: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -105,9 +111,10 @@ def sample_t(b: int, generator: torch.Generator | None = None) -> torch.Tensor:
 
 
 def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batch: Batch, generator: torch.Generator | None = None,
-                     speech_only: bool = False, pointer_weight: float = 0.1) -> dict[str, torch.Tensor]:
+                     speech_only: bool = False, pointer_weight: float = 0.1, phoneme_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """Flow-matching loss on both modalities (audio only, without video tokens, for the
-    speech-only stage) plus the pointer's smooth-L1; one t per sample shared by both modalities."""
+    speech-only stage) plus the pointer's smooth-L1 and, where the model has the head, the
+    orchestrator's phoneme cross-entropy; one t per sample shared by both modalities."""
     b, device = batch.video.shape[0], batch.video.device
     t = sample_t(b, generator).to(device)  # drawn on the CPU generator, so runs agree across devices
     ev = torch.randn(batch.video.shape, generator=generator).to(device)
@@ -123,5 +130,13 @@ def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batc
         losses = flow_loss(dv, velocity_target(batch.video, ev), da, velocity_target(batch.audio, ea))
     losses["pointer"] = pointer_loss(orch.progress_raw, batch.spoken)
     losses["loss"] = losses.get("video", 0.0) + losses["audio"] + pointer_weight * losses["pointer"]
+    if orch.phoneme_logits is not None and phoneme_weight > 0:
+        losses["phoneme"] = phoneme_loss(orch.phoneme_logits, batch.phonemes)
+        losses["loss"] = losses["loss"] + phoneme_weight * losses["phoneme"]
     return losses
 
+
+
+def phoneme_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the latents that have a target (history padding has none)."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)

@@ -8,7 +8,8 @@ For chunk c of a clip (frames [33c, 33c + 33), audio latents the same range):
   engine keeps whole chunks;
 - the transcript with the words finished before the history window cut away and at most
   `lookahead_words` kept after the cut, its word numbers counted from the cut;
-- the pointer's target: words finished by the end of the chunk, counted from the cut.
+- the pointer's target: words finished by the end of the chunk, counted from the cut;
+- the phoneme class at every history and target latent (the alignment loss's targets).
 
 Word times come from the clip's word timings (espeak's events here, ASR timestamps for real
 data), expanded to the words `normalize_words` counts (a hyphenated word counts as two).
@@ -26,6 +27,7 @@ from streamchar.data.latents import LatentCache
 from streamchar.errors import StreamcharError
 from streamchar.evaluation.text import normalize_words
 from streamchar.model.tokenizer import CharacterTokenizer, QwenTokenizer
+from streamchar.training.phonemes import frame_phonemes
 
 CHUNK_FRAMES = 33
 HISTORY_CHUNKS = 10
@@ -58,6 +60,8 @@ class Window:
     words: int  # N after the cut
     spoken: float  # pointer target after the cut
     prompt: str
+    history_phonemes: torch.Tensor | None = None  # (<= 330,) phoneme class at each history latent
+    phonemes: torch.Tensor | None = None  # (33,) phoneme class at each target latent
 
 
 class WindowSource:
@@ -103,10 +107,12 @@ class WindowSource:
         spoken = float(np.sum(np.array(ends) <= (c + 1) * seconds + 1e-6)) - cut
         # without a separate reference voice there is none (the clip's own audio would give the target away)
         voice = t.get("reference_voice", torch.zeros(t["audio"].shape[0], 0))
+        rate = self.cfg.audio.sample_rate / self.cfg.audio.hop_length
+        ph = torch.from_numpy(frame_phonemes(rec.get("phonemes") or [], first * seconds, (c + 1 - first) * la, rate))
         return Window(
             rec["clip_id"], c, t["reference"], t["video"][:, :lv] if c >= 1 else None,
             t["video"][:, (c - 1) * lv : c * lv] if c >= 1 else None,
             t["video"][:, c * lv : (c + 1) * lv], t["audio"][:, c * la : (c + 1) * la], t["audio"][:, first * la : c * la], voice,
             ids, numbers, n, float(np.clip(spoken, 0, n)),
-            rec.get("prompt", ""),
+            rec.get("prompt", ""), ph[: (c - first) * la], ph[(c - first) * la :],
         )  # fmt: skip

@@ -1,0 +1,43 @@
+"""Frame-level phoneme targets for the orchestrator's alignment loss (a tiny-scale training aid).
+
+The paper's orchestrator is a pretrained 3B LLM that already reads text; a 4-layer one trained
+from scratch on two cores learns to ignore the transcript instead (the tiny teacher's audio loss
+moved by under 0.5% when its transcripts were shuffled) and speaks unintelligible babble. Asking
+its hidden state at every audio latent, history and chunk alike, to name the phoneme spoken there
+makes it align the transcript to the audio, which is what the frame-aligned condition c_a must
+carry. Targets come from espeak's phoneme events in SynthTalk (forced-aligner phonemes for real
+data); the head exists only when the preset sets `orchestrator.phoneme_classes`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# espeak-ng's English phoneme mnemonics (en-us voices); anything else is class 1, pauses class 0
+PHONEMES = (
+    "t", "n", "s", "D", "d", "I", "l", "@2", "k", "r", "z", "V", "w", "p", "a", "f", "m", "E", "b", "i:", "eI", "aI",
+    "v", "h", "oU", "a#", "@", "u:", "3", "g", "0", "3:", "N", "S", "A@", "O2", "tS", "i", "aU", "O:", "T", "I2", "U",
+    "dZ", "j", "o@", "aa", "O@", "t#", "e@", "@L", "I#", "t2", "i@3", "r-", "U@", "OI", "aI3", "?", "n-", "i@", "Z",
+    "A:", "e", "oI", "I@", "@5", "l/2", "aI@", "aU@", "W", "x", "C",
+)  # fmt: skip
+SILENCE, OTHER = 0, 1
+PHONEME_CLASSES = len(PHONEMES) + 2
+IGNORE = -100  # padding: no target
+_INDEX = {p: i + 2 for i, p in enumerate(PHONEMES)}
+
+
+def phoneme_class(label: str) -> int:
+    if not label or label.startswith("_"):
+        return SILENCE
+    return _INDEX.get(label, OTHER)
+
+
+def frame_phonemes(phonemes: list[dict], start: float, frames: int, rate: float) -> np.ndarray:
+    """The phoneme class sounding at the centre of each of `frames` latents from `start` seconds
+    on, at `rate` latents per second; silence where no phoneme sounds."""
+    centres = start + (np.arange(frames) + 0.5) / rate
+    out = np.full(frames, SILENCE, dtype=np.int64)
+    for p in phonemes:
+        inside = (centres >= float(p["start"])) & (centres < float(p["end"]))
+        out[inside] = phoneme_class(str(p["phoneme"]))
+    return out

@@ -1,0 +1,119 @@
+"""Reading the transcript at tiny scale: frame-level phoneme targets in windows and batches and a
+loss that reaches the orchestrator, transcript-aligned positions, the text bias, input scales."""
+
+import numpy as np
+import torch
+
+from streamchar.config import load_config
+from streamchar.data.latents import LatentCache
+from streamchar.model.checkpoint import new_generator
+from streamchar.model.tokenizer import CharacterTokenizer
+from streamchar.training.batch import collate, pretraining_loss
+from streamchar.training.phonemes import IGNORE, OTHER, PHONEME_CLASSES, SILENCE, frame_phonemes, phoneme_class
+from streamchar.training.windows import WindowSource
+
+
+def test_frame_labels_follow_the_phoneme_timings():
+    timed = [{"phoneme": "k", "start": 0.10, "end": 0.20}, {"phoneme": "_:", "start": 0.20, "end": 0.30},
+             {"phoneme": "E", "start": 0.30, "end": 0.55}, {"phoneme": "??", "start": 0.55, "end": 0.60}]  # fmt: skip
+    labels = frame_phonemes(timed, start=0.0, frames=16, rate=20.0)  # latent centres at 0.025, 0.075, ...
+    centres = (np.arange(16) + 0.5) / 20
+    k, e = phoneme_class("k"), phoneme_class("E")
+    assert k not in (SILENCE, OTHER) and e not in (SILENCE, OTHER, k)
+    want = np.where((centres >= 0.1) & (centres < 0.2), k, SILENCE)
+    want = np.where((centres >= 0.3) & (centres < 0.55), e, want)
+    want = np.where((centres >= 0.55) & (centres < 0.6), OTHER, want)
+    assert np.array_equal(labels, want)
+    shifted = frame_phonemes(timed, start=0.3, frames=4, rate=20.0)  # a later window reads later phonemes
+    assert np.array_equal(shifted, labels[6:10])
+
+
+def test_preset_head_matches_the_inventory():
+    assert load_config("tiny").orchestrator.phoneme_classes == PHONEME_CLASSES
+    assert load_config("paper").orchestrator.phoneme_classes == 0
+
+
+def test_windows_and_batches_carry_aligned_phonemes(cache):
+    cfg = load_config("tiny")
+    lc = LatentCache(cache)
+    src = WindowSource(lc, cfg, CharacterTokenizer(96))
+    later = next(k for k, (_, c) in enumerate(src.index) if c >= 1)
+    first = next(k for k, (_, c) in enumerate(src.index) if c == 0)
+    w, w0 = src.window(later), src.window(first)
+    i, c = src.index[later]
+    whole = frame_phonemes(lc.records[i]["phonemes"], 0.0, (c + 1) * 33, 24.0)
+    assert torch.equal(torch.cat([w.history_phonemes, w.phonemes]), torch.from_numpy(whole))
+    assert (w.phonemes != SILENCE).any() or (w.history_phonemes != SILENCE).any()
+    later2 = [k for k, (_, c) in enumerate(src.index) if c >= 1]
+    batch = collate([src.window(k) for k in later2[:2]])
+    n_hist = batch.history.shape[2]
+    assert batch.phonemes.shape == (2, n_hist + 33)
+    assert ((batch.phonemes[:, :n_hist] == IGNORE) == (batch.history_mask == 0)).all()  # padding has no target
+    assert w0.history_phonemes.numel() == 0 and w0.phonemes.shape == (33,)
+
+
+def test_phoneme_loss_trains_the_orchestrator(cache):
+    cfg = load_config("tiny")
+    model, prompt = new_generator(cfg, seed=0)
+    src = WindowSource(LatentCache(cache), cfg, CharacterTokenizer(96))
+    batch = collate([src.window(k) for k, (_, c) in enumerate(src.index) if c >= 1][:2])
+    without = pretraining_loss(model, prompt, batch, torch.Generator().manual_seed(1), speech_only=True)
+    out = pretraining_loss(model, prompt, batch, torch.Generator().manual_seed(1), speech_only=True, phoneme_weight=0.5)
+    assert "phoneme" not in without and abs(float(out["phoneme"]) - np.log(PHONEME_CLASSES)) < 1.0  # untrained: near uniform
+    assert torch.isclose(out["loss"], without["loss"] + 0.5 * out["phoneme"])
+    out["phoneme"].backward()
+    orch = model.orchestrator
+    assert orch.phoneme_head.weight.grad.abs().sum() > 0
+    assert orch.backbone.embed_tokens.weight.grad.abs().sum() > 0  # the transcript's embeddings are asked to align
+
+
+def _orchestrator(**over):
+    from streamchar.model.orchestrator import Orchestrator
+
+    cfg = load_config("tiny", {"orchestrator": over})
+    torch.manual_seed(0)
+    return Orchestrator(cfg.orchestrator, cfg.audio.latent_channels, cfg.dit.num_heads * cfg.dit.head_dim)
+
+
+def test_audio_latents_sit_beside_the_text_spoken_then():
+    orch = _orchestrator(text_rate=0.5)
+    mask = torch.tensor([[1] * 3 + [1, 1, 0] + [0, 1, 1] + [1, 1]])  # ref 3, text 3 (one pad), history 3 (left-padded), chunk 2
+    pos = orch._positions(mask, 3, 3, torch.tensor([[0, 1, 1]]), 2)
+    assert pos[0, :6].tolist() == [0, 1, 2, 3, 4, 5]
+    assert pos[0, 7:].tolist() == [3.0, 3.5, 4.0, 4.5]  # real history latents 0, 1, then the chunk's 2, 3
+    sequential = _orchestrator(text_rate=0.0)._positions(mask, 3, 3, torch.tensor([[0, 1, 1]]), 2)
+    assert torch.equal(sequential, (mask.cumsum(1) - 1).clamp(min=0))
+
+
+def test_text_bias_points_audio_at_nearby_text_and_keeps_causality():
+    orch = _orchestrator(text_rate=1.0, text_window=2.0)
+    mask = torch.ones(1, 3 + 6 + 0 + 4, dtype=torch.long)
+    mask[0, 8] = 0  # a padded transcript token
+    pos = orch._positions(mask, 3, 6, torch.zeros(1, 0, dtype=torch.long), 4)
+    bias = orch._text_bias(mask, pos, 3, 6, torch.float32)[0, 0]
+    low = torch.finfo(torch.float32).min
+    future = torch.ones(13, 13, dtype=torch.bool).triu(1)
+    assert bias.shape == (13, 13) and (bias[future] == low).all()  # nothing sees the future
+    assert (bias[:, 8] == low).all()  # nor padding
+    chunk_to_text = bias[9:, 3:8]  # chunk latent k sits at position 3 + k, text token i at 3 + i
+    assert [int(r.argmax()) for r in chunk_to_text] == [0, 1, 2, 3]
+    assert torch.equal(bias[9:, :3], torch.zeros(4, 3))  # the reference voice is not biased
+    out = orch(_inputs(text=6, pad=1))
+    assert out.condition.shape == (1, 4, orch.condition_out.out_features) and torch.isfinite(out.condition).all()
+
+
+def test_new_inputs_start_at_the_token_embeddings_scale():
+    orch = _orchestrator()
+    tokens = orch.backbone.embed_tokens.weight.pow(2).mean().sqrt()
+    audio = orch._audio(torch.randn(4, orch.audio_in.in_features, 50), "condition").pow(2).mean().sqrt()
+    assert 0.5 < float(audio / tokens) < 2.0
+
+
+def _inputs(text: int, pad: int):
+    from streamchar.model.orchestrator import OrchestratorInput
+
+    ids = torch.randint(3, 60, (1, text))
+    mask = torch.ones(1, text, dtype=torch.long)
+    mask[0, text - pad :] = 0
+    return OrchestratorInput(torch.randn(1, 64, 72), ids, mask, torch.arange(text)[None].float(), torch.tensor([float(text - pad)]),
+                             torch.zeros(1, 64, 0), torch.randn(1, 64, 4), torch.tensor([500.0]))  # fmt: skip
