@@ -117,3 +117,40 @@ def _inputs(text: int, pad: int):
     mask[0, text - pad :] = 0
     return OrchestratorInput(torch.randn(1, 64, 72), ids, mask, torch.arange(text)[None].float(), torch.tensor([float(text - pad)]),
                              torch.zeros(1, 64, 0), torch.randn(1, 64, 4), torch.tensor([500.0]))  # fmt: skip
+
+
+def test_text_reading_benchmark_compares_true_and_rotated_transcripts(cache, tmp_path, monkeypatch):
+    from streamchar.evaluation import bench_text
+    from streamchar.model.checkpoint import save_generator
+
+    model, prompt = new_generator(load_config("tiny"), seed=0)
+    save_generator(tmp_path / "gen", model, prompt, {"stage": "joint", "step": 0})
+    result = bench_text.bench_text_reading(tmp_path / "gen", cache, split="train", windows=4, batch=2)
+    assert [r["t"] for r in result["by_t"]] == list(bench_text.TIMES) and result["windows"] == 4
+    assert all(r["audio_gap"] != 0 for r in result["by_t"]) and "phoneme_true" in result["by_t"][0]  # the text is seen
+    monkeypatch.setattr(bench_text, "_rotated", lambda windows: windows)  # rotated = true: no gap at all
+    same = bench_text.bench_text_reading(tmp_path / "gen", cache, split="train", windows=4, batch=2)
+    assert all(r["audio_gap"] == 0 and r["phoneme_true"] == r["phoneme_rotated"] for r in same["by_t"])
+
+
+def test_a_checkpoint_from_before_the_aids_loads_as_it_was_trained(tmp_path):
+    import json
+
+    import pytest
+
+    from streamchar.errors import StreamcharError
+    from streamchar.model.checkpoint import load_generator, save_generator
+
+    old = load_config("tiny", {"orchestrator": {"phoneme_classes": 0, "text_rate": 0.0, "text_window": 0.0}})
+    model, prompt = new_generator(old, seed=0)
+    save_generator(tmp_path / "old", model, prompt, {"stage": "joint"})
+    meta = json.loads((tmp_path / "old" / "config.json").read_text())
+    for field in ("phoneme_classes", "text_rate", "text_window"):
+        del meta["config"]["orchestrator"][field]  # written before the fields existed
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+    loaded, _, _ = load_generator(tmp_path / "old")
+    assert loaded.orchestrator.phoneme_head is None and loaded.cfg.orchestrator.text_rate == 0.0  # not today's tiny preset
+    meta["config"]["orchestrator"]["text_rate"] = -1
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(StreamcharError, match="text_rate"):
+        load_generator(tmp_path / "old")

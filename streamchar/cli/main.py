@@ -247,6 +247,26 @@ def bench_dit(
     report(bench_denoise(load_config(preset, config), steps=steps, device=device, dtype=getattr(torch, dtype)), out)
 
 
+@bench_app.command("text")
+def bench_text(
+    checkpoint: str = typer.Option("tiny-teacher", "--checkpoint", help="generator directory or shipped name"),
+    cache: Path = typer.Option(..., "--cache", help="a latent cache (streamchar data encode)"),
+    split: str = typer.Option("test-unseen", "--split", help="held-out split"),
+    windows: int = typer.Option(64, "--windows", help="held-out later-chunk windows"),
+    threads: int = typer.Option(2, "--threads", help="torch CPU threads"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the result JSON here"),
+) -> None:
+    """Does the generator read its transcript? Losses with true against rotated transcripts."""
+    import torch
+
+    from streamchar.evaluation.bench_text import bench_text_reading
+
+    if windows < 2:
+        raise StreamcharError(f"--windows must be at least 2 (transcripts are rotated between windows), got {windows}")
+    torch.set_num_threads(threads)
+    report(bench_text_reading(checkpoint, cache, split=split, windows=windows), out)
+
+
 @bench_app.command("stream")
 def bench_stream_cmd(
     seconds: float = typer.Option(60.0, "--seconds", help="length of the 4-step stream"),

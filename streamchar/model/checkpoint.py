@@ -13,7 +13,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from streamchar.codecs.store import atomic_save_file, atomic_write_text
-from streamchar.config import Config, load_config
+from streamchar.config import Config
+from streamchar.config.presets import PRESETS
 from streamchar.errors import StreamcharError
 from streamchar.model.prompt import PromptEncoder
 from streamchar.model.streamchar_model import StreamCharModel, build_model
@@ -53,6 +54,19 @@ def new_generator(cfg: Config, seed: int = 0) -> tuple[StreamCharModel, PromptEn
     return build_model(cfg), PromptEncoder(cfg.dit.text_dim, cfg.orchestrator.vocab_size, seed=seed)
 
 
+def _saved_config(meta: dict, where: Path) -> Config:
+    """The config a checkpoint was trained with, as saved: not layered on today's preset, so that a
+    field added since (whose default keeps the old behaviour) does not change an old model."""
+    from pydantic import ValidationError
+
+    if meta.get("preset") not in PRESETS or not isinstance(meta.get("config"), dict):
+        raise StreamcharError(f"{where} names no known preset and config (presets: {', '.join(sorted(PRESETS))})")
+    try:
+        return Config.model_validate({**meta["config"], "preset": meta["preset"]})
+    except ValidationError as e:
+        raise StreamcharError(f"{where} holds an invalid config: {str(e).splitlines()[0]}; {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+
+
 def load_generator(name_or_dir: str | Path) -> tuple[StreamCharModel, PromptEncoder, dict]:
     path = Path(name_or_dir)
     if not path.exists() and shipped_model_path(str(name_or_dir)).exists():
@@ -63,7 +77,7 @@ def load_generator(name_or_dir: str | Path) -> tuple[StreamCharModel, PromptEnco
         meta = json.loads((path / CONFIG).read_text())
         if meta.get("format") != "streamchar-generator":
             raise StreamcharError(f"{path / CONFIG} is not a streamchar generator checkpoint (format {meta.get('format')!r})")
-        cfg = load_config(meta["preset"], meta["config"])
+        cfg = _saved_config(meta, path / CONFIG)
         state = load_file(path / WEIGHTS)
     except json.JSONDecodeError as e:
         raise StreamcharError(f"{path / CONFIG} is not valid JSON: {e}") from None
