@@ -59,12 +59,14 @@ def _saved_config(meta: dict, where: Path) -> Config:
     field added since (whose default keeps the old behaviour) does not change an old model."""
     from pydantic import ValidationError
 
+    from streamchar.config.load import format_validation_error
+
     if meta.get("preset") not in PRESETS or not isinstance(meta.get("config"), dict):
         raise StreamcharError(f"{where} names no known preset and config (presets: {', '.join(sorted(PRESETS))})")
     try:
         return Config.model_validate({**meta["config"], "preset": meta["preset"]})
     except ValidationError as e:
-        raise StreamcharError(f"{where} holds an invalid config: {str(e).splitlines()[0]}; {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+        raise StreamcharError(f"{where} holds an invalid config: {format_validation_error(e)}") from None
 
 
 def load_generator(name_or_dir: str | Path) -> tuple[StreamCharModel, PromptEncoder, dict]:

@@ -191,8 +191,8 @@ class Orchestrator(nn.Module):
         ones = lambda n: torch.ones(b, n, dtype=torch.long, device=embeds.device)  # noqa: E731
         hist_mask = x.history_mask.long() if x.history_mask is not None else ones(hist.shape[1])
         mask = torch.cat([ones(ref.shape[1]), x.text_mask.long(), hist_mask, ones(cond.shape[1])], dim=1)
-        positions = self._positions(mask, ref.shape[1], txt.shape[1], hist_mask, cond.shape[1])
         n_ref, n_txt = ref.shape[1], txt.shape[1]
+        positions = self._positions(mask, n_ref, n_txt, hist_mask, cond.shape[1])
         attention = self._text_bias(mask, positions, n_ref, n_txt, embeds.dtype) if self.cfg.text_rate and self.cfg.text_window else mask
         hidden = self.backbone(inputs_embeds=embeds, attention_mask=attention, position_ids=positions).last_hidden_state
         condition = self.condition_out(hidden[:, -cond.shape[1] :])

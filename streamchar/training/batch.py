@@ -94,8 +94,8 @@ def collate(windows: list[Window], prompt_dropout: float = 0.0, reference_dropou
         if h:
             hist[i, :, n_hist - h :] = w.history
             hist_mask[i, n_hist - h :] = 1
-        if w.phonemes is not None and w.history_phonemes is not None:
-            phonemes[i, n_hist - h :] = torch.cat([w.history_phonemes, w.phonemes])
+        if w.phonemes is not None:
+            phonemes[i, n_hist - h :] = w.phonemes
     voices = torch.cat([fit_reference_voice(w.reference_voice[None]) for w in windows])
     conditions = ConditionInput(
         ref, torch.stack([w.sink for w in windows]) if with_motion else None, torch.stack([w.motion for w in windows]) if with_motion else None
@@ -134,7 +134,6 @@ def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batc
         losses["phoneme"] = phoneme_loss(orch.phoneme_logits, batch.phonemes)
         losses["loss"] = losses["loss"] + phoneme_weight * losses["phoneme"]
     return losses
-
 
 
 def phoneme_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

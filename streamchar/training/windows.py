@@ -60,8 +60,7 @@ class Window:
     words: int  # N after the cut
     spoken: float  # pointer target after the cut
     prompt: str
-    history_phonemes: torch.Tensor | None = None  # (<= 330,) phoneme class at each history latent
-    phonemes: torch.Tensor | None = None  # (33,) phoneme class at each target latent
+    phonemes: torch.Tensor | None = None  # (history + 33,) phoneme class at each history and target latent
 
 
 class WindowSource:
@@ -107,12 +106,11 @@ class WindowSource:
         spoken = float(np.sum(np.array(ends) <= (c + 1) * seconds + 1e-6)) - cut
         # without a separate reference voice there is none (the clip's own audio would give the target away)
         voice = t.get("reference_voice", torch.zeros(t["audio"].shape[0], 0))
-        rate = self.cfg.audio.sample_rate / self.cfg.audio.hop_length
-        ph = torch.from_numpy(frame_phonemes(rec.get("phonemes") or [], first * seconds, (c + 1 - first) * la, rate))
+        phonemes = frame_phonemes(rec.get("phonemes") or [], first * seconds, (c + 1 - first) * la, s.audio_latent_rate)
         return Window(
             rec["clip_id"], c, t["reference"], t["video"][:, :lv] if c >= 1 else None,
             t["video"][:, (c - 1) * lv : c * lv] if c >= 1 else None,
             t["video"][:, c * lv : (c + 1) * lv], t["audio"][:, c * la : (c + 1) * la], t["audio"][:, first * la : c * la], voice,
             ids, numbers, n, float(np.clip(spoken, 0, n)),
-            rec.get("prompt", ""), ph[: (c - first) * la], ph[(c - first) * la :],
+            rec.get("prompt", ""), torch.from_numpy(phonemes),
         )  # fmt: skip
