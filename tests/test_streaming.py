@@ -24,12 +24,13 @@ from streamchar.streaming.runner import run_stream
 from streamchar.streaming.writers import CallbackWriter, FragmentedMp4Writer, Mp4FragmentStream, WavWriter
 
 TEXT = "the birch canoe slid on the smooth planks"
+POINTER_PACED = {"orchestrator": {"text_rate": 0.0, "text_window": 0.0}}  # the pointer paces these streams (the plan: test_text_reading)
 
 
 @pytest.fixture(scope="module")
 def parts():
     torch.set_num_threads(2)
-    cfg = load_config("tiny")
+    cfg = load_config("tiny", POINTER_PACED)
     model, prompt = new_generator(cfg, seed=0)
     torch.manual_seed(1)
     video = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()

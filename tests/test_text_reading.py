@@ -1,5 +1,6 @@
 """Reading the transcript at tiny scale: frame-level phoneme targets in windows and batches and a
-loss that reaches the orchestrator, transcript-aligned positions, the text bias, input scales."""
+loss that reaches the orchestrator, transcript-aligned positions (word timings in training, the
+plan in streams), the text bias, input scales, checkpoints from before the aids."""
 
 import numpy as np
 import torch
@@ -154,3 +155,90 @@ def test_a_checkpoint_from_before_the_aids_loads_as_it_was_trained(tmp_path):
     (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(StreamcharError, match="text_rate"):
         load_generator(tmp_path / "old")
+    meta["config"]["orchestrator"]["text_rate"] = 0.0
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+    reread = load_config("tiny", {"orchestrator": {"phoneme_classes": 0, "text_rate": 0.5, "text_window": 3.0}})
+    again, _, _ = load_generator(tmp_path / "old", config=reread)  # a run may change how the text is read
+    assert again.cfg.orchestrator.text_window == 3.0 and again.orchestrator.cfg.text_rate == 0.5
+    with pytest.raises(StreamcharError, match="orchestrator.num_layers"):
+        load_generator(tmp_path / "old", config=load_config("tiny", {"orchestrator": {"phoneme_classes": 0, "num_layers": 2}}))
+
+
+def test_spoken_positions_follow_the_word_timings():
+    from streamchar.model.alignment import planned_positions, spoken_positions, window_positions, words_done
+
+    tokens = CharacterTokenizer(96).encode("The cat sat.")  # ^ t h e _ c a t _ s a t . $ : indices 0..13
+    times = [(0.2, 0.5), (0.5, 0.9), (1.2, 1.5)]
+    at = np.array([0.0, 0.2, 0.35, 0.5, 1.0, 1.5, 2.0])
+    pos = spoken_positions(tokens, times, at)
+    assert pos[0] == 0 and pos[1] == 1 and abs(pos[2] - 2.5) < 1e-6  # silence at the start token, then through "the"
+    assert abs(pos[3] - 4) < 0.01 and abs(pos[4] - (8 + 1 / 3)) < 1e-6  # "the" ends on its space; the pause walks to "sat"
+    assert pos[5] == pos[6] == 13  # after the last word: the end token
+    assert [words_done(tokens, p) for p in (3.9, 4, 8.4, 12.9, 13)] == [0, 1, 2, 2, 3]
+    keep = tokens.kept(1, 1)  # "the" cut, "cat" read: the start token and "cat "
+    assert keep == [0, 5, 6, 7, 8] and tokens.window(1, 1)[0] == [tokens.ids[j] for j in keep]
+    mapped = window_positions(tokens, 1, 1, np.array([0.0, 2.5, 5, 6.5, 8, 9, 13]))
+    assert np.allclose(mapped, [0, 0.5, 1, 2.5, 4, 4, 4])
+    assert planned_positions(66, 3, 0.5).tolist() == [33.0, 33.5, 34.0]
+
+
+def test_windows_place_latents_in_the_words_spoken_then(cache):
+    from streamchar.training.windows import word_times
+
+    lc = LatentCache(cache)
+    src = WindowSource(lc, load_config("tiny"), CharacterTokenizer(96))
+    k = next(k for k, (_, c) in enumerate(src.index) if c >= 1)
+    w, (i, c) = src.window(k), src.index[k]
+    assert w.text_positions.shape == (w.history.shape[1] + 33,)
+    centres = (np.arange(len(w.text_positions)) + 0.5) / 24.0  # history starts at the clip's start here (c < 10)
+    inside = 0
+    for n, (start, end) in enumerate(word_times(lc.records[i]), start=1):
+        for j in np.flatnonzero((centres > start + 0.01) & (centres < end - 0.01)):
+            assert w.word_numbers[int(w.text_positions[j])] == n, (n, j)  # the token pointed at is the word's own
+            inside += 1
+    assert inside > 20 and (np.diff(w.text_positions.numpy()) >= 0).all()
+    batch = collate([src.window(j) for j, (_, c) in enumerate(src.index) if c >= 1][:2])
+    n_hist = batch.history.shape[2]
+    assert batch.text_positions.shape == (2, n_hist + 33) and torch.equal(batch.text_positions[0, -33:], src.window(k).text_positions[-33:])
+    paper_like = WindowSource(lc, load_config("tiny", {"orchestrator": {"text_rate": 0.0}}), CharacterTokenizer(96))
+    assert paper_like.window(k).text_positions is None and collate([paper_like.window(k)]).text_positions is None
+
+
+def test_streams_read_the_transcript_at_the_planned_pace():
+    from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
+    from streamchar.model.alignment import planned_positions, window_positions, words_done
+    from streamchar.streaming.engine import SessionSettings, StreamSession
+    from streamchar.streaming.inputs import StreamRequest
+
+    torch.set_num_threads(2)
+    cfg = load_config("tiny")
+    rate = cfg.orchestrator.text_rate
+    model, prompt = new_generator(cfg, seed=0)
+    torch.manual_seed(1)
+    video = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
+    audio = TinyAudioCodec(TinyAudioConfig(channels=(16, 16))).eval()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    voice = (0.1 * rng.standard_normal(2 * cfg.audio.sample_rate)).astype(np.float32)
+
+    def session(text, **settings):
+        return StreamSession(model.eval(), prompt, video, audio, StreamRequest(text, image, voice, "a person talks"), SessionSettings(steps=1, **settings))
+
+    text = " ".join(["one two three four five six seven eight nine ten"] * 6)  # 60 words, 359 tokens
+    s = session(text, max_chunks=16)
+    seen = []
+    original = s.model.orchestrator.forward
+    s.model.orchestrator.forward = lambda x: seen.append(x) or original(x)
+    for k in range(13):
+        s.next_chunk(k)
+    toks = s._tokens
+    for k, x in enumerate(seen):
+        first = max(0, k - s.chunks_per_history) * 33
+        cut = words_done(toks, first * rate)
+        assert x.word_counts.item() == min(60, cut + cfg.orchestrator.lookahead_words) - cut  # the history's finished words, by the plan
+        want = window_positions(toks, cut, cfg.orchestrator.lookahead_words, planned_positions(first, (k + 1) * 33 - first, rate))
+        assert torch.allclose(x.text_positions[0], torch.from_numpy(want).float())
+        assert s.progress[k] == words_done(toks, (k + 1) * 33 * rate)
+    assert cut > 0 and seen[-1].history_audio.shape[2] == s.chunks_per_history * 33
+    short = list(session("one two three four").chunks())  # 20 tokens: read within the first chunk's 24.4
+    assert [c.closing for c in short] == [False, True] and short[0].words_spoken == 4

@@ -111,8 +111,9 @@ class OrchestratorConfig(Strict):
     lookahead_words: int = Field(48, gt=0, description="transcript words after the history window's cut that the orchestrator reads")
     tokenizer: Literal["qwen2", "characters"] = Field(description="qwen2: loaded from the Qwen2.5 directory; characters: the project's own")
     phoneme_classes: int = Field(0, ge=0, description="classes of the frame-level phoneme head (training aid, 0: no head)")
-    text_rate: float = Field(0.0, ge=0, description="audio latents' RoPE positions on the transcript's scale, in tokens per "
-                             "latent from the transcript's start (0: positions run on in sequence, as in Qwen2)")
+    text_rate: float = Field(0.0, ge=0, description="audio latents' RoPE positions beside the transcript token spoken then "
+                             "(word timings in training); streams read the transcript at this many tokens per latent "
+                             "(0: positions run on in sequence, as in Qwen2, and the pointer paces the stream)")
     text_window: float = Field(0.0, ge=0, description="with text_rate: width (tokens) of a Gaussian bias that points each "
                                "audio latent's attention at the transcript tokens beside it (0: no bias)")
 

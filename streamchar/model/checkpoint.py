@@ -69,7 +69,25 @@ def _saved_config(meta: dict, where: Path) -> Config:
         raise StreamcharError(f"{where} holds an invalid config: {format_validation_error(e)}") from None
 
 
-def load_generator(name_or_dir: str | Path) -> tuple[StreamCharModel, PromptEncoder, dict]:
+READING_FIELDS = frozenset({"orchestrator.text_rate", "orchestrator.text_window", "orchestrator.lookahead_words"})  # no weights depend on them
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields where two config dumps differ."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += config_differences(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def load_generator(name_or_dir: str | Path, config: Config | None = None) -> tuple[StreamCharModel, PromptEncoder, dict]:
+    """With `config`, the model is built with it instead of the saved one, where the two differ
+    only in how the transcript is read (`READING_FIELDS`), which no weight depends on: a
+    training run may go on from a checkpoint with a changed text bias."""
     path = Path(name_or_dir)
     if not path.exists() and shipped_model_path(str(name_or_dir)).exists():
         path = shipped_model_path(str(name_or_dir))
@@ -80,6 +98,11 @@ def load_generator(name_or_dir: str | Path) -> tuple[StreamCharModel, PromptEnco
         if meta.get("format") != "streamchar-generator":
             raise StreamcharError(f"{path / CONFIG} is not a streamchar generator checkpoint (format {meta.get('format')!r})")
         cfg = _saved_config(meta, path / CONFIG)
+        if config is not None:
+            changed = [f for f in config_differences(cfg.model_dump(), config.model_dump()) if f not in READING_FIELDS]
+            if changed:
+                raise StreamcharError(f"{path} was trained with another model config (differs in {', '.join(changed)})")
+            cfg = config
         state = load_file(path / WEIGHTS)
     except json.JSONDecodeError as e:
         raise StreamcharError(f"{path / CONFIG} is not valid JSON: {e}") from None

@@ -62,6 +62,7 @@ class OrchestratorInput:
     noisy_audio: torch.Tensor  # (B, C, N) the chunk being denoised
     timestep: torch.Tensor  # (B,) in [0, 1000]
     history_mask: torch.Tensor | None = None  # (B, Nh) 1 for real history latents (left-padded batches)
+    text_positions: torch.Tensor | None = None  # (B, Nh + N) where in text_ids each audio latent is spoken (model.alignment)
 
 
 @dataclass(frozen=True)
@@ -155,16 +156,23 @@ class Orchestrator(nn.Module):
     def _audio(self, latents: torch.Tensor, segment: str) -> torch.Tensor:
         return self.audio_in(latents.transpose(1, 2)) + self.segment.weight[SEGMENTS[segment]]
 
-    def _positions(self, mask: torch.Tensor, n_ref: int, n_txt: int, hist_mask: torch.Tensor, n_cond: int) -> torch.Tensor:
-        """RoPE positions. Sequential by default (Qwen2's own); with `text_rate` r, the k-th audio
-        latent after the transcript's start sits at position (start + k r), beside the characters
-        spoken about then, so that a small orchestrator trained from scratch finds the text to
-        speak by relative position instead of having to learn to count through the history."""
+    def _positions(self, mask: torch.Tensor, n_ref: int, n_txt: int, hist_mask: torch.Tensor, n_cond: int,
+                   text_positions: torch.Tensor | None = None) -> torch.Tensor:
+        """RoPE positions. Sequential by default (Qwen2's own); with `text_rate`, each audio latent
+        sits beside the transcript token spoken then (`text_positions`: from word timings in
+        training, the stream's plan in streaming; without them the k-th latent after the
+        transcript's start reads token k r), so that a small orchestrator trained from scratch
+        finds the text to speak by relative position instead of having to count through the history."""
         if not self.cfg.text_rate:
             return (mask.cumsum(dim=1) - 1).clamp(min=0)
         b, device = mask.shape[0], mask.device
-        frames = torch.cat([hist_mask.cumsum(dim=1) - 1, hist_mask.sum(dim=1, keepdim=True) + torch.arange(n_cond, device=device)], dim=1)
-        audio = n_ref + frames.clamp(min=0).float() * self.cfg.text_rate
+        if text_positions is not None:
+            if text_positions.shape != (b, hist_mask.shape[1] + n_cond):
+                raise StreamcharError(f"text_positions has shape {tuple(text_positions.shape)}; the history and chunk need {(b, hist_mask.shape[1] + n_cond)}")
+            audio = n_ref + text_positions.float()
+        else:
+            frames = torch.cat([hist_mask.cumsum(dim=1) - 1, hist_mask.sum(dim=1, keepdim=True) + torch.arange(n_cond, device=device)], dim=1)
+            audio = n_ref + frames.clamp(min=0).float() * self.cfg.text_rate
         head = torch.arange(n_ref + n_txt, device=device, dtype=torch.float32).expand(b, -1)
         return torch.cat([head, audio], dim=1)
 
@@ -192,7 +200,7 @@ class Orchestrator(nn.Module):
         hist_mask = x.history_mask.long() if x.history_mask is not None else ones(hist.shape[1])
         mask = torch.cat([ones(ref.shape[1]), x.text_mask.long(), hist_mask, ones(cond.shape[1])], dim=1)
         n_ref, n_txt = ref.shape[1], txt.shape[1]
-        positions = self._positions(mask, n_ref, n_txt, hist_mask, cond.shape[1])
+        positions = self._positions(mask, n_ref, n_txt, hist_mask, cond.shape[1], x.text_positions)
         attention = self._text_bias(mask, positions, n_ref, n_txt, embeds.dtype) if self.cfg.text_rate and self.cfg.text_window else mask
         hidden = self.backbone(inputs_embeds=embeds, attention_mask=attention, position_ids=positions).last_hidden_state
         condition = self.condition_out(hidden[:, -cond.shape[1] :])

@@ -35,9 +35,13 @@ class Tokens:
         and how many words that leaves. At least one token is kept, so that a tokenizer without
         a start token still leaves the pointer something to read. Training and streaming both
         cut here, so they agree."""
+        keep = self.kept(cut, lookahead)
+        return [self.ids[j] for j in keep], [max(0, self.word_numbers[j] - cut) for j in keep], min(self.words, cut + lookahead) - cut
+
+    def kept(self, cut: int, lookahead: int) -> list[int]:
+        """Indices of the tokens `window` keeps."""
         end = cut + lookahead
-        keep = [j for j, w in enumerate(self.word_numbers) if cut < w <= end or (j == 0 and w == 0)] or [len(self.ids) - 1]
-        return [self.ids[j] for j in keep], [max(0, self.word_numbers[j] - cut) for j in keep], min(self.words, end) - cut
+        return [j for j, w in enumerate(self.word_numbers) if cut < w <= end or (j == 0 and w == 0)] or [len(self.ids) - 1]
 
 
 def _word_numbers(text: str, spans: list[tuple[int, int]]) -> tuple[list[int], int]:

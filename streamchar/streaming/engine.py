@@ -10,6 +10,9 @@ Per chunk:
   latents (the previous chunk's latents, reused directly, never re-encoded) as condition tokens
   whose keys/values are computed once per chunk; N Euler steps;
 - the stream ends when the pointer says the last word is spoken, with one closing chunk after.
+  Presets with `text_rate` (tiny) read the transcript at a planned pace instead: the plan
+  places each latent in the text, cuts the history's finished words and ends the stream
+  (`model.alignment`) where elsewhere the pointer does.
 
 The encoders run only for the reference image and voice, before the first chunk. Decoding and
 writing happen elsewhere (`runner.py`), overlapped with the next chunk's generation.
@@ -28,6 +31,7 @@ import torch
 from streamchar.codecs.base import AudioCodec, VideoCodec
 from streamchar.diffusion.flow import TIMESTEP_SCALE, guided, sample_times
 from streamchar.errors import StreamcharError
+from streamchar.model.alignment import planned_positions, window_positions, words_done
 from streamchar.model.dit import ConditionInput, VideoInput, AudioInput
 from streamchar.model.orchestrator import OrchestratorInput, fit_reference_voice
 from streamchar.model.prompt import PromptEncoder
@@ -72,6 +76,7 @@ class ChunkContext:
     words: torch.Tensor
     cut: float
     conditions: ConditionInput
+    first_latent: int  # the history's first audio latent, counted from the stream's start
 
 
 class StreamSession:
@@ -155,18 +160,40 @@ class StreamSession:
         return fit_reference_voice(self.audio_codec.encode(torch.from_numpy(voice[:n])[None], self.cfg.audio.sample_rate))
 
     # one chunk ---------------------------------------------------------------------------
+    @property
+    def _planned(self) -> bool:
+        """Presets with `text_rate` read the transcript at a planned pace (model.alignment)."""
+        return bool(self.cfg.orchestrator.text_rate)
+
+    def text_positions(self, cut: float, first_latent: int, count: int) -> torch.Tensor | None:
+        """(1, count): the plan's transcript positions of `count` latents from `first_latent` on,
+        in the window cut at `cut` words; None for presets without `text_rate`."""
+        if not self._planned:
+            return None
+        assert self._tokens is not None
+        oc = self.cfg.orchestrator
+        plan = planned_positions(first_latent, count, oc.text_rate)
+        return torch.from_numpy(window_positions(self._tokens, int(cut), oc.lookahead_words, plan)).float()[None].to(self.reference.device)
+
     def _window(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
-        """History latents and the transcript with what was spoken before the window cut away."""
+        """History latents and the transcript with what was spoken before the window cut away:
+        by the pointer's word for the chunk before the window, or by the plan at the window's start."""
         toks = self._tokens
         assert toks is not None
         first_in_window = len(self.progress) - len(self.history)
-        cut = math.floor(self.progress[first_in_window - 1]) if first_in_window > 0 else 0
+        if self._planned:
+            cut = words_done(toks, float(planned_positions(self._first_latent(), 1, self.cfg.orchestrator.text_rate)[0]))
+        else:
+            cut = math.floor(self.progress[first_in_window - 1]) if first_in_window > 0 else 0
         ids_list, numbers_list, n = toks.window(cut, self.cfg.orchestrator.lookahead_words)
         device = self.reference.device
         ids = torch.tensor([ids_list], dtype=torch.long, device=device)
         numbers = torch.tensor([numbers_list], dtype=torch.float32, device=device)
         history = torch.cat(self.history, dim=2) if self.history else torch.zeros(1, self.cfg.audio.latent_channels, 0, device=device)
         return ids, numbers, history, torch.tensor([float(n)], device=device), float(cut)
+
+    def _first_latent(self) -> int:
+        return (len(self.progress) - len(self.history)) * self.cfg.stream.chunk_audio_latents
 
     def next_chunk(self, index: int, exit_step: int | None = None) -> ChunkLatents:
         """One chunk through the N-step sampler. With `exit_step` k (training, Stage II) the chunk
@@ -182,8 +209,9 @@ class StreamSession:
         video = torch.randn(1, cfg.video.latent_channels, cfg.stream.chunk_latent_frames, h, w, generator=g).to(self.reference.device)
         audio = torch.randn(1, cfg.audio.latent_channels, cfg.stream.chunk_audio_latents, generator=g).to(self.reference.device)
         ids, numbers, history, n_words, cut = self._window()
+        positions = self.text_positions(cut, self._first_latent(), history.shape[2] + audio.shape[2])
         conditions = ConditionInput(self.reference, self.sink if s.sink else None, self.motion)
-        self.last_context = ChunkContext(ids, numbers, history, n_words, cut, conditions)
+        self.last_context = ChunkContext(ids, numbers, history, n_words, cut, conditions, self._first_latent())
         timings = {"orchestrator_s": 0.0, "dit_s": 0.0}
         t0 = time.perf_counter()
         with torch.set_grad_enabled(grad):
@@ -198,7 +226,7 @@ class StreamSession:
             with torch.set_grad_enabled(grad and last):
                 t0 = time.perf_counter()
                 x = OrchestratorInput(self.reference_audio, ids, torch.ones_like(ids), numbers, n_words, history, audio,
-                                      torch.tensor([a * TIMESTEP_SCALE], device=audio.device))  # fmt: skip
+                                      torch.tensor([a * TIMESTEP_SCALE], device=audio.device), None, positions)  # fmt: skip
                 self.model.check_orchestrator_window(x)
                 orch = self.model.orchestrator(x)
                 t1 = time.perf_counter()
@@ -213,6 +241,9 @@ class StreamSession:
                 timings["orchestrator_s"] += t1 - t0
                 timings["dit_s"] += time.perf_counter() - t1
                 progress = float(orch.progress[0].detach())
+        if self._planned:
+            end = planned_positions((len(self.progress) + 1) * cfg.stream.chunk_audio_latents, 1, cfg.orchestrator.text_rate)[0]
+            progress = words_done(self._tokens, float(end)) - cut
         words_spoken = min(float(self.words_total), cut + progress)
         if self.progress:
             words_spoken = max(words_spoken, self.progress[-1])  # speech does not go backwards

@@ -36,10 +36,11 @@ class DenoiseContext:
     history_mask: torch.Tensor | None
     prompt: torch.Tensor
     conditions: ConditionInput
+    text_positions: torch.Tensor | None = None
 
     def orchestrator_input(self, noisy_audio: torch.Tensor, t: torch.Tensor) -> OrchestratorInput:
         return OrchestratorInput(self.reference_voice, self.text_ids, self.text_mask, self.word_numbers, self.word_counts,
-                                 self.history, noisy_audio, t * TIMESTEP_SCALE, self.history_mask)  # fmt: skip
+                                 self.history, noisy_audio, t * TIMESTEP_SCALE, self.history_mask, self.text_positions)  # fmt: skip
 
     def unconditional(self, empty_prompt: torch.Tensor) -> DenoiseContext:
         """Prompt and reference frame dropped, as pretraining's condition dropout drops them."""
@@ -61,10 +62,11 @@ class Batch:
     history_mask: torch.Tensor
     spoken: torch.Tensor
     phonemes: torch.Tensor  # (B, Nh + N) phoneme classes at history (left-padded with IGNORE) and chunk latents
+    text_positions: torch.Tensor | None = None  # (B, Nh + N) where in the text each latent is spoken (left-padded), presets with text_rate
 
     def context(self, prompt: torch.Tensor) -> DenoiseContext:
         return DenoiseContext(self.reference_voice, self.text_ids, self.text_mask, self.word_numbers, self.word_counts,
-                              self.history, self.history_mask, prompt, self.conditions)  # fmt: skip
+                              self.history, self.history_mask, prompt, self.conditions, self.text_positions)  # fmt: skip
 
 
 def collate(windows: list[Window], prompt_dropout: float = 0.0, reference_dropout: float = 0.0,
@@ -86,6 +88,8 @@ def collate(windows: list[Window], prompt_dropout: float = 0.0, reference_dropou
     hist = torch.zeros(b, z_a, n_hist)
     hist_mask = torch.zeros(b, n_hist, dtype=torch.long)
     phonemes = torch.full((b, n_hist + windows[0].audio.shape[1]), IGNORE, dtype=torch.long)
+    aligned = all(w.text_positions is not None for w in windows)
+    positions = torch.zeros(phonemes.shape) if aligned else None
     for i, w in enumerate(windows):
         ids[i, : len(w.text_ids)] = torch.tensor(w.text_ids)
         mask[i, : len(w.text_ids)] = 1
@@ -96,13 +100,15 @@ def collate(windows: list[Window], prompt_dropout: float = 0.0, reference_dropou
             hist_mask[i, n_hist - h :] = 1
         if w.phonemes is not None:
             phonemes[i, n_hist - h :] = w.phonemes
+        if positions is not None:
+            positions[i, n_hist - h :] = w.text_positions
     voices = torch.cat([fit_reference_voice(w.reference_voice[None]) for w in windows])
     conditions = ConditionInput(
         ref, torch.stack([w.sink for w in windows]) if with_motion else None, torch.stack([w.motion for w in windows]) if with_motion else None
     )
     return Batch(torch.stack([w.video for w in windows]), torch.stack([w.audio for w in windows]), conditions, prompts, voices, ids, mask,
                  numbers, torch.tensor([float(w.words) for w in windows]), hist, hist_mask,
-                 torch.tensor([w.spoken for w in windows]), phonemes)  # fmt: skip
+                 torch.tensor([w.spoken for w in windows]), phonemes, positions)  # fmt: skip
 
 
 def sample_t(b: int, generator: torch.Generator | None = None) -> torch.Tensor:

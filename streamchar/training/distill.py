@@ -150,10 +150,11 @@ class DistillTrainer(Trainer):
                 context = session.last_context
             scored.append(chunk)
         assert context is not None
-        ctx = DenoiseContext(voice, context.text_ids, torch.ones_like(context.text_ids), context.word_numbers, context.words,
-                           context.history, None, prompt, context.conditions)  # fmt: skip
         video = torch.cat([c.video for c in scored], dim=2)
         audio = torch.cat([c.audio for c in scored], dim=2)
+        positions = session.text_positions(context.cut, context.first_latent, context.history.shape[2] + audio.shape[2])
+        ctx = DenoiseContext(voice, context.text_ids, torch.ones_like(context.text_ids), context.word_numbers, context.words,
+                           context.history, None, prompt, context.conditions, positions)  # fmt: skip
         return StudentSample(video, audio, ctx, None)
 
     # losses --------------------------------------------------------------------------------

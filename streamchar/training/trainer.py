@@ -105,9 +105,7 @@ class Trainer:
             "later": [k for k, (_, c) in enumerate(self.source.index) if c > 0],
         }
         if s.init:
-            self.model, self.prompt, _ = load_generator(s.init)
-            if self.model.cfg.model_dump() != cfg.model_dump():
-                raise StreamcharError(f"--init {s.init} was trained with another model config than this run's")
+            self.model, self.prompt, _ = load_generator(s.init, config=cfg)
         else:
             self.model, self.prompt = new_generator(cfg, s.seed)
             if s.wan:

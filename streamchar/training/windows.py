@@ -9,7 +9,8 @@ For chunk c of a clip (frames [33c, 33c + 33), audio latents the same range):
 - the transcript with the words finished before the history window cut away and at most
   `lookahead_words` kept after the cut, its word numbers counted from the cut;
 - the pointer's target: words finished by the end of the chunk, counted from the cut;
-- the phoneme class at every history and target latent (the alignment loss's targets).
+- the phoneme class at every history and target latent (the alignment loss's targets) and,
+  for presets with `text_rate`, where in the transcript each of them is spoken.
 
 Word times come from the clip's word timings (espeak's events here, ASR timestamps for real
 data), expanded to the words `normalize_words` counts (a hyphenated word counts as two).
@@ -26,6 +27,7 @@ from streamchar.config import Config
 from streamchar.data.latents import LatentCache
 from streamchar.errors import StreamcharError
 from streamchar.evaluation.text import normalize_words
+from streamchar.model.alignment import spoken_positions, window_positions
 from streamchar.model.tokenizer import CharacterTokenizer, QwenTokenizer
 from streamchar.training.phonemes import frame_phonemes
 
@@ -33,15 +35,24 @@ CHUNK_FRAMES = 33
 HISTORY_CHUNKS = 10
 
 
+def word_times(record: dict) -> list[tuple[float, float]]:
+    """(start, end) in seconds of every normalised transcript word; a timed word that counts as
+    several ("well-known") shares its time evenly among them."""
+    times: list[tuple[float, float]] = []
+    for w in record["words"]:
+        k = len(normalize_words(w["word"]))  # "3" or a dash counts no word
+        start, end = float(w["start"]), float(w["end"])
+        times += [(start + (end - start) * i / k, start + (end - start) * (i + 1) / k) for i in range(k)]
+    n = len(normalize_words(record["transcript"]))
+    if len(times) < n:
+        last = times[-1][1] if times else 0.0
+        times += [(last, last)] * (n - len(times))
+    return times[:n]
+
+
 def word_end_times(record: dict) -> list[float]:
     """End time (s) of every normalised transcript word."""
-    ends = []
-    for w in record["words"]:
-        ends += [float(w["end"])] * len(normalize_words(w["word"]))  # "3" or a dash counts no word
-    n = len(normalize_words(record["transcript"]))
-    if len(ends) < n:
-        ends += [ends[-1] if ends else 0.0] * (n - len(ends))
-    return ends[:n]
+    return [end for _, end in word_times(record)]
 
 
 @dataclass
@@ -61,6 +72,7 @@ class Window:
     spoken: float  # pointer target after the cut
     prompt: str
     phonemes: torch.Tensor | None = None  # (history + 33,) phoneme class at each history and target latent
+    text_positions: torch.Tensor | None = None  # (history + 33,) where in text_ids each latent is spoken (presets with text_rate)
 
 
 class WindowSource:
@@ -89,7 +101,7 @@ class WindowSource:
     def _text(self, i: int):  # noqa: ANN202
         if i not in self._tokens:
             rec = self.cache.records[i]
-            self._tokens[i] = (self.tokenizer.encode(rec["transcript"]), word_end_times(rec))
+            self._tokens[i] = (self.tokenizer.encode(rec["transcript"]), word_times(rec))
         return self._tokens[i]
 
     def window(self, k: int) -> Window:
@@ -98,7 +110,8 @@ class WindowSource:
         t = self.cache.tensors(i)
         s = self.cfg.stream
         lv, la = s.chunk_latent_frames, s.chunk_audio_latents
-        toks, ends = self._text(i)
+        toks, times = self._text(i)
+        ends = [end for _, end in times]
         first = max(0, c - HISTORY_CHUNKS)
         seconds = s.chunk_seconds
         cut = int(np.sum(np.array(ends) <= first * seconds + 1e-6)) if first > 0 else 0
@@ -106,11 +119,17 @@ class WindowSource:
         spoken = float(np.sum(np.array(ends) <= (c + 1) * seconds + 1e-6)) - cut
         # without a separate reference voice there is none (the clip's own audio would give the target away)
         voice = t.get("reference_voice", torch.zeros(t["audio"].shape[0], 0))
-        phonemes = frame_phonemes(rec.get("phonemes") or [], first * seconds, (c + 1 - first) * la, s.audio_latent_rate)
+        frames = (c + 1 - first) * la
+        phonemes = frame_phonemes(rec.get("phonemes") or [], first * seconds, frames, s.audio_latent_rate)
+        positions = None
+        if self.cfg.orchestrator.text_rate:
+            centres = first * seconds + (np.arange(frames) + 0.5) / s.audio_latent_rate
+            spoken_at = spoken_positions(toks, times, centres)
+            positions = torch.from_numpy(window_positions(toks, cut, self.cfg.orchestrator.lookahead_words, spoken_at)).float()
         return Window(
             rec["clip_id"], c, t["reference"], t["video"][:, :lv] if c >= 1 else None,
             t["video"][:, (c - 1) * lv : c * lv] if c >= 1 else None,
             t["video"][:, c * lv : (c + 1) * lv], t["audio"][:, c * la : (c + 1) * la], t["audio"][:, first * la : c * la], voice,
             ids, numbers, n, float(np.clip(spoken, 0, n)),
-            rec.get("prompt", ""), torch.from_numpy(phonemes),
+            rec.get("prompt", ""), torch.from_numpy(phonemes), positions,
         )  # fmt: skip

@@ -1,0 +1,65 @@
+"""Where in the transcript each audio latent is: the positions the tiny preset's text bias
+points from (`orchestrator.text_rate`), as one map for training and streaming.
+
+Training knows where each latent is from the clip's word timings: a word's tokens are read
+from its start to its end, the space after it during the pause that follows. Streaming has no
+timings for speech not yet made, so it plans them: the transcript is read at `text_rate`
+tokens per latent from the stream's start, and the model, trained to speak the tokens its
+latents point at, speaks at that pace. The same plan cuts the history's finished words and
+says when the last word is spoken. Positions are global (token 0 is the transcript's first)
+and are carried into the window the orchestrator reads by `window_positions`.
+
+The paper's orchestrator (a pretrained 3B LLM) aligns text and speech by itself; the 4-layer
+tiny one trained on two cores did not (README, "Reading the transcript at tiny scale").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamchar.model.tokenizer import Tokens
+
+EPS = 1e-4  # s: keeps the time knots strictly increasing where one word ends as the next begins
+
+
+def word_spans(tokens: Tokens) -> tuple[np.ndarray, np.ndarray]:
+    """Each word's first token and its last (the space or punctuation before the next word,
+    the end token after the last word)."""
+    numbers = np.asarray(tokens.word_numbers)
+    firsts = np.searchsorted(numbers, np.arange(1, tokens.words + 1), side="left")
+    lasts = np.append(firsts[1:] - 1, len(numbers) - 1)
+    return firsts.astype(np.float64), lasts.astype(np.float64)
+
+
+def spoken_positions(tokens: Tokens, times: list[tuple[float, float]], at: np.ndarray) -> np.ndarray:
+    """The global token position spoken at each time in `at` (s), from each word's (start, end):
+    the transcript's start token before the first word, its last token after the last."""
+    firsts, lasts = word_spans(tokens)
+    n = min(len(times), len(firsts))
+    if n == 0:
+        return np.zeros(len(at))
+    knots_t, knots_p = [min(0.0, times[0][0] - EPS)], [0.0]
+    for (start, end), first, last in zip(times[:n], firsts[:n], lasts[:n]):
+        start = max(start, knots_t[-1] + EPS)
+        knots_t += [start, max(end, start + EPS)]
+        knots_p += [first, last]
+    return np.interp(at, knots_t, knots_p)
+
+
+def planned_positions(first_latent: int, count: int, rate: float) -> np.ndarray:
+    """The stream's plan: latent g (counted from the stream's start) reads token g * rate."""
+    return (first_latent + np.arange(count)) * rate
+
+
+def words_done(tokens: Tokens, position: float) -> int:
+    """Words whose last token lies at or before `position`."""
+    _, lasts = word_spans(tokens)
+    return int(np.sum(lasts <= position + 1e-6))
+
+
+def window_positions(tokens: Tokens, cut: int, lookahead: int, positions: np.ndarray) -> np.ndarray:
+    """Global positions carried into the window `Tokens.window(cut, lookahead)` reads: a position
+    between two kept tokens falls between their window indices (one in the cut-away words
+    between the start token and the first kept one), one past the window onto its last token."""
+    keep = tokens.kept(cut, lookahead)
+    return np.interp(positions, np.asarray(keep, dtype=np.float64), np.arange(len(keep), dtype=np.float64))
