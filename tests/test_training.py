@@ -167,3 +167,18 @@ def test_cli_stages_chain_and_keep_both_training_records(cache, tmp_path):
     assert load_generator(tmp_path / "m2")[2]["stage"] == "joint"
     again = runner.invoke(app, ["train", "joint", "--config", str(config), "--run", str(tmp_path / "s2")])
     assert again.exit_code != 0 and "--resume" in str(again.exception)
+
+
+def test_a_model_keeps_the_records_of_the_stages_before_it(tmp_path):
+    from streamchar.codecs.train import carry_training_record
+
+    init, out = tmp_path / "init", tmp_path / "out"
+    init.mkdir()
+    out.mkdir()
+    (init / "config.json").write_text(json.dumps({"stage": "joint"}))
+    (init / "train_log.jsonl").write_text('{"step": 2}\n')
+    (init / "orchestrator-train_log.jsonl").write_text('{"step": 1}\n')  # carried into init from its own start
+    (init / "orchestrator-commands.txt").write_text("stage 1\n")
+    carry_training_record(init, out)
+    assert sorted(p.name for p in out.iterdir()) == ["joint-train_log.jsonl", "orchestrator-commands.txt", "orchestrator-train_log.jsonl"]
+    assert (out / "joint-train_log.jsonl").read_text() == '{"step": 2}\n'

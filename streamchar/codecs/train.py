@@ -271,15 +271,16 @@ def export_training_record(run: Path, out: Path, title: str) -> None:
 
 def carry_training_record(init: Path, out: Path) -> None:
     """A model trained from another keeps that one's record too, prefixed with its stage
-    (`orchestrator-train_log.jsonl`, ...), so the shipped folder tells the whole story."""
+    (`orchestrator-train_log.jsonl`, ...), and the records that one carried from its own
+    start, so the shipped folder tells the whole story."""
     meta = json.loads((init / "config.json").read_text()) if (init / "config.json").is_file() else {}
     prefix = str(meta.get("stage", "init"))
     for name in ("train_log.jsonl", "commands.txt", "training_curves.png"):
-        if (init / name).is_file():
-            data = (init / name).read_bytes()
-            tmp = out / f".{prefix}-{name}.tmp"
-            tmp.write_bytes(data)
-            os.replace(tmp, out / f"{prefix}-{name}")
+        for src in sorted(init.glob(f"*{name}")):
+            target = f"{prefix}-{name}" if src.name == name else src.name
+            tmp = out / f".{target}.tmp"
+            tmp.write_bytes(src.read_bytes())
+            os.replace(tmp, out / target)
 
 
 @torch.no_grad()
