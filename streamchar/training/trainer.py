@@ -99,7 +99,7 @@ class Trainer:
         cache = LatentCache(Path(s.cache))
         oc = cfg.orchestrator
         self.tokenizer = make_tokenizer(oc.tokenizer, oc.vocab_size, s.qwen)
-        self.source = WindowSource(cache, cfg, self.tokenizer, "train")
+        self.source = WindowSource(cache, cfg, self.tokenizer, "train", vary_history=s.vary_history)
         self.kinds = {
             "first": [k for k, (_, c) in enumerate(self.source.index) if c == 0],
             "later": [k for k, (_, c) in enumerate(self.source.index) if c > 0],
