@@ -188,7 +188,7 @@ def test_windows_place_latents_in_the_words_spoken_then(cache):
     lc = LatentCache(cache)
     src = WindowSource(lc, load_config("tiny"), CharacterTokenizer(96))
     k = next(k for k, (_, c) in enumerate(src.index) if c >= 1)
-    w, (i, c) = src.window(k), src.index[k]
+    w, (i, _) = src.window(k), src.index[k]
     assert w.text_positions.shape == (w.history.shape[1] + 33,)
     centres = (np.arange(len(w.text_positions)) + 0.5) / 24.0  # history starts at the clip's start here (c < 10)
     inside = 0

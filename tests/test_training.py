@@ -182,3 +182,26 @@ def test_a_model_keeps_the_records_of_the_stages_before_it(tmp_path):
     carry_training_record(init, out)
     assert sorted(p.name for p in out.iterdir()) == ["joint-train_log.jsonl", "orchestrator-commands.txt", "orchestrator-train_log.jsonl"]
     assert (out / "joint-train_log.jsonl").read_text() == '{"step": 2}\n'
+
+
+def test_varied_history_starts_mid_clip_and_cuts_the_text_there(cache):
+    cfg = load_config("tiny")
+    plain = WindowSource(LatentCache(cache), cfg, CharacterTokenizer(96))
+    varied = WindowSource(LatentCache(cache), cfg, CharacterTokenizer(96), vary_history=True)
+    later = [k for k, (_, c) in enumerate(plain.index) if c >= 1]
+    shorter = 0
+    for k in later:
+        c = plain.index[k][1]
+        w, full = varied.window(k), plain.window(k)
+        n = w.history.shape[1] // 33
+        assert 1 <= n <= min(c, 10) and torch.equal(w.history, full.history[:, full.history.shape[1] - n * 33 :])
+        assert torch.equal(w.audio, full.audio) and w.text_positions.shape == (n * 33 + 33,)
+        assert torch.equal(varied.window(k).history, w.history)  # drawn once per window: resumable
+        cut = full.words - w.words if full.words < 48 else None
+        if n < min(c, 10):
+            shorter += 1
+            ends = np.array(word_end_times(LatentCache(cache).records[plain.index[k][0]]))
+            assert cut is None or cut == int(np.sum(ends <= (c - n) * 1.375 + 1e-6))  # words finished before the history are cut
+            assert w.spoken == full.spoken - (cut or 0)
+    assert shorter > 0
+    assert all(varied.window(k).history.shape[1] == 0 for k, (_, c) in enumerate(plain.index) if c == 0)
