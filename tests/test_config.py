@@ -82,3 +82,10 @@ def test_yaml_that_is_not_a_mapping(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(StreamcharError, match="mapping"):
         load_config("tiny", path)
+
+
+def test_history_is_whole_chunks_of_at_most_15_s():
+    assert load_config("paper").stream.history_chunks == 10  # 13.75 s
+    assert load_config("tiny").stream.history_chunks == 6  # what SynthTalk's clips can show in training
+    with pytest.raises(StreamcharError, match="history_seconds"):
+        load_config("tiny", {"stream": {"history_seconds": 20.0}})

@@ -29,7 +29,7 @@ def test_windows_follow_the_stream_layout(cache):
     t = LatentCache(cache).tensors(i)
     assert torch.equal(w.motion, t["video"][:, (c - 1) * 9 : c * 9]) and torch.equal(w.sink, t["video"][:, :9])
     assert torch.equal(w.video, t["video"][:, c * 9 : (c + 1) * 9]) and w.audio.shape[1] == 33
-    assert w.history.shape[1] == min(c, 10) * 33
+    assert w.history.shape[1] == min(c, cfg.stream.history_chunks) * 33
     rec = LatentCache(cache).records[i]
     ends = word_end_times(rec)
     assert w.spoken == sum(e <= (c + 1) * 1.375 + 1e-6 for e in ends)  # no cut inside the first 10 chunks
@@ -182,6 +182,12 @@ def test_a_model_keeps_the_records_of_the_stages_before_it(tmp_path):
     carry_training_record(init, out)
     assert sorted(p.name for p in out.iterdir()) == ["joint-train_log.jsonl", "orchestrator-commands.txt", "orchestrator-train_log.jsonl"]
     assert (out / "joint-train_log.jsonl").read_text() == '{"step": 2}\n'
+    (out / "config.json").write_text(json.dumps({"stage": "joint"}))
+    (out / "train_log.jsonl").write_text('{"step": 3}\n')  # a second joint run from the first
+    again = tmp_path / "again"
+    again.mkdir()
+    carry_training_record(out, again)
+    assert (again / "joint-train_log.jsonl").read_text() == '{"step": 2}\n' and (again / "joint2-train_log.jsonl").read_text() == '{"step": 3}\n'
 
 
 def test_varied_history_starts_mid_clip_and_cuts_the_text_there(cache):
@@ -194,11 +200,11 @@ def test_varied_history_starts_mid_clip_and_cuts_the_text_there(cache):
         c = plain.index[k][1]
         w, full = varied.window(k), plain.window(k)
         n = w.history.shape[1] // 33
-        assert 1 <= n <= min(c, 10) and torch.equal(w.history, full.history[:, full.history.shape[1] - n * 33 :])
+        assert 1 <= n <= min(c, cfg.stream.history_chunks) and torch.equal(w.history, full.history[:, full.history.shape[1] - n * 33 :])
         assert torch.equal(w.audio, full.audio) and w.text_positions.shape == (n * 33 + 33,)
         assert torch.equal(varied.window(k).history, w.history)  # drawn once per window: resumable
         cut = full.words - w.words if full.words < 48 else None
-        if n < min(c, 10):
+        if n < min(c, cfg.stream.history_chunks):
             shorter += 1
             ends = np.array(word_end_times(LatentCache(cache).records[plain.index[k][0]]))
             assert cut is None or cut == int(np.sum(ends <= (c - n) * 1.375 + 1e-6))  # words finished before the history are cut

@@ -271,10 +271,12 @@ def export_training_record(run: Path, out: Path, title: str) -> None:
 
 def carry_training_record(init: Path, out: Path) -> None:
     """A model trained from another keeps that one's record too, prefixed with its stage
-    (`orchestrator-train_log.jsonl`, ...), and the records that one carried from its own
-    start, so the shipped folder tells the whole story."""
+    (`orchestrator-train_log.jsonl`, ...; a second run of a stage already carried is `joint2-`),
+    and the records that one carried from its own start, so the shipped folder tells the whole story."""
     meta = json.loads((init / "config.json").read_text()) if (init / "config.json").is_file() else {}
-    prefix = str(meta.get("stage", "init"))
+    stage = str(meta.get("stage", "init"))
+    carried = {p.name.split("-", 1)[0] for p in init.glob("*-train_log.jsonl")}
+    prefix = next(f"{stage}{n if n > 1 else ''}" for n in range(1, len(carried) + 2) if f"{stage}{n if n > 1 else ''}" not in carried)
     for name in ("train_log.jsonl", "commands.txt", "training_curves.png"):
         for src in sorted(init.glob(f"*{name}")):
             target = f"{prefix}-{name}" if src.name == name else src.name

@@ -31,6 +31,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "tiny": {
+        # 6 chunks of history: SynthTalk's clips hold at most 8 chunks, so no training window shows more
+        # than 7, and a 2-minute stream read with 10 lost its words once its history grew past them
+        "stream": {"history_seconds": 8.25},
         "video": {"height": 128, "width": 128, "latent_channels": 48},
         "audio": {"sample_rate": 24000, "hop_length": 1000, "latent_channels": 64},
         "dit": {

@@ -39,7 +39,7 @@ class StreamGeometry(Strict):
     chunk_latent_frames: int = Field(CHUNK_LATENT_FRAMES, description="video latents per chunk")
     audio_latent_rate: int = Field(AUDIO_LATENT_RATE, description="audio latents per second")
     chunk_audio_latents: int = Field(CHUNK_AUDIO_LATENTS, description="audio latents per chunk")
-    history_seconds: float = Field(15.0, gt=0, description="orchestrator history window (s)")
+    history_seconds: float = Field(15.0, gt=0, le=15.0, description="orchestrator history window (s), kept as whole chunks")
     teacher_steps: int = Field(50, ge=1)
     student_steps: int = Field(4, ge=1)
 
@@ -71,6 +71,11 @@ class StreamGeometry(Strict):
     @property
     def chunk_seconds(self) -> float:
         return self.chunk_frames / self.fps
+
+    @property
+    def history_chunks(self) -> int:
+        """Whole chunks of history the orchestrator reads (15 s: 10 chunks, 13.75 s)."""
+        return max(1, int(self.history_seconds / self.chunk_seconds + 1e-9))
 
 
 class VideoConfig(Strict):

@@ -13,7 +13,6 @@ from streamchar.model.dit import ConditionInput, VideoInput
 from streamchar.model.orchestrator import OrchestratorInput
 from streamchar.model.streamchar_model import build_model
 
-HISTORY_SECONDS = 15.0
 TRANSCRIPT_TOKENS = 200
 
 
@@ -34,7 +33,7 @@ def chunk_inputs(cfg: Config, batch: int = 1, device: str = "cpu", dtype: torch.
     ids = torch.randint(3, min(cfg.orchestrator.vocab_size, 60), (batch, TRANSCRIPT_TOKENS), generator=g).to(device)
     words = (torch.arange(TRANSCRIPT_TOKENS, dtype=dtype, device=device) / 6).expand(batch, -1)
     orch = dict(reference_audio=r(batch, ca, int(3 * per_s)), text_ids=ids, text_mask=torch.ones_like(ids), word_numbers=words,
-                word_counts=torch.full((batch,), TRANSCRIPT_TOKENS / 6, device=device), history_audio=r(batch, ca, int(HISTORY_SECONDS * per_s)))  # fmt: skip
+                word_counts=torch.full((batch,), TRANSCRIPT_TOKENS / 6, device=device), history_audio=r(batch, ca, int(s.history_seconds * per_s)))  # fmt: skip
     return {"video": r(batch, cv, k, h, w), "audio": r(batch, ca, s.chunk_audio_latents), "conditions": conditions,
             "orchestrator": orch, "prompt": r(batch, 16, cfg.dit.text_dim)}
 

@@ -69,7 +69,7 @@ def _saved_config(meta: dict, where: Path) -> Config:
         raise StreamcharError(f"{where} holds an invalid config: {format_validation_error(e)}") from None
 
 
-READING_FIELDS = frozenset({"orchestrator.text_rate", "orchestrator.text_window", "orchestrator.lookahead_words"})  # no weights depend on them
+READING_FIELDS = frozenset({"orchestrator.text_rate", "orchestrator.text_window", "orchestrator.lookahead_words", "stream.history_seconds"})  # no weights depend on them
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -39,7 +39,6 @@ from streamchar.model.streamchar_model import StreamCharModel
 from streamchar.model.tokenizer import CharacterTokenizer, Tokens, make_tokenizer
 from streamchar.streaming.inputs import StreamRequest, check_transcript
 
-HISTORY_SECONDS = 15.0
 SECONDS_PER_WORD_LIMIT = 1.0  # a stream may take at most this long per word before it is stopped
 
 
@@ -128,7 +127,7 @@ class StreamSession:
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.prompt, self.empty_prompt = prompt, empty_prompt
         self.reference, self.reference_audio = reference, reference_audio
-        self.chunks_per_history = max(1, int(HISTORY_SECONDS * self.cfg.stream.fps / (4 * self.cfg.stream.chunk_latent_frames - 3)))
+        self.chunks_per_history = self.cfg.stream.history_chunks
         self.history: list[torch.Tensor] = []  # audio latents of the chunks in the window
         self.progress: list[float] = []  # pointer, absolute words spoken by the end of each chunk
         self.sink: torch.Tensor | None = None

@@ -4,8 +4,8 @@ For chunk c of a clip (frames [33c, 33c + 33), audio latents the same range):
 - the reference frame's latent, the sink (chunk 0's latents, for c >= 1) and the motion latents
   (chunk c - 1's, none for a clip's first chunk);
 - the target: 9 video latents and 33 audio latents;
-- history audio: the audio latents of at most the 10 preceding chunks (13.75 s <= 15 s), as the
-  engine keeps whole chunks. With `vary_history` (`train.vary_history`) a later chunk's history
+- history audio: the audio latents of at most `stream.history_chunks` preceding chunks (10,
+  13.75 s, for 15 s), as the engine keeps whole chunks. With `vary_history` (`train.vary_history`) a later chunk's history
   is 1 to 10 chunks, drawn once per window: SynthTalk's clips are shorter than the history
   window, so without it no window shows what every long stream reads after 14 s, a history that
   starts mid-speech and a transcript whose first words are cut away;
@@ -35,7 +35,6 @@ from streamchar.model.tokenizer import CharacterTokenizer, QwenTokenizer
 from streamchar.training.phonemes import frame_phonemes
 
 CHUNK_FRAMES = 33
-HISTORY_CHUNKS = 10
 
 
 def word_times(record: dict) -> list[tuple[float, float]]:
@@ -117,7 +116,7 @@ class WindowSource:
         lv, la = s.chunk_latent_frames, s.chunk_audio_latents
         toks, times = self._text(i)
         ends = [end for _, end in times]
-        first = max(0, c - HISTORY_CHUNKS)
+        first = max(0, c - s.history_chunks)
         if self.vary_history and c > 0:  # 1 .. 10 chunks, fixed per window: a history that starts mid-speech, text cut
             first = c - int(np.random.default_rng(k).integers(1, c - first + 1))
         seconds = s.chunk_seconds
