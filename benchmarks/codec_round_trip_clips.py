@@ -19,6 +19,7 @@ from streamchar.codecs.store import load_audio_codec, load_video_codec
 from streamchar.config import load_config
 from streamchar.data.latents import LatentCache
 from streamchar.data.mp4 import write_mp4
+from streamchar.streaming.runner import to_frames
 
 
 @torch.no_grad()
@@ -37,8 +38,7 @@ def main() -> None:
     picked = [i for i, r in enumerate(cache.records) if r["split"] == a.split][: a.clips]
     for i in picked:
         t = cache.tensors(i)
-        frames = video.decode(t["video"][None])[0]  # (3, F, h, w) in [-1, 1]
-        rgb = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
+        rgb = to_frames(video.decode(t["video"][None]))
         samples = audio.decode(t["audio"][None])[0].numpy()
         n = min(len(samples), int(len(rgb) / cfg.stream.fps * cfg.audio.sample_rate))
         rec = cache.records[i]

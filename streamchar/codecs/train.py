@@ -276,7 +276,10 @@ def carry_training_record(init: Path, out: Path) -> None:
     meta = json.loads((init / "config.json").read_text()) if (init / "config.json").is_file() else {}
     stage = str(meta.get("stage", "init"))
     carried = {p.name.split("-", 1)[0] for p in init.glob("*-train_log.jsonl")}
-    prefix = next(f"{stage}{n if n > 1 else ''}" for n in range(1, len(carried) + 2) if f"{stage}{n if n > 1 else ''}" not in carried)
+    prefix, n = stage, 1
+    while prefix in carried:
+        n += 1
+        prefix = f"{stage}{n}"
     for name in ("train_log.jsonl", "commands.txt", "training_curves.png"):
         for src in sorted(init.glob(f"*{name}")):
             target = f"{prefix}-{name}" if src.name == name else src.name

@@ -179,10 +179,10 @@ class StreamSession:
         by the pointer's word for the chunk before the window, or by the plan at the window's start."""
         toks = self._tokens
         assert toks is not None
-        first_in_window = len(self.progress) - len(self.history)
         if self._planned:
             cut = words_done(toks, float(planned_positions(self._first_latent(), 1, self.cfg.orchestrator.text_rate)[0]))
         else:
+            first_in_window = len(self.progress) - len(self.history)
             cut = math.floor(self.progress[first_in_window - 1]) if first_in_window > 0 else 0
         ids_list, numbers_list, n = toks.window(cut, self.cfg.orchestrator.lookahead_words)
         device = self.reference.device
@@ -208,9 +208,10 @@ class StreamSession:
         video = torch.randn(1, cfg.video.latent_channels, cfg.stream.chunk_latent_frames, h, w, generator=g).to(self.reference.device)
         audio = torch.randn(1, cfg.audio.latent_channels, cfg.stream.chunk_audio_latents, generator=g).to(self.reference.device)
         ids, numbers, history, n_words, cut = self._window()
-        positions = self.text_positions(cut, self._first_latent(), history.shape[2] + audio.shape[2])
+        first_latent = self._first_latent()
+        positions = self.text_positions(cut, first_latent, history.shape[2] + audio.shape[2])
         conditions = ConditionInput(self.reference, self.sink if s.sink else None, self.motion)
-        self.last_context = ChunkContext(ids, numbers, history, n_words, cut, conditions, self._first_latent())
+        self.last_context = ChunkContext(ids, numbers, history, n_words, cut, conditions, first_latent)
         timings = {"orchestrator_s": 0.0, "dit_s": 0.0}
         t0 = time.perf_counter()
         with torch.set_grad_enabled(grad):

@@ -73,7 +73,7 @@ class StreamReport:
         atomic_write_text(Path(path), json.dumps(self.to_json(), indent=1))
 
 
-def _to_frames(video: torch.Tensor) -> np.ndarray:
+def to_frames(video: torch.Tensor) -> np.ndarray:
     """(1, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8."""
     return ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
 
@@ -91,7 +91,7 @@ def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: fl
     @torch.no_grad()
     def finish(chunk: ChunkLatents) -> ChunkRecord:
         t0 = time.perf_counter()
-        frames = _to_frames(session.video_codec.decode_chunks(chunk.video))
+        frames = to_frames(session.video_codec.decode_chunks(chunk.video))
         audio = audio_decoder.decode(chunk.audio)[0].numpy()
         t1 = time.perf_counter()
         for w in writers:

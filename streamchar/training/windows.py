@@ -5,10 +5,11 @@ For chunk c of a clip (frames [33c, 33c + 33), audio latents the same range):
   (chunk c - 1's, none for a clip's first chunk);
 - the target: 9 video latents and 33 audio latents;
 - history audio: the audio latents of at most `stream.history_chunks` preceding chunks (10,
-  13.75 s, for 15 s), as the engine keeps whole chunks. With `vary_history` (`train.vary_history`) a later chunk's history
-  is 1 to 10 chunks, drawn once per window: SynthTalk's clips are shorter than the history
-  window, so without it no window shows what every long stream reads after 14 s, a history that
-  starts mid-speech and a transcript whose first words are cut away;
+  13.75 s, for 15 s), as the engine keeps whole chunks. With `vary_history` (`train.vary_history`)
+  a later chunk's history is 1 to `history_chunks` chunks, drawn once per window: most of
+  SynthTalk's clips are shorter than the history window, so few windows would otherwise show
+  what every long stream reads once its window is full, a history that starts mid-speech and a
+  transcript whose first words are cut away;
 - the transcript with the words finished before the history window cut away and at most
   `lookahead_words` kept after the cut, its word numbers counted from the cut;
 - the pointer's target: words finished by the end of the chunk, counted from the cut;
@@ -117,7 +118,7 @@ class WindowSource:
         toks, times = self._text(i)
         ends = [end for _, end in times]
         first = max(0, c - s.history_chunks)
-        if self.vary_history and c > 0:  # 1 .. 10 chunks, fixed per window: a history that starts mid-speech, text cut
+        if self.vary_history and c > 0:  # 1 .. history_chunks, fixed per window: a history that starts mid-speech, text cut
             first = c - int(np.random.default_rng(k).integers(1, c - first + 1))
         seconds = s.chunk_seconds
         cut = int(np.sum(np.array(ends) <= first * seconds + 1e-6)) if first > 0 else 0
