@@ -46,8 +46,12 @@ def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: boo
         trainer.export(out)
         if trainer.rank == 0:
             export_training_record(run, out, f"{stage} stage")
-            if init is not None and Path(init).is_dir():
-                carry_training_record(Path(init), out)
+            if init is not None:
+                from streamchar.model.checkpoint import shipped_model_path
+
+                start = Path(init) if Path(init).is_dir() else shipped_model_path(init)  # a shipped model by name too
+                if start.is_dir():
+                    carry_training_record(start, out)
     console.print(json.dumps({"stage": stage, "last": last, "out": str(out) if out else None}))
 
 

@@ -99,6 +99,10 @@ class DiTConfig(Strict):
     text_dim: int = Field(gt=0, description="prompt encoder width (umT5-XXL: 4096)")
     audio_encoder_layers: int = Field(gt=0)
     audio_decoder_layers: int = Field(gt=0)
+    audio_to_video: bool = Field(False, description="lip-sync aid: add to each noisy video token the audio tokens of its own "
+                                 "frames (zero-initialised), besides the shared attention (false: the paper's DiT)")
+    mouth_head: bool = Field(False, description="lip-sync aid for training: a linear head naming each video latent's mouth "
+                             "shape (open, width, round) from its tokens after the blocks (false: none, as in the paper)")
 
     @property
     def hidden_dim(self) -> int:

@@ -70,6 +70,8 @@ def _saved_config(meta: dict, where: Path) -> Config:
 
 
 READING_FIELDS = frozenset({"orchestrator.text_rate", "orchestrator.text_window", "orchestrator.lookahead_words", "stream.history_seconds"})  # no weights depend on them
+# switched on, each adds weights (under this prefix) that leave the model's output as it was: zero-initialised, or a training head
+GROWN_FIELDS = {"dit.audio_to_video": "model.dit.audio_to_video.", "dit.mouth_head": "model.dit.mouth_head."}
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -84,10 +86,18 @@ def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _field(cfg: Config, dotted: str) -> object:
+    value: object = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def load_generator(name_or_dir: str | Path, config: Config | None = None) -> tuple[StreamCharModel, PromptEncoder, dict]:
     """With `config`, the model is built with it instead of the saved one, where the two differ
-    only in how the transcript is read (`READING_FIELDS`), which no weight depends on: a
-    training run may go on from a checkpoint with a changed text bias."""
+    only in how the transcript is read (`READING_FIELDS`), which no weight depends on, or in aids
+    switched on whose new weights start at zero (`GROWN_FIELDS`): a training run may go on from a
+    checkpoint with a changed text bias or a new aid."""
     path = Path(name_or_dir)
     if not path.exists() and shipped_model_path(str(name_or_dir)).exists():
         path = shipped_model_path(str(name_or_dir))
@@ -98,8 +108,11 @@ def load_generator(name_or_dir: str | Path, config: Config | None = None) -> tup
         if meta.get("format") != "streamchar-generator":
             raise StreamcharError(f"{path / CONFIG} is not a streamchar generator checkpoint (format {meta.get('format')!r})")
         cfg = _saved_config(meta, path / CONFIG)
+        grown: list[str] = []
         if config is not None:
             changed = [f for f in config_differences(cfg.model_dump(), config.model_dump()) if f not in READING_FIELDS]
+            grown = [GROWN_FIELDS[f] for f in changed if f in GROWN_FIELDS and _field(config, f) and not _field(cfg, f)]
+            changed = [f for f in changed if f not in GROWN_FIELDS or GROWN_FIELDS[f] not in grown]
             if changed:
                 raise StreamcharError(f"{path} was trained with another model config (differs in {', '.join(changed)})")
             cfg = config
@@ -115,7 +128,7 @@ def load_generator(name_or_dir: str | Path, config: Config | None = None) -> tup
             missing, unexpected = module.load_state_dict(part, strict=False)
         except RuntimeError as e:
             raise StreamcharError(f"{path / WEIGHTS} does not fit its config: {str(e).splitlines()[-1].strip()}") from None
-        missing = [k for k in missing if k not in _aliases(module)]
+        missing = [k for k in missing if k not in _aliases(module) and not (prefix + k).startswith(tuple(grown))]
         if missing or unexpected:
             raise StreamcharError(f"{path / WEIGHTS} does not fit its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model.eval(), prompt.eval(), meta

@@ -11,7 +11,12 @@ Wan2.2's transformer with what the paper adds:
   modality-aware mixture of feed-forward experts: `ffn` (Wan's) for video tokens, `ffn_audio`
   for audio tokens (initialised as a copy of the video FFN when Wan weights are loaded);
 - an audio encoder fusing the orchestrator's condition `c_a` with the noisy audio latents
-  before the blocks and an audio decoder after them; velocity outputs for both modalities.
+  before the blocks and an audio decoder after them; velocity outputs for both modalities;
+- optionally (`audio_to_video`, a tiny-scale lip-sync aid, not in the paper) each noisy video
+  token also gets, through a zero-initialised projection, the encoded audio tokens of the frames
+  its latent covers, so the mouth reads the speech of its own time directly; and (`mouth_head`, a
+  training aid) a linear head names each video latent's mouth shape from its tokens after the
+  blocks, so that the video tokens learn to carry it.
 
 Module names on the video path are those of diffusers' `WanTransformer3DModel`, built from its
 own parts (`WanAttention`, `FeedForward`, `WanTimeTextImageEmbedding`), so its state dict loads
@@ -35,6 +40,7 @@ from streamchar.errors import StreamcharError
 from streamchar.model.rope import MOTION_START, REFERENCE_TIME, SINK_START, ModalityRoPE, apply_rope
 
 FREQ_DIM = 256
+MOUTH_PARAMS = 3  # open, width, round (streamchar.data.visemes)
 EPS = 1e-6
 
 Rope = tuple[torch.Tensor, torch.Tensor]
@@ -99,6 +105,17 @@ def _attend(attn: WanAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     out = out.transpose(1, 2).flatten(2, 3).type_as(q)
     return attn.to_out[1](attn.to_out[0](out))
+
+
+def frame_audio_pooling(video_latents: int, audio_latents: int, temporal_stride: int = 4) -> torch.Tensor:
+    """(F, N) averaging weights: video latent j covers frames {0} (j = 0) or 4j-3..4j, and frame n
+    is audio latent n (both run at 24 per second, design.md §1); frames past the audio take its last latent."""
+    pool = torch.zeros(video_latents, audio_latents)
+    for j in range(video_latents):
+        frames = [0] if j == 0 else range(temporal_stride * (j - 1) + 1, temporal_stride * j + 1)
+        for n in frames:
+            pool[j, min(n, audio_latents - 1)] += 1.0
+    return pool / pool.sum(dim=1, keepdim=True)
 
 
 class JointBlock(nn.Module):
@@ -178,6 +195,13 @@ class JointDiT(nn.Module):
         self.audio_decoder = AudioStack(d, cfg.num_heads, cfg.ffn_dim, cfg.audio_decoder_layers)
         self.audio_norm_out = nn.LayerNorm(d, eps=EPS)
         self.audio_proj_out = nn.Linear(d, audio_channels)
+        if cfg.audio_to_video and self.patch_size[0] != 1:
+            raise StreamcharError(f"audio_to_video needs a temporal patch of 1 (one token per latent frame); the patch is {self.patch_size}")
+        self.audio_to_video = nn.Linear(d, d) if cfg.audio_to_video else None
+        if self.audio_to_video is not None:
+            nn.init.zeros_(self.audio_to_video.weight)
+            nn.init.zeros_(self.audio_to_video.bias)
+        self.mouth_head = nn.Linear(d, MOUTH_PARAMS) if cfg.mouth_head else None
 
     # embeddings ---------------------------------------------------------------------------
     def time_embedding(self, timestep: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,11 +254,13 @@ class JointDiT(nn.Module):
 
     # the denoising step -------------------------------------------------------------------
     def forward(self, video: VideoInput | None, timestep: torch.Tensor, text: torch.Tensor, audio: AudioInput | None = None,
-                conditions: ConditionInput | None = None, cache: ConditionCache | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                conditions: ConditionInput | None = None, cache: ConditionCache | None = None,
+                mouth: bool = False) -> tuple[torch.Tensor | None, ...]:
         """Velocities for the noisy video (B, C, F, H, W) and audio (B, C, N) latents.
         `timestep` (B,) is flow time t scaled to [0, 1000]. Give `cache` (from
         `condition_cache`) to reuse condition keys/values; otherwise `conditions` are run now.
-        `video=None` runs the audio path alone (the speech-only pretraining stage)."""
+        `video=None` runs the audio path alone (the speech-only pretraining stage). With
+        `mouth`, a third output: the mouth head's (B, F, 3) shapes (None without video or head)."""
         if video is None and audio is None:
             raise StreamcharError("the DiT needs video or audio latents")
         if cache is None and conditions is not None:
@@ -259,6 +285,10 @@ class JointDiT(nn.Module):
             a_times = audio.times if audio.times is not None else torch.arange(a.shape[1], dtype=torch.float64)
             ac, as_ = self.rope.audio(a_times.double())
             tokens.append(a), cos.append(ac), sin.append(as_)
+            if video is not None and self.audio_to_video is not None:
+                pool = frame_audio_pooling(grid[0], a.shape[1]).to(a)
+                per_frame = self.audio_to_video(pool @ a)  # (B, F, D)
+                tokens[0] = tokens[0] + per_frame.repeat_interleave(grid[1] * grid[2], dim=1)
         x = torch.cat(tokens, dim=1)
         cos_all, sin_all = torch.cat(cos, dim=1).to(x.device), torch.cat(sin, dim=1).to(x.device)
         for i, block in enumerate(self.blocks):
@@ -278,4 +308,9 @@ class JointDiT(nn.Module):
         if audio is not None:
             a = self.audio_decoder(x[:, n_video:])
             audio_out = self.audio_proj_out(self.audio_norm_out(a)).transpose(1, 2)
-        return video_out, audio_out
+        if not mouth:
+            return video_out, audio_out
+        shapes = None
+        if video is not None and self.mouth_head is not None:
+            shapes = self.mouth_head(x[:, :n_video].unflatten(1, (grid[0], grid[1] * grid[2])).mean(dim=2).float())
+        return video_out, audio_out, shapes

@@ -34,13 +34,18 @@ class StreamCharModel(nn.Module):
         c_a, the DiT predicts both velocities. (Through `__call__`, so FSDP's root hooks run.)"""
         return self(video, orchestrator_input, prompt, cache, conditions)
 
+    def velocity_and_mouth(self, video: VideoInput, orchestrator_input: OrchestratorInput, prompt: torch.Tensor,
+                           conditions: ConditionInput | None = None) -> tuple[torch.Tensor, torch.Tensor, OrchestratorOutput, torch.Tensor | None]:
+        """`velocity` and the mouth head's (B, F, 3) shapes (None without the head): pretraining's aid."""
+        return self(video, orchestrator_input, prompt, None, conditions, mouth=True)
+
     def forward(self, video: VideoInput | None, orchestrator_input: OrchestratorInput, prompt: torch.Tensor,
-                cache: ConditionCache | None = None, conditions: ConditionInput | None = None) -> tuple[torch.Tensor | None, torch.Tensor, OrchestratorOutput]:
+                cache: ConditionCache | None = None, conditions: ConditionInput | None = None, mouth: bool = False) -> tuple:
         self.check_orchestrator_window(orchestrator_input)
         orch = self.orchestrator(orchestrator_input)
         audio = AudioInput(orchestrator_input.noisy_audio, orch.condition)
-        dv, da = self.dit(video, orchestrator_input.timestep, prompt, audio, conditions=conditions, cache=cache)
-        return dv, da, orch
+        out = self.dit(video, orchestrator_input.timestep, prompt, audio, conditions=conditions, cache=cache, mouth=mouth)
+        return (out[0], out[1], orch, out[2]) if mouth else (out[0], out[1], orch)
 
 
 def build_model(cfg: Config, device: str | torch.device = "cpu") -> StreamCharModel:
@@ -56,7 +61,11 @@ def parameter_counts(model: StreamCharModel) -> "OrderedDict[str, int]":
         counts[name] = counts.get(name, 0) + sum(p.numel() for p in params)
 
     for name, p in model.dit.named_parameters():
-        if name.startswith("audio_"):
+        if name.startswith("audio_to_video."):
+            add("dit: frame-aligned audio to video (tiny aid)", [p])
+        elif name.startswith("mouth_head."):
+            add("dit: mouth head (tiny training aid)", [p])
+        elif name.startswith("audio_"):
             add("dit: audio encoder/decoder (paper)", [p])
         elif ".ffn_audio." in name:
             add("dit: audio experts (paper)", [p])

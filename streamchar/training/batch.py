@@ -63,6 +63,7 @@ class Batch:
     spoken: torch.Tensor
     phonemes: torch.Tensor  # (B, Nh + N) phoneme classes at history (left-padded with IGNORE) and chunk latents
     text_positions: torch.Tensor | None = None  # (B, Nh + N) where in the text each latent is spoken (left-padded), presets with text_rate
+    mouth: torch.Tensor | None = None  # (B, F, 3) mouth shape of each target video latent, presets with the DiT's mouth head
 
     def context(self, prompt: torch.Tensor) -> DenoiseContext:
         return DenoiseContext(self.reference_voice, self.text_ids, self.text_mask, self.word_numbers, self.word_counts,
@@ -106,9 +107,10 @@ def collate(windows: list[Window], prompt_dropout: float = 0.0, reference_dropou
     conditions = ConditionInput(
         ref, torch.stack([w.sink for w in windows]) if with_motion else None, torch.stack([w.motion for w in windows]) if with_motion else None
     )
+    mouth = torch.stack([w.mouth for w in windows]).float() if all(w.mouth is not None for w in windows) else None
     return Batch(torch.stack([w.video for w in windows]), torch.stack([w.audio for w in windows]), conditions, prompts, voices, ids, mask,
                  numbers, torch.tensor([float(w.words) for w in windows]), hist, hist_mask,
-                 torch.tensor([w.spoken for w in windows]), phonemes, positions)  # fmt: skip
+                 torch.tensor([w.spoken for w in windows]), phonemes, positions, mouth)  # fmt: skip
 
 
 def sample_t(b: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -117,10 +119,12 @@ def sample_t(b: int, generator: torch.Generator | None = None) -> torch.Tensor:
 
 
 def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batch: Batch, generator: torch.Generator | None = None,
-                     speech_only: bool = False, pointer_weight: float = 0.1, phoneme_weight: float = 0.0) -> dict[str, torch.Tensor]:
+                     speech_only: bool = False, pointer_weight: float = 0.1, phoneme_weight: float = 0.0,
+                     mouth_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """Flow-matching loss on both modalities (audio only, without video tokens, for the
-    speech-only stage) plus the pointer's smooth-L1 and, where the model has the head, the
-    orchestrator's phoneme cross-entropy; one t per sample shared by both modalities."""
+    speech-only stage) plus the pointer's smooth-L1 and, where the model has the heads, the
+    orchestrator's phoneme cross-entropy and the DiT's mouth-shape squared error; one t per
+    sample shared by both modalities."""
     b, device = batch.video.shape[0], batch.video.device
     t = sample_t(b, generator).to(device)  # drawn on the CPU generator, so runs agree across devices
     ev = torch.randn(batch.video.shape, generator=generator).to(device)
@@ -132,13 +136,21 @@ def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batc
         _, da, orch = model.velocity(None, x, prompt)
         losses = {"audio": flow_loss(da, velocity_target(batch.audio, ea))["loss"]}
     else:
-        dv, da, orch = model.velocity(VideoInput(xv), x, prompt, conditions=batch.conditions)
+        shapes = None
+        if mouth_weight > 0 and batch.mouth is not None:
+            dv, da, orch, shapes = model.velocity_and_mouth(VideoInput(xv), x, prompt, conditions=batch.conditions)
+        else:
+            dv, da, orch = model.velocity(VideoInput(xv), x, prompt, conditions=batch.conditions)
         losses = flow_loss(dv, velocity_target(batch.video, ev), da, velocity_target(batch.audio, ea))
+        if shapes is not None:
+            losses["mouth"] = F.mse_loss(shapes, batch.mouth.to(shapes))
     losses["pointer"] = pointer_loss(orch.progress_raw, batch.spoken)
     losses["loss"] = losses.get("video", 0.0) + losses["audio"] + pointer_weight * losses["pointer"]
     if orch.phoneme_logits is not None and phoneme_weight > 0:
         losses["phoneme"] = phoneme_loss(orch.phoneme_logits, batch.phonemes)
         losses["loss"] = losses["loss"] + phoneme_weight * losses["phoneme"]
+    if "mouth" in losses:
+        losses["loss"] = losses["loss"] + mouth_weight * losses["mouth"]
     return losses
 
 

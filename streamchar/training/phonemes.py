@@ -1,4 +1,5 @@
-"""Frame-level phoneme targets for the orchestrator's alignment loss (a tiny-scale training aid).
+"""Frame-level phoneme targets for the orchestrator's alignment loss, and mouth-shape targets for
+the DiT's (tiny-scale training aids).
 
 The paper's orchestrator is a pretrained 3B LLM that already reads text; a 4-layer one trained
 from scratch on two cores learns to ignore the transcript instead (the tiny teacher's audio loss
@@ -7,11 +8,19 @@ its hidden state at every audio latent, history and chunk alike, to name the pho
 makes it align the transcript to the audio, which is what the frame-aligned condition c_a must
 carry. Targets come from espeak's phoneme events in SynthTalk (forced-aligner phonemes for real
 data); the head exists only when the preset sets `orchestrator.phoneme_classes`.
+
+The DiT's video tokens likewise ignored the speech: the tiny teacher's mouth moved as much as the
+data's but did not follow its own audio (mouth opening against loudness: correlation -0.03; the
+data's 0.55). `latent_mouth_shapes` gives its mouth head (`dit.mouth_head`) the shape SynthTalk's
+renderer drew from the same phonemes.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from streamchar.data.speech import Timed
+from streamchar.data.visemes import mouth_track
 
 # espeak-ng's English phoneme mnemonics (en-us voices); anything else is class 1, pauses class 0
 PHONEMES = (
@@ -41,3 +50,13 @@ def frame_phonemes(phonemes: list[dict], start: float, frames: int, rate: float)
         inside = (centres >= float(p["start"])) & (centres < float(p["end"]))
         out[inside] = phoneme_class(str(p["phoneme"]))
     return out
+
+
+def latent_mouth_shapes(phonemes: list[dict], start: float, latent_frames: int, fps: int, stride: int) -> np.ndarray:
+    """(latent_frames, 3) mouth shape (open, width, round) averaged over each video latent's
+    frames (the first latent is frame 0 alone, each later one `stride` frames), for the latents
+    of a chunk starting at `start` seconds."""
+    timed = [Timed(str(p["phoneme"]), float(p["start"]), float(p["end"])) for p in phonemes]
+    frames = 1 + stride * (latent_frames - 1)
+    track = mouth_track(timed, start + (np.arange(frames) + 0.5) / fps)
+    return np.stack([track[:1].mean(0)] + [track[1 + stride * j : 1 + stride * (j + 1)].mean(0) for j in range(latent_frames - 1)])

@@ -64,6 +64,7 @@ class TrainSettings(BaseModel):
     pointer_weight: float = Field(0.1, ge=0)
     vary_history: bool = Field(False, description="later chunks' history 1 to stream.history_chunks chunks, drawn per window (clips shorter than the history window)")
     phoneme_weight: float = Field(0.5, ge=0, description="the orchestrator's phoneme loss, where the preset has the head (tiny)")
+    mouth_weight: float = Field(5.0, ge=0, description="the DiT's mouth-shape loss (mean squared error), where the preset has the head (tiny)")
     init: str | None = Field(None, description="start from this generator checkpoint (e.g. the speech-only stage's result)")
     wan: str | None = Field(None, description="paper scale: a diffusers Wan2.2 transformer directory for the DiT's video path")
     qwen: str | None = Field(None, description="paper scale: a Qwen2.5 directory for the orchestrator")

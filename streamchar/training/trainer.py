@@ -142,7 +142,8 @@ class Trainer:
         batch = _to(batch, self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             return pretraining_loss(self.model, self.prompt, batch, g, speech_only=self.stage == "orchestrator",
-                                    pointer_weight=self.s.pointer_weight, phoneme_weight=self.s.phoneme_weight)  # fmt: skip
+                                    pointer_weight=self.s.pointer_weight, phoneme_weight=self.s.phoneme_weight,
+                                    mouth_weight=self.s.mouth_weight)  # fmt: skip
 
     # one step -----------------------------------------------------------------------------
     def train_step(self, step: int) -> dict[str, float]:

@@ -33,7 +33,7 @@ from streamchar.errors import StreamcharError
 from streamchar.evaluation.text import normalize_words
 from streamchar.model.alignment import spoken_positions, window_positions
 from streamchar.model.tokenizer import CharacterTokenizer, QwenTokenizer
-from streamchar.training.phonemes import frame_phonemes
+from streamchar.training.phonemes import frame_phonemes, latent_mouth_shapes
 
 CHUNK_FRAMES = 33
 
@@ -76,6 +76,7 @@ class Window:
     prompt: str
     phonemes: torch.Tensor | None = None  # (history + 33,) phoneme class at each history and target latent
     text_positions: torch.Tensor | None = None  # (history + 33,) where in text_ids each latent is spoken (presets with text_rate)
+    mouth: torch.Tensor | None = None  # (9, 3) mouth shape of each target video latent (presets with the DiT's mouth head)
 
 
 class WindowSource:
@@ -133,10 +134,13 @@ class WindowSource:
             centres = first * seconds + (np.arange(frames) + 0.5) / s.audio_latent_rate
             spoken_at = spoken_positions(toks, times, centres)
             positions = torch.from_numpy(window_positions(toks, cut, self.cfg.orchestrator.lookahead_words, spoken_at)).float()
+        mouth = None
+        if self.cfg.dit.mouth_head:
+            mouth = torch.from_numpy(latent_mouth_shapes(rec.get("phonemes") or [], c * seconds, lv, s.fps, s.vae_temporal_stride))
         return Window(
             rec["clip_id"], c, t["reference"], t["video"][:, :lv] if c >= 1 else None,
             t["video"][:, (c - 1) * lv : c * lv] if c >= 1 else None,
             t["video"][:, c * lv : (c + 1) * lv], t["audio"][:, c * la : (c + 1) * la], t["audio"][:, first * la : c * la], voice,
             ids, numbers, n, float(np.clip(spoken, 0, n)),
-            rec.get("prompt", ""), torch.from_numpy(phonemes), positions,
+            rec.get("prompt", ""), torch.from_numpy(phonemes), positions, mouth,
         )  # fmt: skip

@@ -1,0 +1,97 @@
+"""The tiny preset's lip-sync aids: each noisy video token gets the audio tokens of its own
+frames, and a mouth head names each video latent's mouth shape in training. Alignment of the
+pooling and of the targets, checkpoints from before the aids going on unchanged, the aids learning."""
+
+import pytest
+import torch
+
+from streamchar.config import load_config
+from streamchar.data.latents import LatentCache
+from streamchar.errors import StreamcharError
+from streamchar.model.checkpoint import load_generator, new_generator, save_generator
+from streamchar.model.dit import AudioInput, VideoInput, frame_audio_pooling
+from streamchar.model.tokenizer import CharacterTokenizer
+from streamchar.training.batch import collate, pretraining_loss
+from streamchar.training.phonemes import latent_mouth_shapes
+from streamchar.training.windows import WindowSource
+
+
+def test_each_video_latent_reads_the_audio_of_its_own_frames():
+    pool = frame_audio_pooling(9, 33)
+    assert torch.allclose(pool.sum(dim=1), torch.ones(9))
+    assert pool[0, 0] == 1.0  # the causal VAE's first latent is frame 0 alone
+    for j in range(1, 9):  # later latents cover 4 frames each; frame n is audio latent n (both 24 per second)
+        assert torch.nonzero(pool[j]).flatten().tolist() == list(range(4 * j - 3, 4 * j + 1))
+    assert torch.nonzero(frame_audio_pooling(3, 5)[2]).flatten().tolist() == [4]  # frames past the audio take its last latent
+
+
+def _inputs(b: int = 2):
+    g = torch.Generator().manual_seed(0)
+    video = torch.randn(b, 48, 3, 4, 4, generator=g)
+    audio = torch.randn(b, 64, 9, generator=g)
+    condition = torch.randn(b, 9, 128, generator=g)
+    return VideoInput(video), torch.tensor([700.0, 100.0][:b]), torch.randn(b, 3, 128, generator=g), AudioInput(audio, condition)
+
+
+def test_a_checkpoint_without_the_aid_goes_on_unchanged_and_the_aid_learns(tmp_path):
+    before = load_config("tiny", {"dit": {"audio_to_video": False, "mouth_head": False}})
+    model, prompt = new_generator(before, seed=0)
+    save_generator(tmp_path / "old", model, prompt)
+    old, _, _ = load_generator(tmp_path / "old")
+    assert old.dit.audio_to_video is None and old.dit.mouth_head is None
+    grown, _, _ = load_generator(tmp_path / "old", config=load_config("tiny"))  # a run switching the aids on
+    assert grown.dit.audio_to_video is not None and grown.dit.mouth_head is not None
+    video, t, text, audio = _inputs()
+    with torch.no_grad():
+        a, b = old.dit(video, t, text, audio), grown.dit(video, t, text, audio)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])  # zero-initialised: the same model
+
+    grown.train()
+    dv, _ = grown.dit(video, t, text, audio)
+    dv.square().mean().backward()
+    assert grown.dit.audio_to_video.weight.grad.abs().sum() > 0  # and it is trained from the first step
+
+    with torch.no_grad():
+        grown.dit.audio_to_video.weight.normal_(0, 0.1)
+        assert not torch.allclose(grown.dit(video, t, text, audio)[0], b[0])  # once trained, it changes the video
+
+
+def test_a_checkpoint_with_the_aid_refuses_a_config_without_it(tmp_path):
+    model, prompt = new_generator(load_config("tiny"), seed=0)
+    save_generator(tmp_path / "new", model, prompt)
+    with pytest.raises(StreamcharError, match="dit.audio_to_video"):
+        load_generator(tmp_path / "new", config=load_config("tiny", {"dit": {"audio_to_video": False}}))
+    with pytest.raises(StreamcharError, match="temporal patch"):
+        new_generator(load_config("tiny", {"dit": {"patch_size": (3, 2, 2)}}))
+
+
+def test_mouth_targets_follow_the_phonemes():
+    phonemes = [{"phoneme": "m", "start": 0.30, "end": 0.42}, {"phoneme": "aa", "start": 0.42, "end": 0.70}]
+    shapes = latent_mouth_shapes(phonemes, 0.0, 9, 24, 4)
+    assert shapes.shape == (9, 3)
+    # latent j covers frames 4j-3..4j, at (n + 0.5) / 24 s: the lips close on "m" (latent 2), open wide on "aa" (latent 4)
+    assert shapes[4, 0] > 0.6 and shapes[2, 0] < shapes[4, 0] - 0.3
+    assert shapes[0, 0] < 0.05 and shapes[8, 0] < 0.05  # rest before and after
+    later = latent_mouth_shapes(phonemes, 0.30, 9, 24, 4)  # a chunk starting later sees the same speech sooner
+    assert later[0, 0] < later[2, 0] and later[2, 0] > 0.6
+
+
+def test_windows_carry_mouth_targets_and_the_loss_reaches_the_aids(cache):
+    cfg = load_config("tiny")
+    src = WindowSource(LatentCache(cache), cfg, CharacterTokenizer(96))
+    later = [k for k, (_, c) in enumerate(src.index) if c >= 1][:2]
+    windows = [src.window(k) for k in later]
+    i, c = src.index[later[0]]
+    want = latent_mouth_shapes(src.cache.records[i]["phonemes"], c * cfg.stream.chunk_seconds, 9, 24, 4)
+    assert torch.allclose(windows[0].mouth, torch.from_numpy(want))
+    batch = collate(windows)
+    assert batch.mouth.shape == (2, 9, 3)
+    model, prompt = new_generator(cfg, seed=0)
+    without = pretraining_loss(model, prompt, batch, torch.Generator().manual_seed(1))
+    out = pretraining_loss(model, prompt, batch, torch.Generator().manual_seed(1), mouth_weight=5.0)
+    assert "mouth" not in without and torch.isclose(out["loss"], without["loss"] + 5.0 * out["mouth"])
+    out["mouth"].backward()
+    assert model.dit.mouth_head.weight.grad.abs().sum() > 0
+    assert model.dit.audio_to_video.weight.grad.abs().sum() > 0  # the head asks the video tokens for their frames' audio
+    plain = load_config("tiny", {"dit": {"mouth_head": False}})
+    assert WindowSource(LatentCache(cache), plain, CharacterTokenizer(96)).window(later[0]).mouth is None
