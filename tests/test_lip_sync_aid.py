@@ -2,6 +2,7 @@
 frames, and a mouth head names each video latent's mouth shape in training. Alignment of the
 pooling and of the targets, checkpoints from before the aids going on unchanged, the aids learning."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,3 +96,24 @@ def test_windows_carry_mouth_targets_and_the_loss_reaches_the_aids(cache):
     assert model.dit.audio_to_video.weight.grad.abs().sum() > 0  # the head asks the video tokens for their frames' audio
     plain = load_config("tiny", {"dit": {"mouth_head": False}})
     assert WindowSource(LatentCache(cache), plain, CharacterTokenizer(96)).window(later[0]).mouth is None
+
+
+def test_mouth_follows_speech_finds_a_shifted_mouth(tmp_path):
+    from streamchar.data.mp4 import write_mp4
+    from streamchar.evaluation.synthtalk_checks import mouth_follows_speech
+
+    rng = np.random.default_rng(0)
+    n, rate = 72, 24000
+    loud = np.repeat(rng.random(n // 4) > 0.5, 4).astype(np.float32)  # speech on and off in 4-frame runs
+    audio = (np.sin(np.arange(n * 1000) * 0.2) * np.repeat(0.05 + 0.5 * loud, 1000)).astype(np.float32)
+    for lag in (0, 2):
+        frames = np.full((n, 64, 64, 3), 200, np.uint8)
+        opened = np.roll(loud, lag) > 0  # the mouth opens `lag` frames after the sound
+        frames[opened, 24:40, 20:44] = (60, 15, 20)  # the renderer's mouth-interior colour
+        write_mp4(tmp_path / f"lag{lag}.mp4", frames, 24, audio, rate)
+        corr, found = mouth_follows_speech(tmp_path / f"lag{lag}.mp4")
+        assert found == lag
+        if lag == 0:
+            assert corr > 0.8
+    with pytest.raises(StreamcharError, match="cannot read"):
+        mouth_follows_speech(tmp_path / "missing.mp4")

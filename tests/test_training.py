@@ -149,7 +149,7 @@ def test_two_process_fsdp_training_saves_and_resumes(cache, tmp_path):
     assert saved["model.dit.blocks.0.attn1.to_q.weight"].shape == (128, 128)  # whole tensors, gathered from the shards
 
 
-def test_cli_stages_chain_and_keep_both_training_records(cache, tmp_path):
+def test_cli_stages_chain_and_keep_both_training_records(cache, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from streamchar.cli.main import app
@@ -167,6 +167,12 @@ def test_cli_stages_chain_and_keep_both_training_records(cache, tmp_path):
     assert load_generator(tmp_path / "m2")[2]["stage"] == "joint"
     again = runner.invoke(app, ["train", "joint", "--config", str(config), "--run", str(tmp_path / "s2")])
     assert again.exit_code != 0 and "--resume" in str(again.exception)
+    # a shipped model named by --init carries its record too
+    monkeypatch.setattr("streamchar.model.checkpoint.shipped_model_path", lambda name: tmp_path / ("m1" if name == "shipped-name" else "none"))
+    third = runner.invoke(app, ["train", "joint", "--config", str(config), "--run", str(tmp_path / "s3"), "--init", "shipped-name",
+                                "--out", str(tmp_path / "m3")])  # fmt: skip
+    assert third.exit_code == 0, third.output
+    assert (tmp_path / "m3" / "orchestrator-train_log.jsonl").is_file()
 
 
 def test_a_model_keeps_the_records_of_the_stages_before_it(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 from streamchar.data.audio import read_wav
 from streamchar.data.motion import loudness
 from streamchar.data.mp4 import read_mp4
+from streamchar.errors import StreamcharError
 from streamchar.evaluation.asr import Recognizer, word_error_rate
 
 
@@ -24,16 +25,30 @@ def mouth_opening(frames: np.ndarray) -> np.ndarray:
     return mask.reshape(len(frames), -1).sum(axis=1).astype(np.float64)
 
 
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return 0.0 if a.std() == 0 or b.std() == 0 else float(np.corrcoef(a, b)[0, 1])
+
+
 def mouth_loudness_correlation(clip_dir: Path, record: dict) -> float:
     """Pearson correlation, over the clip's frames, of mouth opening and audio RMS."""
     frames = read_mp4(clip_dir / record["files"]["video"]).frames
     audio, rate = read_wav(clip_dir / record["files"]["audio"])
     spf = rate // record["fps"]
-    rms = loudness(audio, spf, len(frames))
-    mouth = mouth_opening(frames)
-    if mouth.std() == 0 or rms.std() == 0:
-        return 0.0
-    return float(np.corrcoef(mouth, rms)[0, 1])
+    return _correlation(mouth_opening(frames), loudness(audio, spf, len(frames)))
+
+
+def mouth_follows_speech(path: Path, max_lag: int = 6) -> tuple[float, int]:
+    """For an MP4 with its audio (a generated clip): the correlation of mouth opening with audio
+    RMS, and the lag in frames (within ±max_lag; positive: the mouth comes later) where the two
+    correlate best, over the frames away from the ends."""
+    clip = read_mp4(path)
+    if not clip.frames.size or not clip.sample_rate:
+        raise StreamcharError(f"{path} needs a video and an audio track")
+    mouth = mouth_opening(clip.frames)
+    rms = loudness(clip.audio, int(round(clip.sample_rate / clip.fps)), len(clip.frames))
+    inner = slice(max_lag, len(mouth) - max_lag)
+    lag = max(range(-max_lag, max_lag + 1), key=lambda k: _correlation(np.roll(mouth, -k)[inner], rms[inner]))
+    return _correlation(mouth, rms), lag
 
 
 def speech_wer(records: list[dict]) -> dict:
