@@ -96,8 +96,8 @@ def _field(cfg: Config, dotted: str) -> object:
 def load_generator(name_or_dir: str | Path, config: Config | None = None) -> tuple[StreamCharModel, PromptEncoder, dict]:
     """With `config`, the model is built with it instead of the saved one, where the two differ
     only in how the transcript is read (`READING_FIELDS`), which no weight depends on, or in aids
-    switched on whose new weights start at zero (`GROWN_FIELDS`): a training run may go on from a
-    checkpoint with a changed text bias or a new aid."""
+    switched on whose new weights leave the output as it was (`GROWN_FIELDS`): a training run may
+    go on from a checkpoint with a changed text bias or a new aid."""
     path = Path(name_or_dir)
     if not path.exists() and shipped_model_path(str(name_or_dir)).exists():
         path = shipped_model_path(str(name_or_dir))
