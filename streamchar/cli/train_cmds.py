@@ -47,9 +47,9 @@ def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: boo
         if trainer.rank == 0:
             export_training_record(run, out, f"{stage} stage")
             if init is not None:
-                from streamchar.model.checkpoint import shipped_model_path
+                from streamchar.model.checkpoint import resolve_generator_path
 
-                start = Path(init) if Path(init).is_dir() else shipped_model_path(init)  # a shipped model by name too
+                start = resolve_generator_path(init)  # a shipped model by name too
                 if start.is_dir():
                     carry_training_record(start, out)
     console.print(json.dumps({"stage": stage, "last": last, "out": str(out) if out else None}))

@@ -26,6 +26,12 @@ _FIXED_GEOMETRY = {
 }
 
 
+def frames_of_latent(j: int, temporal_stride: int) -> range:
+    """The frames video latent j codes (of a chunk): the causal VAE's first latent is frame 0 alone,
+    each later one the `temporal_stride` frames after the one before."""
+    return range(0, 1) if j == 0 else range(temporal_stride * (j - 1) + 1, temporal_stride * j + 1)
+
+
 class Strict(BaseModel):
     """Base for every config block: unknown fields are errors, not silently ignored."""
 

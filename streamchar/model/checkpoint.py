@@ -26,6 +26,14 @@ def shipped_model_path(name: str) -> Path:
     return Path(str(resources.files("streamchar").joinpath(f"assets/models/{name}")))
 
 
+def resolve_generator_path(name_or_dir: str | Path) -> Path:
+    """A checkpoint folder as given, or else the shipped model of that name."""
+    path = Path(name_or_dir)
+    if not path.exists() and shipped_model_path(str(name_or_dir)).exists():
+        return shipped_model_path(str(name_or_dir))
+    return path
+
+
 def _aliases(module: torch.nn.Module) -> dict[str, str]:
     """Tied weights (the same tensor under two names): each later name -> the first name."""
     first: dict[int, str] = {}
@@ -98,9 +106,7 @@ def load_generator(name_or_dir: str | Path, config: Config | None = None) -> tup
     only in how the transcript is read (`READING_FIELDS`), which no weight depends on, or in aids
     switched on whose new weights leave the output as it was (`GROWN_FIELDS`): a training run may
     go on from a checkpoint with a changed text bias or a new aid."""
-    path = Path(name_or_dir)
-    if not path.exists() and shipped_model_path(str(name_or_dir)).exists():
-        path = shipped_model_path(str(name_or_dir))
+    path = resolve_generator_path(name_or_dir)
     if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
         raise StreamcharError(f"no generator checkpoint at {name_or_dir}: expected {CONFIG} and {WEIGHTS}")
     try:

@@ -35,7 +35,7 @@ from diffusers.models.normalization import FP32LayerNorm
 from diffusers.models.transformers.transformer_wan import WanAttention, WanAttnProcessor, WanTimeTextImageEmbedding
 from torch import nn
 
-from streamchar.config.schema import DiTConfig
+from streamchar.config.schema import DiTConfig, frames_of_latent
 from streamchar.errors import StreamcharError
 from streamchar.model.rope import MOTION_START, REFERENCE_TIME, SINK_START, ModalityRoPE, apply_rope
 
@@ -108,12 +108,11 @@ def _attend(attn: WanAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
 
 
 def frame_audio_pooling(video_latents: int, audio_latents: int, temporal_stride: int = 4) -> torch.Tensor:
-    """(F, N) averaging weights: video latent j covers frames {0} (j = 0) or 4j-3..4j, and frame n
+    """(F, N) averaging weights: video latent j covers the frames `frames_of_latent` names, and frame n
     is audio latent n (both run at 24 per second, design.md §1); frames past the audio take its last latent."""
     pool = torch.zeros(video_latents, audio_latents)
     for j in range(video_latents):
-        frames = [0] if j == 0 else range(temporal_stride * (j - 1) + 1, temporal_stride * j + 1)
-        for n in frames:
+        for n in frames_of_latent(j, temporal_stride):
             pool[j, min(n, audio_latents - 1)] += 1.0
     return pool / pool.sum(dim=1, keepdim=True)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamchar.config.schema import frames_of_latent
 from streamchar.data.speech import Timed
 from streamchar.data.visemes import mouth_track
 
@@ -59,4 +60,4 @@ def latent_mouth_shapes(phonemes: list[dict], start: float, latent_frames: int, 
     timed = [Timed(str(p["phoneme"]), float(p["start"]), float(p["end"])) for p in phonemes]
     frames = 1 + stride * (latent_frames - 1)
     track = mouth_track(timed, start + (np.arange(frames) + 0.5) / fps)
-    return np.stack([track[:1].mean(0)] + [track[1 + stride * j : 1 + stride * (j + 1)].mean(0) for j in range(latent_frames - 1)])
+    return np.stack([track[frames_of_latent(j, stride)].mean(0) for j in range(latent_frames)])
