@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamchar.errors import StreamcharError
+from streamchar.evaluation.items import named_folders
 from streamchar.evaluation.synthtalk_checks import mouth_follows_speech
 
 
@@ -24,13 +26,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     report = {}
-    for item in a.videos:
-        name, _, folder = item.partition("=")
-        if not folder or not Path(folder).is_dir():
-            raise SystemExit(f"--videos takes NAME=DIR with an existing folder; got {item!r}")
-        clips = sorted(Path(folder).glob("*.mp4"))[: a.clips]
+    try:
+        systems = named_folders(a.videos)
+    except StreamcharError as e:
+        raise SystemExit(str(e)) from None
+    for name, folder in systems.items():
+        clips = sorted(folder.glob("*.mp4"))[: a.clips]
         if not clips:
-            raise SystemExit(f"{folder} holds no MP4s")
+            raise SystemExit(f"{folder} is not a folder of MP4s")
         scores = [mouth_follows_speech(p) for p in clips]
         corr = [c for c, _ in scores]
         lags = [lag for _, lag in scores]

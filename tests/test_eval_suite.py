@@ -3,6 +3,7 @@ truth is damaged, bad items are reported and skipped, the CLI writes its report.
 
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,7 +15,8 @@ from streamchar.cli.main import app
 from streamchar.data.mp4 import read_mp4, write_mp4
 from streamchar.evaluation.asr import Recognizer, word_error_rate
 from streamchar.evaluation.frechet import GaussianStats, frechet_distance
-from streamchar.evaluation.items import synthtalk_items
+from streamchar.errors import StreamcharError
+from streamchar.evaluation.items import named_folders, synthtalk_items
 from streamchar.evaluation.quality import FrameQuality, quality_drift
 from streamchar.evaluation.scorers import FrechetFeatures, IdentityScorer, SyncScorer, read_reference
 
@@ -137,7 +139,17 @@ def test_user_torchscript_inception_is_used_for_fid(tmp_path, clips):
     assert f.shape[1] == 48
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"nope")
-    from streamchar.errors import StreamcharError
 
     with pytest.raises(StreamcharError, match="not a TorchScript Inception"):
         FrechetFeatures(inception=bad)
+
+
+def test_named_folders_reads_name_folder_pairs_and_refuses_bad_ones():
+    assert named_folders(["teacher=runs/a", "student=b=c"]) == {"teacher": Path("runs/a"), "student": Path("b=c")}
+    for bad in (["teacher"], ["=runs/a"], ["teacher="]):
+        with pytest.raises(StreamcharError, match="NAME=FOLDER"):
+            named_folders(bad)
+    with pytest.raises(StreamcharError, match="two systems are named 'ground truth'"):
+        named_folders(["ground truth=x"], taken=("ground truth",))
+    with pytest.raises(StreamcharError, match="two systems are named 'a'"):
+        named_folders(["a=x", "a=y"])

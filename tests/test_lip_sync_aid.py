@@ -1,6 +1,7 @@
 """The tiny preset's lip-sync aids: each noisy video token gets the audio tokens of its own
 frames, and a mouth head names each video latent's mouth shape in training. Alignment of the
-pooling and of the targets, checkpoints from before the aids going on unchanged, the aids learning."""
+pooling and of the targets, checkpoints from before the aids going on unchanged, the aids learning;
+and the flow loss's mouth-region term, over the latent cells the clips' mouth boxes cover."""
 
 import numpy as np
 import pytest
@@ -12,8 +13,8 @@ from streamchar.errors import StreamcharError
 from streamchar.model.checkpoint import load_generator, new_generator, save_generator
 from streamchar.model.dit import AudioInput, VideoInput, frame_audio_pooling
 from streamchar.model.tokenizer import CharacterTokenizer
-from streamchar.training.batch import collate, pretraining_loss
-from streamchar.training.phonemes import latent_mouth_shapes
+from streamchar.training.batch import collate, pretraining_loss, region_loss
+from streamchar.training.phonemes import latent_mouth_cells, latent_mouth_shapes
 from streamchar.training.windows import WindowSource
 
 
@@ -117,3 +118,56 @@ def test_mouth_follows_speech_finds_a_shifted_mouth(tmp_path):
             assert corr > 0.8
     with pytest.raises(StreamcharError, match="cannot read"):
         mouth_follows_speech(tmp_path / "missing.mp4")
+
+
+def test_mouth_cells_cover_the_boxes_of_each_latents_frames():
+    boxes = [[57, 56, 74, 74]] * 5 + [[90, 20, 100, 30]] * 2  # the mouth jumps at frame 5; 7 frames
+    cells = latent_mouth_cells(boxes, 0, 3, 4, 16, (8, 8))
+    assert cells.shape == (3, 8, 8)
+    assert np.argwhere(cells[0]).tolist() == [[3, 3], [3, 4], [4, 3], [4, 4]]  # x 57..74 and y 56..74 touch cells 3 and 4
+    assert np.array_equal(cells[1], cells[0])  # frames 1..4
+    assert np.argwhere(cells[2]).tolist() == [[1, 5], [1, 6]]  # frames 5..8: the new box, and past the boxes the last one
+    assert latent_mouth_cells(boxes, 4, 2, 4, 16, (8, 8))[0].sum() == 4  # a later chunk starts at its own frame
+    assert latent_mouth_cells([], 0, 2, 4, 16, (8, 8)).sum() == 0
+
+
+def test_region_loss_is_the_error_over_the_marked_cells_only():
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(2, 4, 3, 8, 8, generator=g)
+    cells = torch.zeros(2, 1, 3, 8, 8)
+    cells[:, :, :, 3:5, 3:5] = 1
+    pred = target + 10 * (1 - cells)  # wrong everywhere but the mouth
+    assert region_loss(pred, target, cells) == 0
+    pred = target + cells  # off by one on the mouth alone
+    assert torch.isclose(region_loss(pred, target, cells), torch.tensor(1.0))
+
+
+def test_windows_mark_the_mouth_and_the_loss_weighs_it(cache, tmp_path):
+    import json
+    import shutil
+
+    cfg = load_config("tiny")
+    src = WindowSource(LatentCache(cache), cfg, CharacterTokenizer(96), mouth_cells=True)
+    later = [k for k, (_, c) in enumerate(src.index) if c >= 1][:2]
+    windows = [src.window(k) for k in later]
+    i, c = src.index[later[0]]
+    boxes = src.cache.records[i]["mouth_boxes"]
+    x0, y0, x1, y1 = boxes[33 * c]  # the chunk's first frame, the first latent's only one
+    marked = np.argwhere(windows[0].mouth_cells[0].numpy())
+    assert {(y, x) for y, x in marked} == {(y, x) for y in range(y0 // 16, -(-y1 // 16)) for x in range(x0 // 16, -(-x1 // 16))}
+    batch = collate(windows)
+    assert batch.mouth_cells.shape == (2, 1, 9, 8, 8)
+    model, prompt = new_generator(cfg, seed=0)
+    without = pretraining_loss(model, prompt, batch, torch.Generator().manual_seed(1))
+    out = pretraining_loss(model, prompt, batch, torch.Generator().manual_seed(1), mouth_region_weight=0.5)
+    assert "mouth_region" not in without and torch.isclose(out["loss"], without["loss"] + 0.5 * out["mouth_region"])
+    assert WindowSource(LatentCache(cache), cfg, CharacterTokenizer(96)).window(later[0]).mouth_cells is None
+
+    old = tmp_path / "old-cache"  # a cache encoded before the records kept the boxes
+    shutil.copytree(cache, old)
+    manifest = json.loads((old / "latents.json").read_text())
+    for rec in manifest["clips"]:
+        rec.pop("mouth_boxes")
+    (old / "latents.json").write_text(json.dumps(manifest))
+    with pytest.raises(StreamcharError, match="mouth boxes.*streamchar data encode"):
+        WindowSource(LatentCache(old), cfg, CharacterTokenizer(96), mouth_cells=True)

@@ -217,3 +217,18 @@ def test_varied_history_starts_mid_clip_and_cuts_the_text_there(cache):
             assert w.spoken == full.spoken - (cut or 0)
     assert shorter > 0
     assert all(varied.window(k).history.shape[1] == 0 for k, (_, c) in enumerate(plain.index) if c == 0)
+
+
+def test_a_config_overrides_its_base_key_by_key(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"preset": "tiny", "train": {"cache": "c", "steps": 5, "lr": 1e-3, "distill": {"sink": True, "score_chunks": 3}}}))
+    (tmp_path / "abl").mkdir()
+    (tmp_path / "abl" / "one.yaml").write_text(yaml.safe_dump({"base": "../base.yaml", "train": {"distill": {"score_chunks": 1}}}))
+    cfg, s = load_train_config(tmp_path / "abl" / "one.yaml")
+    assert cfg.preset == "tiny" and s.lr == 1e-3 and s.cache == "c"
+    assert s.distill.score_chunks == 1 and s.distill.sink is True  # nested sections merge, not replace
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump({"base": "loop.yaml", "train": {}}))
+    with pytest.raises(StreamcharError, match="bases loop"):
+        load_train_config(tmp_path / "loop.yaml")
+    (tmp_path / "lost.yaml").write_text(yaml.safe_dump({"base": "nowhere.yaml", "train": {}}))
+    with pytest.raises(StreamcharError, match="the base .*nowhere.yaml named by"):
+        load_train_config(tmp_path / "lost.yaml")

@@ -47,7 +47,7 @@ def train_identity_cmd(data: Path = DataOpt, run: Path = RunOpt, out: Path = Net
 
 
 def _systems(data: Optional[Path], split: str, ground_truth: Optional[Path], videos: list[str], limit: int) -> dict:
-    from streamchar.evaluation.items import folder_items, synthtalk_items
+    from streamchar.evaluation.items import folder_items, named_folders, synthtalk_items
 
     systems = {}
     if data is not None and ground_truth is not None:
@@ -56,13 +56,8 @@ def _systems(data: Optional[Path], split: str, ground_truth: Optional[Path], vid
         systems["ground truth"] = synthtalk_items(data, split, limit)
     elif ground_truth is not None:
         systems["ground truth"] = folder_items(ground_truth, limit)
-    for spec in videos:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name or not folder:
-            raise StreamcharError(f"--videos takes NAME=FOLDER, got {spec!r}")
-        if name in systems:
-            raise StreamcharError(f"two systems are named {name!r}")
-        systems[name] = folder_items(Path(folder), limit)
+    for name, folder in named_folders(videos, taken=tuple(systems)).items():
+        systems[name] = folder_items(folder, limit)
     if not systems:
         raise StreamcharError("nothing to evaluate: give --data or --ground-truth, and/or --videos NAME=FOLDER")
     return systems

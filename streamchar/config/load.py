@@ -14,11 +14,12 @@ from streamchar.config.schema import Config
 from streamchar.errors import StreamcharError
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on a copy of `base`, nested dictionaries merged key by key."""
     out = copy.deepcopy(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_dicts(out[key], value)
         else:
             out[key] = value
     return out
@@ -65,7 +66,7 @@ def load_config(preset: str | None = None, overrides: str | Path | dict[str, Any
         raise StreamcharError(f"the config file names preset {named!r} but --preset is {preset!r}; give one or make them agree")
     if not isinstance(named, str) or named not in PRESETS:
         raise StreamcharError(f"unknown preset {named!r}; accepted: {', '.join(sorted(PRESETS))}")
-    data = _merge(PRESETS[named], over)
+    data = merge_dicts(PRESETS[named], over)
     data["preset"] = named
     try:
         return Config.model_validate(data)

@@ -80,6 +80,8 @@ def encode_dataset(
         for i in idx:
             item = ds[i]
             rec = {k: item[k] for k in KEEP} | {"shard": path.name, "frames": int(item["video"].shape[0])}
+            if item.get("mouth_boxes") is not None:  # SynthTalk's: where the mouth-region loss weighs more
+                rec["mouth_boxes"] = item["mouth_boxes"]
             if not exists:
                 for name, t in encode_item(item, video, audio).items():
                     tensors[f"{item['clip_id']}/{name}"] = t

@@ -55,6 +55,19 @@ def synthtalk_items(data: Path, split: str, limit: int | None = None) -> list[Ev
     return items[:limit] if limit else items
 
 
+def named_folders(specs: list[str], taken: tuple[str, ...] = ()) -> dict[str, Path]:
+    """`NAME=FOLDER` options (`--videos`) as {name: folder}; names must be distinct and not in `taken`."""
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise StreamcharError(f"--videos takes NAME=FOLDER, got {spec!r}")
+        if name in out or name in taken:
+            raise StreamcharError(f"two systems are named {name!r}")
+        out[name] = Path(folder)
+    return out
+
+
 def folder_items(folder: Path, limit: int | None = None) -> list[EvalItem]:
     folder = Path(folder)
     if not folder.is_dir():

@@ -64,6 +64,7 @@ class Batch:
     phonemes: torch.Tensor  # (B, Nh + N) phoneme classes at history (left-padded with IGNORE) and chunk latents
     text_positions: torch.Tensor | None = None  # (B, Nh + N) where in the text each latent is spoken (left-padded), presets with text_rate
     mouth: torch.Tensor | None = None  # (B, F, 3) mouth shape of each target video latent, presets with the DiT's mouth head
+    mouth_cells: torch.Tensor | None = None  # (B, 1, F, h, w) 1 on the target latent cells that hold the mouth
 
     def context(self, prompt: torch.Tensor) -> DenoiseContext:
         return DenoiseContext(self.reference_voice, self.text_ids, self.text_mask, self.word_numbers, self.word_counts,
@@ -108,9 +109,10 @@ def collate(windows: list[Window], prompt_dropout: float = 0.0, reference_dropou
         ref, torch.stack([w.sink for w in windows]) if with_motion else None, torch.stack([w.motion for w in windows]) if with_motion else None
     )
     mouth = torch.stack([w.mouth for w in windows]).float() if all(w.mouth is not None for w in windows) else None
+    cells = torch.stack([w.mouth_cells for w in windows])[:, None].float() if all(w.mouth_cells is not None for w in windows) else None
     return Batch(torch.stack([w.video for w in windows]), torch.stack([w.audio for w in windows]), conditions, prompts, voices, ids, mask,
                  numbers, torch.tensor([float(w.words) for w in windows]), hist, hist_mask,
-                 torch.tensor([w.spoken for w in windows]), phonemes, positions, mouth)  # fmt: skip
+                 torch.tensor([w.spoken for w in windows]), phonemes, positions, mouth, cells)  # fmt: skip
 
 
 def sample_t(b: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -120,11 +122,12 @@ def sample_t(b: int, generator: torch.Generator | None = None) -> torch.Tensor:
 
 def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batch: Batch, generator: torch.Generator | None = None,
                      speech_only: bool = False, pointer_weight: float = 0.1, phoneme_weight: float = 0.0,
-                     mouth_weight: float = 0.0) -> dict[str, torch.Tensor]:
+                     mouth_weight: float = 0.0, mouth_region_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """Flow-matching loss on both modalities (audio only, without video tokens, for the
     speech-only stage) plus the pointer's smooth-L1 and, where the model has the heads, the
-    orchestrator's phoneme cross-entropy and the DiT's mouth-shape squared error; one t per
-    sample shared by both modalities."""
+    orchestrator's phoneme cross-entropy and the DiT's mouth-shape squared error; with
+    `mouth_region_weight` and the batch's mouth cells, the video velocity error again over the
+    mouth's latent cells alone; one t per sample shared by both modalities."""
     b, device = batch.video.shape[0], batch.video.device
     t = sample_t(b, generator).to(device)  # drawn on the CPU generator, so runs agree across devices
     ev = torch.randn(batch.video.shape, generator=generator).to(device)
@@ -144,6 +147,8 @@ def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batc
         losses = flow_loss(dv, velocity_target(batch.video, ev), da, velocity_target(batch.audio, ea))
         if shapes is not None:
             losses["mouth"] = F.mse_loss(shapes, batch.mouth.to(shapes))
+        if mouth_region_weight > 0 and batch.mouth_cells is not None:
+            losses["mouth_region"] = region_loss(dv, velocity_target(batch.video, ev), batch.mouth_cells)
     losses["pointer"] = pointer_loss(orch.progress_raw, batch.spoken)
     losses["loss"] = losses.get("video", 0.0) + losses["audio"] + pointer_weight * losses["pointer"]
     if orch.phoneme_logits is not None and phoneme_weight > 0:
@@ -151,7 +156,15 @@ def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batc
         losses["loss"] = losses["loss"] + phoneme_weight * losses["phoneme"]
     if "mouth" in losses:
         losses["loss"] = losses["loss"] + mouth_weight * losses["mouth"]
+    if "mouth_region" in losses:
+        losses["loss"] = losses["loss"] + mouth_region_weight * losses["mouth_region"]
     return losses
+
+
+def region_loss(pred: torch.Tensor, target: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the latent cells where `cells` (B, 1, F, h, w) is 1, all channels."""
+    err = (pred.float() - target.float()).pow(2) * cells.to(pred.device)
+    return err.sum() / (cells.sum().clamp(min=1) * pred.shape[1])
 
 
 def phoneme_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

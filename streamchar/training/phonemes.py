@@ -12,7 +12,9 @@ data); the head exists only when the preset sets `orchestrator.phoneme_classes`.
 The DiT's video tokens likewise ignored the speech: the tiny teacher's mouth moved as much as the
 data's but did not follow its own audio (mouth opening against loudness: correlation -0.03; the
 data's 0.55). `latent_mouth_shapes` gives its mouth head (`dit.mouth_head`) the shape SynthTalk's
-renderer drew from the same phonemes.
+renderer drew from the same phonemes, and `latent_mouth_cells` marks the latent cells that hold
+the mouth, where the flow loss can weigh more (`train.mouth_region_weight`): the mouth is 4 of a
+frame's 64 latent cells at the tiny scale, so the plain mean let the teacher leave it vague.
 """
 
 from __future__ import annotations
@@ -61,3 +63,20 @@ def latent_mouth_shapes(phonemes: list[dict], start: float, latent_frames: int, 
     frames = 1 + stride * (latent_frames - 1)
     track = mouth_track(timed, start + (np.arange(frames) + 0.5) / fps)
     return np.stack([track[frames_of_latent(j, stride)].mean(0) for j in range(latent_frames)])
+
+
+def latent_mouth_cells(boxes: list, first_frame: int, latent_frames: int, temporal_stride: int, spatial_stride: int,
+                       grid: tuple[int, int]) -> np.ndarray:
+    """(latent_frames, h, w) 1 where a latent cell overlaps the mouth box (x0, y0, x1, y1 in
+    pixels) of any frame that latent codes, for the chunk whose frame 0 is `first_frame`; frames
+    past the clip's boxes take its last box."""
+    h, w = grid
+    out = np.zeros((latent_frames, h, w), dtype=np.float32)
+    if not boxes:
+        return out
+    last = len(boxes) - 1
+    for j in range(latent_frames):
+        for f in frames_of_latent(j, temporal_stride):
+            x0, y0, x1, y1 = boxes[min(first_frame + f, last)]
+            out[j, y0 // spatial_stride : -(-y1 // spatial_stride), x0 // spatial_stride : -(-x1 // spatial_stride)] = 1.0
+    return out

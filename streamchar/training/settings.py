@@ -1,5 +1,7 @@
 """Typed training settings, read from the `train:` section of a YAML file (the `preset:` and
-`model:` sections of the same file choose and override the model config)."""
+`model:` sections of the same file choose and override the model config). A file may name a
+`base:` file (relative to itself) whose sections it overrides key by key, so an ablation says
+only what it changes."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from streamchar.config import Config, load_config
-from streamchar.config.load import format_validation_error
+from streamchar.config.load import format_validation_error, merge_dicts
 from streamchar.errors import StreamcharError
 
 
@@ -65,6 +67,7 @@ class TrainSettings(BaseModel):
     vary_history: bool = Field(False, description="later chunks' history 1 to stream.history_chunks chunks, drawn per window (clips shorter than the history window)")
     phoneme_weight: float = Field(0.5, ge=0, description="the orchestrator's phoneme loss, where the preset has the head (tiny)")
     mouth_weight: float = Field(5.0, ge=0, description="the DiT's mouth-shape loss (mean squared error), where the preset has the head (tiny)")
+    mouth_region_weight: float = Field(0.0, ge=0, description="the video flow loss again over the mouth's latent cells (needs the clips' mouth boxes in the latent cache)")
     init: str | None = Field(None, description="start from this generator checkpoint (e.g. the speech-only stage's result)")
     wan: str | None = Field(None, description="paper scale: a diffusers Wan2.2 transformer directory for the DiT's video path")
     qwen: str | None = Field(None, description="paper scale: a Qwen2.5 directory for the orchestrator")
@@ -72,16 +75,33 @@ class TrainSettings(BaseModel):
     distill: DistillSettings = Field(default_factory=DistillSettings)
 
 
-def load_train_config(path: Path, overrides: dict[str, Any] | None = None) -> tuple[Config, TrainSettings]:
+def _read_sections(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The file's sections over those of its `base:` chain."""
+    path = Path(path)
+    if path.resolve() in chain:
+        raise StreamcharError(f"training config bases loop: {' -> '.join(str(p) for p in (*chain, path.resolve()))}")
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise StreamcharError(f"cannot read the training config {path}: {e}") from None
-    if not isinstance(raw, dict) or "train" not in raw:
-        raise StreamcharError(f"{path} needs a `train:` section (and may have `preset:` and `model:`)")
-    unknown = set(raw) - {"preset", "model", "train"}
+        what = f"the base {path} named by {chain[-1]}" if chain else f"the training config {path}"
+        raise StreamcharError(f"cannot read {what}: {e}") from None
+    if not isinstance(raw, dict):
+        raise StreamcharError(f"{path} must hold sections (train:, and optionally base:, preset:, model:)")
+    unknown = set(raw) - {"base", "preset", "model", "train"}
     if unknown:
-        raise StreamcharError(f"{path}: unknown sections {sorted(unknown)}; accepted: preset, model, train")
+        raise StreamcharError(f"{path}: unknown sections {sorted(unknown)}; accepted: base, preset, model, train")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise StreamcharError(f"{path}: base must be a path to another training config, not {base!r}")
+    return merge_dicts(_read_sections(path.parent / base, (*chain, path.resolve())), raw)
+
+
+def load_train_config(path: Path, overrides: dict[str, Any] | None = None) -> tuple[Config, TrainSettings]:
+    raw = _read_sections(Path(path))
+    if "train" not in raw:
+        raise StreamcharError(f"{path} needs a `train:` section (its own or its base's; and may have `preset:` and `model:`)")
     cfg = load_config(raw.get("preset"), raw.get("model") or {})
     try:
         settings = TrainSettings(**{**raw["train"], **(overrides or {})})

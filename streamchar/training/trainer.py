@@ -99,7 +99,8 @@ class Trainer:
         cache = LatentCache(Path(s.cache))
         oc = cfg.orchestrator
         self.tokenizer = make_tokenizer(oc.tokenizer, oc.vocab_size, s.qwen)
-        self.source = WindowSource(cache, cfg, self.tokenizer, "train", vary_history=s.vary_history)
+        self.source = WindowSource(cache, cfg, self.tokenizer, "train", vary_history=s.vary_history,
+                                   mouth_cells=s.mouth_region_weight > 0 and stage == "joint")
         self.kinds = {
             "first": [k for k, (_, c) in enumerate(self.source.index) if c == 0],
             "later": [k for k, (_, c) in enumerate(self.source.index) if c > 0],
@@ -143,7 +144,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             return pretraining_loss(self.model, self.prompt, batch, g, speech_only=self.stage == "orchestrator",
                                     pointer_weight=self.s.pointer_weight, phoneme_weight=self.s.phoneme_weight,
-                                    mouth_weight=self.s.mouth_weight)  # fmt: skip
+                                    mouth_weight=self.s.mouth_weight, mouth_region_weight=self.s.mouth_region_weight)  # fmt: skip
 
     # one step -----------------------------------------------------------------------------
     def train_step(self, step: int) -> dict[str, float]:

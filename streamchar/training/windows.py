@@ -14,7 +14,9 @@ For chunk c of a clip (frames [33c, 33c + 33), audio latents the same range):
   `lookahead_words` kept after the cut, its word numbers counted from the cut;
 - the pointer's target: words finished by the end of the chunk, counted from the cut;
 - the phoneme class at every history and target latent (the alignment loss's targets) and,
-  for presets with `text_rate`, where in the transcript each of them is spoken.
+  for presets with `text_rate`, where in the transcript each of them is spoken;
+- with `mouth_cells`, which target latent cells hold the mouth (from the clips' mouth boxes,
+  kept by the latent cache), for the flow loss's mouth-region term.
 
 Word times come from the clip's word timings (espeak's events here, ASR timestamps for real
 data), expanded to the words `normalize_words` counts (a hyphenated word counts as two).
@@ -33,7 +35,7 @@ from streamchar.errors import StreamcharError
 from streamchar.evaluation.text import normalize_words
 from streamchar.model.alignment import spoken_positions, window_positions
 from streamchar.model.tokenizer import CharacterTokenizer, QwenTokenizer
-from streamchar.training.phonemes import frame_phonemes, latent_mouth_shapes
+from streamchar.training.phonemes import frame_phonemes, latent_mouth_cells, latent_mouth_shapes
 
 CHUNK_FRAMES = 33
 
@@ -77,15 +79,16 @@ class Window:
     phonemes: torch.Tensor | None = None  # (history + 33,) phoneme class at each history and target latent
     text_positions: torch.Tensor | None = None  # (history + 33,) where in text_ids each latent is spoken (presets with text_rate)
     mouth: torch.Tensor | None = None  # (9, 3) mouth shape of each target video latent (presets with the DiT's mouth head)
+    mouth_cells: torch.Tensor | None = None  # (9, h, w) 1 on the target latent cells that hold the mouth (with `mouth_cells`)
 
 
 class WindowSource:
     """Every (clip, chunk) of a cache split; clips shorter than one chunk are refused by name."""
 
     def __init__(self, cache: LatentCache, cfg: Config, tokenizer: CharacterTokenizer | QwenTokenizer, split: str = "train",
-                 vary_history: bool = False):
+                 vary_history: bool = False, mouth_cells: bool = False):
         self.cache, self.cfg, self.tokenizer = cache, cfg, tokenizer
-        self.vary_history = vary_history
+        self.vary_history, self.mouth_cells = vary_history, mouth_cells
         self.index: list[tuple[int, int]] = []
         short = []
         for i, rec in enumerate(cache.records):
@@ -98,6 +101,12 @@ class WindowSource:
         if not self.index:
             why = f" ({len(short)} clips shorter than one chunk of {CHUNK_FRAMES} frames, e.g. {short[0]})" if short else ""
             raise StreamcharError(f"the latent cache {cache.root} has no {split} chunks to train on{why}")
+        if mouth_cells:
+            unboxed = [cache.records[i]["clip_id"] for i in sorted({i for i, _ in self.index}) if not cache.records[i].get("mouth_boxes")]
+            if unboxed:
+                raise StreamcharError(f"the mouth-region loss needs the clips' mouth boxes, and {len(unboxed)} clips of the latent cache "
+                                      f"{cache.root} have none (e.g. {unboxed[0]}); re-run `streamchar data encode` on SynthTalk data "
+                                      "(existing shards are kept, only the records are rewritten) or set train.mouth_region_weight to 0")
         self.skipped_short = short
         self._tokens: dict[int, tuple] = {}
 
@@ -137,10 +146,14 @@ class WindowSource:
         mouth = None
         if self.cfg.dit.mouth_head:
             mouth = torch.from_numpy(latent_mouth_shapes(rec.get("phonemes") or [], c * seconds, lv, s.fps, s.vae_temporal_stride))
+        cells = None
+        if self.mouth_cells:
+            h, w = t["video"].shape[2:]
+            cells = torch.from_numpy(latent_mouth_cells(rec["mouth_boxes"], c * CHUNK_FRAMES, lv, s.vae_temporal_stride, s.vae_spatial_stride, (h, w)))
         return Window(
             rec["clip_id"], c, t["reference"], t["video"][:, :lv] if c >= 1 else None,
             t["video"][:, (c - 1) * lv : c * lv] if c >= 1 else None,
             t["video"][:, c * lv : (c + 1) * lv], t["audio"][:, c * la : (c + 1) * la], t["audio"][:, first * la : c * la], voice,
             ids, numbers, n, float(np.clip(spoken, 0, n)),
-            rec.get("prompt", ""), torch.from_numpy(phonemes), positions, mouth,
+            rec.get("prompt", ""), torch.from_numpy(phonemes), positions, mouth, cells,
         )  # fmt: skip
