@@ -182,3 +182,23 @@ def test_stable_audio_rate_is_named_in_the_error(tmp_path):
 def test_paper_preset_needs_a_path():
     with pytest.raises(StreamcharError, match="needs a video VAE directory"):
         load_video_codec(load_config("paper"))
+
+
+def test_decoder_only_training_keeps_the_encoder_and_its_latents(small_set, tmp_path):
+    from streamchar.codecs.train import TrainSettings, train_codec
+
+    root, cfg = small_set
+    base = dict(batch=2, lr=1e-3, save_every=2, log_every=1, max_clips=2, threads=2)
+    train_codec("video", root, tmp_path / "run-a", tmp_path / "a", cfg, TrainSettings(steps=2, **base))
+    a = load_codec(tmp_path / "a")
+    train_codec("video", root, tmp_path / "run-b", tmp_path / "b", cfg, TrainSettings(steps=2, init=str(tmp_path / "a"), decoder_only=True, **base))
+    b = load_codec(tmp_path / "b")
+    sa, sb = a.state_dict(), b.state_dict()
+    kept = [k for k in sa if k.startswith(("enc.", "latents_"))]
+    assert kept and all(torch.equal(sa[k], sb[k]) for k in kept)  # cached latents stay valid
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa if k.startswith("dec."))
+    meta = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert meta["stage"] == "decoder" and meta["decoder_only_from"] == str(tmp_path / "a")
+    assert (tmp_path / "b" / "video-train_log.jsonl").is_file()  # the encoder's training record comes along
+    with pytest.raises(StreamcharError, match="give --init"):
+        train_codec("video", root, tmp_path / "run-c", tmp_path / "c", cfg, TrainSettings(steps=1, decoder_only=True, **base))

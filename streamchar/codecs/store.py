@@ -69,9 +69,14 @@ def _build(kind: str, config: dict) -> TinyVideoCodec | TinyAudioCodec:
     raise StreamcharError(f"unknown codec kind {kind!r}; accepted: {', '.join(SHIPPED)}")
 
 
+def codec_path(name_or_path: str | Path) -> Path:
+    """The folder of a shipped codec by name ("tiny-video", "tiny-audio"), or the path given."""
+    return shipped_path(str(name_or_path)) if str(name_or_path) in SHIPPED else Path(name_or_path)
+
+
 def load_codec(name_or_path: str | Path) -> TinyVideoCodec | TinyAudioCodec:
     """A shipped codec by name ("tiny-video", "tiny-audio") or a saved directory."""
-    path = shipped_path(str(name_or_path)) if str(name_or_path) in SHIPPED else Path(name_or_path)
+    path = codec_path(name_or_path)
     if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
         raise StreamcharError(f"no codec at {path}: expected {CONFIG} and {WEIGHTS} (train one with `streamchar codec train`)")
     try:

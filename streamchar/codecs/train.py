@@ -4,6 +4,10 @@ Resumable: a checkpoint (model, optimizer, step, RNG) is written atomically ever
 `save_every` steps to `<run>/checkpoint/`; rerunning the same command continues from it.
 At the end, per-channel latent statistics are measured on training data and stored with
 the weights, and the codec is written to `--out`.
+
+`decoder_only` (with `init`) trains the decoder alone: the encoder's weights and latent
+statistics stay bit for bit those of `init`, so a latent cache and every model trained on it
+stay valid while the decoder gets better at turning the same latents into frames or samples.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class TrainSettings:
     mouth_crops: float = 0.0  # video: share of crops placed over the mouth (the detail a small crop rarely holds whole)
     threads: int | None = None
     init: str | None = None  # start from this codec's weights (a shipped name or a directory)
+    decoder_only: bool = False  # train the decoder alone; the encoder and latent statistics stay init's
 
 
 def _cosine(step: int, total: int, warmup: int, lr: float) -> float:
@@ -199,7 +204,11 @@ def train_codec(
         from streamchar.codecs.store import load_codec
 
         model.load_state_dict(load_codec(settings.init).state_dict())
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
+    elif settings.decoder_only:
+        raise StreamcharError("decoder-only training keeps an existing codec's encoder: give --init (tiny-video, tiny-audio or a directory)")
+    if settings.decoder_only:
+        model.enc.requires_grad_(False)  # type: ignore[union-attr]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=0.0)
     run.mkdir(parents=True, exist_ok=True)
     if command:
         with open(run / "commands.txt", "a") as f:
@@ -252,9 +261,18 @@ def train_codec(
             _save_checkpoint(run, model, opt, done, rng)
     writer.close()
     model.eval()
-    _set_latent_statistics(model, source, kind, cfg)
-    save_codec(model, out, {"trained_steps": settings.steps, "train_clips": len(records), "data": str(data), "command": command})  # type: ignore[arg-type]
+    meta = {"stage": "decoder" if settings.decoder_only else kind, "trained_steps": settings.steps, "train_clips": len(records),
+            "data": str(data), "command": command}
+    if settings.decoder_only:
+        meta["decoder_only_from"] = settings.init
+    else:
+        _set_latent_statistics(model, source, kind, cfg)
+    save_codec(model, out, meta)  # type: ignore[arg-type]
     export_training_record(run, out, f"tiny {kind} codec")
+    if settings.init is not None:
+        from streamchar.codecs.store import codec_path
+
+        carry_training_record(codec_path(settings.init), out)
     return {"steps": settings.steps, "resumed_from": start, "last": last, "out": str(out)}
 
 
