@@ -144,11 +144,12 @@ def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batc
             dv, da, orch, shapes = model.velocity_and_mouth(VideoInput(xv), x, prompt, conditions=batch.conditions)
         else:
             dv, da, orch = model.velocity(VideoInput(xv), x, prompt, conditions=batch.conditions)
-        losses = flow_loss(dv, velocity_target(batch.video, ev), da, velocity_target(batch.audio, ea))
+        target_video = velocity_target(batch.video, ev)
+        losses = flow_loss(dv, target_video, da, velocity_target(batch.audio, ea))
         if shapes is not None:
             losses["mouth"] = F.mse_loss(shapes, batch.mouth.to(shapes))
         if mouth_region_weight > 0 and batch.mouth_cells is not None:
-            losses["mouth_region"] = region_loss(dv, velocity_target(batch.video, ev), batch.mouth_cells)
+            losses["mouth_region"] = region_loss(dv, target_video, batch.mouth_cells)
     losses["pointer"] = pointer_loss(orch.progress_raw, batch.spoken)
     losses["loss"] = losses.get("video", 0.0) + losses["audio"] + pointer_weight * losses["pointer"]
     if orch.phoneme_logits is not None and phoneme_weight > 0:
