@@ -113,7 +113,7 @@ def test_history_window_and_transcript_cut_follow_the_pointer(parts, monkeypatch
     _scripted_pointer(monkeypatch, s, per_chunk=1.5)
     seen = []
     original = s.model.orchestrator.forward
-    monkeypatch.setattr(s.model.orchestrator, "forward", lambda x: seen.append(x) or original(x))
+    monkeypatch.setattr(s.model.orchestrator, "forward", lambda x, prefix=None: seen.append(x) or original(x, prefix=prefix))
     per_s = s.cfg.audio.sample_rate / s.cfg.audio.hop_length
     for k in range(14):
         s.next_chunk(k)

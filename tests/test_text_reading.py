@@ -3,9 +3,11 @@ loss that reaches the orchestrator, transcript-aligned positions (word timings i
 plan in streams), the text bias, input scales, checkpoints from before the aids."""
 
 import numpy as np
+import pytest
 import torch
 
 from streamchar.config import load_config
+from streamchar.errors import StreamcharError
 from streamchar.data.latents import LatentCache
 from streamchar.model.checkpoint import new_generator
 from streamchar.model.tokenizer import CharacterTokenizer
@@ -228,7 +230,7 @@ def test_streams_read_the_transcript_at_the_planned_pace():
     s = session(text, max_chunks=16)
     seen = []
     original = s.model.orchestrator.forward
-    s.model.orchestrator.forward = lambda x: seen.append(x) or original(x)
+    s.model.orchestrator.forward = lambda x, prefix=None: seen.append(x) or original(x, prefix=prefix)
     for k in range(13):
         s.next_chunk(k)
     toks = s._tokens
@@ -242,3 +244,23 @@ def test_streams_read_the_transcript_at_the_planned_pace():
     assert cut > 0 and seen[-1].history_audio.shape[2] == s.chunks_per_history * 33
     short = list(session("one two three four").chunks())  # 20 tokens: read within the first chunk's 24.4
     assert [c.closing for c in short] == [False, True] and short[0].words_spoken == 4
+
+
+@pytest.mark.parametrize("over", [{}, {"text_window": 0}], ids=["text-bias", "plain-mask"])
+def test_cached_prefix_gives_the_full_pass_at_every_step(over):
+    from dataclasses import replace
+
+    orch = _orchestrator(**over).eval()
+    g = torch.Generator().manual_seed(1)
+    x = replace(_inputs(text=6, pad=1), history_audio=torch.randn(1, 64, 5, generator=g), history_mask=torch.tensor([[0, 1, 1, 1, 1]]))
+    with torch.no_grad():
+        prefix = orch.encode_prefix(x)
+        for t in (900.0, 600.0, 300.0):  # the sampler's steps: new noisy audio and timestep, the same prefix
+            step = replace(x, noisy_audio=torch.randn(1, 64, 4, generator=g), timestep=torch.tensor([t]))
+            full, cached = orch(step), orch(step, prefix=prefix)
+            assert torch.allclose(cached.condition, full.condition, atol=1e-5)
+            assert torch.allclose(cached.progress_raw, full.progress_raw, atol=1e-5)
+            assert torch.allclose(cached.phoneme_logits, full.phoneme_logits, atol=1e-5)
+        assert prefix.cache.get_seq_length() == prefix.length  # each step leaves the cache as the prefix left it
+        with pytest.raises(StreamcharError, match="laid out for 4 chunk latents, got 3"):
+            orch(replace(x, noisy_audio=torch.randn(1, 64, 3)), prefix=prefix)

@@ -188,27 +188,79 @@ class Orchestrator(nn.Module):
         bias[:, n_ref + n_txt :, n_ref : n_ref + n_txt] = TEXT_BOOST - 0.5 * (d / self.cfg.text_window) ** 2
         return bias.masked_fill(~allowed, low).clamp(min=low).to(dtype)[:, None]
 
-    def forward(self, x: OrchestratorInput) -> OrchestratorOutput:
-        b = x.noisy_audio.shape[0]
+    def _layout(self, x: OrchestratorInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+        """The pass's prefix embeddings [e_ref, E_txt, e_hist], then positions, attention mask and
+        the reference and transcript lengths, laid out for the prefix and the chunk together."""
+        b, n_cond = x.noisy_audio.shape[0], x.noisy_audio.shape[2]
         ref = self._audio(x.reference_audio, "reference")
         txt = self.backbone.embed_tokens(x.text_ids)
         hist = self._audio(x.history_audio, "history")
-        temb = self.time_embed(self.time_proj(x.timestep).to(ref.dtype))
-        cond = self._audio(x.noisy_audio, "condition") + temb[:, None]
-        embeds = torch.cat([ref, txt, hist, cond], dim=1)
-        ones = lambda n: torch.ones(b, n, dtype=torch.long, device=embeds.device)  # noqa: E731
+        prefix = torch.cat([ref, txt, hist], dim=1)
+        ones = lambda n: torch.ones(b, n, dtype=torch.long, device=prefix.device)  # noqa: E731
         hist_mask = x.history_mask.long() if x.history_mask is not None else ones(hist.shape[1])
-        mask = torch.cat([ones(ref.shape[1]), x.text_mask.long(), hist_mask, ones(cond.shape[1])], dim=1)
+        mask = torch.cat([ones(ref.shape[1]), x.text_mask.long(), hist_mask, ones(n_cond)], dim=1)
         n_ref, n_txt = ref.shape[1], txt.shape[1]
-        positions = self._positions(mask, n_ref, n_txt, hist_mask, cond.shape[1], x.text_positions)
-        attention = self._text_bias(mask, positions, n_ref, n_txt, embeds.dtype) if self.cfg.text_rate and self.cfg.text_window else mask
-        hidden = self.backbone(inputs_embeds=embeds, attention_mask=attention, position_ids=positions).last_hidden_state
-        condition = self.condition_out(hidden[:, -cond.shape[1] :])
+        positions = self._positions(mask, n_ref, n_txt, hist_mask, n_cond, x.text_positions)
+        attention = self._text_bias(mask, positions, n_ref, n_txt, prefix.dtype) if self.cfg.text_rate and self.cfg.text_window else mask
+        return prefix, positions, attention, n_ref, n_txt
+
+    def _condition_tokens(self, x: OrchestratorInput) -> torch.Tensor:
+        tokens = self._audio(x.noisy_audio, "condition")
+        return tokens + self.time_embed(self.time_proj(x.timestep).to(tokens.dtype))[:, None]
+
+    def _outputs(self, x: OrchestratorInput, hidden: torch.Tensor, n_ref: int, n_txt: int) -> OrchestratorOutput:
+        condition = self.condition_out(hidden[:, -x.noisy_audio.shape[2] :])
         text_hidden = hidden[:, n_ref : n_ref + n_txt]
         raw = self.pointer(condition, text_hidden, x.word_numbers, x.text_mask, x.word_counts, clamp=False)
         progress = self.pointer.clamp(raw, x.word_counts)
         phonemes = self.phoneme_head(hidden[:, n_ref + n_txt :]) if self.phoneme_head is not None else None
         return OrchestratorOutput(condition, progress, raw, phonemes)
+
+    def forward(self, x: OrchestratorInput, prefix: OrchestratorPrefix | None = None) -> OrchestratorOutput:
+        """With `prefix` (from `encode_prefix` on an input with the same reference voice, transcript
+        window and history) only the chunk's noisy audio is run, against the prefix's cached keys
+        and values: the pass is causal and the timestep enters the chunk's tokens alone, so the
+        result is the full pass's, at a fraction of its cost for the sampler's later steps."""
+        if prefix is None:
+            embeds, positions, attention, n_ref, n_txt = self._layout(x)
+            embeds = torch.cat([embeds, self._condition_tokens(x)], dim=1)
+            hidden = self.backbone(inputs_embeds=embeds, attention_mask=attention, position_ids=positions).last_hidden_state
+            return self._outputs(x, hidden, n_ref, n_txt)
+        n = prefix.length
+        if x.noisy_audio.shape[2] + n != prefix.positions.shape[1]:
+            raise StreamcharError(f"the prefix was laid out for {prefix.positions.shape[1] - n} chunk latents, got {x.noisy_audio.shape[2]}")
+        attention = prefix.attention[:, :, n:] if prefix.attention.dim() == 4 else prefix.attention
+        try:
+            out = self.backbone(inputs_embeds=self._condition_tokens(x), attention_mask=attention, position_ids=prefix.positions[:, n:],
+                                past_key_values=prefix.cache, use_cache=True).last_hidden_state  # fmt: skip
+        finally:
+            prefix.cache.crop(n - prefix.cache.get_seq_length())  # drop the chunk's entries: the prefix alone for the next step
+        return self._outputs(x, torch.cat([prefix.hidden, out], dim=1), prefix.n_ref, prefix.n_txt)
+
+    def encode_prefix(self, x: OrchestratorInput) -> OrchestratorPrefix:
+        """One pass over [e_ref, E_txt, e_hist] for all of a chunk's sampler steps (inference)."""
+        from transformers import DynamicCache
+
+        embeds, positions, attention, n_ref, n_txt = self._layout(x)
+        n = embeds.shape[1]
+        own = attention[:, :, :n, :n] if attention.dim() == 4 else attention[:, :n]
+        cache = DynamicCache(config=self.backbone.config)
+        hidden = self.backbone(inputs_embeds=embeds, attention_mask=own, position_ids=positions[:, :n],
+                               past_key_values=cache, use_cache=True).last_hidden_state  # fmt: skip
+        return OrchestratorPrefix(cache, hidden, positions, attention, n, n_ref, n_txt)
+
+
+@dataclass
+class OrchestratorPrefix:
+    """The orchestrator's pass over a chunk's prefix, shared by the sampler's steps."""
+
+    cache: object  # transformers DynamicCache holding the prefix's keys and values
+    hidden: torch.Tensor  # (B, n, H) the prefix's final hidden states
+    positions: torch.Tensor  # (B, n + N) RoPE positions of the prefix and the chunk
+    attention: torch.Tensor  # the full pass's mask: (B, 1, n + N, n + N) additive, or (B, n + N)
+    length: int
+    n_ref: int
+    n_txt: int
 
 
 def pointer_loss(progress: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -220,7 +220,7 @@ class StreamSession:
                 free_cache = self.model.dit.condition_cache(conditions.without_reference(), self.empty_prompt)
         timings["dit_s"] += time.perf_counter() - t0
         ts = sample_times(s.steps, s.shift)
-        progress = 0.0
+        progress, prefix = 0.0, None
         for k, (a, b) in enumerate(zip(ts[:steps], ts[1 : steps + 1])):
             last = k == steps - 1
             with torch.set_grad_enabled(grad and last):
@@ -228,7 +228,9 @@ class StreamSession:
                 x = OrchestratorInput(self.reference_audio, ids, torch.ones_like(ids), numbers, n_words, history, audio,
                                       torch.tensor([a * TIMESTEP_SCALE], device=audio.device), None, positions)  # fmt: skip
                 self.model.check_orchestrator_window(x)
-                orch = self.model.orchestrator(x)
+                if not grad and prefix is None:  # inference: the prefix is run once for all steps
+                    prefix = self.model.orchestrator.encode_prefix(x)
+                orch = self.model.orchestrator(x, prefix=prefix)
                 t1 = time.perf_counter()
                 dv, da = self.model.dit(VideoInput(video), x.timestep, self.prompt, AudioInput(audio, orch.condition), cache=cache)
                 if self.empty_prompt is not None:
