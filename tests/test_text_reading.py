@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from streamchar.config import load_config
-from streamchar.errors import StreamcharError
 from streamchar.data.latents import LatentCache
+from streamchar.errors import StreamcharError
 from streamchar.model.checkpoint import new_generator
 from streamchar.model.tokenizer import CharacterTokenizer
 from streamchar.training.batch import collate, pretraining_loss
@@ -261,6 +261,6 @@ def test_cached_prefix_gives_the_full_pass_at_every_step(over):
             assert torch.allclose(cached.condition, full.condition, atol=1e-5)
             assert torch.allclose(cached.progress_raw, full.progress_raw, atol=1e-5)
             assert torch.allclose(cached.phoneme_logits, full.phoneme_logits, atol=1e-5)
-        assert prefix.cache.get_seq_length() == prefix.length  # each step leaves the cache as the prefix left it
+        assert prefix.cache.get_seq_length() == prefix.hidden.shape[1]  # each step leaves the cache as the prefix left it
         with pytest.raises(StreamcharError, match="laid out for 4 chunk latents, got 3"):
             orch(replace(x, noisy_audio=torch.randn(1, 64, 3)), prefix=prefix)

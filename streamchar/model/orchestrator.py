@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,9 @@ from torch import nn
 
 from streamchar.config.schema import OrchestratorConfig
 from streamchar.errors import StreamcharError
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache
 
 SEGMENTS = {"reference": 0, "history": 1, "condition": 2}
 REFERENCE_VOICE_LATENTS = 72  # 3 s of the reference voice at 24 latents/s, in training and streaming alike
@@ -226,12 +230,11 @@ class Orchestrator(nn.Module):
             embeds = torch.cat([embeds, self._condition_tokens(x)], dim=1)
             hidden = self.backbone(inputs_embeds=embeds, attention_mask=attention, position_ids=positions).last_hidden_state
             return self._outputs(x, hidden, n_ref, n_txt)
-        n = prefix.length
-        if x.noisy_audio.shape[2] + n != prefix.positions.shape[1]:
-            raise StreamcharError(f"the prefix was laid out for {prefix.positions.shape[1] - n} chunk latents, got {x.noisy_audio.shape[2]}")
-        attention = prefix.attention[:, :, n:] if prefix.attention.dim() == 4 else prefix.attention
+        if x.noisy_audio.shape[2] != prefix.positions.shape[1]:
+            raise StreamcharError(f"the prefix was laid out for {prefix.positions.shape[1]} chunk latents, got {x.noisy_audio.shape[2]}")
+        n = prefix.hidden.shape[1]
         try:
-            out = self.backbone(inputs_embeds=self._condition_tokens(x), attention_mask=attention, position_ids=prefix.positions[:, n:],
+            out = self.backbone(inputs_embeds=self._condition_tokens(x), attention_mask=prefix.attention, position_ids=prefix.positions,
                                 past_key_values=prefix.cache, use_cache=True).last_hidden_state  # fmt: skip
         finally:
             prefix.cache.crop(n - prefix.cache.get_seq_length())  # drop the chunk's entries: the prefix alone for the next step
@@ -243,22 +246,23 @@ class Orchestrator(nn.Module):
 
         embeds, positions, attention, n_ref, n_txt = self._layout(x)
         n = embeds.shape[1]
-        own = attention[:, :, :n, :n] if attention.dim() == 4 else attention[:, :n]
+        bias = attention.dim() == 4  # additive (B, 1, L, L) rows by columns, or a (B, L) padding mask
+        own, rows = (attention[:, :, :n, :n], attention[:, :, n:]) if bias else (attention[:, :n], attention)
         cache = DynamicCache(config=self.backbone.config)
         hidden = self.backbone(inputs_embeds=embeds, attention_mask=own, position_ids=positions[:, :n],
                                past_key_values=cache, use_cache=True).last_hidden_state  # fmt: skip
-        return OrchestratorPrefix(cache, hidden, positions, attention, n, n_ref, n_txt)
+        return OrchestratorPrefix(cache, hidden, positions[:, n:], rows, n_ref, n_txt)
 
 
 @dataclass
 class OrchestratorPrefix:
-    """The orchestrator's pass over a chunk's prefix, shared by the sampler's steps."""
+    """The orchestrator's pass over a chunk's prefix, and what each sampler step needs to run the
+    chunk's tokens after it."""
 
-    cache: object  # transformers DynamicCache holding the prefix's keys and values
+    cache: DynamicCache  # the prefix's keys and values
     hidden: torch.Tensor  # (B, n, H) the prefix's final hidden states
-    positions: torch.Tensor  # (B, n + N) RoPE positions of the prefix and the chunk
-    attention: torch.Tensor  # the full pass's mask: (B, 1, n + N, n + N) additive, or (B, n + N)
-    length: int
+    positions: torch.Tensor  # (B, N) RoPE positions of the chunk's latents
+    attention: torch.Tensor  # the chunk's rows of the full pass's mask: (B, 1, N, n + N) additive, or (B, n + N) padding
     n_ref: int
     n_txt: int
 
