@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -62,6 +63,45 @@ def test_video_bad_input(video):
         video.encode(torch.zeros(3, 33, 32, 48))
     with pytest.raises(StreamcharError, match="chunks of 9; got 10"):
         video.decode(torch.zeros(1, 8, 10, 2, 3))
+
+
+def _with_reference(video: TinyVideoCodec) -> TinyVideoCodec:
+    torch.manual_seed(1)
+    codec = TinyVideoCodec(replace(video.config, reference_channels=(8, 8, 8, 8))).eval()
+    missing, unexpected = codec.load_state_dict(video.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("ref_") for k in missing)
+    return codec
+
+
+@torch.no_grad()
+def test_reference_path_starts_as_the_decoder_without_it(video):
+    codec = _with_reference(video)
+    z, image = torch.randn(1, 8, 18, 2, 3), torch.rand(1, 3, 32, 48) * 2 - 1
+    assert video.prepare_reference(image) is None
+    assert torch.allclose(codec.decode(z, reference=codec.prepare_reference(image)), video.decode(z), atol=1e-6)
+
+
+@torch.no_grad()
+def test_decoding_with_the_reference(video):
+    codec = _with_reference(video)
+    for fuse in codec.ref_fuse:  # as if trained: the reference now changes the frames
+        torch.nn.init.normal_(fuse.out.weight, std=0.3)
+    z = torch.randn(2, 8, 18, 2, 3)
+    images = torch.rand(2, 3, 32, 48) * 2 - 1
+    ref = codec.prepare_reference(images)
+    ref0, ref1 = codec.prepare_reference(images[:1]), codec.prepare_reference(images[1:])
+    both = codec.decode(z, reference=ref)
+    assert torch.allclose(both[:1], codec.decode(z[:1], reference=ref0), atol=1e-6)
+    assert torch.allclose(both[1:], codec.decode(z[1:], reference=ref1), atol=1e-6)
+    assert not torch.allclose(both[:1], codec.decode(z[:1], reference=ref1), atol=1e-3)
+    parts = torch.cat([codec.decode(z[:1, :, :9], reference=ref0), codec.decode(z[:1, :, 9:], reference=ref0)], dim=2)
+    assert torch.allclose(both[:1], parts, atol=1e-6)  # chunk by chunk, as a stream decodes
+    with pytest.raises(StreamcharError, match="decodes with the reference image"):
+        codec.decode(z)
+    with pytest.raises(StreamcharError, match="reference image must be shaped \\(batch, 3, 32, 48\\)"):
+        codec.prepare_reference(torch.zeros(1, 3, 48, 32))
+    with pytest.raises(StreamcharError, match="features are for 2 images, but 3 videos"):
+        codec.decode(torch.randn(3, 8, 9, 2, 3), reference=ref)
 
 
 @torch.no_grad()
@@ -202,3 +242,12 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latents(small_set, tmp_
     assert (tmp_path / "b" / "video-train_log.jsonl").is_file()  # the encoder's training record comes along
     with pytest.raises(StreamcharError, match="give --init"):
         train_codec("video", root, tmp_path / "run-c", tmp_path / "c", cfg, TrainSettings(steps=1, decoder_only=True, **base))
+    # a decoder that reads the reference image, trained onto the same encoder
+    train_codec("video", root, tmp_path / "run-d", tmp_path / "d", cfg,
+                TrainSettings(steps=2, init=str(tmp_path / "a"), decoder_only=True, reference=True, **base))
+    d = load_codec(tmp_path / "d")
+    sd = d.state_dict()
+    assert d.needs_reference and all(torch.equal(sa[k], sd[k]) for k in kept)
+    assert any(k.startswith("ref_fuse.") and sd[k].abs().sum() > 0 for k in sd if k.endswith("out.weight"))  # left zero, it would read nothing
+    with pytest.raises(StreamcharError, match="--reference is for the video codec"):
+        train_codec("audio", root, tmp_path / "run-e", tmp_path / "e", cfg, TrainSettings(steps=1, reference=True, **base))

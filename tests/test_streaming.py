@@ -183,6 +183,19 @@ def test_bad_text_fails_before_work(parts):
         _session(parts, text="naïve café")
 
 
+def test_a_decoder_that_reads_the_reference_gets_the_requests_image(parts):
+    cfg, model, prompt, _, audio = parts
+    torch.manual_seed(2)
+    video = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8), reference_channels=(8, 8, 8, 8))).eval()
+    request = _request(cfg)
+    session = StreamSession(model, prompt, video, audio, request, SessionSettings(steps=1))
+    image = torch.from_numpy(request.reference_image).permute(2, 0, 1).float()[None] / 127.5 - 1
+    assert all(torch.allclose(a, b) for a, b in zip(session.decode_reference, video.prepare_reference(image)))
+    frames = []
+    report = run_stream(session, [CallbackWriter(lambda f, a: frames.append(f))])  # the decoder refuses to run without it
+    assert report.summary()["chunks"] == len(frames) >= 1 and frames[0].shape == (33, cfg.video.height, cfg.video.width, 3)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, parts):
     cfg, model, prompt, _, _ = parts

@@ -137,6 +137,7 @@ def codec_train(
     latent_noise: float = typer.Option(0.05, "--latent-noise", help="noise added to the latents in training, relative to their std"),
     mouth_crops: float = typer.Option(0.0, "--mouth-crops", help="video: share of training crops placed over the mouth"),
     decoder_only: bool = typer.Option(False, "--decoder-only", help="train the decoder of --init alone: its encoder and latent statistics, so latent caches and models made with it, stay valid"),
+    reference: bool = typer.Option(False, "--reference", help="video: the decoder also reads the stream's reference image (sharp static detail the latents cannot carry)"),
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
@@ -151,7 +152,8 @@ def codec_train(
     if crop < 0 or latent_noise < 0 or not 0 <= mouth_crops <= 1:
         raise StreamcharError("--crop and --latent-noise must not be negative, --mouth-crops must be in [0, 1]")
     settings = TrainSettings(steps=steps, batch=batch, lr=lr, seed=seed, max_clips=max_clips, threads=threads, init=init,
-                             crop=crop or None, latent_noise=latent_noise, mouth_crops=mouth_crops, decoder_only=decoder_only)
+                             crop=crop or None, latent_noise=latent_noise, mouth_crops=mouth_crops, decoder_only=decoder_only,
+                             reference=reference)
     with step_progress(f"training {kind} codec", steps) as on_step:
         summary = train_codec(kind, data, run, out, cfg, settings, on_step=on_step, command=invoked_command())
     console.print(json.dumps(summary))

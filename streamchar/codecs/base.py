@@ -48,13 +48,42 @@ def frames_to_chunks(frames: torch.Tensor) -> tuple[torch.Tensor, int]:
     return chunks.reshape(b * n, c, CHUNK_FRAMES, h, w), t
 
 
+def repeat_reference(reference: list[torch.Tensor] | None, items: int, times: int) -> list[torch.Tensor] | None:
+    """Reference features for `items` items, each repeated `times` times (one per chunk or per
+    latent frame); features of one image serve every item as they are."""
+    if reference is None:
+        return None
+    out = []
+    for f in reference:
+        if f.shape[0] == 1:
+            out.append(f)
+        elif f.shape[0] == items:
+            out.append(f.repeat_interleave(times, dim=0))
+        else:
+            raise StreamcharError(f"reference features are for {f.shape[0]} images, but {items} videos are decoded; give one image or one per video")
+    return out
+
+
 class VideoCodec(nn.Module, ABC):
-    """Frames in [-1, 1], shape (B, 3, T, H, W) <-> normalised latents (B, z, T', H/16, W/16)."""
+    """Frames in [-1, 1], shape (B, 3, T, H, W) <-> normalised latents (B, z, T', H/16, W/16).
+
+    A codec may decode with the stream's reference image (`needs_reference`); its features
+    come from `prepare_reference` once per stream and go to every decode call."""
 
     latent_channels: int
     spatial_stride = 16
     height: int
     width: int
+    needs_reference = False
+
+    def check_reference(self, image: torch.Tensor) -> None:
+        if image.ndim != 4 or image.shape[1] != 3 or tuple(image.shape[-2:]) != (self.height, self.width):
+            raise StreamcharError(f"the reference image must be shaped (batch, 3, {self.height}, {self.width}) in [-1, 1], got {tuple(image.shape)}")
+
+    def prepare_reference(self, image: torch.Tensor) -> list[torch.Tensor] | None:
+        """(B, 3, H, W) in [-1, 1] -> what `decode` needs of the reference (None: nothing)."""
+        self.check_reference(image)
+        return None
 
     def check_frames(self, frames: torch.Tensor) -> None:
         if frames.ndim != 5 or frames.shape[1] != 3:
@@ -76,7 +105,7 @@ class VideoCodec(nn.Module, ABC):
         """(N, 3, 33, H, W) -> (N, z, 9, h, w) normalised latents."""
 
     @abstractmethod
-    def decode_chunks(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode_chunks(self, latents: torch.Tensor, reference: list[torch.Tensor] | None = None) -> torch.Tensor:
         """(N, z, 9, h, w) normalised latents -> (N, 3, 33, H, W) frames in [-1, 1]."""
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -88,13 +117,13 @@ class VideoCodec(nn.Module, ABC):
         n = z.shape[0] // b
         return z.reshape(b, n, *z.shape[1:]).permute(0, 2, 1, 3, 4, 5).reshape(b, z.shape[1], n * CHUNK_LATENTS, *z.shape[3:])
 
-    def decode(self, latents: torch.Tensor, frames: int | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, frames: int | None = None, reference: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Latents of whole chunks -> frames (cut to `frames` when given)."""
         self.check_latents(latents)
         b, z, t, h, w = latents.shape
         n = t // CHUNK_LATENTS
         chunks = latents.reshape(b, z, n, CHUNK_LATENTS, h, w).permute(0, 2, 1, 3, 4, 5).reshape(b * n, z, CHUNK_LATENTS, h, w)
-        x = self.decode_chunks(chunks)
+        x = self.decode_chunks(chunks, repeat_reference(reference, b, n))
         x = x.reshape(b, n, 3, CHUNK_FRAMES, *x.shape[-2:]).permute(0, 2, 1, 3, 4, 5).reshape(b, 3, n * CHUNK_FRAMES, *x.shape[-2:])
         return x if frames is None else x[:, :, :frames]
 

@@ -8,6 +8,7 @@ decoder is also non-causal, so chunked decoding cannot equal whole decoding.
 
 Video: each latent codes a group of four frames (the first latent of a chunk one frame,
 repeated) with a 2-D convolutional autoencoder: space-to-depth by 2, three stride-2 stages.
+Its decoder may also read the stream's reference image (`reference_channels`).
 Audio: log-magnitude STFT frames (hop 200) in, one stride-5 stage down to 24 Hz; the causal
 decoder predicts log-magnitude and phase per frame and overlap-adds their inverse FFTs, so it
 streams with a carried state (the last layers' past inputs and the overlap tail).
@@ -21,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamchar.codecs.base import CHUNK_LATENTS, AudioCodec, AudioStreamDecoder, VideoCodec, denormalise, normalise
+from streamchar.codecs.base import CHUNK_LATENTS, AudioCodec, AudioStreamDecoder, VideoCodec, denormalise, normalise, repeat_reference
 from streamchar.codecs.layers import CausalConv1d, CausalResBlock1d, ResBlock1d, ResBlock2d
+from streamchar.errors import StreamcharError
 
 
 @dataclass
@@ -32,15 +34,40 @@ class TinyVideoConfig:
     latent_channels: int = 48
     encoder_channels: tuple[int, ...] = (32, 64, 128, 192)  # at H/2, H/4, H/8, H/16
     decoder_channels: tuple[int, ...] = (192, 128, 64, 32)  # at H/16, H/8, H/4, H/2
+    # widths of the reference image's features at H/2, H/4, ... (one to four levels), which the
+    # decoder reads at its levels of the same resolution; None: the decoder reads the latents alone
+    reference_channels: tuple[int, ...] | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
+class _ReferenceFuse(nn.Module):
+    """One decoder level reads the reference image's features at the same resolution. The
+    output convolution starts at zero, so a decoder given this path starts as it was."""
+
+    def __init__(self, channels: int, reference: int):
+        super().__init__()
+        self.mix = nn.Conv2d(channels + reference, channels, 3, padding=1)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, h: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        ref = ref.expand(h.shape[0], *ref.shape[1:]) if ref.shape[0] == 1 else ref
+        return h + self.out(F.silu(self.mix(torch.cat([h, ref], dim=1))))
+
+
 class TinyVideoCodec(VideoCodec):
     """The decoder is the heavier half: it runs per chunk while streaming, the encoder only
     once per clip offline (and on the reference frame), and the flat colours and sharp
-    outlines of SynthTalk frames are what a weak decoder blurs."""
+    outlines of SynthTalk frames are what a weak decoder blurs.
+
+    With `reference_channels` the decoder also reads the reference image, which every stream
+    has: 48 channels at 8x8 cannot carry a picture's sharp static detail (background, clothes,
+    hair) four frames at a time, the reference can, so the latents are left to carry what
+    moves. The encoder does not see the reference, so its latents (and every model trained on
+    them) stay those of the codec without it."""
 
     kind = "tiny-video"
 
@@ -57,9 +84,20 @@ class TinyVideoCodec(VideoCodec):
             layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), ResBlock2d(cout)]
         self.enc = nn.Sequential(*layers, nn.SiLU(), nn.Conv2d(enc[-1], z, 1))
         layers = [nn.Conv2d(z, dec[0], 3, padding=1), ResBlock2d(dec[0]), ResBlock2d(dec[0])]
+        self._level_ends = [len(layers) - 1]  # the index of each level's last layer, H/16 first
         for cin, cout in zip(dec, dec[1:]):
             layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1), ResBlock2d(cout)]
+            self._level_ends.append(len(layers) - 1)
         self.dec = nn.Sequential(*layers, nn.SiLU(), nn.Conv2d(dec[-1], 12 * 4, 3, padding=1), nn.PixelShuffle(2))
+        self.needs_reference = config.reference_channels is not None
+        if config.reference_channels is not None:
+            ref = tuple(config.reference_channels)
+            if not 1 <= len(ref) <= 4:
+                raise ValueError("reference_channels name one to four levels: H/2, H/4, H/8, H/16")
+            levels = [nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, ref[0], 3, padding=1), ResBlock2d(ref[0]))]
+            levels += [nn.Sequential(nn.Conv2d(cin, cout, 4, stride=2, padding=1), ResBlock2d(cout)) for cin, cout in zip(ref, ref[1:])]
+            self.ref_levels = nn.ModuleList(levels)
+            self.ref_fuse = nn.ModuleList(_ReferenceFuse(c, r) for c, r in zip(reversed(dec), ref))  # H/2 first
         self.register_buffer("latents_mean", torch.zeros(z))
         self.register_buffer("latents_std", torch.ones(z))
 
@@ -83,8 +121,34 @@ class TinyVideoCodec(VideoCodec):
         """(M, 12, H, W) -> raw (unnormalised) latents (M, z, h, w)."""
         return self.enc(groups)
 
-    def decode_groups(self, raw: torch.Tensor) -> torch.Tensor:
-        return self.dec(raw)
+    def prepare_reference(self, image: torch.Tensor) -> list[torch.Tensor] | None:
+        """(B, 3, H, W) in [-1, 1] -> the reference features at H/2, H/4, ..., computed once per stream."""
+        self.check_reference(image)
+        return self.reference_features(image) if self.needs_reference else None
+
+    def reference_features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Unchecked, for training on crops of the frames and of their reference."""
+        feats, h = [], image
+        for level in self.ref_levels:
+            h = level(h)
+            feats.append(h)
+        return feats
+
+    def decode_groups(self, raw: torch.Tensor, reference: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Raw latents (M, z, h, w) -> groups of four frames (M, 12, H, W); `reference` (from
+        `prepare_reference`) holds one image for all M groups or one per group."""
+        if not self.needs_reference:
+            return self.dec(raw)
+        if reference is None:
+            raise StreamcharError("this video codec decodes with the reference image: pass reference=codec.prepare_reference(image)")
+        fuse = {end: (f, r) for end, f, r in zip(reversed(self._level_ends), self.ref_fuse, reference)}
+        h = raw
+        for i, layer in enumerate(self.dec):
+            h = layer(h)
+            if i in fuse:
+                block, ref = fuse[i]
+                h = block(h, ref)
+        return h
 
     def encode_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
         n = chunks.shape[0]
@@ -92,10 +156,10 @@ class TinyVideoCodec(VideoCodec):
         z = normalise(raw, self.latents_mean, self.latents_std)
         return z.reshape(n, CHUNK_LATENTS, *z.shape[1:]).permute(0, 2, 1, 3, 4)
 
-    def decode_chunks(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode_chunks(self, latents: torch.Tensor, reference: list[torch.Tensor] | None = None) -> torch.Tensor:
         n, z, t, h, w = latents.shape
         flat = latents.permute(0, 2, 1, 3, 4).reshape(n * t, z, h, w)
-        groups = self.decode_groups(denormalise(flat, self.latents_mean, self.latents_std))
+        groups = self.decode_groups(denormalise(flat, self.latents_mean, self.latents_std), repeat_reference(reference, n, t))
         return self._ungroup(groups, n).clamp(-1, 1)
 
 

@@ -17,12 +17,13 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file
 
 from streamchar.codecs.store import atomic_save_file, atomic_write_text, save_codec
@@ -49,6 +50,10 @@ class TrainSettings:
     threads: int | None = None
     init: str | None = None  # start from this codec's weights (a shipped name or a directory)
     decoder_only: bool = False  # train the decoder alone; the encoder and latent statistics stay init's
+    reference: bool = False  # video: the decoder reads the reference image too (see TinyVideoCodec)
+
+
+REFERENCE_CHANNELS = (32, 64, 128)  # H/2, H/4, H/8: fine detail; the latents hold H/16 (and the codec stays under 10 MB)
 
 
 def _cosine(step: int, total: int, warmup: int, lr: float) -> float:
@@ -71,16 +76,19 @@ class VideoGroups:
 
     def __init__(self, records: list[dict], rng: np.random.Generator, crop: int | None = None, grid: int = 16, mouth_crops: float = 0.0):
         self.frames = [read_mp4(Path(r["_dir"]) / r["files"]["video"]).frames for r in records]
+        self.references = [np.array(Image.open(Path(r["_dir"]) / r["files"]["reference_image"]).convert("RGB")) for r in records]
         self.boxes = [np.array(r["mouth_boxes"]) for r in records]
         self.rng = rng
         self.crop, self.grid, self.mouth_crops = crop, grid, mouth_crops
         if crop is not None and (crop % grid or crop > min(self.frames[0].shape[1:3])):
             raise StreamcharError(f"crop {crop} must be a multiple of {grid} and fit in the frames")
 
-    def batch(self, n: int, crop: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crops (when set and `crop`) start on the latent grid, so a crop is coded exactly as
-        that part of a whole frame would be, away from the frame's edges."""
-        groups, masks = [], []
+    def batch(self, n: int, crop: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Groups (n, 12, H, W), their mouth masks, and their clips' reference images (n, 3, H, W).
+        Crops (when set and `crop`) start on the latent grid, so a crop is coded exactly as
+        that part of a whole frame would be, away from the frame's edges; the reference is
+        cropped at the same place."""
+        groups, masks, refs = [], [], []
         for _ in range(n):
             k = int(self.rng.integers(len(self.frames)))
             f = self.frames[k]
@@ -96,6 +104,7 @@ class VideoGroups:
                 x0, y0, x1, y1 = self.boxes[k][fi]
                 m[j, :, y0:y1, x0:x1] = 1
             g, m = g.reshape(12, *g.shape[-2:]), m.expand(4, 3, *g.shape[-2:]).reshape(12, *g.shape[-2:])
+            r = torch.from_numpy(self.references[k]).permute(2, 0, 1).float() / 127.5 - 1
             if crop and self.crop is not None:
                 h, w = g.shape[-2:]
                 y = int(self.rng.integers((h - self.crop) // self.grid + 1)) * self.grid
@@ -104,10 +113,11 @@ class VideoGroups:
                     x0, y0, x1, y1 = self.boxes[k][idx[0]]
                     y = int(np.clip(round(((y0 + y1) / 2 - self.crop / 2) / self.grid), 0, (h - self.crop) // self.grid)) * self.grid
                     x = int(np.clip(round(((x0 + x1) / 2 - self.crop / 2) / self.grid), 0, (w - self.crop) // self.grid)) * self.grid
-                g, m = g[:, y : y + self.crop, x : x + self.crop], m[:, y : y + self.crop, x : x + self.crop]
+                g, m, r = (t[:, y : y + self.crop, x : x + self.crop] for t in (g, m, r))
             groups.append(g)
             masks.append(m)
-        return torch.stack(groups), torch.stack(masks)
+            refs.append(r)
+        return torch.stack(groups), torch.stack(masks), torch.stack(refs)
 
 
 class AudioSegments:
@@ -194,18 +204,30 @@ def train_codec(
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     records = _train_records(Path(data), settings.max_clips)
-    if kind == "video":
-        model: torch.nn.Module = TinyVideoCodec(TinyVideoConfig(cfg.video.height, cfg.video.width, cfg.video.latent_channels))
-    elif kind == "audio":
-        model = TinyAudioCodec(TinyAudioConfig(cfg.audio.sample_rate, cfg.audio.hop_length, cfg.audio.latent_channels))
-    else:
+    if kind not in ("video", "audio"):
         raise StreamcharError(f"unknown codec kind {kind!r}; accepted: video, audio")
+    if settings.reference and kind != "video":
+        raise StreamcharError("--reference is for the video codec: an audio codec has no reference image to read")
+    init = None
     if settings.init is not None:
         from streamchar.codecs.store import load_codec
 
-        model.load_state_dict(load_codec(settings.init).state_dict())
+        init = load_codec(settings.init)
+        if init.kind != f"tiny-{kind}":
+            raise StreamcharError(f"--init {settings.init} is a {init.kind} codec, not a tiny {kind} codec")
     elif settings.decoder_only:
         raise StreamcharError("decoder-only training keeps an existing codec's encoder: give --init (tiny-video, tiny-audio or a directory)")
+    if kind == "video":
+        vc = init.config if init is not None else TinyVideoConfig(cfg.video.height, cfg.video.width, cfg.video.latent_channels)
+        if settings.reference and vc.reference_channels is None:  # type: ignore[union-attr]
+            vc = replace(vc, reference_channels=REFERENCE_CHANNELS)  # type: ignore[type-var]
+        model: torch.nn.Module = TinyVideoCodec(vc)  # type: ignore[arg-type]
+    else:
+        model = TinyAudioCodec(init.config if init is not None else TinyAudioConfig(cfg.audio.sample_rate, cfg.audio.hop_length, cfg.audio.latent_channels))  # type: ignore[arg-type]
+    if init is not None:
+        missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("ref_") for k in missing):  # only a new reference path starts untrained
+            raise StreamcharError(f"--init {settings.init} does not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
     if settings.decoder_only:
         model.enc.requires_grad_(False)  # type: ignore[union-attr]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=0.0)
@@ -224,10 +246,10 @@ def train_codec(
         for g in opt.param_groups:
             g["lr"] = lr
         if kind == "video":
-            x, mask = source.batch(settings.batch)  # type: ignore[union-attr]
+            x, mask, ref = source.batch(settings.batch)  # type: ignore[union-attr]
             raw = model.encode_groups(x)  # type: ignore[operator]
             noisy = raw + settings.latent_noise * raw.detach().std() * torch.randn_like(raw)
-            y = model.decode_groups(noisy)  # type: ignore[operator]
+            y = model.decode_groups(noisy, model.reference_features(ref) if model.needs_reference else None)  # type: ignore[operator]
             err = (y - x).abs()
             rec = err.mean() + 4 * (err * mask).sum() / mask.sum().clamp(min=1) + F.mse_loss(y, x)
             loss = rec + 1e-4 * raw.pow(2).mean()
@@ -312,7 +334,7 @@ def _set_latent_statistics(model: torch.nn.Module, source: VideoGroups | AudioSe
     samples = []
     for _ in range(8):
         if kind == "video":
-            x, _ = source.batch(16, crop=False)  # type: ignore[union-attr]
+            x, _, _ = source.batch(16, crop=False)  # type: ignore[union-attr]
             raw = model.encode_groups(x)  # type: ignore[operator]
             samples.append(raw.permute(1, 0, 2, 3).reshape(raw.shape[1], -1))
         else:

@@ -1,11 +1,12 @@
 """FSDP2 for multi-process training: every DiT block and every orchestrator layer is its own
 `fully_shard` unit (parameters gathered just before the block runs, freed after), then the
-root module holds the rest (embeddings, heads)."""
+root module holds the rest (embeddings, heads), gathered for `forward` and for the streaming
+engine's root methods (`StreamCharModel.ENGINE_METHODS`)."""
 
 from __future__ import annotations
 
 import torch
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
 from streamchar.model.streamchar_model import StreamCharModel
 
@@ -19,4 +20,6 @@ def shard_model(model: StreamCharModel, mesh=None, param_dtype: torch.dtype | No
     for layer in model.orchestrator.backbone.layers:
         fully_shard(layer, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
+    for name in StreamCharModel.ENGINE_METHODS:  # Stage II streams through these, not through forward
+        register_fsdp_forward_method(model, name)
     return model

@@ -11,7 +11,7 @@ from torch import nn
 from streamchar.config import Config
 from streamchar.errors import StreamcharError
 from streamchar.model.dit import AudioInput, ConditionCache, ConditionInput, JointDiT, VideoInput
-from streamchar.model.orchestrator import Orchestrator, OrchestratorInput, OrchestratorOutput
+from streamchar.model.orchestrator import Orchestrator, OrchestratorInput, OrchestratorOutput, OrchestratorPrefix
 
 
 class StreamCharModel(nn.Module):
@@ -38,6 +38,26 @@ class StreamCharModel(nn.Module):
                            conditions: ConditionInput | None = None) -> tuple[torch.Tensor, torch.Tensor, OrchestratorOutput, torch.Tensor | None]:
         """`velocity` and the mouth head's (B, F, 3) shapes (None without the head): pretraining's aid."""
         return self(video, orchestrator_input, prompt, None, conditions, mouth=True)
+
+    # The streaming engine's calls, one per part so that it can time them. Root methods, not
+    # `self.dit` or `self.orchestrator` directly: under FSDP2 (`sharding.shard_model` registers
+    # them) the root's own parameters are gathered for them as they are for `forward`.
+    ENGINE_METHODS = ("condition_cache", "encode_prefix", "orchestrate", "dit_velocity")
+
+    def condition_cache(self, conditions: ConditionInput, prompt: torch.Tensor) -> ConditionCache | None:
+        return self.dit.condition_cache(conditions, prompt)
+
+    def encode_prefix(self, x: OrchestratorInput) -> OrchestratorPrefix:
+        return self.orchestrator.encode_prefix(x)
+
+    def orchestrate(self, x: OrchestratorInput, prefix: OrchestratorPrefix | None = None) -> OrchestratorOutput:
+        self.check_orchestrator_window(x)
+        return self.orchestrator(x, prefix=prefix)
+
+    def dit_velocity(self, video: VideoInput, timestep: torch.Tensor, prompt: torch.Tensor, audio: AudioInput,
+                     cache: ConditionCache | None) -> tuple[torch.Tensor, torch.Tensor]:
+        dv, da = self.dit(video, timestep, prompt, audio, cache=cache)
+        return dv, da
 
     def forward(self, video: VideoInput | None, orchestrator_input: OrchestratorInput, prompt: torch.Tensor,
                 cache: ConditionCache | None = None, conditions: ConditionInput | None = None, mouth: bool = False) -> tuple:

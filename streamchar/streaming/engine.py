@@ -101,6 +101,7 @@ class StreamSession:
         cache): prompt (1, L, d), reference (1, z, 1, h, w), reference voice latents (1, z_a, n)."""
         self = cls.__new__(cls)
         self.video_codec = self.audio_codec = None
+        self.decode_reference = None
         self.encoder_calls = 0
         cls._check(settings)
         if settings.guidance != 1.0 and empty_prompt is None:
@@ -147,8 +148,10 @@ class StreamSession:
         return self._tokens.words if self._tokens else 0
 
     def _encode_reference(self, image: np.ndarray) -> torch.Tensor:
+        """The reference image's latent for the model, and what the video decoder reads of it."""
         self.encoder_calls += 1
         x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
+        self.decode_reference = self.video_codec.prepare_reference(x[None])
         chunk = x[None, :, None].expand(1, 3, 4 * self.cfg.stream.chunk_latent_frames - 3, *x.shape[1:])
         return self.video_codec.encode_chunks(chunk.contiguous())[:, :, :1]  # the first latent codes one frame
 
@@ -215,9 +218,9 @@ class StreamSession:
         timings = {"orchestrator_s": 0.0, "dit_s": 0.0}
         t0 = time.perf_counter()
         with torch.set_grad_enabled(grad):
-            cache = self.model.dit.condition_cache(conditions, self.prompt)
+            cache = self.model.condition_cache(conditions, self.prompt)
             if self.empty_prompt is not None:  # the unconditional branch: empty prompt, no reference (as dropped in training)
-                free_cache = self.model.dit.condition_cache(conditions.without_reference(), self.empty_prompt)
+                free_cache = self.model.condition_cache(conditions.without_reference(), self.empty_prompt)
         timings["dit_s"] += time.perf_counter() - t0
         ts = sample_times(s.steps, s.shift)
         progress, prefix = 0.0, None
@@ -227,14 +230,14 @@ class StreamSession:
                 t0 = time.perf_counter()
                 x = OrchestratorInput(self.reference_audio, ids, torch.ones_like(ids), numbers, n_words, history, audio,
                                       torch.tensor([a * TIMESTEP_SCALE], device=audio.device), None, positions)  # fmt: skip
-                self.model.check_orchestrator_window(x)
                 if not grad and prefix is None:  # inference: the prefix is run once for all steps
-                    prefix = self.model.orchestrator.encode_prefix(x)
-                orch = self.model.orchestrator(x, prefix=prefix)
+                    self.model.check_orchestrator_window(x)
+                    prefix = self.model.encode_prefix(x)
+                orch = self.model.orchestrate(x, prefix=prefix)
                 t1 = time.perf_counter()
-                dv, da = self.model.dit(VideoInput(video), x.timestep, self.prompt, AudioInput(audio, orch.condition), cache=cache)
+                dv, da = self.model.dit_velocity(VideoInput(video), x.timestep, self.prompt, AudioInput(audio, orch.condition), cache)
                 if self.empty_prompt is not None:
-                    fv, fa = self.model.dit(VideoInput(video), x.timestep, self.empty_prompt, AudioInput(audio, orch.condition), cache=free_cache)
+                    fv, fa = self.model.dit_velocity(VideoInput(video), x.timestep, self.empty_prompt, AudioInput(audio, orch.condition), free_cache)
                     dv, da = guided(dv, fv, s.guidance), guided(da, fa, s.guidance)
                 if last:  # the clean estimate x - t v; after the full sampler (b = 0) it is the Euler step
                     video, audio = video - a * dv, audio - a * da

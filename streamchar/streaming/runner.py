@@ -91,7 +91,7 @@ def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: fl
     @torch.no_grad()
     def finish(chunk: ChunkLatents) -> ChunkRecord:
         t0 = time.perf_counter()
-        frames = to_frames(session.video_codec.decode_chunks(chunk.video))
+        frames = to_frames(session.video_codec.decode_chunks(chunk.video, session.decode_reference))
         audio = audio_decoder.decode(chunk.audio)[0].numpy()
         t1 = time.perf_counter()
         for w in writers:
