@@ -2,9 +2,9 @@
 the shipped video and audio codecs and written as `<clip>.mp4`, so that `streamchar eval short
 --videos codec=DIR` scores what a generator could reach at best if its latents were perfect
 (lip sync, identity, WER through the codecs). A video codec that decodes with the reference
-image reads each clip's from the data set (`--data`).
+image reads each clip's from the data set the cache was encoded from (or `--data`).
 
-    python benchmarks/codec_round_trip_clips.py --cache runs/latents --data runs/synthtalk --clips 40 --out runs/render/codec-gt
+    python benchmarks/codec_round_trip_clips.py --cache runs/latents --clips 40 --out runs/render/codec-gt
 """
 
 from __future__ import annotations
@@ -32,16 +32,17 @@ def main() -> None:
     ap.add_argument("--split", default="test-unseen")
     ap.add_argument("--clips", type=int, default=40)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--data", type=Path, help="the data set the cache was encoded from (for the reference images)")
+    ap.add_argument("--data", type=Path, help="the data set the cache was encoded from, for the reference images (default: the one the cache names)")
     ap.add_argument("--video-codec", help="video codec directory (default: the shipped one)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     cfg = load_config("tiny")
     video, audio = load_video_codec(cfg, a.video_codec).eval(), load_audio_codec(cfg).eval()
-    if video.needs_reference and a.data is None:
-        ap.error("this video codec decodes with the reference image: give --data, the data set the cache was encoded from")
-    clip_dirs = {r["clip_id"]: Path(r["_dir"]) / r["files"]["reference_image"] for r in load_records(a.data)} if a.data else {}
     cache = LatentCache(a.cache)
+    images = {}
+    if video.needs_reference:
+        data = a.data or Path(cache.settings["data"])
+        images = {r["clip_id"]: Path(r["_dir"]) / r["files"]["reference_image"] for r in load_records(data)}
     a.out.mkdir(parents=True, exist_ok=True)
     picked = [i for i, r in enumerate(cache.records) if r["split"] == a.split][: a.clips]
     for i in picked:
@@ -49,7 +50,9 @@ def main() -> None:
         rec = cache.records[i]
         reference = None
         if video.needs_reference:
-            image = np.asarray(Image.open(clip_dirs[rec["clip_id"]]).convert("RGB"), dtype=np.float32)
+            if rec["clip_id"] not in images:
+                ap.error(f"{rec['clip_id']} is not in the data set {data}: give --data, the set the cache was encoded from")
+            image = np.asarray(Image.open(images[rec["clip_id"]]).convert("RGB"), dtype=np.float32)
             reference = video.prepare_reference(torch.from_numpy(image).permute(2, 0, 1)[None] / 127.5 - 1)
         rgb = to_frames(video.decode(t["video"][None], reference=reference))
         samples = audio.decode(t["audio"][None])[0].numpy()

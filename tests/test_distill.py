@@ -1,5 +1,6 @@
 """Distillation: the DMD gradient, Stage I on cached chunks, Stage II rollouts, resume, ablation switches."""
 
+import datetime
 import json
 
 import pytest
@@ -114,7 +115,7 @@ def _fsdp_worker(rank, world, port, stage, config, run):
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))  # a mismatch fails, not hangs
     torch.set_num_threads(1)
     cfg, s = load_train_config(config)
     t = DistillTrainer(stage, cfg, s, run)
@@ -124,11 +125,12 @@ def _fsdp_worker(rank, world, port, stage, config, run):
 
 
 @pytest.mark.parametrize("stage", ["dmd", "rollout"])
-def test_two_process_fsdp_distillation_trains_and_saves(cache, teacher, tmp_path, stage):
+def test_two_process_fsdp_distillation_trains_and_saves(cache, teacher, tmp_path, stage, monkeypatch):
     """Sharded student and fake score; Stage II streams through the engine's chunk loop, and
     every rank runs the same number of sampler steps."""
     import socket
 
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # CPU processes on gloo, also on a machine with a GPU
     import torch.multiprocessing as mp
     from safetensors.torch import load_file
 

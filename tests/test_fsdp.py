@@ -1,6 +1,7 @@
 """FSDP2 on two CPU processes (gloo): sharded forward and backward equal the unsharded ones,
 for the training pass and for Stage II's rollout through the streaming engine's chunk loop."""
 
+import datetime
 import os
 import socket
 
@@ -42,14 +43,13 @@ def _rollout_loss(model, cfg):
                                          torch.randn(1, cfg.audio.latent_channels, 16, generator=g))  # fmt: skip
     with torch.no_grad():
         session.next_chunk(0)
-        session.next_chunk(1)
-    chunk = session.next_chunk(2, exit_step=2)
-    return chunk.video.square().mean() + chunk.audio.square().mean()
+    scored = [session.next_chunk(k, exit_step=2) for k in (1, 2)]  # two graphs through the root before one backward
+    return sum(c.video.square().mean() + c.audio.square().mean() for c in scored)
 
 
-def _worker(rank: int, world: int, port: int, out: str, loss_name: str = "training") -> None:
+def _worker(rank: int, world: int, port: int, out: str, loss_name: str = "training", bf16: bool = False) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))  # a mismatch fails, not hangs
     torch.set_num_threads(1)
     from streamchar.config import load_config
     from streamchar.model.sharding import shard_model
@@ -57,8 +57,9 @@ def _worker(rank: int, world: int, port: int, out: str, loss_name: str = "traini
 
     cfg = load_config("tiny")
     torch.manual_seed(0)
-    model = shard_model(build_model(cfg))
-    loss = LOSSES[loss_name](model, cfg)
+    model = shard_model(build_model(cfg), param_dtype=torch.bfloat16 if bf16 else None)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as the trainer runs it on a GPU
+        loss = LOSSES[loss_name](model, cfg)
     loss.backward()
     grads = {n: p.grad.full_tensor() for n, p in model.named_parameters() if p.grad is not None}
     if rank == 0:
@@ -70,25 +71,43 @@ def _worker(rank: int, world: int, port: int, out: str, loss_name: str = "traini
 LOSSES = {"training": _loss, "rollout": _rollout_loss}
 
 
-@pytest.mark.parametrize("loss_name", list(LOSSES))
-def test_sharded_forward_backward_match_unsharded(tmp_path, loss_name):
-    from streamchar.config import load_config
-    from streamchar.model.streamchar_model import build_model
-
+def _sharded(tmp_path, monkeypatch, loss_name: str, bf16: bool = False) -> dict:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # CPU processes on gloo, also on a machine with a GPU
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "sharded.pt"
-    mp.spawn(_worker, args=(2, port, str(out), loss_name), nprocs=2, join=True)
-    sharded = torch.load(out, weights_only=True)
+    mp.spawn(_worker, args=(2, port, str(out), loss_name, bf16), nprocs=2, join=True)
+    return torch.load(out, weights_only=True)
+
+
+def _unsharded(loss_name: str):
+    from streamchar.config import load_config
+    from streamchar.model.streamchar_model import build_model
 
     cfg = load_config("tiny")
     torch.manual_seed(0)
     model = build_model(cfg)
     loss = LOSSES[loss_name](model, cfg)
     loss.backward()
-    torch.testing.assert_close(sharded["loss"], loss.detach(), atol=1e-5, rtol=1e-5)
-    params = dict(model.named_parameters())
+    return loss.detach(), dict(model.named_parameters())
+
+
+@pytest.mark.parametrize("loss_name", list(LOSSES))
+def test_sharded_forward_backward_match_unsharded(tmp_path, loss_name, monkeypatch):
+    sharded = _sharded(tmp_path, monkeypatch, loss_name)
+    loss, params = _unsharded(loss_name)
+    torch.testing.assert_close(sharded["loss"], loss, atol=1e-5, rtol=1e-5)
     assert len(sharded["grads"]) == sum(p.grad is not None for p in params.values()) > 50
     for name, g in sharded["grads"].items():
         torch.testing.assert_close(g, params[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_bf16_sharding_runs_under_autocast(tmp_path, monkeypatch):
+    """Weights gathered in bf16, inputs left in fp32 for autocast (the timestep keeps its
+    precision), the pointer in fp32: the loss stays near the fp32 one and every gradient arrives."""
+    sharded = _sharded(tmp_path, monkeypatch, "training", bf16=True)
+    loss, params = _unsharded("training")
+    torch.testing.assert_close(sharded["loss"], loss, atol=0, rtol=2e-2)
+    assert len(sharded["grads"]) == sum(p.grad is not None for p in params.values())
+    assert all(torch.isfinite(g).all() for g in sharded["grads"].values())

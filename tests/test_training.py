@@ -1,5 +1,6 @@
 """Pretraining: windows from the latent cache, exact resume, damaged checkpoints, bad input."""
 
+import datetime
 import json
 
 import numpy as np
@@ -121,7 +122,7 @@ def _fsdp_worker(rank, world, port, cache, run):
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))  # a mismatch fails, not hangs
     torch.set_num_threads(1)
     cfg = load_config("tiny")
     s = TrainSettings(cache=str(cache), steps=2, batch=1, lr=1e-3, warmup=1, save_every=1, log_every=1, seed=3)
@@ -134,9 +135,10 @@ def _fsdp_worker(rank, world, port, cache, run):
     dist.destroy_process_group()
 
 
-def test_two_process_fsdp_training_saves_and_resumes(cache, tmp_path):
+def test_two_process_fsdp_training_saves_and_resumes(cache, tmp_path, monkeypatch):
     import socket
 
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # CPU processes on gloo, also on a machine with a GPU
     import torch.multiprocessing as mp
 
     with socket.socket() as sock:

@@ -137,7 +137,7 @@ def codec_train(
     latent_noise: float = typer.Option(0.05, "--latent-noise", help="noise added to the latents in training, relative to their std"),
     mouth_crops: float = typer.Option(0.0, "--mouth-crops", help="video: share of training crops placed over the mouth"),
     decoder_only: bool = typer.Option(False, "--decoder-only", help="train the decoder of --init alone: its encoder and latent statistics, so latent caches and models made with it, stay valid"),
-    reference: bool = typer.Option(False, "--reference", help="video: the decoder also reads the stream's reference image (sharp static detail the latents cannot carry)"),
+    reference: bool = typer.Option(False, "--reference", help="video: the decoder also reads the stream's reference image; with --decoder-only --init the latents stay valid"),
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:

@@ -60,7 +60,8 @@ def repeat_reference(reference: list[torch.Tensor] | None, items: int, times: in
         elif f.shape[0] == items:
             out.append(f.repeat_interleave(times, dim=0))
         else:
-            raise StreamcharError(f"reference features are for {f.shape[0]} images, but {items} videos are decoded; give one image or one per video")
+            raise StreamcharError(f"reference features are for {f.shape[0]} images, but {items} videos or chunks are decoded; "
+                                  f"give one image for all, or one for each")
     return out
 
 
@@ -106,7 +107,8 @@ class VideoCodec(nn.Module, ABC):
 
     @abstractmethod
     def decode_chunks(self, latents: torch.Tensor, reference: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """(N, z, 9, h, w) normalised latents -> (N, 3, 33, H, W) frames in [-1, 1]."""
+        """(N, z, 9, h, w) normalised latents -> (N, 3, 33, H, W) frames in [-1, 1]; `reference`
+        (from `prepare_reference`) holds one image for all N chunks or one for each."""
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """Any number of frames: chunks of 33 (the last one padded) -> 9 latents each."""
@@ -118,7 +120,8 @@ class VideoCodec(nn.Module, ABC):
         return z.reshape(b, n, *z.shape[1:]).permute(0, 2, 1, 3, 4, 5).reshape(b, z.shape[1], n * CHUNK_LATENTS, *z.shape[3:])
 
     def decode(self, latents: torch.Tensor, frames: int | None = None, reference: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Latents of whole chunks -> frames (cut to `frames` when given)."""
+        """Latents of whole chunks -> frames (cut to `frames` when given); `reference` (from
+        `prepare_reference`) holds one image for all B videos or one for each."""
         self.check_latents(latents)
         b, z, t, h, w = latents.shape
         n = t // CHUNK_LATENTS

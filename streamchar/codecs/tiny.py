@@ -66,8 +66,8 @@ class TinyVideoCodec(VideoCodec):
     With `reference_channels` the decoder also reads the reference image, which every stream
     has: 48 channels at 8x8 cannot carry a picture's sharp static detail (background, clothes,
     hair) four frames at a time, the reference can, so the latents are left to carry what
-    moves. The encoder does not see the reference, so its latents (and every model trained on
-    them) stay those of the codec without it."""
+    moves. The encoder does not see the reference: trained with `--decoder-only --init`, the
+    latents (and every model trained on them) stay those of the codec it starts from."""
 
     kind = "tiny-video"
 
@@ -141,6 +141,9 @@ class TinyVideoCodec(VideoCodec):
             return self.dec(raw)
         if reference is None:
             raise StreamcharError("this video codec decodes with the reference image: pass reference=codec.prepare_reference(image)")
+        if len(reference) != len(self.ref_fuse):
+            raise StreamcharError(f"reference features have {len(reference)} levels, this codec reads {len(self.ref_fuse)}: "
+                                  f"prepare them with this codec's prepare_reference")
         fuse = {end: (f, r) for end, f, r in zip(reversed(self._level_ends), self.ref_fuse, reference)}
         h = raw
         for i, layer in enumerate(self.dec):

@@ -77,6 +77,10 @@ class OrchestratorOutput:
     phoneme_logits: torch.Tensor | None = None  # (B, Nh + N, classes) at history and chunk latents, when the preset has the head
 
 
+def _fp32(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, linear.weight.float(), None if linear.bias is None else linear.bias.float())
+
+
 class ProgressPointer(nn.Module):
     def __init__(self, hidden: int, cond_dim: int, dim: int = 128):
         super().__init__()
@@ -88,14 +92,15 @@ class ProgressPointer(nn.Module):
 
     def forward(self, condition: torch.Tensor, text_hidden: torch.Tensor, word_numbers: torch.Tensor, text_mask: torch.Tensor,
                 word_counts: torch.Tensor, clamp: bool = True) -> torch.Tensor:
-        """In fp32 even under autocast: the stream cuts its transcript at floor(s)."""
+        """In fp32 even under autocast, and with weights FSDP gathered in bf16: the stream cuts
+        its transcript at floor(s)."""
         with torch.autocast(condition.device.type, enabled=False):
             condition, text_hidden = condition.float(), text_hidden.float()
-            scores = self.query(condition) @ self.key(text_hidden).transpose(1, 2) / math.sqrt(self.dim)  # (B, N, Lt)
+            scores = _fp32(self.query, condition) @ _fp32(self.key, text_hidden).transpose(1, 2) / math.sqrt(self.dim)  # (B, N, Lt)
             scores = scores.masked_fill(~text_mask.bool()[:, None], float("-inf"))
             p = scores.softmax(dim=-1) @ word_numbers[..., None].float()  # (B, N, 1)
-            delta = self.offset(condition)
-            w = self.confidence(condition).softmax(dim=1)
+            delta = _fp32(self.offset, condition)
+            w = _fp32(self.confidence, condition).softmax(dim=1)
             s = (w * (p + delta)).sum(dim=(1, 2))
             return self.clamp(s, word_counts) if clamp else s
 

@@ -13,8 +13,11 @@ from streamchar.model.streamchar_model import StreamCharModel
 
 def shard_model(model: StreamCharModel, mesh=None, param_dtype: torch.dtype | None = None) -> StreamCharModel:  # noqa: ANN001
     """Shard in place across the default process group (or `mesh`); `param_dtype` (e.g. bf16)
-    computes in that precision while keeping fp32 master weights and fp32 gradient reduction."""
-    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype else MixedPrecisionPolicy()
+    gathers the weights in that precision while keeping fp32 master weights and fp32 gradient
+    reduction. Inputs are not cast (autocast does that per operation): a bf16 timestep near 1000
+    would be rounded to a multiple of 4, and the transcript positions alike."""
+    policy = (MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False)
+              if param_dtype else MixedPrecisionPolicy())
     for block in model.dit.blocks:
         fully_shard(block, mesh=mesh, mp_policy=policy)
     for layer in model.orchestrator.backbone.layers:

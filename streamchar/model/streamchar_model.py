@@ -48,6 +48,7 @@ class StreamCharModel(nn.Module):
         return self.dit.condition_cache(conditions, prompt)
 
     def encode_prefix(self, x: OrchestratorInput) -> OrchestratorPrefix:
+        self.check_orchestrator_window(x)
         return self.orchestrator.encode_prefix(x)
 
     def orchestrate(self, x: OrchestratorInput, prefix: OrchestratorPrefix | None = None) -> OrchestratorOutput:

@@ -231,7 +231,6 @@ class StreamSession:
                 x = OrchestratorInput(self.reference_audio, ids, torch.ones_like(ids), numbers, n_words, history, audio,
                                       torch.tensor([a * TIMESTEP_SCALE], device=audio.device), None, positions)  # fmt: skip
                 if not grad and prefix is None:  # inference: the prefix is run once for all steps
-                    self.model.check_orchestrator_window(x)
                     prefix = self.model.encode_prefix(x)
                 orch = self.model.orchestrate(x, prefix=prefix)
                 t1 = time.perf_counter()
