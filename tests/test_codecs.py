@@ -105,6 +105,23 @@ def test_decoding_with_the_reference(video):
 
 
 @torch.no_grad()
+def test_decoding_with_the_previous_latent(video):
+    torch.manual_seed(1)
+    codec = TinyVideoCodec(replace(video.config, previous_latent=True)).eval()
+    missing, _ = codec.load_state_dict(video.state_dict(), strict=False)
+    assert missing and all(k.startswith("prev_in.") for k in missing)
+    z = torch.randn(1, 8, 27, 2, 3)
+    assert torch.allclose(codec.decode(z), video.decode(z), atol=1e-6)  # the new input starts at zero
+    torch.nn.init.normal_(codec.prev_in[2].weight, std=0.3)  # as if trained
+    whole = codec.decode(z)
+    stream = codec.stream_decoder()
+    parts = torch.cat([stream.decode(z[:, :, k : k + 9]) for k in (0, 9, 18)], dim=2)
+    assert torch.allclose(whole, parts, atol=1e-6)  # chunk by chunk, as a stream decodes, equals the whole
+    assert torch.allclose(whole[:, :, 33:66], codec.decode(z[:, :, 9:18], previous=z[:, :, 8]), atol=1e-6)
+    assert not torch.allclose(whole[:, :, 33:66], codec.decode(z[:, :, 9:18]), atol=1e-3)  # it reads the chunk before
+
+
+@torch.no_grad()
 def test_audio_streams_exactly(audio):
     x = (torch.rand(1, 66000) * 2 - 1) * 0.3
     z = audio.encode(x, 24000)
@@ -249,5 +266,11 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latents(small_set, tmp_
     sd = d.state_dict()
     assert d.needs_reference and all(torch.equal(sa[k], sd[k]) for k in kept)
     assert any(k.startswith("ref_fuse.") and sd[k].abs().sum() > 0 for k in sd if k.endswith("out.weight"))  # left zero, it would read nothing
-    with pytest.raises(StreamcharError, match="--reference is for the video codec"):
+    with pytest.raises(StreamcharError, match="--reference and --previous-latent are for the video codec"):
         train_codec("audio", root, tmp_path / "run-e", tmp_path / "e", cfg, TrainSettings(steps=1, reference=True, **base))
+    # and one that reads the latent before each one
+    train_codec("video", root, tmp_path / "run-f", tmp_path / "f", cfg,
+                TrainSettings(steps=2, init=str(tmp_path / "a"), decoder_only=True, previous_latent=True, **base))
+    f = load_codec(tmp_path / "f")
+    sf = f.state_dict()
+    assert f.reads_previous and all(torch.equal(sa[k], sf[k]) for k in kept) and sf["prev_in.2.weight"].abs().sum() > 0

@@ -23,17 +23,17 @@ CHUNK_FRAMES = 33
 CHUNK_LATENTS = 9
 
 
-def _per_channel(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_channel(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(1, -1, *[1] * (like.ndim - 2)).to(like)
 
 
 def normalise(raw: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Raw latents (B, z, ...) -> latents with zero mean and unit std per channel."""
-    return (raw - _per_channel(mean, raw)) / _per_channel(std, raw)
+    return (raw - per_channel(mean, raw)) / per_channel(std, raw)
 
 
 def denormalise(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return z * _per_channel(std, z) + _per_channel(mean, z)
+    return z * per_channel(std, z) + per_channel(mean, z)
 
 
 def frames_to_chunks(frames: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -106,9 +106,15 @@ class VideoCodec(nn.Module, ABC):
         """(N, 3, 33, H, W) -> (N, z, 9, h, w) normalised latents."""
 
     @abstractmethod
-    def decode_chunks(self, latents: torch.Tensor, reference: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def decode_chunks(self, latents: torch.Tensor, reference: list[torch.Tensor] | None = None,
+                      previous: torch.Tensor | None = None) -> torch.Tensor:
         """(N, z, 9, h, w) normalised latents -> (N, 3, 33, H, W) frames in [-1, 1]; `reference`
-        (from `prepare_reference`) holds one image for all N chunks or one for each."""
+        (from `prepare_reference`) holds one image for all N chunks or one for each; `previous`
+        (N, z, h, w), the normalised latent before each chunk, for a codec that reads it (zero or
+        None: there is none, the stream starts here)."""
+
+    def stream_decoder(self, reference: list[torch.Tensor] | None = None) -> "VideoStreamDecoder":
+        return VideoStreamDecoder(self, reference)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """Any number of frames: chunks of 33 (the last one padded) -> 9 latents each."""
@@ -119,16 +125,36 @@ class VideoCodec(nn.Module, ABC):
         n = z.shape[0] // b
         return z.reshape(b, n, *z.shape[1:]).permute(0, 2, 1, 3, 4, 5).reshape(b, z.shape[1], n * CHUNK_LATENTS, *z.shape[3:])
 
-    def decode(self, latents: torch.Tensor, frames: int | None = None, reference: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, frames: int | None = None, reference: list[torch.Tensor] | None = None,
+               previous: torch.Tensor | None = None) -> torch.Tensor:
         """Latents of whole chunks -> frames (cut to `frames` when given); `reference` (from
-        `prepare_reference`) holds one image for all B videos or one for each."""
+        `prepare_reference`) holds one image for all B videos or one for each; `previous` (B, z, h, w)
+        is the latent before these (None: they start the stream)."""
         self.check_latents(latents)
         b, z, t, h, w = latents.shape
         n = t // CHUNK_LATENTS
-        chunks = latents.reshape(b, z, n, CHUNK_LATENTS, h, w).permute(0, 2, 1, 3, 4, 5).reshape(b * n, z, CHUNK_LATENTS, h, w)
-        x = self.decode_chunks(chunks, repeat_reference(reference, b, n))
+        chunks = latents.reshape(b, z, n, CHUNK_LATENTS, h, w).permute(0, 2, 1, 3, 4, 5)
+        first = torch.zeros_like(chunks[:, :1, :, 0]) if previous is None else previous[:, None]  # zero: none
+        before = torch.cat([first, chunks[:, :-1, :, -1]], dim=1).reshape(b * n, z, h, w)  # each chunk's predecessor
+        chunks = chunks.reshape(b * n, z, CHUNK_LATENTS, h, w)
+        x = self.decode_chunks(chunks, repeat_reference(reference, b, n), before)
         x = x.reshape(b, n, 3, CHUNK_FRAMES, *x.shape[-2:]).permute(0, 2, 1, 3, 4, 5).reshape(b, 3, n * CHUNK_FRAMES, *x.shape[-2:])
         return x if frames is None else x[:, :, :frames]
+
+
+class VideoStreamDecoder:
+    """A stream's video, chunk by chunk, carrying across chunks what the codec reads of the
+    previous one (its last latent), so that the frames equal decoding the whole stream at once."""
+
+    def __init__(self, codec: VideoCodec, reference: list[torch.Tensor] | None = None):
+        self.codec, self.reference = codec, reference
+        self.last: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        frames = self.codec.decode(latents, reference=self.reference, previous=self.last)
+        self.last = latents[:, :, -1]
+        return frames
 
 
 class AudioStreamDecoder(ABC):

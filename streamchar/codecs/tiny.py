@@ -8,7 +8,8 @@ decoder is also non-causal, so chunked decoding cannot equal whole decoding.
 
 Video: each latent codes a group of four frames (the first latent of a chunk one frame,
 repeated) with a 2-D convolutional autoencoder: space-to-depth by 2, three stride-2 stages.
-Its decoder may also read the stream's reference image (`reference_channels`).
+Its decoder may also read the stream's reference image (`reference_channels`) and the latent
+before each one (`previous_latent`).
 Audio: log-magnitude STFT frames (hop 200) in, one stride-5 stage down to 24 Hz; the causal
 decoder predicts log-magnitude and phase per frame and overlap-adds their inverse FFTs, so it
 streams with a carried state (the last layers' past inputs and the overlap tail).
@@ -22,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamchar.codecs.base import CHUNK_LATENTS, AudioCodec, AudioStreamDecoder, VideoCodec, denormalise, normalise, repeat_reference
+from streamchar.codecs.base import (CHUNK_LATENTS, AudioCodec, AudioStreamDecoder, VideoCodec, denormalise, normalise, per_channel,
+                                    repeat_reference)
 from streamchar.codecs.layers import CausalConv1d, CausalResBlock1d, ResBlock1d, ResBlock2d
 from streamchar.errors import StreamcharError
 
@@ -37,6 +39,9 @@ class TinyVideoConfig:
     # widths of the reference image's features at H/2, H/4, ... (one to four levels), which the
     # decoder reads at its levels of the same resolution; None: the decoder reads the latents alone
     reference_channels: tuple[int, ...] | None = None
+    # the decoder also reads the latent before each one (for a chunk's first, the previous
+    # chunk's last), so that chunks join without a step; decoding then carries that latent
+    previous_latent: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -98,6 +103,11 @@ class TinyVideoCodec(VideoCodec):
             levels += [nn.Sequential(nn.Conv2d(cin, cout, 4, stride=2, padding=1), ResBlock2d(cout)) for cin, cout in zip(ref, ref[1:])]
             self.ref_levels = nn.ModuleList(levels)
             self.ref_fuse = nn.ModuleList(_ReferenceFuse(c, r) for c, r in zip(reversed(dec), ref))  # H/2 first
+        self.reads_previous = config.previous_latent
+        if config.previous_latent:  # added to the decoder's first layer; the last conv starts at zero
+            self.prev_in = nn.Sequential(nn.Conv2d(z, dec[0], 3, padding=1), nn.SiLU(), nn.Conv2d(dec[0], dec[0], 1))
+            nn.init.zeros_(self.prev_in[2].weight)
+            nn.init.zeros_(self.prev_in[2].bias)
         self.register_buffer("latents_mean", torch.zeros(z))
         self.register_buffer("latents_std", torch.ones(z))
 
@@ -134,20 +144,25 @@ class TinyVideoCodec(VideoCodec):
             feats.append(h)
         return feats
 
-    def decode_groups(self, raw: torch.Tensor, reference: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def decode_groups(self, raw: torch.Tensor, reference: list[torch.Tensor] | None = None,
+                      previous: torch.Tensor | None = None) -> torch.Tensor:
         """Raw latents (M, z, h, w) -> groups of four frames (M, 12, H, W); `reference` (from
-        `prepare_reference`) holds one image for all M groups or one per group."""
-        if not self.needs_reference:
-            return self.dec(raw)
-        if reference is None:
-            raise StreamcharError("this video codec decodes with the reference image: pass reference=codec.prepare_reference(image)")
-        if len(reference) != len(self.ref_fuse):
-            raise StreamcharError(f"reference features have {len(reference)} levels, this codec reads {len(self.ref_fuse)}: "
-                                  f"prepare them with this codec's prepare_reference")
-        fuse = {end: (f, r) for end, f, r in zip(reversed(self._level_ends), self.ref_fuse, reference)}
+        `prepare_reference`) holds one image for all M groups or one per group; `previous` the raw
+        latent before each (the mean latent where there is none: a stream's first)."""
+        fuse = {}
+        if self.needs_reference:
+            if reference is None:
+                raise StreamcharError("this video codec decodes with the reference image: pass reference=codec.prepare_reference(image)")
+            if len(reference) != len(self.ref_fuse):
+                raise StreamcharError(f"reference features have {len(reference)} levels, this codec reads {len(self.ref_fuse)}: "
+                                      f"prepare them with this codec's prepare_reference")
+            fuse = {end: (f, r) for end, f, r in zip(reversed(self._level_ends), self.ref_fuse, reference)}
         h = raw
         for i, layer in enumerate(self.dec):
             h = layer(h)
+            if i == 0 and self.reads_previous:
+                none = per_channel(self.latents_mean, raw)
+                h = h + self.prev_in(none.expand_as(raw) if previous is None else previous)
             if i in fuse:
                 block, ref = fuse[i]
                 h = block(h, ref)
@@ -159,10 +174,17 @@ class TinyVideoCodec(VideoCodec):
         z = normalise(raw, self.latents_mean, self.latents_std)
         return z.reshape(n, CHUNK_LATENTS, *z.shape[1:]).permute(0, 2, 1, 3, 4)
 
-    def decode_chunks(self, latents: torch.Tensor, reference: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def decode_chunks(self, latents: torch.Tensor, reference: list[torch.Tensor] | None = None,
+                      previous: torch.Tensor | None = None) -> torch.Tensor:
         n, z, t, h, w = latents.shape
-        flat = latents.permute(0, 2, 1, 3, 4).reshape(n * t, z, h, w)
-        groups = self.decode_groups(denormalise(flat, self.latents_mean, self.latents_std), repeat_reference(reference, n, t))
+        raw = denormalise(latents, self.latents_mean, self.latents_std)
+        flat = raw.permute(0, 2, 1, 3, 4).reshape(n * t, z, h, w)
+        before = None
+        if self.reads_previous:  # each latent's predecessor: the one before it, or for the first the given one
+            first = torch.zeros_like(latents[:, :, 0]) if previous is None else previous  # zero: none, the mean latent
+            before = torch.cat([first[:, :, None], latents[:, :, :-1]], dim=2).permute(0, 2, 1, 3, 4).reshape(n * t, z, h, w)
+            before = denormalise(before, self.latents_mean, self.latents_std)
+        groups = self.decode_groups(flat, repeat_reference(reference, n, t), before)
         return self._ungroup(groups, n).clamp(-1, 1)
 
 

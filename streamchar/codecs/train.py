@@ -51,6 +51,7 @@ class TrainSettings:
     init: str | None = None  # start from this codec's weights (a shipped name or a directory)
     decoder_only: bool = False  # train the decoder alone; the encoder and latent statistics stay init's
     reference: bool = False  # video: the decoder reads the reference image too (see TinyVideoCodec)
+    previous_latent: bool = False  # video: the decoder reads the latent before each one too
 
 
 REFERENCE_CHANNELS = (32, 64, 128)  # H/2, H/4, H/8: fine detail; the latents hold H/16 (and the codec stays under 10 MB)
@@ -74,7 +75,9 @@ class VideoGroups:
     """Frames of the training clips in memory; samples groups of four frames (and single frames
     repeated, as the first latent of each chunk codes) with their mouth boxes."""
 
-    def __init__(self, records: list[dict], rng: np.random.Generator, crop: int | None = None, grid: int = 16, mouth_crops: float = 0.0):
+    def __init__(self, records: list[dict], rng: np.random.Generator, crop: int | None = None, grid: int = 16, mouth_crops: float = 0.0,
+                 previous: bool = False):
+        self.previous = previous
         self.frames = [read_mp4(Path(r["_dir"]) / r["files"]["video"]).frames for r in records]
         self.references = [np.array(Image.open(Path(r["_dir"]) / r["files"]["reference_image"]).convert("RGB")) for r in records]
         self.boxes = [np.array(r["mouth_boxes"]) for r in records]
@@ -83,12 +86,24 @@ class VideoGroups:
         if crop is not None and (crop % grid or crop > min(self.frames[0].shape[1:3])):
             raise StreamcharError(f"crop {crop} must be a multiple of {grid} and fit in the frames")
 
-    def batch(self, n: int, crop: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Groups (n, 12, H, W), their mouth masks, and their clips' reference images (n, 3, H, W).
+    def _previous(self, idx: list[int]) -> list[int] | None:
+        """The frames of the latent before a group, as a stream lays them out: four frames before
+        it; after a chunk's single-frame latent (one time in eight), that frame four times; none
+        before a clip's start or, one time in twenty, as at a stream's start."""
+        i = idx[0]
+        if self.rng.random() < 0.05:
+            return None
+        if idx[1] != i and i >= 1 and self.rng.random() < 0.125:
+            return [i - 1] * 4
+        return list(range(i - 4, i)) if i >= 4 else None
+
+    def batch(self, n: int, crop: bool = True) -> tuple[torch.Tensor, ...]:
+        """Groups (n, 12, H, W), their mouth masks, their clips' reference images (n, 3, H, W)
+        and, when `previous`, the groups before them (n, 12, H, W) and whether there is one (n,).
         Crops (when set and `crop`) start on the latent grid, so a crop is coded exactly as
-        that part of a whole frame would be, away from the frame's edges; the reference is
-        cropped at the same place."""
-        groups, masks, refs = [], [], []
+        that part of a whole frame would be, away from the frame's edges; the reference and the
+        group before are cropped at the same place."""
+        groups, masks, refs, befores, has = [], [], [], [], []
         for _ in range(n):
             k = int(self.rng.integers(len(self.frames)))
             f = self.frames[k]
@@ -105,6 +120,8 @@ class VideoGroups:
                 m[j, :, y0:y1, x0:x1] = 1
             g, m = g.reshape(12, *g.shape[-2:]), m.expand(4, 3, *g.shape[-2:]).reshape(12, *g.shape[-2:])
             r = torch.from_numpy(self.references[k]).permute(2, 0, 1).float() / 127.5 - 1
+            prev = self._previous(idx) if self.previous else None
+            b = (torch.from_numpy(f[prev]).permute(0, 3, 1, 2).float() / 127.5 - 1).reshape(12, *g.shape[-2:]) if prev else torch.zeros_like(g)
             if crop and self.crop is not None:
                 h, w = g.shape[-2:]
                 y = int(self.rng.integers((h - self.crop) // self.grid + 1)) * self.grid
@@ -113,11 +130,14 @@ class VideoGroups:
                     x0, y0, x1, y1 = self.boxes[k][idx[0]]
                     y = int(np.clip(round(((y0 + y1) / 2 - self.crop / 2) / self.grid), 0, (h - self.crop) // self.grid)) * self.grid
                     x = int(np.clip(round(((x0 + x1) / 2 - self.crop / 2) / self.grid), 0, (w - self.crop) // self.grid)) * self.grid
-                g, m, r = (t[:, y : y + self.crop, x : x + self.crop] for t in (g, m, r))
+                g, m, r, b = (t[:, y : y + self.crop, x : x + self.crop] for t in (g, m, r, b))
             groups.append(g)
             masks.append(m)
             refs.append(r)
-        return torch.stack(groups), torch.stack(masks), torch.stack(refs)
+            befores.append(b)
+            has.append(prev is not None)
+        out = (torch.stack(groups), torch.stack(masks), torch.stack(refs))
+        return out + (torch.stack(befores), torch.tensor(has)) if self.previous else out
 
 
 class AudioSegments:
@@ -153,6 +173,16 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor, sizes: tuple[int, ...] =
         T = torch.stft(target, n, n // 4, window=win, return_complex=True).abs() + 1e-2
         loss = loss + torch.linalg.norm(P - T) / torch.linalg.norm(T) + (P.log() - T.log()).abs().mean()
     return loss / len(sizes)
+
+
+def _previous_latents(model: TinyVideoCodec, before: list[torch.Tensor], noise: float) -> torch.Tensor:
+    """Raw latents of the groups before, as noisy as the current ones; the mean latent where there is none."""
+    groups, has = before
+    with torch.no_grad():
+        raw = model.encode_groups(groups)
+    raw = raw + noise * raw.std() * torch.randn_like(raw)
+    mean = model.latents_mean.view(1, -1, 1, 1).expand_as(raw)
+    return torch.where(has.view(-1, 1, 1, 1), raw, mean)
 
 
 def _save_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, rng: np.random.Generator) -> None:
@@ -206,8 +236,8 @@ def train_codec(
     records = _train_records(Path(data), settings.max_clips)
     if kind not in ("video", "audio"):
         raise StreamcharError(f"unknown codec kind {kind!r}; accepted: video, audio")
-    if settings.reference and kind != "video":
-        raise StreamcharError("--reference is for the video codec: an audio codec has no reference image to read")
+    if (settings.reference or settings.previous_latent) and kind != "video":
+        raise StreamcharError("--reference and --previous-latent are for the video codec")
     init = None
     if settings.init is not None:
         from streamchar.codecs.store import load_codec
@@ -221,12 +251,14 @@ def train_codec(
         vc = init.config if init is not None else TinyVideoConfig(cfg.video.height, cfg.video.width, cfg.video.latent_channels)
         if settings.reference and vc.reference_channels is None:  # type: ignore[union-attr]
             vc = replace(vc, reference_channels=REFERENCE_CHANNELS)  # type: ignore[type-var]
+        if settings.previous_latent:
+            vc = replace(vc, previous_latent=True)  # type: ignore[type-var]
         model: torch.nn.Module = TinyVideoCodec(vc)  # type: ignore[arg-type]
     else:
         model = TinyAudioCodec(init.config if init is not None else TinyAudioConfig(cfg.audio.sample_rate, cfg.audio.hop_length, cfg.audio.latent_channels))  # type: ignore[arg-type]
     if init is not None:
         missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
-        if unexpected or any(not k.startswith("ref_") for k in missing):  # only a new reference path starts untrained
+        if unexpected or any(not k.startswith(("ref_", "prev_in.")) for k in missing):  # only new decoder inputs start untrained
             raise StreamcharError(f"--init {settings.init} does not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
     if settings.decoder_only:
         model.enc.requires_grad_(False)  # type: ignore[union-attr]
@@ -236,7 +268,8 @@ def train_codec(
         with open(run / "commands.txt", "a") as f:
             f.write(command + "\n")
     start = _load_checkpoint(run, model, opt, rng)
-    source = VideoGroups(records, rng, settings.crop, mouth_crops=settings.mouth_crops) if kind == "video" else AudioSegments(records, cfg.audio.sample_rate, rng)
+    source = (VideoGroups(records, rng, settings.crop, mouth_crops=settings.mouth_crops, previous=settings.previous_latent) if kind == "video"
+              else AudioSegments(records, cfg.audio.sample_rate, rng))
     writer = SummaryWriter(str(run / "tensorboard"))
     log_path = run / "train_log.jsonl"
     model.train()
@@ -246,10 +279,11 @@ def train_codec(
         for g in opt.param_groups:
             g["lr"] = lr
         if kind == "video":
-            x, mask, ref = source.batch(settings.batch)  # type: ignore[union-attr]
+            x, mask, ref, *before = source.batch(settings.batch)  # type: ignore[union-attr]
             raw = model.encode_groups(x)  # type: ignore[operator]
             noisy = raw + settings.latent_noise * raw.detach().std() * torch.randn_like(raw)
-            y = model.decode_groups(noisy, model.reference_features(ref) if model.needs_reference else None)  # type: ignore[operator]
+            prev = _previous_latents(model, before, settings.latent_noise) if before else None  # type: ignore[arg-type]
+            y = model.decode_groups(noisy, model.reference_features(ref) if model.needs_reference else None, prev)  # type: ignore[operator]
             err = (y - x).abs()
             rec = err.mean() + 4 * (err * mask).sum() / mask.sum().clamp(min=1) + F.mse_loss(y, x)
             loss = rec + 1e-4 * raw.pow(2).mean()
@@ -334,7 +368,7 @@ def _set_latent_statistics(model: torch.nn.Module, source: VideoGroups | AudioSe
     samples = []
     for _ in range(8):
         if kind == "video":
-            x, _, _ = source.batch(16, crop=False)  # type: ignore[union-attr]
+            x = source.batch(16, crop=False)[0]  # type: ignore[union-attr]
             raw = model.encode_groups(x)  # type: ignore[operator]
             samples.append(raw.permute(1, 0, 2, 3).reshape(raw.shape[1], -1))
         else:

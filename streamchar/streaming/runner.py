@@ -86,12 +86,13 @@ def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: fl
     period = session.cfg.stream.chunk_seconds
     report = StreamReport(period, setup_s=session.setup_seconds)
     audio_decoder = session.audio_codec.stream_decoder()
+    video_decoder = session.video_codec.stream_decoder(session.decode_reference)
     stalled = [0.0]
 
     @torch.no_grad()
     def finish(chunk: ChunkLatents) -> ChunkRecord:
         t0 = time.perf_counter()
-        frames = to_frames(session.video_codec.decode_chunks(chunk.video, session.decode_reference))
+        frames = to_frames(video_decoder.decode(chunk.video))
         audio = audio_decoder.decode(chunk.audio)[0].numpy()
         t1 = time.perf_counter()
         for w in writers:
