@@ -101,3 +101,14 @@ def test_syncnet_v2_loads_the_original_state_dict_format(tmp_path):
     torch.save({"netcnnaud.0.weight": torch.zeros(3)}, tmp_path / "bad.model")
     with pytest.raises(StreamcharError, match="SyncNet"):
         load_syncnet_v2(tmp_path / "bad.model")
+
+
+def test_seam_ratio_sees_a_step_at_chunk_boundaries():
+    from streamchar.evaluation.bench_codec import seam_ratio
+
+    t = np.arange(99, dtype=np.float32)
+    smooth = np.broadcast_to(t[:, None, None, None], (99, 4, 4, 3))
+    assert seam_ratio(smooth) == pytest.approx(1.0)
+    stepped = smooth + 5 * (t // 33)[:, None, None, None]  # a jump of 5 where each chunk starts
+    assert seam_ratio(stepped) == pytest.approx(6.0)
+    assert np.isnan(seam_ratio(smooth[:20]))  # shorter than one chunk: no boundary to measure
