@@ -8,41 +8,21 @@ moves as much as the data's but at random gives a correlation near 0 and lags sp
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from streamchar.errors import StreamcharError
-from streamchar.evaluation.items import named_folders
+from streamchar.evaluation.items import per_system_script
 from streamchar.evaluation.synthtalk_checks import mouth_follows_speech
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--videos", action="append", required=True, help="NAME=DIR of MP4s (repeatable)")
-    ap.add_argument("--clips", type=int, default=20)
-    ap.add_argument("--out", type=Path)
-    a = ap.parse_args()
-    report = {}
-    try:
-        systems = named_folders(a.videos)
-    except StreamcharError as e:
-        raise SystemExit(str(e)) from None
-    for name, folder in systems.items():
-        clips = sorted(folder.glob("*.mp4"))[: a.clips]
-        if not clips:
-            raise SystemExit(f"{folder} is not a folder of MP4s")
-        scores = [mouth_follows_speech(p) for p in clips]
-        corr = [c for c, _ in scores]
-        lags = [lag for _, lag in scores]
-        report[name] = {"clips": len(clips), "correlation_mean": float(np.mean(corr)), "lag_within_1": float(np.mean(np.abs(lags) <= 1)), "lags": lags}
-        print(f"{name}: correlation {np.mean(corr):.3f}, best lag within ±1 frame in {np.mean(np.abs(lags) <= 1):.0%} of {len(clips)} clips, lags {lags}")
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(report, indent=1))
+def measure(name: str, clips: list[Path]) -> dict:
+    scores = [mouth_follows_speech(p) for p in clips]
+    corr = [c for c, _ in scores]
+    lags = [lag for _, lag in scores]
+    print(f"{name}: correlation {np.mean(corr):.3f}, best lag within ±1 frame in {np.mean(np.abs(lags) <= 1):.0%} of {len(clips)} clips, lags {lags}")
+    return {"clips": len(clips), "correlation_mean": float(np.mean(corr)), "lag_within_1": float(np.mean(np.abs(lags) <= 1)), "lags": lags}
 
 
 if __name__ == "__main__":
-    main()
+    per_system_script(20, measure)

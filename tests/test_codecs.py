@@ -259,18 +259,14 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latents(small_set, tmp_
     assert (tmp_path / "b" / "video-train_log.jsonl").is_file()  # the encoder's training record comes along
     with pytest.raises(StreamcharError, match="give --init"):
         train_codec("video", root, tmp_path / "run-c", tmp_path / "c", cfg, TrainSettings(steps=1, decoder_only=True, **base))
-    # a decoder that reads the reference image, trained onto the same encoder
-    train_codec("video", root, tmp_path / "run-d", tmp_path / "d", cfg,
-                TrainSettings(steps=2, init=str(tmp_path / "a"), decoder_only=True, reference=True, **base))
-    d = load_codec(tmp_path / "d")
-    sd = d.state_dict()
-    assert d.needs_reference and all(torch.equal(sa[k], sd[k]) for k in kept)
-    assert any(k.startswith("ref_fuse.") and sd[k].abs().sum() > 0 for k in sd if k.endswith("out.weight"))  # left zero, it would read nothing
     with pytest.raises(StreamcharError, match="--reference and --previous-latent are for the video codec"):
         train_codec("audio", root, tmp_path / "run-e", tmp_path / "e", cfg, TrainSettings(steps=1, reference=True, **base))
-    # and one that reads the latent before each one
-    train_codec("video", root, tmp_path / "run-f", tmp_path / "f", cfg,
-                TrainSettings(steps=2, init=str(tmp_path / "a"), decoder_only=True, previous_latent=True, **base))
-    f = load_codec(tmp_path / "f")
-    sf = f.state_dict()
-    assert f.reads_previous and all(torch.equal(sa[k], sf[k]) for k in kept) and sf["prev_in.2.weight"].abs().sum() > 0
+    # decoders that read the reference image, and the latent before each one, trained onto the same encoder
+    for name, extra, reads, new_out in (("d", {"reference": True}, "needs_reference", "ref_fuse.0.out.weight"),
+                                        ("f", {"previous_latent": True}, "reads_previous", "prev_in.2.weight")):  # fmt: skip
+        train_codec("video", root, tmp_path / f"run-{name}", tmp_path / name, cfg,
+                    TrainSettings(steps=2, init=str(tmp_path / "a"), decoder_only=True, **extra, **base))
+        codec = load_codec(tmp_path / name)
+        sd = codec.state_dict()
+        assert getattr(codec, reads) and all(torch.equal(sa[k], sd[k]) for k in kept)
+        assert sd[new_out].abs().sum() > 0  # the new input's last layer started at zero; left there, it would read nothing

@@ -62,21 +62,26 @@ def decode_speed(video: VideoCodec, audio: AudioCodec, chunks: int = 12) -> dict
     }
 
 
-def seam_ratio(frames: np.ndarray) -> float:
-    """Mean frame-to-frame change across chunk boundaries (every 33 frames) over the mean change
-    elsewhere; about 1 when chunk boundaries are invisible."""
+def frame_changes(frames: np.ndarray) -> tuple[float, float]:
+    """Mean absolute frame-to-frame change (0-255) across chunk boundaries (every 33 frames) and
+    elsewhere; NaN at boundaries for a video shorter than two chunks."""
     d = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
     at = np.arange(32, len(d), 33)
-    if len(at) == 0:
-        return float("nan")
     rest = np.delete(d, at)
-    return float(d[at].mean() / max(rest.mean(), 1e-6))
+    return (float(d[at].mean()) if len(at) else float("nan")), float(rest.mean())
+
+
+def seam_ratio(frames: np.ndarray) -> float:
+    """Change across chunk boundaries over the change elsewhere; about 1 when chunk boundaries
+    are invisible."""
+    at, rest = frame_changes(frames)
+    return at / max(rest, 1e-6)
 
 
 def bench_codecs(data: Path, cfg, video: VideoCodec, audio: AudioCodec, clips: int = 24, split: str = "test-unseen") -> dict:  # noqa: ANN001
     ds = ClipDataset(data, cfg, split=split)
     n = min(clips, len(ds))
-    full, mouth, seams, seams_gt = [], [], [], []
+    full, mouth, seams, seams_gt, steps, steps_gt = [], [], [], [], [], []
     transcripts, originals, recons = [], [], []
     for i in range(n):
         item = ds[i]
@@ -90,6 +95,8 @@ def bench_codecs(data: Path, cfg, video: VideoCodec, audio: AudioCodec, clips: i
             mouth.append(psnr(a, b))
         seams.append(seam_ratio(rec_frames))
         seams_gt.append(seam_ratio(frames))
+        steps.append(frame_changes(rec_frames)[0])
+        steps_gt.append(frame_changes(frames)[0])
         transcripts.append(item["transcript"])
         originals.append(item["audio"].numpy())
         recons.append(rec_audio)
@@ -107,6 +114,8 @@ def bench_codecs(data: Path, cfg, video: VideoCodec, audio: AudioCodec, clips: i
         "mouth_psnr_db_min": float(np.min(mouth)) if mouth else None,
         "chunk_seam_ratio_reconstructed": float(np.nanmean(seams)),
         "chunk_seam_ratio_ground_truth": float(np.nanmean(seams_gt)),
+        "chunk_boundary_change_reconstructed": float(np.nanmean(steps)),
+        "chunk_boundary_change_ground_truth": float(np.nanmean(steps_gt)),
         "wer_original": wer_gt,
         "wer_round_trip": wer_rt,
         "wer_difference_points": 100 * (wer_rt - wer_gt),

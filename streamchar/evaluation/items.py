@@ -15,6 +15,7 @@ transcript) is reported as failed with its reason; the rest of the run goes on.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,39 @@ def named_folders(specs: list[str], taken: tuple[str, ...] = ()) -> dict[str, Pa
             raise StreamcharError(f"two systems are named {name!r}")
         out[name] = Path(folder)
     return out
+
+
+def named_mp4s(specs: list[str], limit: int) -> dict[str, list[Path]]:
+    """`NAME=FOLDER` options as {name: the folder's first `limit` MP4s}, for diagnostics that read
+    rendered streams directly."""
+    out = {}
+    for name, folder in named_folders(specs).items():
+        clips = sorted(folder.glob("*.mp4"))[:limit]
+        if not clips:
+            raise StreamcharError(f"{folder} is not a folder of MP4s")
+        out[name] = clips
+    return out
+
+
+def per_system_script(default_clips: int, measure: Callable[[str, list[Path]], dict]) -> None:
+    """The command line of a diagnostic over rendered streams (`benchmarks/*.py`): `--videos
+    NAME=DIR` (repeatable), `--clips`, `--out`; `measure(name, mp4s)` gives each system's entry
+    of the JSON report."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--videos", action="append", required=True, help="NAME=DIR of MP4s (repeatable)")
+    ap.add_argument("--clips", type=int, default=default_clips)
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    try:
+        systems = named_mp4s(a.videos, a.clips)
+    except StreamcharError as e:
+        raise SystemExit(str(e)) from None
+    report = {name: measure(name, clips) for name, clips in systems.items()}
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(report, indent=1))
 
 
 def folder_items(folder: Path, limit: int | None = None) -> list[EvalItem]:
