@@ -144,6 +144,10 @@ class TinyVideoCodec(VideoCodec):
             feats.append(h)
         return feats
 
+    def mean_latent(self, like: torch.Tensor) -> torch.Tensor:
+        """The raw latent that stands for "no latent before" (a stream's first): the mean one."""
+        return per_channel(self.latents_mean, like).expand_as(like)
+
     def decode_groups(self, raw: torch.Tensor, reference: list[torch.Tensor] | None = None,
                       previous: torch.Tensor | None = None) -> torch.Tensor:
         """Raw latents (M, z, h, w) -> groups of four frames (M, 12, H, W); `reference` (from
@@ -161,8 +165,7 @@ class TinyVideoCodec(VideoCodec):
         for i, layer in enumerate(self.dec):
             h = layer(h)
             if i == 0 and self.reads_previous:
-                none = per_channel(self.latents_mean, raw)
-                h = h + self.prev_in(none.expand_as(raw) if previous is None else previous)
+                h = h + self.prev_in(self.mean_latent(raw) if previous is None else previous)
             if i in fuse:
                 block, ref = fuse[i]
                 h = block(h, ref)
@@ -181,9 +184,8 @@ class TinyVideoCodec(VideoCodec):
         flat = raw.permute(0, 2, 1, 3, 4).reshape(n * t, z, h, w)
         before = None
         if self.reads_previous:  # each latent's predecessor: the one before it, or for the first the given one
-            first = torch.zeros_like(latents[:, :, 0]) if previous is None else previous  # zero: none, the mean latent
-            before = torch.cat([first[:, :, None], latents[:, :, :-1]], dim=2).permute(0, 2, 1, 3, 4).reshape(n * t, z, h, w)
-            before = denormalise(before, self.latents_mean, self.latents_std)
+            first = self.mean_latent(raw[:, :, 0]) if previous is None else denormalise(previous, self.latents_mean, self.latents_std)
+            before = torch.cat([first[:, :, None], raw[:, :, :-1]], dim=2).permute(0, 2, 1, 3, 4).reshape(n * t, z, h, w)
         groups = self.decode_groups(flat, repeat_reference(reference, n, t), before)
         return self._ungroup(groups, n).clamp(-1, 1)
 

@@ -120,8 +120,12 @@ class VideoGroups:
                 m[j, :, y0:y1, x0:x1] = 1
             g, m = g.reshape(12, *g.shape[-2:]), m.expand(4, 3, *g.shape[-2:]).reshape(12, *g.shape[-2:])
             r = torch.from_numpy(self.references[k]).permute(2, 0, 1).float() / 127.5 - 1
-            prev = self._previous(idx) if self.previous else None
-            b = (torch.from_numpy(f[prev]).permute(0, 3, 1, 2).float() / 127.5 - 1).reshape(12, *g.shape[-2:]) if prev else torch.zeros_like(g)
+            parts = [g, m, r]
+            if self.previous:  # the group before, zeros where there is none
+                prev = self._previous(idx)
+                has.append(prev is not None)
+                parts.append((torch.from_numpy(f[prev]).permute(0, 3, 1, 2).float() / 127.5 - 1).reshape(12, *g.shape[-2:]) if prev
+                             else torch.zeros_like(g))  # fmt: skip
             if crop and self.crop is not None:
                 h, w = g.shape[-2:]
                 y = int(self.rng.integers((h - self.crop) // self.grid + 1)) * self.grid
@@ -130,12 +134,11 @@ class VideoGroups:
                     x0, y0, x1, y1 = self.boxes[k][idx[0]]
                     y = int(np.clip(round(((y0 + y1) / 2 - self.crop / 2) / self.grid), 0, (h - self.crop) // self.grid)) * self.grid
                     x = int(np.clip(round(((x0 + x1) / 2 - self.crop / 2) / self.grid), 0, (w - self.crop) // self.grid)) * self.grid
-                g, m, r, b = (t[:, y : y + self.crop, x : x + self.crop] for t in (g, m, r, b))
-            groups.append(g)
-            masks.append(m)
-            refs.append(r)
-            befores.append(b)
-            has.append(prev is not None)
+                parts = [t[:, y : y + self.crop, x : x + self.crop] for t in parts]
+            groups.append(parts[0])
+            masks.append(parts[1])
+            refs.append(parts[2])
+            befores.extend(parts[3:])
         out = (torch.stack(groups), torch.stack(masks), torch.stack(refs))
         return out + (torch.stack(befores), torch.tensor(has)) if self.previous else out
 
@@ -181,8 +184,7 @@ def _previous_latents(model: TinyVideoCodec, before: list[torch.Tensor], noise: 
     with torch.no_grad():
         raw = model.encode_groups(groups)
     raw = raw + noise * raw.std() * torch.randn_like(raw)
-    mean = model.latents_mean.view(1, -1, 1, 1).expand_as(raw)
-    return torch.where(has.view(-1, 1, 1, 1), raw, mean)
+    return torch.where(has.view(-1, 1, 1, 1), raw, model.mean_latent(raw))
 
 
 def _save_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, rng: np.random.Generator) -> None:
