@@ -1,7 +1,9 @@
-"""Do a stream's chunks join without a step? For each system's MP4s: the mean frame-to-frame
-change across chunk boundaries (every 33 frames) over the mean change elsewhere, per clip, then
-the mean over clips. About 1 when boundaries are invisible; SynthTalk's ground truth gives 1.2
-(its speech and gestures do not know where chunks fall, so this is the floor to compare with).
+"""Do a stream's chunks, and its video latents, join without a step? For each system's MP4s: the
+mean frame-to-frame change across chunk boundaries (every 33 frames) over the mean change
+elsewhere, per clip, then the mean over clips. About 1 when boundaries are invisible; SynthTalk's
+ground truth gives 1.2 (its speech and gestures do not know where chunks fall, so this is the
+floor to compare with). The same at every latent's first frame (every four frames): the latent
+step ratio.
 
     python benchmarks/chunk_seams.py --videos ground-truth=runs/render/codec-gt --videos student=runs/render/student2-short --clips 40 --out benchmarks/results/chunk-seams.json
 """
@@ -13,14 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from streamchar.data.mp4 import read_mp4
-from streamchar.evaluation.bench_codec import seam_ratio
+from streamchar.evaluation.bench_codec import latent_step_ratio, seam_ratio
 from streamchar.evaluation.items import per_system_script
 
 
 def measure(name: str, clips: list[Path]) -> dict:
-    ratios = [seam_ratio(read_mp4(p).frames) for p in clips]
-    print(f"{name}: seam ratio {np.nanmean(ratios):.2f} over {len(clips)} clips")
-    return {"clips": len(clips), "seam_ratio_mean": float(np.nanmean(ratios)), "per_clip": ratios}
+    frames = [read_mp4(p).frames for p in clips]
+    ratios = [seam_ratio(f) for f in frames]
+    latent = [latent_step_ratio(f) for f in frames]
+    print(f"{name}: seam ratio {np.nanmean(ratios):.2f}, latent step ratio {np.nanmean(latent):.2f} over {len(clips)} clips")
+    return {"clips": len(clips), "seam_ratio_mean": float(np.nanmean(ratios)), "latent_step_ratio_mean": float(np.nanmean(latent)),
+            "per_clip": ratios, "latent_step_per_clip": latent}
 
 
 if __name__ == "__main__":

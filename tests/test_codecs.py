@@ -122,6 +122,40 @@ def test_decoding_with_the_previous_latent(video):
 
 
 @torch.no_grad()
+def test_blending_toward_the_frame_before(video):
+    torch.manual_seed(2)
+    with pytest.raises(ValueError, match="needs previous_latent"):
+        TinyVideoCodec(replace(video.config, blend_previous_frame=True))
+    codec = TinyVideoCodec(replace(video.config, previous_latent=True, blend_previous_frame=True)).eval()
+    torch.nn.init.normal_(codec.prev_in[2].weight, std=0.3)
+    torch.nn.init.normal_(codec.blend_gates[2].weight, std=0.5)  # as if trained
+    z = torch.randn(2, 8, 27, 2, 3)
+    whole = codec.decode(z)
+    stream = codec.stream_decoder()
+    parts = torch.cat([stream.decode(z[:, :, k : k + 9]) for k in (0, 9, 18)], dim=2)
+    assert torch.allclose(whole, parts, atol=1e-6)  # the frame before is carried from chunk to chunk
+    later = codec.decode(z[:, :, 9:18], previous=z[:, :, 8], previous_frame=whole[:, :, 32])
+    assert torch.allclose(whole[:, :, 33:66], later, atol=1e-6)
+    moved = codec.decode(z[:, :, 9:18], previous=z[:, :, 8], previous_frame=-whole[:, :, 32])
+    assert not torch.allclose(moved[:, :, 0], later[:, :, 0], atol=1e-3)  # a chunk's first frame blends toward it
+    assert torch.allclose(moved[:, :, 5:], later[:, :, 5:], atol=1e-6)  # from the third latent on, frames before are the chunk's own
+    # at a stream's start nothing comes before: the first frame is the first latent's own
+    plain = TinyVideoCodec(replace(video.config, previous_latent=True)).eval()
+    plain.load_state_dict({k: v for k, v in codec.state_dict().items() if not k.startswith("blend_")})
+    assert torch.allclose(whole[:, :, 0], plain.decode(z)[:, :, 0], atol=1e-6)
+    # a four-frame latent keeps its last frame; the first frames move toward the frame before as far as the gates say
+    torch.nn.init.zeros_(codec.blend_gates[2].weight)
+    torch.nn.init.zeros_(codec.blend_gates[2].bias)  # sigmoid: half way
+    d = torch.rand(3, 12, 32, 48)
+    towards = torch.full((3, 3, 32, 48), 5.0)
+    features = torch.randn(3, 8, 16, 24)
+    out = codec.blend(d, features, towards, torch.tensor([False, True, False])).reshape(3, 4, 3, 32, 48)
+    d4 = d.reshape(3, 4, 3, 32, 48)
+    assert torch.allclose(out[0, 3], d4[0, 3]) and torch.allclose(out[1, 3], (d4[1, 3] + 5) / 2)
+    assert torch.allclose(out[:, :3], (d4[:, :3] + 5) / 2)
+
+
+@torch.no_grad()
 def test_audio_streams_exactly(audio):
     x = (torch.rand(1, 66000) * 2 - 1) * 0.3
     z = audio.encode(x, 24000)
@@ -259,14 +293,39 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latents(small_set, tmp_
     assert (tmp_path / "b" / "video-train_log.jsonl").is_file()  # the encoder's training record comes along
     with pytest.raises(StreamcharError, match="give --init"):
         train_codec("video", root, tmp_path / "run-c", tmp_path / "c", cfg, TrainSettings(steps=1, decoder_only=True, **base))
-    with pytest.raises(StreamcharError, match="--reference and --previous-latent are for the video codec"):
+    with pytest.raises(StreamcharError, match="--reference, --previous-latent, --seam-loss and --frame-blend are for the video codec"):
         train_codec("audio", root, tmp_path / "run-e", tmp_path / "e", cfg, TrainSettings(steps=1, reference=True, **base))
+    with pytest.raises(StreamcharError, match="give --previous-latent too"):
+        train_codec("video", root, tmp_path / "run-e", tmp_path / "e", cfg, TrainSettings(steps=1, frame_blend=True, init=str(tmp_path / "a"), **base))
+    with pytest.raises(StreamcharError, match="give --decoder-only --init too"):
+        train_codec("video", root, tmp_path / "run-e", tmp_path / "e", cfg, TrainSettings(steps=1, frame_blend=True, previous_latent=True, **base))
     # decoders that read the reference image, and the latent before each one, trained onto the same encoder
     for name, extra, reads, new_out in (("d", {"reference": True}, "needs_reference", "ref_fuse.0.out.weight"),
-                                        ("f", {"previous_latent": True}, "reads_previous", "prev_in.2.weight")):  # fmt: skip
+                                        ("f", {"previous_latent": True}, "reads_previous", "prev_in.2.weight"),
+                                        ("g", {"previous_latent": True, "frame_blend": True, "seam_loss": 1.0}, "reads_previous_frame",
+                                         "blend_gates.2.weight")):  # fmt: skip
         train_codec("video", root, tmp_path / f"run-{name}", tmp_path / name, cfg,
                     TrainSettings(steps=2, init=str(tmp_path / "a"), decoder_only=True, **extra, **base))
         codec = load_codec(tmp_path / name)
         sd = codec.state_dict()
         assert getattr(codec, reads) and all(torch.equal(sa[k], sd[k]) for k in kept)
         assert sd[new_out].abs().sum() > 0  # the new input's last layer started at zero; left there, it would read nothing
+
+
+def test_temporal_loss_sees_a_decode_that_moves_in_steps():
+    from streamchar.codecs.train import temporal_loss
+
+    torch.manual_seed(3)
+    x = torch.randn(4, 12, 8, 8).cumsum(dim=1) * 0.1  # frames that drift from one to the next
+    before = x.reshape(4, 4, 3, 8, 8)[:, 0] - 0.05
+    mask, first, has = torch.zeros(4, 12, 8, 8), torch.tensor([0, 0, 3, 0]), torch.ones(4, dtype=torch.bool)
+    mask[:, :, 2:4, 2:4] = 1
+    exact, _ = temporal_loss(x, x, mask, first, before, before, has)
+    assert exact.item() == 0.0
+    shifted, _ = temporal_loss(x + 0.3, x, mask, first, before + 0.3, before, has)  # the same error everywhere: no step
+    assert shifted.item() < 1e-10
+    held = x.reshape(4, 4, 3, 8, 8)[:, :1].expand(4, 4, 3, 8, 8).reshape(4, 12, 8, 8)  # still inside a group, a jump between
+    stepped, parts = temporal_loss(held, x, mask, first, before, before, has)
+    assert stepped.item() > 1e-3 and parts["change_inside"] > 0
+    none, _ = temporal_loss(x, x, mask, first, before + 1.0, before, torch.zeros(4, dtype=torch.bool))
+    assert none.item() == 0.0  # no group before: no step to measure

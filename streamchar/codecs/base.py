@@ -76,6 +76,7 @@ class VideoCodec(nn.Module, ABC):
     height: int
     width: int
     needs_reference = False
+    reads_previous_frame = False  # a chunk's decode blends toward the last frame shown before it, so chunks decode in order
 
     def check_reference(self, image: torch.Tensor) -> None:
         if image.ndim != 4 or image.shape[1] != 3 or tuple(image.shape[-2:]) != (self.height, self.width):
@@ -107,11 +108,12 @@ class VideoCodec(nn.Module, ABC):
 
     @abstractmethod
     def decode_chunks(self, latents: torch.Tensor, reference: list[torch.Tensor] | None = None,
-                      previous: torch.Tensor | None = None) -> torch.Tensor:
+                      previous: torch.Tensor | None = None, previous_frame: torch.Tensor | None = None) -> torch.Tensor:
         """(N, z, 9, h, w) normalised latents -> (N, 3, 33, H, W) frames in [-1, 1]; `reference`
         (from `prepare_reference`) holds one image for all N chunks or one for each; `previous`
         (N, z, h, w), the normalised latent before each chunk, for a codec that reads it (zero or
-        None: there is none, the stream starts here)."""
+        None: there is none, the stream starts here); `previous_frame` (N, 3, H, W), the last frame
+        decoded before each chunk, for a codec that `reads_previous_frame` (None: the stream starts)."""
 
     def stream_decoder(self, reference: list[torch.Tensor] | None = None) -> "VideoStreamDecoder":
         return VideoStreamDecoder(self, reference)
@@ -126,34 +128,43 @@ class VideoCodec(nn.Module, ABC):
         return z.reshape(b, n, *z.shape[1:]).permute(0, 2, 1, 3, 4, 5).reshape(b, z.shape[1], n * CHUNK_LATENTS, *z.shape[3:])
 
     def decode(self, latents: torch.Tensor, frames: int | None = None, reference: list[torch.Tensor] | None = None,
-               previous: torch.Tensor | None = None) -> torch.Tensor:
+               previous: torch.Tensor | None = None, previous_frame: torch.Tensor | None = None) -> torch.Tensor:
         """Latents of whole chunks -> frames (cut to `frames` when given); `reference` (from
         `prepare_reference`) holds one image for all B videos or one for each; `previous` (B, z, h, w)
-        is the latent before these (None: they start the stream)."""
+        is the latent before these and `previous_frame` (B, 3, H, W) the frame decoded before them
+        (None: they start the stream)."""
         self.check_latents(latents)
         b, z, t, h, w = latents.shape
         n = t // CHUNK_LATENTS
         chunks = latents.reshape(b, z, n, CHUNK_LATENTS, h, w).permute(0, 2, 1, 3, 4, 5)
-        first = torch.zeros_like(chunks[:, :1, :, 0]) if previous is None else previous[:, None]  # zero: none
-        before = torch.cat([first, chunks[:, :-1, :, -1]], dim=1).reshape(b * n, z, h, w)  # each chunk's predecessor
-        chunks = chunks.reshape(b * n, z, CHUNK_LATENTS, h, w)
-        x = self.decode_chunks(chunks, repeat_reference(reference, b, n), before)
-        x = x.reshape(b, n, 3, CHUNK_FRAMES, *x.shape[-2:]).permute(0, 2, 1, 3, 4, 5).reshape(b, 3, n * CHUNK_FRAMES, *x.shape[-2:])
+        if self.reads_previous_frame:  # each chunk needs the frame its predecessor ends on: in order
+            parts, before, frame = [], previous, previous_frame
+            for c in range(n):
+                parts.append(self.decode_chunks(chunks[:, c], reference, before, frame))
+                before, frame = chunks[:, c, :, -1], parts[-1][:, :, -1]
+            x = torch.cat(parts, dim=2)
+        else:
+            first = torch.zeros_like(chunks[:, :1, :, 0]) if previous is None else previous[:, None]  # zero: none
+            before = torch.cat([first, chunks[:, :-1, :, -1]], dim=1).reshape(b * n, z, h, w)  # each chunk's predecessor
+            x = self.decode_chunks(chunks.reshape(b * n, z, CHUNK_LATENTS, h, w), repeat_reference(reference, b, n), before)
+            x = x.reshape(b, n, 3, CHUNK_FRAMES, *x.shape[-2:]).permute(0, 2, 1, 3, 4, 5).reshape(b, 3, n * CHUNK_FRAMES, *x.shape[-2:])
         return x if frames is None else x[:, :, :frames]
 
 
 class VideoStreamDecoder:
     """A stream's video, chunk by chunk, carrying across chunks what the codec reads of the
-    previous one (its last latent), so that the frames equal decoding the whole stream at once."""
+    previous one (its last latent and last frame), so that the frames equal decoding the whole
+    stream at once."""
 
     def __init__(self, codec: VideoCodec, reference: list[torch.Tensor] | None = None):
         self.codec, self.reference = codec, reference
         self.last: torch.Tensor | None = None
+        self.last_frame: torch.Tensor | None = None
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        frames = self.codec.decode(latents, reference=self.reference, previous=self.last)
-        self.last = latents[:, :, -1]
+        frames = self.codec.decode(latents, reference=self.reference, previous=self.last, previous_frame=self.last_frame)
+        self.last, self.last_frame = latents[:, :, -1], frames[:, :, -1]
         return frames
 
 

@@ -64,7 +64,7 @@ class WanVideoCodec(VideoCodec):
 
     @torch.no_grad()
     def decode_chunks(self, latents: torch.Tensor, reference: list[torch.Tensor] | None = None,
-                      previous: torch.Tensor | None = None) -> torch.Tensor:
+                      previous: torch.Tensor | None = None, previous_frame: torch.Tensor | None = None) -> torch.Tensor:
         x = self.vae.decode(denormalise(latents, self.latents_mean, self.latents_std).to(self.vae.dtype)).sample
         return x.float().clamp(-1, 1)
 

@@ -9,7 +9,8 @@ decoder is also non-causal, so chunked decoding cannot equal whole decoding.
 Video: each latent codes a group of four frames (the first latent of a chunk one frame,
 repeated) with a 2-D convolutional autoencoder: space-to-depth by 2, three stride-2 stages.
 Its decoder may also read the stream's reference image (`reference_channels`) and the latent
-before each one (`previous_latent`).
+before each one (`previous_latent`), and blend each latent's first frames toward the frame shown
+before them (`blend_previous_frame`).
 Audio: log-magnitude STFT frames (hop 200) in, one stride-5 stage down to 24 Hz; the causal
 decoder predicts log-magnitude and phase per frame and overlap-adds their inverse FFTs, so it
 streams with a carried state (the last layers' past inputs and the overlap tail).
@@ -42,6 +43,9 @@ class TinyVideoConfig:
     # the decoder also reads the latent before each one (for a chunk's first, the previous
     # chunk's last), so that chunks join without a step; decoding then carries that latent
     previous_latent: bool = False
+    # each latent's frames may blend toward the frame shown before them, with gates the decoder
+    # predicts per frame and pixel (needs previous_latent); see TinyVideoCodec.blend
+    blend_previous_frame: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -108,6 +112,21 @@ class TinyVideoCodec(VideoCodec):
             self.prev_in = nn.Sequential(nn.Conv2d(z, dec[0], 3, padding=1), nn.SiLU(), nn.Conv2d(dec[0], dec[0], 1))
             nn.init.zeros_(self.prev_in[2].weight)
             nn.init.zeros_(self.prev_in[2].bias)
+        self.reads_previous_frame = config.blend_previous_frame
+        if config.blend_previous_frame:
+            if not config.previous_latent:
+                raise ValueError("blend_previous_frame needs previous_latent: the gates must know where the frame before came from")
+            # one gate per frame of the group, at full resolution, from the decoder's last features,
+            # the group's frames and the frame before: where the two differ only by coding error the
+            # frame before can be taken, where the picture moves it must not. The gates start as a
+            # linear cross-fade (3/4, 1/2, 1/4 of the frame before in a group's first three frames;
+            # 1/2 in a chunk's single-frame latent); the first layer is 1x1 to keep decoding cheap
+            self.blend_gates = nn.Sequential(nn.Conv2d(dec[-1] + 12 + 48, 32, 1), nn.SiLU(), nn.Conv2d(32, 4 * 4, 3, padding=1),
+                                             nn.PixelShuffle(2))
+            nn.init.zeros_(self.blend_gates[2].weight)
+            with torch.no_grad():
+                ramp = torch.tensor([0.75, 0.5, 0.25, 0.5])
+                self.blend_gates[2].bias.copy_(torch.log(ramp / (1 - ramp)).repeat_interleave(4))  # PixelShuffle: 4 inputs per gate
         self.register_buffer("latents_mean", torch.zeros(z))
         self.register_buffer("latents_std", torch.ones(z))
 
@@ -149,8 +168,9 @@ class TinyVideoCodec(VideoCodec):
         return per_channel(self.latents_mean, like).expand_as(like)
 
     def decode_groups(self, raw: torch.Tensor, reference: list[torch.Tensor] | None = None,
-                      previous: torch.Tensor | None = None) -> torch.Tensor:
-        """Raw latents (M, z, h, w) -> groups of four frames (M, 12, H, W); `reference` (from
+                      previous: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Raw latents (M, z, h, w) -> groups of four frames (M, 12, H, W) and, for a codec that
+        blends, the decoder's last features (M, C, H/2, W/2) for `blend`; `reference` (from
         `prepare_reference`) holds one image for all M groups or one per group; `previous` the raw
         latent before each (the mean latent where there is none: a stream's first)."""
         fuse = {}
@@ -161,15 +181,42 @@ class TinyVideoCodec(VideoCodec):
                 raise StreamcharError(f"reference features have {len(reference)} levels, this codec reads {len(self.ref_fuse)}: "
                                       f"prepare them with this codec's prepare_reference")
             fuse = {end: (f, r) for end, f, r in zip(reversed(self._level_ends), self.ref_fuse, reference)}
-        h = raw
+        h, features = raw, None
         for i, layer in enumerate(self.dec):
+            if i == len(self.dec) - 2 and self.reads_previous_frame:  # what the last convolution reads
+                features = h
             h = layer(h)
             if i == 0 and self.reads_previous:
                 h = h + self.prev_in(self.mean_latent(raw) if previous is None else previous)
             if i in fuse:
                 block, ref = fuse[i]
                 h = block(h, ref)
-        return h
+        return h, features
+
+    def blend(self, groups: torch.Tensor, features: torch.Tensor, towards: torch.Tensor, single: torch.Tensor) -> torch.Tensor:
+        """Frame j of each group becomes D_j + g_j * (P - D_j), with P the frame shown before the
+        group (M, 3, H, W) and gates g from `blend_gates`. Each latent is decoded on its own, with
+        its own error, so the picture steps at every latent (six times a second) even where
+        nothing moves; taking the frame before where only coding error tells them apart spreads
+        that step over the group. A four-frame group's last frame is its own (gate 0): the next
+        group's frame before is then known from the same batched pass. A chunk's single-frame
+        latent (`single`, (M,) bool) shows only its last frame, which blends too."""
+        m, _, h, w = groups.shape
+        groups, towards = groups.contiguous(), towards.contiguous()
+        g = torch.sigmoid(self._gate_logits(features, towards, groups)).reshape(m, 4, 1, h, w)
+        own_last = torch.ones(m, 4, 1, 1, 1, dtype=g.dtype, device=g.device)
+        own_last[:, 3] = single.to(g.dtype).view(m, 1, 1, 1)
+        return torch.lerp(groups.reshape(m, 4, 3, h, w), towards[:, None], g * own_last).reshape(m, 12, h, w)
+
+    def _gate_logits(self, features: torch.Tensor, towards: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """The gate head's first layer is a 1x1 convolution over the features and P and D taken
+        space-to-depth by 2; it runs as a 1x1 convolution on the features and 2x2 stride-2 ones on
+        P and D, the same sums without building the space-to-depth copies (half the blend's time)."""
+        first, c = self.blend_gates[0], features.shape[1]
+        weight = first.weight
+        h = (F.conv2d(features, weight[:, :c], first.bias) + F.conv2d(towards, weight[:, c : c + 12].reshape(-1, 3, 2, 2), stride=2)
+             + F.conv2d(groups, weight[:, c + 12 :].reshape(-1, 12, 2, 2), stride=2))  # fmt: skip
+        return self.blend_gates[1:](h)
 
     def encode_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
         n = chunks.shape[0]
@@ -178,7 +225,7 @@ class TinyVideoCodec(VideoCodec):
         return z.reshape(n, CHUNK_LATENTS, *z.shape[1:]).permute(0, 2, 1, 3, 4)
 
     def decode_chunks(self, latents: torch.Tensor, reference: list[torch.Tensor] | None = None,
-                      previous: torch.Tensor | None = None) -> torch.Tensor:
+                      previous: torch.Tensor | None = None, previous_frame: torch.Tensor | None = None) -> torch.Tensor:
         n, z, t, h, w = latents.shape
         raw = denormalise(latents, self.latents_mean, self.latents_std)
         flat = raw.permute(0, 2, 1, 3, 4).reshape(n * t, z, h, w)
@@ -186,9 +233,24 @@ class TinyVideoCodec(VideoCodec):
         if self.reads_previous:  # each latent's predecessor: the one before it, or for the first the given one
             first = self.mean_latent(raw[:, :, 0]) if previous is None else denormalise(previous, self.latents_mean, self.latents_std)
             before = torch.cat([first[:, :, None], raw[:, :, :-1]], dim=2).permute(0, 2, 1, 3, 4).reshape(n * t, z, h, w)
-        groups = self.decode_groups(flat, repeat_reference(reference, n, t), before)
+        reference = repeat_reference(reference, n, t)
+        groups, features = self.decode_groups(flat, reference, before)
+        if features is not None:
+            groups = self._blend_chunks(groups, features, previous_frame, n, t)
         return self._ungroup(groups, n).clamp(-1, 1)
 
+    def _blend_chunks(self, groups: torch.Tensor, features: torch.Tensor, previous_frame: torch.Tensor | None, n: int, t: int) -> torch.Tensor:
+        """The frame shown before each latent: for a chunk's first, the frame before the chunk (at
+        a stream's start its own frame: nothing to blend toward); for its second, the first's
+        blended frame; for the others, the last frame of the one before, which is its own."""
+        size = groups.shape[-2:]
+        d, f = groups.reshape(n, t, 12, *size), features.reshape(n, t, *features.shape[1:])
+        p0 = d[:, 0, 9:12].clamp(-1, 1) if previous_frame is None else previous_frame
+        first = self.blend(d[:, 0], f[:, 0], p0, torch.ones(n, dtype=torch.bool))
+        towards = torch.cat([first[:, None, 9:12], d[:, 1:-1, 9:12]], dim=1).clamp(-1, 1)
+        rest = self.blend(d[:, 1:].reshape(n * (t - 1), 12, *size), f[:, 1:].flatten(0, 1), towards.flatten(0, 1),
+                          torch.zeros(n * (t - 1), dtype=torch.bool))
+        return torch.cat([first[:, None], rest.reshape(n, t - 1, 12, *size)], dim=1).reshape(n * t, 12, *size)
 
 @dataclass
 class TinyAudioConfig:

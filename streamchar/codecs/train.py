@@ -52,6 +52,8 @@ class TrainSettings:
     decoder_only: bool = False  # train the decoder alone; the encoder and latent statistics stay init's
     reference: bool = False  # video: the decoder reads the reference image too (see TinyVideoCodec)
     previous_latent: bool = False  # video: the decoder reads the latent before each one too
+    seam_loss: float = 0.0  # video, with previous_latent: weight of the loss on the decoded frame-to-frame change (temporal_loss)
+    frame_blend: bool = False  # video, with previous_latent: the decoder blends each latent's frames toward the frame before (TinyVideoCodec.blend)
 
 
 REFERENCE_CHANNELS = (32, 64, 128)  # H/2, H/4, H/8: fine detail; the latents hold H/16 (and the codec stays under 10 MB)
@@ -71,13 +73,33 @@ def _train_records(data: Path, max_clips: int) -> list[dict]:
     return records[:max_clips]
 
 
+@dataclass
+class VideoBatch:
+    """Groups of four frames (n, 12, H, W) with their mouth masks and their clips' reference
+    images; with `previous`, the groups before them and whether there is one; with
+    `decode_before`, also the groups before those (to decode the groups before as a stream does)
+    and the index of each group's first frame that a stream shows (3 for a chunk's single-frame
+    latent, else 0)."""
+
+    groups: torch.Tensor
+    masks: torch.Tensor
+    references: torch.Tensor
+    before: torch.Tensor | None = None
+    has_before: torch.Tensor | None = None
+    before2: torch.Tensor | None = None
+    has_before2: torch.Tensor | None = None
+    first: torch.Tensor | None = None
+
+
 class VideoGroups:
     """Frames of the training clips in memory; samples groups of four frames (and single frames
     repeated, as the first latent of each chunk codes) with their mouth boxes."""
 
     def __init__(self, records: list[dict], rng: np.random.Generator, crop: int | None = None, grid: int = 16, mouth_crops: float = 0.0,
-                 previous: bool = False):
-        self.previous = previous
+                 previous: bool = False, decode_before: bool = False):
+        if decode_before and not previous:
+            raise StreamcharError("decoding the group before each one needs the previous latent")
+        self.previous, self.decode_before = previous, decode_before
         self.frames = [read_mp4(Path(r["_dir"]) / r["files"]["video"]).frames for r in records]
         self.references = [np.array(Image.open(Path(r["_dir"]) / r["files"]["reference_image"]).convert("RGB")) for r in records]
         self.boxes = [np.array(r["mouth_boxes"]) for r in records]
@@ -97,13 +119,17 @@ class VideoGroups:
             return [i - 1] * 4
         return list(range(i - 4, i)) if i >= 4 else None
 
-    def batch(self, n: int, crop: bool = True) -> tuple[torch.Tensor, ...]:
-        """Groups (n, 12, H, W), their mouth masks, their clips' reference images (n, 3, H, W)
-        and, when `previous`, the groups before them (n, 12, H, W) and whether there is one (n,).
-        Crops (when set and `crop`) start on the latent grid, so a crop is coded exactly as
+    def _frames(self, f: np.ndarray, idx: list[int] | None, like: torch.Tensor) -> torch.Tensor:
+        """Frames idx of a clip as one group (12, H, W); zeros for no group."""
+        if idx is None:
+            return torch.zeros_like(like)
+        return (torch.from_numpy(f[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1).reshape(12, *like.shape[-2:])
+
+    def batch(self, n: int, crop: bool = True) -> VideoBatch:
+        """Crops (when set and `crop`) start on the latent grid, so a crop is coded exactly as
         that part of a whole frame would be, away from the frame's edges; the reference and the
-        group before are cropped at the same place."""
-        groups, masks, refs, befores, has = [], [], [], [], []
+        groups before are cropped at the same place."""
+        groups, masks, refs, befores, has, befores2, has2, first = [], [], [], [], [], [], [], []
         for _ in range(n):
             k = int(self.rng.integers(len(self.frames)))
             f = self.frames[k]
@@ -113,19 +139,23 @@ class VideoGroups:
             else:
                 i = int(self.rng.integers(max(1, len(f) - 3)))
                 idx = [min(i + j, len(f) - 1) for j in range(4)]
-            g = torch.from_numpy(f[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1  # (4, 3, H, W)
+            g = self._frames(f, idx, torch.empty(12, *f.shape[1:3]))  # (12, H, W)
             m = torch.zeros(4, 1, *g.shape[-2:])
             for j, fi in enumerate(idx):
                 x0, y0, x1, y1 = self.boxes[k][fi]
                 m[j, :, y0:y1, x0:x1] = 1
-            g, m = g.reshape(12, *g.shape[-2:]), m.expand(4, 3, *g.shape[-2:]).reshape(12, *g.shape[-2:])
+            m = m.expand(4, 3, *g.shape[-2:]).reshape(12, *g.shape[-2:])
             r = torch.from_numpy(self.references[k]).permute(2, 0, 1).float() / 127.5 - 1
             parts = [g, m, r]
             if self.previous:  # the group before, zeros where there is none
                 prev = self._previous(idx)
                 has.append(prev is not None)
-                parts.append((torch.from_numpy(f[prev]).permute(0, 3, 1, 2).float() / 127.5 - 1).reshape(12, *g.shape[-2:]) if prev
-                             else torch.zeros_like(g))  # fmt: skip
+                parts.append(self._frames(f, prev, g))
+                if self.decode_before:
+                    prev2 = self._previous(prev) if prev is not None else None
+                    has2.append(prev2 is not None)
+                    parts.append(self._frames(f, prev2, g))
+                    first.append(3 if idx[1] == idx[0] else 0)
             if crop and self.crop is not None:
                 h, w = g.shape[-2:]
                 y = int(self.rng.integers((h - self.crop) // self.grid + 1)) * self.grid
@@ -138,9 +168,16 @@ class VideoGroups:
             groups.append(parts[0])
             masks.append(parts[1])
             refs.append(parts[2])
-            befores.extend(parts[3:])
-        out = (torch.stack(groups), torch.stack(masks), torch.stack(refs))
-        return out + (torch.stack(befores), torch.tensor(has)) if self.previous else out
+            if self.previous:
+                befores.append(parts[3])
+            if self.decode_before:
+                befores2.append(parts[4])
+        out = VideoBatch(torch.stack(groups), torch.stack(masks), torch.stack(refs))
+        if self.previous:
+            out.before, out.has_before = torch.stack(befores), torch.tensor(has)
+        if self.decode_before:
+            out.before2, out.has_before2, out.first = torch.stack(befores2), torch.tensor(has2), torch.tensor(first)
+        return out
 
 
 class AudioSegments:
@@ -178,13 +215,35 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor, sizes: tuple[int, ...] =
     return loss / len(sizes)
 
 
-def _previous_latents(model: TinyVideoCodec, before: list[torch.Tensor], noise: float) -> torch.Tensor:
+def _previous_latents(model: TinyVideoCodec, groups: torch.Tensor, has: torch.Tensor, noise: float) -> torch.Tensor:
     """Raw latents of the groups before, as noisy as the current ones; the mean latent where there is none."""
-    groups, has = before
     with torch.no_grad():
         raw = model.encode_groups(groups)
     raw = raw + noise * raw.std() * torch.randn_like(raw)
     return torch.where(has.view(-1, 1, 1, 1), raw, model.mean_latent(raw))
+
+
+def temporal_loss(y: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, first: torch.Tensor, shown_before: torch.Tensor,
+                  true_before: torch.Tensor, has_before: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Decoded frame-to-frame change against the true change, squared: between the frames of a
+    group, and from the frame shown before it (`shown_before`, (n, 3, H, W), decoded as a stream
+    decodes it) to the group's first shown frame. A loss on each frame alone leaves the error of
+    one latent's frames free to differ from its neighbour's, so a stream steps at every latent (six
+    times a second); this asks neighbouring errors to agree. Squared, because an absolute error
+    is least for no change wherever the change is uncertain (a still picture that jumps). Weighted
+    like the reconstruction: the whole crop, and the mouth four times over."""
+    n, _, h, w = y.shape
+    y4, x4, m4 = (t.reshape(n, 4, 3, h, w) for t in (y, x, mask))
+    rows = torch.arange(n)
+    inside = ((y4[:, 1:] - y4[:, :-1]) - (x4[:, 1:] - x4[:, :-1])).square()  # (n, 3, 3, H, W)
+    step = ((y4[rows, first] - shown_before) - (x4[rows, first] - true_before)).square()
+    err = torch.cat([inside, step[:, None]], dim=1)  # (n, 4, 3, H, W)
+    valid = torch.cat([torch.ones(n, 3), has_before.float()[:, None]], dim=1).view(n, 4, 1, 1, 1).expand_as(err)
+    mouth = torch.cat([m4[:, 1:], m4[rows, first][:, None]], dim=1) * valid
+    loss = (err * valid).sum() / valid.sum() + 4 * (err * mouth).sum() / mouth.sum().clamp(min=1)
+    parts = {"change_inside": inside.mean().item(),
+             "change_step": ((step.mean(dim=(1, 2, 3)) * has_before).sum() / has_before.sum().clamp(min=1)).item()}
+    return loss, parts
 
 
 def _save_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, rng: np.random.Generator) -> None:
@@ -238,8 +297,14 @@ def train_codec(
     records = _train_records(Path(data), settings.max_clips)
     if kind not in ("video", "audio"):
         raise StreamcharError(f"unknown codec kind {kind!r}; accepted: video, audio")
-    if (settings.reference or settings.previous_latent) and kind != "video":
-        raise StreamcharError("--reference and --previous-latent are for the video codec")
+    if (settings.reference or settings.previous_latent or settings.seam_loss or settings.frame_blend) and kind != "video":
+        raise StreamcharError("--reference, --previous-latent, --seam-loss and --frame-blend are for the video codec")
+    if settings.seam_loss < 0:
+        raise StreamcharError(f"--seam-loss is a weight, at least 0; got {settings.seam_loss}")
+    if (settings.seam_loss or settings.frame_blend) and not settings.previous_latent:
+        raise StreamcharError("--seam-loss and --frame-blend decode the latent before each one as a stream does: give --previous-latent too")
+    if settings.frame_blend and not settings.decoder_only:
+        raise StreamcharError("--frame-blend trains blend gates onto --init's decoder and keeps the rest: give --decoder-only --init too")
     init = None
     if settings.init is not None:
         from streamchar.codecs.store import load_codec
@@ -255,22 +320,28 @@ def train_codec(
             vc = replace(vc, reference_channels=REFERENCE_CHANNELS)  # type: ignore[type-var]
         if settings.previous_latent:
             vc = replace(vc, previous_latent=True)  # type: ignore[type-var]
+        if settings.frame_blend:
+            vc = replace(vc, blend_previous_frame=True)  # type: ignore[type-var]
         model: torch.nn.Module = TinyVideoCodec(vc)  # type: ignore[arg-type]
     else:
         model = TinyAudioCodec(init.config if init is not None else TinyAudioConfig(cfg.audio.sample_rate, cfg.audio.hop_length, cfg.audio.latent_channels))  # type: ignore[arg-type]
     if init is not None:
         missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
-        if unexpected or any(not k.startswith(("ref_", "prev_in.")) for k in missing):  # only new decoder inputs start untrained
+        if unexpected or any(not k.startswith(("ref_", "prev_in.", "blend_gates.")) for k in missing):  # only new decoder inputs start untrained
             raise StreamcharError(f"--init {settings.init} does not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
     if settings.decoder_only:
         model.enc.requires_grad_(False)  # type: ignore[union-attr]
+    if settings.frame_blend:  # the gates alone: trained with it, the decoder learned to overshoot frames to make up for a blend
+        model.requires_grad_(False)
+        model.blend_gates.requires_grad_(True)  # type: ignore[union-attr]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=0.0)
     run.mkdir(parents=True, exist_ok=True)
     if command:
         with open(run / "commands.txt", "a") as f:
             f.write(command + "\n")
     start = _load_checkpoint(run, model, opt, rng)
-    source = (VideoGroups(records, rng, settings.crop, mouth_crops=settings.mouth_crops, previous=settings.previous_latent) if kind == "video"
+    source = (VideoGroups(records, rng, settings.crop, mouth_crops=settings.mouth_crops, previous=settings.previous_latent,
+                          decode_before=settings.seam_loss > 0 or settings.frame_blend) if kind == "video"
               else AudioSegments(records, cfg.audio.sample_rate, rng))
     writer = SummaryWriter(str(run / "tensorboard"))
     log_path = run / "train_log.jsonl"
@@ -281,15 +352,28 @@ def train_codec(
         for g in opt.param_groups:
             g["lr"] = lr
         if kind == "video":
-            x, mask, ref, *before = source.batch(settings.batch)  # type: ignore[union-attr]
+            b = source.batch(settings.batch)  # type: ignore[union-attr]
+            x, mask = b.groups, b.masks
             raw = model.encode_groups(x)  # type: ignore[operator]
             noisy = raw + settings.latent_noise * raw.detach().std() * torch.randn_like(raw)
-            prev = _previous_latents(model, before, settings.latent_noise) if before else None  # type: ignore[arg-type]
-            y = model.decode_groups(noisy, model.reference_features(ref) if model.needs_reference else None, prev)  # type: ignore[operator]
+            prev = _previous_latents(model, b.before, b.has_before, settings.latent_noise) if b.before is not None else None  # type: ignore[arg-type]
+            ref = model.reference_features(b.references) if model.needs_reference else None  # type: ignore[operator]
+            y, features = model.decode_groups(noisy, ref, prev)  # type: ignore[operator]
+            if b.before2 is not None:  # the frame a stream shows before each group; at a stream's start its own
+                prev2 = _previous_latents(model, b.before2, b.has_before2, settings.latent_noise)  # type: ignore[arg-type]
+                with torch.no_grad():  # the group before, decoded as a stream decodes it (a single-frame one left unblended)
+                    y_before, _ = model.decode_groups(prev, None if ref is None else [r.detach() for r in ref], prev2)  # type: ignore[operator]
+                shown_before = torch.where(b.has_before.view(-1, 1, 1, 1), y_before[:, 9:12], y[:, 9:12].detach()).clamp(-1, 1)  # type: ignore[union-attr]
+                if features is not None:
+                    y = model.blend(y, features, shown_before, b.first == 3)  # type: ignore[operator]
             err = (y - x).abs()
             rec = err.mean() + 4 * (err * mask).sum() / mask.sum().clamp(min=1) + F.mse_loss(y, x)
             loss = rec + 1e-4 * raw.pow(2).mean()
             parts = {"l1": err.mean().item(), "psnr": (10 * torch.log10(4 / F.mse_loss(y.clamp(-1, 1), x))).item()}
+            if settings.seam_loss:
+                seam, seam_parts = temporal_loss(y, x, mask, b.first, shown_before, b.before[:, 9:12], b.has_before)  # type: ignore[arg-type,index]
+                loss = loss + settings.seam_loss * seam
+                parts.update(seam_parts)
         else:
             x = source.batch(settings.batch, cfg.audio.sample_rate, cfg.audio.hop_length)  # type: ignore[union-attr]
             raw = model.encode_raw(x)  # type: ignore[operator]
@@ -370,7 +454,7 @@ def _set_latent_statistics(model: torch.nn.Module, source: VideoGroups | AudioSe
     samples = []
     for _ in range(8):
         if kind == "video":
-            x = source.batch(16, crop=False)[0]  # type: ignore[union-attr]
+            x = source.batch(16, crop=False).groups  # type: ignore[union-attr]
             raw = model.encode_groups(x)  # type: ignore[operator]
             samples.append(raw.permute(1, 0, 2, 3).reshape(raw.shape[1], -1))
         else:

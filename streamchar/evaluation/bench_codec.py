@@ -34,19 +34,20 @@ def round_trip(item: dict, video: VideoCodec, audio: AudioCodec) -> tuple[np.nda
 
 @torch.no_grad()
 def decode_speed(video: VideoCodec, audio: AudioCodec, chunks: int = 12) -> dict:
-    """Seconds to decode one chunk (9 video latents + 33 audio latents), streaming; the
-    reference image's features are prepared once beforehand, as a stream does."""
+    """Seconds to decode one chunk (9 video latents + 33 audio latents), streaming (each decoder
+    carrying what it carries from chunk to chunk); the reference image's features are prepared
+    once beforehand, as a stream does."""
     h, w = video.height // 16, video.width // 16
     zv = torch.randn(1, video.latent_channels, 9, h, w)
     za = torch.randn(1, audio.latent_channels, 33)
     reference = video.prepare_reference(torch.rand(1, 3, video.height, video.width) * 2 - 1)
-    stream = audio.stream_decoder()
-    video.decode(zv, reference=reference)
+    stream, vstream = audio.stream_decoder(), video.stream_decoder(reference)
+    vstream.decode(zv)
     stream.decode(za)
     times, vt, at = [], [], []
     for _ in range(chunks):
         t0 = time.perf_counter()
-        video.decode(zv, reference=reference)
+        vstream.decode(zv)
         t1 = time.perf_counter()
         stream.decode(za)
         t2 = time.perf_counter()
@@ -62,13 +63,35 @@ def decode_speed(video: VideoCodec, audio: AudioCodec, chunks: int = 12) -> dict
     }
 
 
-def frame_changes(frames: np.ndarray) -> tuple[float, float]:
-    """Mean absolute frame-to-frame change (0-255) across chunk boundaries (every 33 frames) and
-    elsewhere; NaN at boundaries for a video shorter than two chunks."""
+CHUNK_FRAMES = 33
+LATENT_STARTS = (0, 1, 5, 9, 13, 17, 21, 25, 29)  # the frames of a chunk where a video latent's frames begin
+
+
+def _changes(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean absolute frame-to-frame change (0-255) into each frame after the first, and that
+    frame's position in its chunk."""
     d = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
-    at = np.arange(32, len(d), 33)
-    rest = np.delete(d, at)
-    return (float(d[at].mean()) if len(at) else float("nan")), float(rest.mean())
+    return d, (np.arange(len(d)) + 1) % CHUNK_FRAMES
+
+
+def _changes_at(frames: np.ndarray, starts: tuple[int, ...]) -> tuple[float, float]:
+    """Mean change into the frames at these positions of each chunk, and into all other frames;
+    NaN where no such frame follows another."""
+    d, into = _changes(frames)
+    at = np.isin(into, starts)
+    return (float(d[at].mean()) if at.any() else float("nan")), float(d[~at].mean())
+
+
+def change_profile(frames: np.ndarray) -> np.ndarray:
+    """Mean change into each of a chunk's 33 positions (position 0: across the chunk boundary)."""
+    d, into = _changes(frames)
+    return np.array([d[into == p].mean() if (into == p).any() else np.nan for p in range(CHUNK_FRAMES)])
+
+
+def frame_changes(frames: np.ndarray) -> tuple[float, float]:
+    """Change across chunk boundaries (every 33 frames) and elsewhere; NaN at boundaries for a
+    video shorter than two chunks."""
+    return _changes_at(frames, (0,))
 
 
 def seam_ratio(frames: np.ndarray) -> float:
@@ -78,10 +101,23 @@ def seam_ratio(frames: np.ndarray) -> float:
     return at / max(rest, 1e-6)
 
 
+def latent_steps(frames: np.ndarray) -> tuple[float, float]:
+    """Change into the first frame of each video latent (a chunk's first frame and frames 1, 5,
+    ..., 29) and between the frames of one latent. A decoder that gets each latent's frames right
+    alone but not their motion shows a stream that moves in steps, six times a second."""
+    return _changes_at(frames, LATENT_STARTS)
+
+
+def latent_step_ratio(frames: np.ndarray) -> float:
+    """About 1 when motion runs smoothly through latent boundaries."""
+    at, inside = latent_steps(frames)
+    return at / max(inside, 1e-6)
+
+
 def bench_codecs(data: Path, cfg, video: VideoCodec, audio: AudioCodec, clips: int = 24, split: str = "test-unseen") -> dict:  # noqa: ANN001
     ds = ClipDataset(data, cfg, split=split)
     n = min(clips, len(ds))
-    full, mouth, seams, seams_gt, steps, steps_gt = [], [], [], [], [], []
+    full, mouth, seams, seams_gt, steps, steps_gt, lat, lat_gt, starts, starts_gt, inside, inside_gt, prof, prof_gt = ([] for _ in range(14))
     transcripts, originals, recons = [], [], []
     for i in range(n):
         item = ds[i]
@@ -97,6 +133,12 @@ def bench_codecs(data: Path, cfg, video: VideoCodec, audio: AudioCodec, clips: i
         seams_gt.append(seam_ratio(frames))
         steps.append(frame_changes(rec_frames)[0])
         steps_gt.append(frame_changes(frames)[0])
+        for frs, ratios, into, within, profiles in ((rec_frames, lat, starts, inside, prof), (frames, lat_gt, starts_gt, inside_gt, prof_gt)):
+            at, ins = latent_steps(frs)
+            ratios.append(at / max(ins, 1e-6))
+            into.append(at)
+            within.append(ins)
+            profiles.append(change_profile(frs))
         transcripts.append(item["transcript"])
         originals.append(item["audio"].numpy())
         recons.append(rec_audio)
@@ -116,6 +158,14 @@ def bench_codecs(data: Path, cfg, video: VideoCodec, audio: AudioCodec, clips: i
         "chunk_seam_ratio_ground_truth": float(np.nanmean(seams_gt)),
         "chunk_boundary_change_reconstructed": float(np.nanmean(steps)),
         "chunk_boundary_change_ground_truth": float(np.nanmean(steps_gt)),
+        "latent_step_ratio_reconstructed": float(np.nanmean(lat)),
+        "latent_step_ratio_ground_truth": float(np.nanmean(lat_gt)),
+        "change_into_latents_reconstructed": float(np.mean(starts)),
+        "change_into_latents_ground_truth": float(np.mean(starts_gt)),
+        "change_inside_latents_reconstructed": float(np.mean(inside)),
+        "change_inside_latents_ground_truth": float(np.mean(inside_gt)),
+        "change_by_chunk_position_reconstructed": np.nanmean(prof, axis=0).round(4).tolist(),
+        "change_by_chunk_position_ground_truth": np.nanmean(prof_gt, axis=0).round(4).tolist(),
         "wer_original": wer_gt,
         "wer_round_trip": wer_rt,
         "wer_difference_points": 100 * (wer_rt - wer_gt),

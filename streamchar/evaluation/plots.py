@@ -1,4 +1,4 @@
-"""Plots people would rather see than read: training curves."""
+"""Plots people would rather see than read: training curves, how a decoded video moves."""
 
 from __future__ import annotations
 
@@ -25,6 +25,29 @@ def plot_training_log(log: Path, out: Path, title: str) -> Path:
         if k in ("loss", "stft", "l1"):
             ax.set_yscale("log")
     fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_change_profile(results: dict[str, dict], out: Path) -> Path:
+    """Frame-to-frame change by position in the chunk, for codec benches (`streamchar bench
+    codec`) named by their decoders, against the ground truth: a decoder whose video moves in
+    steps shows teeth at every latent's first frame (0, 1, 5, ..., 29)."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    first = next(iter(results.values()))
+    ax.plot(first["change_by_chunk_position_ground_truth"], "k-", lw=2, label="ground truth")
+    for name, r in results.items():
+        ax.plot(r["change_by_chunk_position_reconstructed"], "o-", ms=3, lw=1, label=name)
+    for p in (0, 1, 5, 9, 13, 17, 21, 25, 29):
+        ax.axvline(p, color="0.85", lw=0.8, zorder=0)
+    ax.set_xlabel("frame's position in its chunk (grey: a latent's first frame)")
+    ax.set_ylabel("mean |change| from the frame before (0-255)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.25)
+    ax.legend(fontsize=8, loc="upper center", ncol=len(results) + 1)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
