@@ -130,6 +130,15 @@ class TinyVideoCodec(VideoCodec):
         self.register_buffer("latents_mean", torch.zeros(z))
         self.register_buffer("latents_std", torch.ones(z))
 
+    def decoder_channels_last(self) -> None:
+        """oneDNN's channels-last convolutions decode a chunk in 0.078 s instead of 0.094 on two
+        cores. The encoder keeps its layout: its latents stay bit for bit those of the latent
+        cache the models were trained on (a long stream feeds a rounding difference in its
+        reference latent back through hundreds of chunks)."""
+        for name in ("dec", "ref_levels", "ref_fuse", "prev_in", "blend_gates"):
+            if hasattr(self, name):
+                getattr(self, name).to(memory_format=torch.channels_last)
+
     # groups of four frames <-> one latent frame
     @staticmethod
     def _groups(chunks: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,7 @@ def plot_change_profile(results: dict[str, dict], out: Path) -> Path:
     for p in (0, 1, 5, 9, 13, 17, 21, 25, 29):
         ax.axvline(p, color="0.85", lw=0.8, zorder=0)
     ax.set_xlabel("frame's position in its chunk (grey: a latent's first frame)")
-    ax.set_ylabel("mean |change| from the frame before (0-255)")
+    ax.set_ylabel("mean |frame change| (0-255)")
     ax.grid(alpha=0.3, axis="y")
     ax.set_ylim(0, ax.get_ylim()[1] * 1.25)
     ax.legend(fontsize=8, loc="upper center", ncol=len(results) + 1)
