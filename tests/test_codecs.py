@@ -139,6 +139,10 @@ def test_blending_toward_the_frame_before(video):
     moved = codec.decode(z[:, :, 9:18], previous=z[:, :, 8], previous_frame=-whole[:, :, 32])
     assert not torch.allclose(moved[:, :, 0], later[:, :, 0], atol=1e-3)  # a chunk's first frame blends toward it
     assert torch.allclose(moved[:, :, 5:], later[:, :, 5:], atol=1e-6)  # from the third latent on, frames before are the chunk's own
+    with pytest.raises(StreamcharError, match="previous_frame must be the frame decoded before these, shaped \\(2, 3, 32, 48\\)"):
+        codec.decode(z[:, :, 9:18], previous=z[:, :, 8], previous_frame=whole[:1, :, 32])
+    with pytest.raises(StreamcharError, match="previous must be the latent before these"):
+        codec.decode(z[:, :, 9:18], previous=z[:, :, 8:10])
     # at a stream's start nothing comes before: the first frame is the first latent's own
     plain = TinyVideoCodec(replace(video.config, previous_latent=True)).eval()
     plain.load_state_dict({k: v for k, v in codec.state_dict().items() if not k.startswith("blend_")})

@@ -135,6 +135,11 @@ class VideoCodec(nn.Module, ABC):
         (None: they start the stream)."""
         self.check_latents(latents)
         b, z, t, h, w = latents.shape
+        if previous is not None and tuple(previous.shape) != (b, z, h, w):
+            raise StreamcharError(f"previous must be the latent before these, shaped {(b, z, h, w)}; got {tuple(previous.shape)}")
+        if previous_frame is not None and tuple(previous_frame.shape) != (b, 3, self.height, self.width):
+            raise StreamcharError(f"previous_frame must be the frame decoded before these, shaped {(b, 3, self.height, self.width)}; "
+                                  f"got {tuple(previous_frame.shape)}")
         n = t // CHUNK_LATENTS
         chunks = latents.reshape(b, z, n, CHUNK_LATENTS, h, w).permute(0, 2, 1, 3, 4, 5)
         if self.reads_previous_frame:  # each chunk needs the frame its predecessor ends on: in order
@@ -164,7 +169,7 @@ class VideoStreamDecoder:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         frames = self.codec.decode(latents, reference=self.reference, previous=self.last, previous_frame=self.last_frame)
-        self.last, self.last_frame = latents[:, :, -1], frames[:, :, -1]
+        self.last, self.last_frame = latents[:, :, -1].clone(), frames[:, :, -1].clone()  # not views that keep the whole chunk
         return frames
 
 
