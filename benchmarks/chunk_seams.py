@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from streamchar.data.mp4 import read_mp4
-from streamchar.evaluation.bench_codec import latent_step_ratio, seam_ratio
+from streamchar.evaluation.bench_codec import motion
 from streamchar.evaluation.items import per_system_script
 
 
 def measure(name: str, clips: list[Path]) -> dict:
-    frames = [read_mp4(p).frames for p in clips]
-    ratios = [seam_ratio(f) for f in frames]
-    latent = [latent_step_ratio(f) for f in frames]
+    moves = [motion(read_mp4(p).frames) for p in clips]
+    ratios = [m["seam_ratio"] for m in moves]
+    latent = [m["latent_step_ratio"] for m in moves]
     print(f"{name}: seam ratio {np.nanmean(ratios):.2f}, latent step ratio {np.nanmean(latent):.2f} over {len(clips)} clips")
     return {"clips": len(clips), "seam_ratio_mean": float(np.nanmean(ratios)), "latent_step_ratio_mean": float(np.nanmean(latent)),
             "per_clip": ratios, "latent_step_per_clip": latent}

@@ -21,6 +21,7 @@ from streamchar.errors import StreamcharError
 
 CHUNK_FRAMES = 33
 CHUNK_LATENTS = 9
+LATENT_STARTS = (0, 1, 5, 9, 13, 17, 21, 25, 29)  # the frames of a chunk where a video latent's frames begin
 
 
 def per_channel(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -261,6 +261,7 @@ class TinyVideoCodec(VideoCodec):
                           torch.zeros(n * (t - 1), dtype=torch.bool))
         return torch.cat([first[:, None], rest.reshape(n, t - 1, 12, *size)], dim=1).reshape(n * t, 12, *size)
 
+
 @dataclass
 class TinyAudioConfig:
     sample_rate: int = 24000

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamchar.codecs.base import AudioCodec, VideoCodec
+from streamchar.codecs.base import CHUNK_FRAMES, LATENT_STARTS, AudioCodec, VideoCodec
 from streamchar.data.dataset import ClipDataset
 from streamchar.evaluation.asr import Recognizer, word_error_rate
 
@@ -63,61 +63,64 @@ def decode_speed(video: VideoCodec, audio: AudioCodec, chunks: int = 12) -> dict
     }
 
 
-CHUNK_FRAMES = 33
-LATENT_STARTS = (0, 1, 5, 9, 13, 17, 21, 25, 29)  # the frames of a chunk where a video latent's frames begin
-
-
-def _changes(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean absolute frame-to-frame change (0-255) into each frame after the first, and that
-    frame's position in its chunk."""
+def motion(frames: np.ndarray) -> dict:
+    """How a video moves through its chunks and latents, from one pass over its frame-to-frame
+    changes (mean absolute change, 0-255, into each frame after the first):
+    - `chunk_boundary_change` into each chunk's first frame (NaN for a video shorter than two
+      chunks) and `seam_ratio`, that over the change into all other frames: about 1 when chunk
+      boundaries are invisible;
+    - `change_into_latents` (a chunk's first frame and frames 1, 5, ..., 29), `change_inside_latents`
+      (between the frames of one latent) and `latent_step_ratio`, the one over the other: a decoder
+      that gets each latent's frames right alone but not their motion shows a stream that moves in
+      steps, six times a second, and a ratio far above 1;
+    - `profile`: the mean change into each of a chunk's 33 positions (position 0: across the chunk
+      boundary)."""
     d = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
-    return d, (np.arange(len(d)) + 1) % CHUNK_FRAMES
+    into = (np.arange(len(d)) + 1) % CHUNK_FRAMES
 
+    def at_and_elsewhere(starts: tuple[int, ...]) -> tuple[float, float]:
+        at = np.isin(into, starts)
+        return (float(d[at].mean()) if at.any() else float("nan")), float(d[~at].mean())
 
-def _changes_at(frames: np.ndarray, starts: tuple[int, ...]) -> tuple[float, float]:
-    """Mean change into the frames at these positions of each chunk, and into all other frames;
-    NaN where no such frame follows another."""
-    d, into = _changes(frames)
-    at = np.isin(into, starts)
-    return (float(d[at].mean()) if at.any() else float("nan")), float(d[~at].mean())
-
-
-def change_profile(frames: np.ndarray) -> np.ndarray:
-    """Mean change into each of a chunk's 33 positions (position 0: across the chunk boundary)."""
-    d, into = _changes(frames)
-    return np.array([d[into == p].mean() if (into == p).any() else np.nan for p in range(CHUNK_FRAMES)])
-
-
-def frame_changes(frames: np.ndarray) -> tuple[float, float]:
-    """Change across chunk boundaries (every 33 frames) and elsewhere; NaN at boundaries for a
-    video shorter than two chunks."""
-    return _changes_at(frames, (0,))
+    boundary, rest = at_and_elsewhere((0,))
+    starts, inside = at_and_elsewhere(LATENT_STARTS)
+    return {"chunk_boundary_change": boundary, "seam_ratio": boundary / max(rest, 1e-6), "change_into_latents": starts,
+            "change_inside_latents": inside, "latent_step_ratio": starts / max(inside, 1e-6),
+            "profile": np.array([d[into == p].mean() if (into == p).any() else np.nan for p in range(CHUNK_FRAMES)])}
 
 
 def seam_ratio(frames: np.ndarray) -> float:
-    """Change across chunk boundaries over the change elsewhere; about 1 when chunk boundaries
-    are invisible."""
-    at, rest = frame_changes(frames)
-    return at / max(rest, 1e-6)
-
-
-def latent_steps(frames: np.ndarray) -> tuple[float, float]:
-    """Change into the first frame of each video latent (a chunk's first frame and frames 1, 5,
-    ..., 29) and between the frames of one latent. A decoder that gets each latent's frames right
-    alone but not their motion shows a stream that moves in steps, six times a second."""
-    return _changes_at(frames, LATENT_STARTS)
+    return motion(frames)["seam_ratio"]
 
 
 def latent_step_ratio(frames: np.ndarray) -> float:
-    """About 1 when motion runs smoothly through latent boundaries."""
-    at, inside = latent_steps(frames)
-    return at / max(inside, 1e-6)
+    return motion(frames)["latent_step_ratio"]
+
+
+def change_profile(frames: np.ndarray) -> np.ndarray:
+    return motion(frames)["profile"]
+
+
+# each motion figure over clips: how the bench reports it, and how it averages the clips
+_MOTION_KEYS = {"chunk_seam_ratio": ("seam_ratio", np.nanmean), "chunk_boundary_change": ("chunk_boundary_change", np.nanmean),
+                "latent_step_ratio": ("latent_step_ratio", np.nanmean), "change_into_latents": ("change_into_latents", np.mean),
+                "change_inside_latents": ("change_inside_latents", np.mean)}
+
+
+def _motion_report(rec: list[dict], truth: list[dict]) -> dict:
+    out = {}
+    for name, (key, mean) in _MOTION_KEYS.items():
+        for side, ms in (("reconstructed", rec), ("ground_truth", truth)):
+            out[f"{name}_{side}"] = float(mean([m[key] for m in ms]))
+    for side, ms in (("reconstructed", rec), ("ground_truth", truth)):
+        out[f"change_by_chunk_position_{side}"] = np.nanmean([m["profile"] for m in ms], axis=0).round(4).tolist()
+    return out
 
 
 def bench_codecs(data: Path, cfg, video: VideoCodec, audio: AudioCodec, clips: int = 24, split: str = "test-unseen") -> dict:  # noqa: ANN001
     ds = ClipDataset(data, cfg, split=split)
     n = min(clips, len(ds))
-    full, mouth, seams, seams_gt, steps, steps_gt, lat, lat_gt, starts, starts_gt, inside, inside_gt, prof, prof_gt = ([] for _ in range(14))
+    full, mouth, moves, moves_gt = [], [], [], []
     transcripts, originals, recons = [], [], []
     for i in range(n):
         item = ds[i]
@@ -129,16 +132,8 @@ def bench_codecs(data: Path, cfg, video: VideoCodec, audio: AudioCodec, clips: i
             a = np.concatenate([frames[j, y0:y1, x0:x1].reshape(-1) for j, (x0, y0, x1, y1) in enumerate(boxes)])
             b = np.concatenate([rec_frames[j, y0:y1, x0:x1].reshape(-1) for j, (x0, y0, x1, y1) in enumerate(boxes)])
             mouth.append(psnr(a, b))
-        seams.append(seam_ratio(rec_frames))
-        seams_gt.append(seam_ratio(frames))
-        steps.append(frame_changes(rec_frames)[0])
-        steps_gt.append(frame_changes(frames)[0])
-        for frs, ratios, into, within, profiles in ((rec_frames, lat, starts, inside, prof), (frames, lat_gt, starts_gt, inside_gt, prof_gt)):
-            at, ins = latent_steps(frs)
-            ratios.append(at / max(ins, 1e-6))
-            into.append(at)
-            within.append(ins)
-            profiles.append(change_profile(frs))
+        moves.append(motion(rec_frames))
+        moves_gt.append(motion(frames))
         transcripts.append(item["transcript"])
         originals.append(item["audio"].numpy())
         recons.append(rec_audio)
@@ -154,18 +149,7 @@ def bench_codecs(data: Path, cfg, video: VideoCodec, audio: AudioCodec, clips: i
         "video_psnr_db_min": float(np.min(full)),
         "mouth_psnr_db_mean": float(np.mean(mouth)) if mouth else None,
         "mouth_psnr_db_min": float(np.min(mouth)) if mouth else None,
-        "chunk_seam_ratio_reconstructed": float(np.nanmean(seams)),
-        "chunk_seam_ratio_ground_truth": float(np.nanmean(seams_gt)),
-        "chunk_boundary_change_reconstructed": float(np.nanmean(steps)),
-        "chunk_boundary_change_ground_truth": float(np.nanmean(steps_gt)),
-        "latent_step_ratio_reconstructed": float(np.nanmean(lat)),
-        "latent_step_ratio_ground_truth": float(np.nanmean(lat_gt)),
-        "change_into_latents_reconstructed": float(np.mean(starts)),
-        "change_into_latents_ground_truth": float(np.mean(starts_gt)),
-        "change_inside_latents_reconstructed": float(np.mean(inside)),
-        "change_inside_latents_ground_truth": float(np.mean(inside_gt)),
-        "change_by_chunk_position_reconstructed": np.nanmean(prof, axis=0).round(4).tolist(),
-        "change_by_chunk_position_ground_truth": np.nanmean(prof_gt, axis=0).round(4).tolist(),
+        **_motion_report(moves, moves_gt),
         "wer_original": wer_gt,
         "wer_round_trip": wer_rt,
         "wer_difference_points": 100 * (wer_rt - wer_gt),

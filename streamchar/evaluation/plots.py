@@ -41,7 +41,9 @@ def plot_change_profile(results: dict[str, dict], out: Path) -> Path:
     ax.plot(first["change_by_chunk_position_ground_truth"], "k-", lw=2, label="ground truth")
     for name, r in results.items():
         ax.plot(r["change_by_chunk_position_reconstructed"], "o-", ms=3, lw=1, label=name)
-    for p in (0, 1, 5, 9, 13, 17, 21, 25, 29):
+    from streamchar.codecs.base import LATENT_STARTS
+
+    for p in LATENT_STARTS:
         ax.axvline(p, color="0.85", lw=0.8, zorder=0)
     ax.set_xlabel("frame's position in its chunk (grey: a latent's first frame)")
     ax.set_ylabel("mean |frame change| (0-255)")
