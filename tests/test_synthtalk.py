@@ -40,6 +40,20 @@ def test_plan_keeps_splits_and_unseen_characters_apart(tiny_cfg):
     assert plan_set(200, 3, tiny_cfg) == plans, "the plan depends on the seed alone"
 
 
+def test_codec_training_set_shares_no_character_with_the_main_set(tiny_cfg):
+    """The video codec trains on configs/synthtalk-codec.yaml at seed 7 and is measured on the
+    main set's (seed 0) unseen characters: had a character been in both, 'unseen' would be false."""
+    from streamchar.config import load_config
+
+    codec_cfg = load_config(None, Path(__file__).parents[1] / "configs" / "synthtalk-codec.yaml")
+    codec_train, _ = character_seeds(7, codec_cfg)
+    main_train, main_unseen = character_seeds(0, tiny_cfg)
+    assert len(codec_train) == 2000
+    assert not set(codec_train) & (set(main_train) | set(main_unseen))
+    plans = plan_set(50, 7, codec_cfg)
+    assert {p.split for p in plans} == {"train"} and all(len(p.sentences) == 1 for p in plans)
+
+
 def test_character_is_a_seed():
     a, b = make_character(12345), make_character(12345)
     assert a == b
