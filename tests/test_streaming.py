@@ -235,6 +235,33 @@ def test_generate_cli_and_its_errors(checkpoint, tmp_path, monkeypatch):
         assert isinstance(r.exception, StreamcharError) and message in str(r.exception), (args, r.output, r.exception)
 
 
+def test_streams_decode_with_the_codecs_given(checkpoint, parts, tmp_path):
+    """A generator trained on another codec's latents streams through that codec (`--video-codec`,
+    `--audio-codec`); a directory of the wrong kind is named before any work."""
+    from streamchar.codecs.store import load_codec, save_codec
+    from streamchar.streaming.pipeline import Pipeline
+
+    _, _, _, video, audio = parts
+    save_codec(video, tmp_path / "v")
+    save_codec(audio, tmp_path / "a")
+    pipe = Pipeline.load(checkpoint, tmp_path / "v", tmp_path / "a")
+    assert pipe.video_codec.config == video.config and pipe.audio_codec.config == audio.config
+    for mine, saved in ((pipe.video_codec, tmp_path / "v"), (pipe.audio_codec, tmp_path / "a")):
+        given = load_codec(saved).state_dict()  # float16 on disk: the saved weights, not the module's
+        assert all(torch.equal(v, given[k]) for k, v in mine.state_dict().items())
+    img = tmp_path / "ref.png"
+    Image.fromarray(np.zeros((128, 128, 3), np.uint8)).save(img)
+    voice = tmp_path / "voice.wav"
+    write_wav(voice, (0.1 * np.random.default_rng(0).standard_normal(16000 * 2)).astype(np.float32), 16000)
+    base = ["generate", "--checkpoint", str(checkpoint), "--steps", "1", "--text", "glue the sheet", "--reference-image", str(img),
+            "--reference-voice", str(voice), "--out", str(tmp_path / "o.mp4")]
+    ok = CliRunner().invoke(app, base + ["--video-codec", str(tmp_path / "v"), "--audio-codec", str(tmp_path / "a")])
+    assert ok.exit_code == 0, ok.output
+    assert len(read_mp4(tmp_path / "o.mp4").frames) % 33 == 0
+    bad = CliRunner().invoke(app, base + ["--video-codec", str(tmp_path / "a")])
+    assert isinstance(bad.exception, StreamcharError) and "holds an audio codec, not a video codec" in str(bad.exception)
+
+
 def test_render_answers_every_item_and_resumes(parts, small_set, tmp_path):
     from streamchar.data.inspect import load_records
     from streamchar.evaluation.items import folder_items, load_item

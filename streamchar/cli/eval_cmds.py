@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from streamchar.cli.common import clip_progress, console, invoked_command, step_progress
+from streamchar.cli.common import AudioCodecOpt, VideoCodecOpt, clip_progress, console, invoked_command, step_progress
 from streamchar.errors import StreamcharError
 
 eval_app = typer.Typer(help="Evaluation: the paper's short and long protocols, and the networks they use on SynthTalk.", no_args_is_help=True)
@@ -150,6 +150,8 @@ def eval_render(
     guidance: float = typer.Option(1.0, "--guidance", help="classifier-free guidance on prompt and reference (1: off)"),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(2, "--threads"),
+    video_codec: Optional[Path] = VideoCodecOpt,
+    audio_codec: Optional[Path] = AudioCodecOpt,
 ) -> None:
     """Stream a model's answer to every ground-truth item (same transcript, reference image, voice and prompt)."""
     import torch
@@ -163,7 +165,7 @@ def eval_render(
     if clips <= 0 or threads <= 0 or (steps is not None and steps <= 0):
         raise StreamcharError("--clips, --threads and --steps must be positive")
     torch.set_num_threads(threads)
-    pipe = Pipeline.load(checkpoint)
+    pipe = Pipeline.load(checkpoint, video_codec, audio_codec)
     items = synthtalk_render_items(data, split, pipe, clips) if data is not None else long_render_items(ground_truth, pipe, clips)  # type: ignore[arg-type]
     settings = SessionSettings(steps=steps or pipe.steps, sink=not no_sink, seed=seed, guidance=guidance)
     with clip_progress(f"rendering with {pipe.meta['name']} ({settings.steps} steps)") as update:

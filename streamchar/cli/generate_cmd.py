@@ -10,7 +10,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from streamchar.cli.common import console, err_console
+from streamchar.cli.common import AudioCodecOpt, VideoCodecOpt, console, err_console
 from streamchar.errors import StreamcharError
 
 
@@ -48,6 +48,8 @@ def generate(
     report_path: Optional[Path] = typer.Option(None, "--report", help="real-time accounting as JSON"),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(2, "--threads"),
+    video_codec: Optional[Path] = VideoCodecOpt,
+    audio_codec: Optional[Path] = AudioCodecOpt,
 ) -> None:
     """Stream a talking character: chunks of 33 frames and 1.375 s of audio until the transcript is spoken."""
     import torch
@@ -70,7 +72,7 @@ def generate(
         raise StreamcharError(f"--steps must be positive, got {steps}")
     _check_output(out)
     torch.set_num_threads(threads)
-    pipe = Pipeline.load(checkpoint)
+    pipe = Pipeline.load(checkpoint, video_codec, audio_codec)
     cfg = pipe.cfg
     assert text is not None
     request = character_request(character, text, cfg) if character is not None else file_request(text, reference_image, reference_voice, prompt, cfg)  # type: ignore[arg-type]

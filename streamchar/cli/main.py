@@ -11,7 +11,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from streamchar.cli.common import ConfigOpt, PresetOpt, clip_progress, console, err_console, invoked_command, report, step_progress
+from streamchar.cli.common import AudioCodecOpt, ConfigOpt, PresetOpt, VideoCodecOpt, clip_progress, console, err_console, invoked_command, report, step_progress
 from streamchar.cli.eval_cmds import eval_app
 from streamchar.cli.generate_cmd import generate
 from streamchar.cli.train_cmds import train_app
@@ -163,8 +163,6 @@ def codec_train(
     console.print(json.dumps(summary))
 
 
-VideoCodecOpt = typer.Option(None, "--video-codec", help="video codec directory (default: the shipped tiny codec)")
-AudioCodecOpt = typer.Option(None, "--audio-codec", help="audio codec directory (default: the shipped tiny codec)")
 
 
 @data_app.command("long")

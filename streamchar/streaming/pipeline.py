@@ -51,16 +51,20 @@ class Pipeline:
         return self.model.cfg
 
     @classmethod
-    def load(cls, checkpoint: str | Path | None = None) -> Pipeline:
-        """By directory or shipped name; None: the default shipped generator."""
+    def load(cls, checkpoint: str | Path | None = None, video_codec: str | Path | None = None,
+             audio_codec: str | Path | None = None) -> Pipeline:
+        """By directory or shipped name; None: the default shipped generator. The codecs: the
+        directories given (a model trained on another codec's latents, or the paper preset's
+        VAEs), else the preset's shipped ones."""
         name = str(checkpoint) if checkpoint is not None else default_generator()
         model, prompt, meta = load_generator(name)
-        return cls.from_modules(model, prompt, {**meta, "name": name})
+        return cls.from_modules(model, prompt, {**meta, "name": name}, video_codec, audio_codec)
 
     @classmethod
-    def from_modules(cls, model: StreamCharModel, prompt: PromptEncoder, meta: dict | None = None) -> Pipeline:
+    def from_modules(cls, model: StreamCharModel, prompt: PromptEncoder, meta: dict | None = None,
+                     video_codec: str | Path | None = None, audio_codec: str | Path | None = None) -> Pipeline:
         cfg = model.cfg
-        return cls(model.eval(), prompt.eval(), load_video_codec(cfg, None), load_audio_codec(cfg, None), meta or {})
+        return cls(model.eval(), prompt.eval(), load_video_codec(cfg, video_codec), load_audio_codec(cfg, audio_codec), meta or {})
 
     @property
     def steps(self) -> int:
