@@ -327,7 +327,7 @@ def demo(
 
     generate(text=text or " ".join(split_sentences("test")[:3]), text_file=None, character=character, reference_image=None,
              reference_voice=None, prompt="", checkpoint=checkpoint, steps=None, no_sink=False, guidance=1.0, out=out,
-             report_path=out.with_suffix(".json"), seed=seed, threads=2)  # fmt: skip
+             report_path=out.with_suffix(".json"), seed=seed, threads=2, video_codec=None, audio_codec=None)  # fmt: skip
     console.print(f"the stream is at {out.resolve()} (play it with any video player); its report is at {out.with_suffix('.json').resolve()}")
 
 
