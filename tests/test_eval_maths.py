@@ -104,7 +104,10 @@ def test_syncnet_v2_loads_the_original_state_dict_format(tmp_path):
 
 
 def test_seam_ratio_sees_a_step_at_chunk_boundaries():
-    from streamchar.evaluation.bench_codec import seam_ratio
+    from streamchar.evaluation.bench_codec import motion
+
+    def seam_ratio(frames):
+        return motion(frames)["seam_ratio"]
 
     t = np.arange(99, dtype=np.float32)
     smooth = np.broadcast_to(t[:, None, None, None], (99, 4, 4, 3))
@@ -115,18 +118,17 @@ def test_seam_ratio_sees_a_step_at_chunk_boundaries():
 
 
 def test_latent_step_ratio_sees_motion_that_moves_once_per_latent():
-    from streamchar.evaluation.bench_codec import LATENT_STARTS, latent_step_ratio, seam_ratio
+    from streamchar.evaluation.bench_codec import LATENT_STARTS, motion
 
     t = np.arange(99, dtype=np.float32)
     smooth = np.broadcast_to(t[:, None, None, None], (99, 4, 4, 3))
-    assert latent_step_ratio(smooth) == pytest.approx(1.0)
+    assert motion(smooth)["latent_step_ratio"] == pytest.approx(1.0)
     # each frame shows the picture of its latent's first frame: still inside a latent, a jump into the next
     starts = np.array([33 * (i // 33) + max(s for s in LATENT_STARTS if s <= i % 33) for i in range(99)], dtype=np.float32)
     held = np.broadcast_to(starts[:, None, None, None], (99, 4, 4, 3))
-    assert latent_step_ratio(held) > 100
-    assert seam_ratio(held) > 1  # the chunk boundary is one of the steps
-    from streamchar.evaluation.bench_codec import change_profile
-
-    profile = change_profile(held)
+    held_motion = motion(held)
+    assert held_motion["latent_step_ratio"] > 100
+    assert held_motion["seam_ratio"] > 1  # the chunk boundary is one of the steps
+    profile = held_motion["profile"]
     assert profile.shape == (33,) and (profile[list(LATENT_STARTS)] > 0).all()
     assert np.delete(profile, list(LATENT_STARTS)).max() == 0

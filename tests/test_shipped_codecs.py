@@ -10,7 +10,7 @@ import torch
 
 from streamchar.codecs.store import WEIGHTS, load_audio_codec, load_video_codec, shipped_path
 from streamchar.data.dataset import ClipDataset
-from streamchar.evaluation.bench_codec import latent_step_ratio, psnr, round_trip
+from streamchar.evaluation.bench_codec import motion, psnr, round_trip
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_round_trip_of_a_held_out_clip(small_set, codecs):
     frames, rec_audio = round_trip(item, video, audio)
     assert psnr(item["video"].permute(0, 2, 3, 1).numpy(), frames) > 22  # an untrained codec gives about 11.6
     # motion runs through latent boundaries: decoders that did not blend toward the frame before jumped at every latent (ratio about 8)
-    assert latent_step_ratio(frames) < 4
+    assert motion(frames)["latent_step_ratio"] < 4
     # the reconstructed speech has the original's loudness contour
     spf = cfg.samples_per_frame
     env = lambda a: np.sqrt((a.reshape(-1, spf) ** 2).mean(axis=1))  # noqa: E731

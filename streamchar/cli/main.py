@@ -163,8 +163,6 @@ def codec_train(
     console.print(json.dumps(summary))
 
 
-
-
 @data_app.command("long")
 def data_long(
     out: Path = typer.Option(..., "--out", help="folder for the streams (<name>.mp4, .json, .png); existing streams are kept"),

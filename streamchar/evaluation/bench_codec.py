@@ -89,18 +89,6 @@ def motion(frames: np.ndarray) -> dict:
             "profile": np.array([d[into == p].mean() if (into == p).any() else np.nan for p in range(CHUNK_FRAMES)])}
 
 
-def seam_ratio(frames: np.ndarray) -> float:
-    return motion(frames)["seam_ratio"]
-
-
-def latent_step_ratio(frames: np.ndarray) -> float:
-    return motion(frames)["latent_step_ratio"]
-
-
-def change_profile(frames: np.ndarray) -> np.ndarray:
-    return motion(frames)["profile"]
-
-
 # each motion figure over clips: how the bench reports it, and how it averages the clips
 _MOTION_KEYS = {"chunk_seam_ratio": ("seam_ratio", np.nanmean), "chunk_boundary_change": ("chunk_boundary_change", np.nanmean),
                 "latent_step_ratio": ("latent_step_ratio", np.nanmean), "change_into_latents": ("change_into_latents", np.mean),
