@@ -206,15 +206,12 @@ def test_windows_place_latents_in_the_words_spoken_then(cache):
     assert paper_like.window(k).text_positions is None and collate([paper_like.window(k)]).text_positions is None
 
 
-def test_streams_read_the_transcript_at_the_planned_pace():
+def _plan_session(cfg):
     from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
-    from streamchar.model.alignment import planned_positions, window_positions, words_done
     from streamchar.streaming.engine import SessionSettings, StreamSession
     from streamchar.streaming.inputs import StreamRequest
 
     torch.set_num_threads(2)
-    cfg = load_config("tiny")
-    rate = cfg.orchestrator.text_rate
     model, prompt = new_generator(cfg, seed=0)
     torch.manual_seed(1)
     video = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
@@ -226,24 +223,108 @@ def test_streams_read_the_transcript_at_the_planned_pace():
     def session(text, **settings):
         return StreamSession(model.eval(), prompt, video, audio, StreamRequest(text, image, voice, "a person talks"), SessionSettings(steps=1, **settings))
 
-    text = " ".join(["one two three four five six seven eight nine ten"] * 6)  # 60 words, 359 tokens
+    return session
+
+
+@pytest.mark.parametrize("paced", [False, True], ids=["even-pace", "word-pace"])
+def test_streams_read_the_transcript_by_the_plan(paced):
+    from streamchar.model.alignment import paced_word_times, planned_positions, spoken_positions, window_positions, words_done
+
+    cfg = load_config("tiny") if paced else load_config("tiny", {"orchestrator": {"word_pace": None}})
+    rate, pace = cfg.orchestrator.text_rate, cfg.orchestrator.word_pace
+    assert (pace is not None) == paced  # the tiny preset times its words
+
+    session = _plan_session(cfg)
+    text = " ".join(["one two three four, five six seven eight nine ten."] * 6)  # 60 words, 365 tokens
     s = session(text, max_chunks=16)
+    toks = s._tokens
+    times = paced_word_times(text, pace) if paced else None
+
+    def plan(first, count):  # the plan, computed here from its definition
+        if not paced:
+            return planned_positions(first, count, rate)
+        return spoken_positions(toks, times, (first + np.arange(count) + 0.5) / 24.0)
+
     seen = []
     original = s.model.orchestrator.forward
     s.model.orchestrator.forward = lambda x, prefix=None: seen.append(x) or original(x, prefix=prefix)
     for k in range(13):
         s.next_chunk(k)
-    toks = s._tokens
     for k, x in enumerate(seen):
         first = max(0, k - s.chunks_per_history) * 33
-        cut = words_done(toks, first * rate)
+        cut = words_done(toks, plan(first, 1)[0])
         assert x.word_counts.item() == min(60, cut + cfg.orchestrator.lookahead_words) - cut  # the history's finished words, by the plan
-        want = window_positions(toks, cut, cfg.orchestrator.lookahead_words, planned_positions(first, (k + 1) * 33 - first, rate))
+        want = window_positions(toks, cut, cfg.orchestrator.lookahead_words, plan(first, (k + 1) * 33 - first))
         assert torch.allclose(x.text_positions[0], torch.from_numpy(want).float())
-        assert s.progress[k] == words_done(toks, (k + 1) * 33 * rate)
+        assert s.progress[k] == words_done(toks, plan((k + 1) * 33, 1)[0])
     assert cut > 0 and seen[-1].history_audio.shape[2] == s.chunks_per_history * 33
-    short = list(session("one two three four").chunks())  # 20 tokens: read within the first chunk's 24.4
+    short = list(session("one two three four").chunks())  # read within the first chunk (1.375 s)
     assert [c.closing for c in short] == [False, True] and short[0].words_spoken == 4
+
+
+def test_word_pace_times_words_by_letters_and_punctuation():
+    from streamchar.config.schema import WordPaceConfig
+    from streamchar.model.alignment import paced_word_times, word_pace_features
+
+    text = "Quench your thirst, then eat. It\u2019s well-known -- ok"
+    assert word_pace_features(text).tolist() == [[6, 0, 0], [4, 0, 0], [6, 1, 0], [4, 0, 0], [3, 0, 1], [3, 0, 0], [4, 0, 0], [5, 1, 0], [2, 0, 0]]
+    pace = WordPaceConfig(lead_seconds=0.2, word_seconds=0.01, letter_seconds=0.05, clause_pause_seconds=0.3, sentence_pause_seconds=0.5)
+    times = paced_word_times(text, pace, start=1.0)
+    assert len(times) == CharacterTokenizer(96).encode(text).words == 9
+    assert times[0] == pytest.approx((1.2, 1.2 + 0.01 + 0.3))  # the lead, then 6 letters
+    assert times[1][0] == pytest.approx(times[0][1])  # no pause inside a clause
+    assert times[3][0] - times[2][1] == pytest.approx(0.3) and times[5][0] - times[4][1] == pytest.approx(0.5)
+    assert times[6][0] == pytest.approx(times[5][1])  # a hyphen inside a word is no pause
+
+
+def test_word_pace_fits_the_timings_it_was_made_from():
+    from streamchar.config.schema import WordPaceConfig
+    from streamchar.evaluation.bench_pace import fit_word_pace, plan_start_errors
+    from streamchar.model.alignment import paced_word_times
+
+    true = WordPaceConfig(lead_seconds=0.25, word_seconds=0.02, letter_seconds=0.07, clause_pause_seconds=0.2, sentence_pause_seconds=0.4)
+    rng = np.random.default_rng(0)
+    words = "the birch canoe slid on smooth planks glue sheet to dark blue background".split()
+    records = []
+    for _ in range(40):
+        picked = rng.choice(words, size=int(rng.integers(4, 12)))
+        marks = rng.choice(["", "", "", ",", "."], size=len(picked))
+        text = " ".join(w + m for w, m in zip(picked, marks)).rstrip(",.") + "."
+        times = paced_word_times(text, true)
+        records.append({"transcript": text, "split": "train",
+                        "words": [{"word": w, "start": a, "end": b} for w, (a, b) in zip(picked, times)]})
+    fitted = fit_word_pace(records)
+    for field, value in true.model_dump().items():
+        assert getattr(fitted, field) == pytest.approx(value, abs=1e-6), field
+    cfg = load_config("tiny")
+    assert plan_start_errors(records, cfg, fitted).max() < 1e-6 < plan_start_errors(records, cfg, None).mean()
+    with pytest.raises(StreamcharError, match="no clip with word timings"):
+        fit_word_pace([{"transcript": "one two", "words": [], "split": "train"}])
+
+
+def test_pace_benchmark_reports_both_plans(cache):
+    from streamchar.evaluation.bench_pace import bench_pace
+
+    result = bench_pace(cache, load_config("tiny"), split="train")  # the test cache holds training clips only
+    assert result["clips"] == result["train_clips"] > 0
+    errors = result["word_start_error_s"]
+    assert 0 <= errors["word_pace"] < errors["even_text_rate"]  # fitted on these clips' own timings
+    with pytest.raises(StreamcharError, match="test-unseen"):
+        bench_pace(cache, load_config("tiny"))
+    with pytest.raises(StreamcharError, match="text_rate is 0"):
+        bench_pace(cache, load_config("tiny", {"orchestrator": {"text_rate": 0.0, "word_pace": None}}))
+
+
+def test_words_appended_after_the_plan_ran_out_start_with_the_next_chunk():
+    session = _plan_session(load_config("tiny"))
+    s = session("one two", max_chunks=8)
+    first = list(s._word_times)
+    for k in range(3):
+        s.next_chunk(k)
+    s.append_text("three four")
+    assert s._word_times[:2] == first and s._word_times[2][0] == pytest.approx(3 * 1.375)
+    s.append_text("five")  # still ahead of the stream: follows the words before it
+    assert s._word_times[4][0] == pytest.approx(s._word_times[3][1])
 
 
 @pytest.mark.parametrize("over", [{}, {"text_window": 0}], ids=["text-bias", "plain-mask"])

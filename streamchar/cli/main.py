@@ -227,6 +227,20 @@ def bench_codec(
     report(result, out)
 
 
+@bench_app.command("pace")
+def bench_pace_cmd(
+    cache: Path = typer.Option(..., "--cache", help="a latent cache (streamchar data encode): its train split is fitted"),
+    split: str = typer.Option("test-unseen", "--split", help="held-out split whose word timings the plans are measured on"),
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="write the result JSON here"),
+) -> None:
+    """Fit the word-pace plan to training timings; word-start errors of it and of the even pace."""
+    from streamchar.evaluation.bench_pace import bench_pace
+
+    report(bench_pace(cache, load_config(preset, config), split=split), out)
+
+
 @bench_app.command("dit")
 def bench_dit(
     steps: int = typer.Option(4, "--steps", help="denoising steps per chunk (student 4, teacher 50)"),

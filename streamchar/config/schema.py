@@ -115,6 +115,19 @@ class DiTConfig(Strict):
         return self.num_heads * self.head_dim
 
 
+class WordPaceConfig(Strict):
+    """A stream's plan of when each word is spoken, for presets that read the transcript by a plan
+    (`text_rate`): each word lasts `word_seconds` + `letter_seconds` per letter, a pause follows
+    a comma and a longer one a full stop. The tiny preset's are fitted to SynthTalk's training
+    timings (`streamchar bench pace`)."""
+
+    lead_seconds: float = Field(ge=0, description="silence before the first word")
+    word_seconds: float = Field(ge=0, description="each word's duration before its letters")
+    letter_seconds: float = Field(gt=0, description="duration added by each letter")
+    clause_pause_seconds: float = Field(ge=0, description="pause after , ; : and -- between words")
+    sentence_pause_seconds: float = Field(ge=0, description="pause after . ! ? between words")
+
+
 class OrchestratorConfig(Strict):
     num_layers: int = Field(gt=0)
     hidden_size: int = Field(gt=0)
@@ -131,6 +144,8 @@ class OrchestratorConfig(Strict):
                              "(0: positions run on in sequence, as in Qwen2, and the pointer paces the stream)")
     text_window: float = Field(0.0, ge=0, description="with text_rate: width (tokens) of a Gaussian bias that points each "
                                "audio latent's attention at the transcript tokens beside it (0: no bias)")
+    word_pace: WordPaceConfig | None = Field(None, description="with text_rate: streams time each word by its letters and "
+                                                "punctuation (None: they read text_rate tokens per latent; unused without text_rate)")
 
     @model_validator(mode="after")
     def _heads(self) -> "OrchestratorConfig":

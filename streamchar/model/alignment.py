@@ -3,10 +3,12 @@ points from (`orchestrator.text_rate`), as one map for training and streaming.
 
 Training knows where each latent is from the clip's word timings: a word's tokens are read
 from its start to its end, the space after it during the pause that follows. Streaming has no
-timings for speech not yet made, so it plans them: the transcript is read at `text_rate`
-tokens per latent from the stream's start, and the model, trained to speak the tokens its
-latents point at, speaks at that pace. The same plan cuts the history's finished words and
-says when the last word is spoken. Positions are global (token 0 is the transcript's first)
+timings for speech not yet made, so it plans them, and the model, trained to speak the tokens
+its latents point at, speaks to the plan. With `word_pace` the plan times each word by its
+letters and pauses at punctuation, the rhythm training's timings had (a plan at one even pace,
+`text_rate` tokens per latent, left the lips less sure of the speech: README, "Planning the
+words"). The same plan cuts the history's finished words and says when the last word is
+spoken. Positions are global (token 0 is the transcript's first)
 and are carried into the window the orchestrator reads by `window_positions`.
 
 The paper's orchestrator (a pretrained 3B LLM) aligns text and speech by itself; the 4-layer
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamchar.model.tokenizer import Tokens
+from streamchar.config.schema import WordPaceConfig
+from streamchar.model.tokenizer import WORD, Tokens
 
 EPS = 1e-4  # s: keeps the time knots strictly increasing where one word ends as the next begins
 
@@ -49,6 +52,31 @@ def spoken_positions(tokens: Tokens, times: list[tuple[float, float]], at: np.nd
 def planned_positions(first_latent: int, count: int, rate: float) -> np.ndarray:
     """The stream's plan: latent g (counted from the stream's start) reads token g * rate."""
     return (first_latent + np.arange(count)) * rate
+
+
+def word_pace_features(text: str) -> np.ndarray:
+    """Per transcript word (the tokenizer's words): letters, and whether a clause's or a
+    sentence's punctuation stands between it and the next word (none after the last word:
+    nothing follows it to pause for)."""
+    low = text.replace("\u2019", "'").lower()
+    matches = list(WORD.finditer(low))
+    out = np.zeros((len(matches), 3))
+    for i, m in enumerate(matches):
+        gap = low[m.end() : matches[i + 1].start()] if i + 1 < len(matches) else ""
+        sentence = any(c in gap for c in ".!?")
+        clause = any(c in gap for c in ",;:") or ("-" in gap and " " in gap)  # a dash between words, not inside one
+        out[i] = (len(m.group()) - m.group().count("'"), float(clause and not sentence), float(sentence))
+    return out
+
+
+def paced_word_times(text: str, pace: WordPaceConfig, start: float = 0.0) -> list[tuple[float, float]]:
+    """Each word's planned (start, end) in seconds, the first after `pace.lead_seconds` from `start`."""
+    t, times = start + pace.lead_seconds, []
+    for letters, clause, sentence in word_pace_features(text):
+        end = t + pace.word_seconds + pace.letter_seconds * letters
+        times.append((t, end))
+        t = end + pace.clause_pause_seconds * clause + pace.sentence_pause_seconds * sentence
+    return times
 
 
 def words_done(tokens: Tokens, position: float) -> int:

@@ -77,7 +77,7 @@ def _saved_config(meta: dict, where: Path) -> Config:
         raise StreamcharError(f"{where} holds an invalid config: {format_validation_error(e)}") from None
 
 
-READING_FIELDS = frozenset({"orchestrator.text_rate", "orchestrator.text_window", "orchestrator.lookahead_words", "stream.history_seconds"})  # no weights depend on them
+READING_FIELDS = frozenset({"orchestrator.text_rate", "orchestrator.text_window", "orchestrator.word_pace", "orchestrator.lookahead_words", "stream.history_seconds"})  # no weights depend on them
 # switched on, each adds weights (under this prefix) that leave the model's output as it was: zero-initialised, or a training head
 GROWN_FIELDS = {"dit.audio_to_video": "model.dit.audio_to_video.", "dit.mouth_head": "model.dit.mouth_head."}
 

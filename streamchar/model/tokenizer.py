@@ -20,7 +20,7 @@ import torch
 
 from streamchar.errors import StreamcharError
 
-_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")  # the same words as streamchar.evaluation.text
+WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")  # the same words as streamchar.evaluation.text
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Tokens:
 
 def _word_numbers(text: str, spans: list[tuple[int, int]]) -> tuple[list[int], int]:
     """For each token span (start, end) in `text`, the number of words begun at or before its end."""
-    starts = [m.start() for m in _WORD.finditer(text.lower())]
+    starts = [m.start() for m in WORD.finditer(text.lower())]
     return [bisect.bisect_left(starts, end) for _, end in spans], len(starts)
 
 

@@ -10,9 +10,10 @@ Per chunk:
   latents (the previous chunk's latents, reused directly, never re-encoded) as condition tokens
   whose keys/values are computed once per chunk; N Euler steps;
 - the stream ends when the pointer says the last word is spoken, with one closing chunk after.
-  Presets with `text_rate` (tiny) read the transcript at a planned pace instead: the plan
-  places each latent in the text, cuts the history's finished words and ends the stream
-  (`model.alignment`) where elsewhere the pointer does.
+  Presets with `text_rate` (tiny) read the transcript by a plan instead (each word timed by its
+  letters and punctuation with `word_pace`, else one even pace): the plan places each latent
+  in the text, cuts the history's finished words and ends the stream (`model.alignment`) where
+  elsewhere the pointer does.
 
 The encoders run only for the reference image and voice, before the first chunk. Decoding and
 writing happen elsewhere (`runner.py`), overlapped with the next chunk's generation.
@@ -31,7 +32,7 @@ import torch
 from streamchar.codecs.base import AudioCodec, VideoCodec
 from streamchar.diffusion.flow import TIMESTEP_SCALE, guided, sample_times
 from streamchar.errors import StreamcharError
-from streamchar.model.alignment import planned_positions, window_positions, words_done
+from streamchar.model.alignment import paced_word_times, planned_positions, spoken_positions, window_positions, words_done
 from streamchar.model.dit import ConditionInput, VideoInput, AudioInput
 from streamchar.model.orchestrator import OrchestratorInput, fit_reference_voice
 from streamchar.model.prompt import PromptEncoder
@@ -124,13 +125,14 @@ class StreamSession:
         self.tokenizer = tokenizer or make_tokenizer(oc.tokenizer, oc.vocab_size)
         self.transcript = ""
         self._tokens: Tokens | None = None
+        self._word_times: list[tuple[float, float]] = []  # the word pace's plan (s from the stream's start)
+        self.progress: list[float] = []  # pointer, absolute words spoken by the end of each chunk
         self.append_text(transcript)
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.prompt, self.empty_prompt = prompt, empty_prompt
         self.reference, self.reference_audio = reference, reference_audio
         self.chunks_per_history = self.cfg.stream.history_chunks
         self.history: list[torch.Tensor] = []  # audio latents of the chunks in the window
-        self.progress: list[float] = []  # pointer, absolute words spoken by the end of each chunk
         self.sink: torch.Tensor | None = None
         self.motion: torch.Tensor | None = None
         self.last_context: ChunkContext | None = None
@@ -142,6 +144,20 @@ class StreamSession:
         joined = f"{self.transcript} {text}".strip()
         self._tokens = self.tokenizer.encode(joined)  # raises a clear error for characters it cannot encode
         self.transcript = joined
+        if self.cfg.orchestrator.word_pace is not None:
+            self._plan_new_words()
+
+    def _plan_new_words(self) -> None:
+        """Time the words appended since the last plan. Planned words keep their times; new ones
+        follow them, or start when the next chunk does if the plan has run out of words by then."""
+        full = paced_word_times(self.transcript, self.cfg.orchestrator.word_pace)
+        done = len(self._word_times)
+        if len(full) <= done:
+            return
+        shift = self._word_times[-1][1] - full[done - 1][1] if done else 0.0
+        now = len(self.progress) * self.cfg.stream.chunk_seconds
+        shift = max(shift, now - full[done][0]) if done else shift
+        self._word_times += [(a + shift, b + shift) for a, b in full[done:]]
 
     @property
     def words_total(self) -> int:
@@ -173,9 +189,17 @@ class StreamSession:
         if not self._planned:
             return None
         assert self._tokens is not None
+        plan = self._plan(first_latent, count)
+        return torch.from_numpy(window_positions(self._tokens, int(cut), self.cfg.orchestrator.lookahead_words, plan)).float()[None].to(self.reference.device)
+
+    def _plan(self, first_latent: int, count: int) -> np.ndarray:
+        """Global transcript positions the plan gives `count` latents from `first_latent` on."""
         oc = self.cfg.orchestrator
-        plan = planned_positions(first_latent, count, oc.text_rate)
-        return torch.from_numpy(window_positions(self._tokens, int(cut), oc.lookahead_words, plan)).float()[None].to(self.reference.device)
+        if oc.word_pace is None:
+            return planned_positions(first_latent, count, oc.text_rate)
+        assert self._tokens is not None
+        centres = (first_latent + np.arange(count) + 0.5) / self.cfg.stream.audio_latent_rate
+        return spoken_positions(self._tokens, self._word_times, centres)
 
     def _window(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
         """History latents and the transcript with what was spoken before the window cut away:
@@ -183,7 +207,7 @@ class StreamSession:
         toks = self._tokens
         assert toks is not None
         if self._planned:
-            cut = words_done(toks, float(planned_positions(self._first_latent(), 1, self.cfg.orchestrator.text_rate)[0]))
+            cut = words_done(toks, float(self._plan(self._first_latent(), 1)[0]))
         else:
             first_in_window = len(self.progress) - len(self.history)
             cut = math.floor(self.progress[first_in_window - 1]) if first_in_window > 0 else 0
@@ -246,7 +270,7 @@ class StreamSession:
                 timings["dit_s"] += time.perf_counter() - t1
                 progress = float(orch.progress[0].detach())
         if self._planned:
-            end = planned_positions((len(self.progress) + 1) * cfg.stream.chunk_audio_latents, 1, cfg.orchestrator.text_rate)[0]
+            end = self._plan((len(self.progress) + 1) * cfg.stream.chunk_audio_latents, 1)[0]
             progress = words_done(self._tokens, float(end)) - cut
         words_spoken = min(float(self.words_total), cut + progress)
         if self.progress:
