@@ -320,3 +320,15 @@ def test_demo_streams_a_checkpoint_with_its_own_step_count(parts, tmp_path, monk
     assert "the stream is at" in r.output and "(2 steps)" in r.output
     report = json.loads(out.with_suffix(".json").read_text())
     assert len(read_mp4(out).frames) == 33 * report["summary"]["chunks"]
+
+
+def test_generate_options_mirror_the_command():
+    """`demo` goes through GenerateOptions; every option of `generate` is one of its fields, with the same default."""
+    import dataclasses
+    import inspect
+
+    from streamchar.cli.generate_cmd import GenerateOptions, generate
+
+    fields = {f.name: f.default for f in dataclasses.fields(GenerateOptions)}
+    params = {name: p.default.default for name, p in inspect.signature(generate).parameters.items()}
+    assert fields == params

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -33,6 +34,70 @@ def stream_with_table(pipe, request, settings, out: Path, t_request: float):  # 
             str(r.index), f"{r.compute_s:.3f}", f"{r.real_time_factor:.2f}", f"{r.words_spoken:.1f} / {r.words_total}", f"{r.stall_s:.2f}"))
 
 
+@dataclass(frozen=True)
+class GenerateOptions:
+    """What `streamchar generate` streams, with its defaults: `demo` names only what it sets, so an
+    option added to `generate` cannot reach it as an unparsed typer default."""
+
+    out: Path = Path("out/stream.mp4")
+    text: Optional[str] = None
+    text_file: Optional[Path] = None
+    character: Optional[str] = None
+    reference_image: Optional[Path] = None
+    reference_voice: Optional[Path] = None
+    prompt: str = ""
+    checkpoint: Optional[str] = None
+    steps: Optional[int] = None
+    no_sink: bool = False
+    guidance: float = 1.0
+    report_path: Optional[Path] = None
+    seed: int = 0
+    threads: int = 2
+    video_codec: Optional[Path] = None
+    audio_codec: Optional[Path] = None
+
+
+def stream_generate(o: GenerateOptions) -> None:
+    """Stream a talking character into `o.out`, with a live table of chunks and a summary line."""
+    import torch
+
+    from streamchar.streaming.engine import SessionSettings
+    from streamchar.streaming.inputs import character_request, file_request
+    from streamchar.streaming.pipeline import Pipeline
+
+    t_request = time.perf_counter()
+    text = o.text
+    if (o.text is None) == (o.text_file is None):
+        raise StreamcharError("give the words to speak with exactly one of --text or --text-file")
+    if o.text_file is not None:
+        try:
+            text = o.text_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise StreamcharError(f"cannot read --text-file {o.text_file}: {e}") from None
+    if o.character is None and (o.reference_image is None or o.reference_voice is None):
+        raise StreamcharError("give --character, or --reference-image and --reference-voice (with --prompt)")
+    if o.steps is not None and o.steps <= 0:
+        raise StreamcharError(f"--steps must be positive, got {o.steps}")
+    _check_output(o.out)
+    torch.set_num_threads(o.threads)
+    pipe = Pipeline.load(o.checkpoint, o.video_codec, o.audio_codec)
+    cfg = pipe.cfg
+    assert text is not None
+    if o.character is not None:
+        request = character_request(o.character, text, cfg)
+    else:
+        request = file_request(text, o.reference_image, o.reference_voice, o.prompt, cfg)  # type: ignore[arg-type]
+    for notice in request.notices:
+        err_console.print(f"[yellow]notice:[/] {notice}")
+    settings = SessionSettings(steps=o.steps or pipe.steps, sink=not o.no_sink, seed=o.seed, guidance=o.guidance)
+    report = stream_with_table(pipe, request, settings, o.out, t_request)
+    if o.report_path:
+        report.write(o.report_path)
+    s = report.summary()
+    console.print(f"{o.out}: {s['chunks']} chunks ({s['seconds']:.1f} s), first chunk after {s['first_chunk_latency_s']:.2f} s, "
+                  f"real-time factor {s['real_time_factor_mean']:.2f} (max {s['real_time_factor_max']:.2f}), {s['stalls']} stalls")
+
+
 def generate(
     text: Optional[str] = typer.Option(None, "--text", help="the words to speak"),
     text_file: Optional[Path] = typer.Option(None, "--text-file", help="or: a UTF-8 file with the words to speak"),
@@ -52,36 +117,7 @@ def generate(
     audio_codec: Optional[Path] = AudioCodecOpt,
 ) -> None:
     """Stream a talking character: chunks of 33 frames and 1.375 s of audio until the transcript is spoken."""
-    import torch
-
-    from streamchar.streaming.engine import SessionSettings
-    from streamchar.streaming.inputs import character_request, file_request
-    from streamchar.streaming.pipeline import Pipeline
-
-    t_request = time.perf_counter()
-    if (text is None) == (text_file is None):
-        raise StreamcharError("give the words to speak with exactly one of --text or --text-file")
-    if text_file is not None:
-        try:
-            text = text_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise StreamcharError(f"cannot read --text-file {text_file}: {e}") from None
-    if character is None and (reference_image is None or reference_voice is None):
-        raise StreamcharError("give --character, or --reference-image and --reference-voice (with --prompt)")
-    if steps is not None and steps <= 0:
-        raise StreamcharError(f"--steps must be positive, got {steps}")
-    _check_output(out)
-    torch.set_num_threads(threads)
-    pipe = Pipeline.load(checkpoint, video_codec, audio_codec)
-    cfg = pipe.cfg
-    assert text is not None
-    request = character_request(character, text, cfg) if character is not None else file_request(text, reference_image, reference_voice, prompt, cfg)  # type: ignore[arg-type]
-    for notice in request.notices:
-        err_console.print(f"[yellow]notice:[/] {notice}")
-    settings = SessionSettings(steps=steps or pipe.steps, sink=not no_sink, seed=seed, guidance=guidance)
-    report = stream_with_table(pipe, request, settings, out, t_request)
-    if report_path:
-        report.write(report_path)
-    s = report.summary()
-    console.print(f"{out}: {s['chunks']} chunks ({s['seconds']:.1f} s), first chunk after {s['first_chunk_latency_s']:.2f} s, "
-                  f"real-time factor {s['real_time_factor_mean']:.2f} (max {s['real_time_factor_max']:.2f}), {s['stalls']} stalls")
+    stream_generate(GenerateOptions(text=text, text_file=text_file, character=character, reference_image=reference_image,
+                                    reference_voice=reference_voice, prompt=prompt, checkpoint=checkpoint, steps=steps, no_sink=no_sink,
+                                    guidance=guidance, out=out, report_path=report_path, seed=seed, threads=threads,
+                                    video_codec=video_codec, audio_codec=audio_codec))  # fmt: skip

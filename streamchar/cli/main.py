@@ -13,7 +13,7 @@ from rich.table import Table
 
 from streamchar.cli.common import AudioCodecOpt, ConfigOpt, PresetOpt, VideoCodecOpt, clip_progress, console, err_console, invoked_command, report, step_progress
 from streamchar.cli.eval_cmds import eval_app
-from streamchar.cli.generate_cmd import generate
+from streamchar.cli.generate_cmd import GenerateOptions, generate, stream_generate
 from streamchar.cli.train_cmds import train_app
 from streamchar.config import load_config
 from streamchar.errors import Interrupted, StreamcharError
@@ -337,9 +337,8 @@ def demo(
     """The main job: the shipped model streams a character it never saw speaking sentences it never heard."""
     from streamchar.data.harvard import split_sentences
 
-    generate(text=text or " ".join(split_sentences("test")[:3]), text_file=None, character=character, reference_image=None,
-             reference_voice=None, prompt="", checkpoint=checkpoint, steps=None, no_sink=False, guidance=1.0, out=out,
-             report_path=out.with_suffix(".json"), seed=seed, threads=2, video_codec=None, audio_codec=None)  # fmt: skip
+    stream_generate(GenerateOptions(text=text or " ".join(split_sentences("test")[:3]), character=character, checkpoint=checkpoint,
+                                    out=out, report_path=out.with_suffix(".json"), seed=seed))
     console.print(f"the stream is at {out.resolve()} (play it with any video player); its report is at {out.with_suffix('.json').resolve()}")
 
 
