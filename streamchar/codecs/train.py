@@ -129,7 +129,8 @@ class VideoGroups:
         """Crops (when set and `crop`) start on the latent grid, so a crop is coded exactly as
         that part of a whole frame would be, away from the frame's edges; the reference and the
         groups before are cropped at the same place."""
-        groups, masks, refs, befores, has, befores2, has2, first = [], [], [], [], [], [], [], []
+        images: dict[str, list[torch.Tensor]] = {"groups": [], "masks": [], "refs": [], "before": [], "before2": []}
+        has, has2, first = [], [], []
         for _ in range(n):
             k = int(self.rng.integers(len(self.frames)))
             f = self.frames[k]
@@ -146,15 +147,15 @@ class VideoGroups:
                 m[j, :, y0:y1, x0:x1] = 1
             m = m.expand(4, 3, *g.shape[-2:]).reshape(12, *g.shape[-2:])
             r = torch.from_numpy(self.references[k]).permute(2, 0, 1).float() / 127.5 - 1
-            parts = [g, m, r]
+            named = {"groups": g, "masks": m, "refs": r}  # every image of one sample, cropped alike
             if self.previous:  # the group before, zeros where there is none
                 prev = self._previous(idx)
                 has.append(prev is not None)
-                parts.append(self._frames(f, prev, g))
+                named["before"] = self._frames(f, prev, g)
                 if self.decode_before:
                     prev2 = self._previous(prev) if prev is not None else None
                     has2.append(prev2 is not None)
-                    parts.append(self._frames(f, prev2, g))
+                    named["before2"] = self._frames(f, prev2, g)
                     first.append(3 if idx[1] == idx[0] else 0)
             if crop and self.crop is not None:
                 h, w = g.shape[-2:]
@@ -164,19 +165,14 @@ class VideoGroups:
                     x0, y0, x1, y1 = self.boxes[k][idx[0]]
                     y = int(np.clip(round(((y0 + y1) / 2 - self.crop / 2) / self.grid), 0, (h - self.crop) // self.grid)) * self.grid
                     x = int(np.clip(round(((x0 + x1) / 2 - self.crop / 2) / self.grid), 0, (w - self.crop) // self.grid)) * self.grid
-                parts = [t[:, y : y + self.crop, x : x + self.crop] for t in parts]
-            groups.append(parts[0])
-            masks.append(parts[1])
-            refs.append(parts[2])
-            if self.previous:
-                befores.append(parts[3])
-            if self.decode_before:
-                befores2.append(parts[4])
-        out = VideoBatch(torch.stack(groups), torch.stack(masks), torch.stack(refs))
+                named = {key: t[:, y : y + self.crop, x : x + self.crop] for key, t in named.items()}
+            for key, t in named.items():
+                images[key].append(t)
+        out = VideoBatch(torch.stack(images["groups"]), torch.stack(images["masks"]), torch.stack(images["refs"]))
         if self.previous:
-            out.before, out.has_before = torch.stack(befores), torch.tensor(has)
+            out.before, out.has_before = torch.stack(images["before"]), torch.tensor(has)
         if self.decode_before:
-            out.before2, out.has_before2, out.first = torch.stack(befores2), torch.tensor(has2), torch.tensor(first)
+            out.before2, out.has_before2, out.first = torch.stack(images["before2"]), torch.tensor(has2), torch.tensor(first)
         return out
 
 
