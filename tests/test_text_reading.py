@@ -345,3 +345,30 @@ def test_cached_prefix_gives_the_full_pass_at_every_step(over):
         assert prefix.cache.get_seq_length() == prefix.hidden.shape[1]  # each step leaves the cache as the prefix left it
         with pytest.raises(StreamcharError, match="laid out for 4 chunk latents, got 3"):
             orch(replace(x, noisy_audio=torch.randn(1, 64, 3)), prefix=prefix)
+
+
+def test_a_paced_stream_ends_its_tail_after_the_last_word(tmp_path):
+    from streamchar.data.mp4 import read_mp4
+    from streamchar.streaming.runner import run_stream
+    from streamchar.streaming.writers import CallbackWriter, FragmentedMp4Writer
+
+    cfg = load_config("tiny")
+    pace = cfg.orchestrator.word_pace
+    session = _plan_session(cfg)
+    s = session("glue the sheet to the dark blue background, then stop.")
+    end = s.planned_end()
+    assert end == pytest.approx(s._word_times[-1][1] + pace.tail_seconds)
+    got = []
+    out = tmp_path / "paced.mp4"
+    report = run_stream(s, [CallbackWriter(lambda f, a: got.append((len(f), len(a)))),
+                            FragmentedMp4Writer(out, 24, cfg.audio.sample_rate, cfg.video.width, cfg.video.height)])
+    chunks = report.chunks
+    assert len(chunks) == int(np.ceil(end / 1.375)) and [c.closing for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    last_frames = round((end - (len(chunks) - 1) * 1.375) * 24)
+    assert [f for f, _ in got] == [33] * (len(chunks) - 1) + [last_frames]  # the last chunk cut at the plan's end
+    assert all(a == f * cfg.audio.sample_rate // 24 for f, a in got)  # audio cut with its frames
+    assert report.summary()["seconds"] == pytest.approx(((len(chunks) - 1) * 33 + last_frames) / 24)
+    assert len(read_mp4(out).frames) == (len(chunks) - 1) * 33 + last_frames
+    assert chunks[-1].words_spoken == s.words_total
+    even = _plan_session(load_config("tiny", {"orchestrator": {"word_pace": None}}))
+    assert even("one two").planned_end() is None  # the even pace keeps its closing chunk

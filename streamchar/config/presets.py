@@ -64,7 +64,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "text_window": 2.0,  # tokens; the positions come from word timings, so the bias can be narrow
             # fitted to SynthTalk's training timings: `streamchar bench pace --cache runs/latents` (benchmarks/results/pace.json)
             "word_pace": {"lead_seconds": 0.200, "word_seconds": 0.0043, "letter_seconds": 0.0655,
-                          "clause_pause_seconds": 0.302, "sentence_pause_seconds": 0.452},
+                          "clause_pause_seconds": 0.302, "sentence_pause_seconds": 0.452, "tail_seconds": 0.343},
         },
     },
 }

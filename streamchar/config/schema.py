@@ -118,14 +118,16 @@ class DiTConfig(Strict):
 class WordPaceConfig(Strict):
     """A stream's plan of when each word is spoken, for presets that read the transcript by a plan
     (`text_rate`): each word lasts `word_seconds` + `letter_seconds` per letter, a pause follows
-    a comma and a longer one a full stop. The tiny preset's are fitted to SynthTalk's training
-    timings (`streamchar bench pace`)."""
+    a comma and a longer one a full stop, and the stream ends `tail_seconds` after the last word.
+    The tiny preset's are fitted to SynthTalk's training timings (`streamchar bench pace`)."""
 
     lead_seconds: float = Field(ge=0, description="silence before the first word")
     word_seconds: float = Field(ge=0, description="each word's duration before its letters")
     letter_seconds: float = Field(gt=0, description="duration added by each letter")
     clause_pause_seconds: float = Field(ge=0, description="pause after , ; : and -- between words")
     sentence_pause_seconds: float = Field(ge=0, description="pause after . ! ? between words")
+    tail_seconds: float = Field(0.35, ge=0, description="the stream ends this long after the last word (SynthTalk's clips: 0.34 s); "
+                                "its last chunk plays only that far")
 
 
 class OrchestratorConfig(Strict):

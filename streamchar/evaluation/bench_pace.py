@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from streamchar.config import Config
-from streamchar.config.schema import WordPaceConfig
+from streamchar.config.schema import FPS, WordPaceConfig
 from streamchar.data.latents import LatentCache
 from streamchar.errors import StreamcharError
 from streamchar.model.alignment import paced_word_times, word_pace_features, word_spans
@@ -33,11 +33,14 @@ def _timed_words(records: list[dict]) -> list[tuple[dict, np.ndarray, list[tuple
     return out
 
 
-def fit_word_pace(records: list[dict]) -> WordPaceConfig:
+def fit_word_pace(records: list[dict], fps: int = FPS) -> WordPaceConfig:
     """Least squares: a word's start to the next one's (its own length for the last word) from
-    [1, letters, clause pause, sentence pause]; the lead is the mean first word's start."""
-    rows, targets, leads = [], [], []
-    for _, feats, times in _timed_words(records):
+    [1, letters, clause pause, sentence pause]; the lead is the mean first word's start, the tail
+    the mean time from the last word's end to the clip's (records with a frame count)."""
+    rows, targets, leads, tails = [], [], [], []
+    for rec, feats, times in _timed_words(records):
+        if "frames" in rec:
+            tails.append(rec["frames"] / fps - times[-1][1])
         starts = np.array([a for a, _ in times])
         span = np.append(starts[1:], times[-1][1]) - starts
         rows.append(np.column_stack([np.ones(len(feats)), feats]))
@@ -49,8 +52,9 @@ def fit_word_pace(records: list[dict]) -> WordPaceConfig:
     word, letter, clause, sentence = (float(c) for c in coef)
     if letter <= 0:
         raise StreamcharError(f"the fitted time per letter is {letter:.4f} s; these timings do not grow with word length")
+    tail = max(0.0, float(np.mean(tails))) if tails else WordPaceConfig.model_fields["tail_seconds"].default
     return WordPaceConfig(lead_seconds=max(0.0, float(np.mean(leads))), word_seconds=max(0.0, word), letter_seconds=letter,
-                          clause_pause_seconds=max(0.0, clause), sentence_pause_seconds=max(0.0, sentence))
+                          clause_pause_seconds=max(0.0, clause), sentence_pause_seconds=max(0.0, sentence), tail_seconds=tail)
 
 
 def plan_start_errors(records: list[dict], cfg: Config, pace: WordPaceConfig | None) -> np.ndarray:

@@ -50,8 +50,9 @@ class ChunkLatents:
     audio: torch.Tensor  # (1, z_a, 33)
     words_spoken: float  # the pointer: transcript words spoken by the end of this chunk
     words_total: int
-    closing: bool  # the chunk after the last word
+    closing: bool  # the stream's last chunk
     timings: dict[str, float] = field(default_factory=dict)
+    play_seconds: float | None = None  # a last chunk that plays only this far (the word pace's tail); None: all of it
 
 
 @dataclass
@@ -218,6 +219,14 @@ class StreamSession:
         history = torch.cat(self.history, dim=2) if self.history else torch.zeros(1, self.cfg.audio.latent_channels, 0, device=device)
         return ids, numbers, history, torch.tensor([float(n)], device=device), float(cut)
 
+    def planned_end(self) -> float | None:
+        """With the word pace: when the stream ends (s from its start), `tail_seconds` after the
+        planned last word; None otherwise."""
+        pace = self.cfg.orchestrator.word_pace
+        if pace is None or not self._planned or not self._word_times:
+            return None
+        return self._word_times[-1][1] + pace.tail_seconds
+
     def _first_latent(self) -> int:
         return (len(self.progress) - len(self.history)) * self.cfg.stream.chunk_audio_latents
 
@@ -285,15 +294,27 @@ class StreamSession:
         return ChunkLatents(index, video, audio, words_spoken, self.words_total, False, timings)
 
     def chunks(self) -> Iterator[ChunkLatents]:
-        """Until the pointer says the last word is spoken, then one closing chunk. A stream that
-        has not finished after `max_chunks` (default: one second per word, at least 4 chunks)
-        stops there, with its last chunk marked closing."""
+        """Until the pointer says the last word is spoken, then one closing chunk; with the word
+        pace, until the plan's end (`tail_seconds` after the last word), the last chunk cut there.
+        A stream that has not finished after `max_chunks` (default: one second per word, at
+        least 4 chunks) stops there, with its last chunk marked closing."""
         k = 0
+        period = self.cfg.stream.chunk_seconds
         while True:
-            limit = self.settings.max_chunks or max(4, math.ceil(self.words_total * SECONDS_PER_WORD_LIMIT / self.cfg.stream.chunk_seconds))
+            limit = self.settings.max_chunks or max(4, math.ceil(self.words_total * SECONDS_PER_WORD_LIMIT / period))
             with torch.no_grad():
                 chunk = self.next_chunk(k)
             k += 1
+            end = self.planned_end()
+            if end is not None and self.settings.stop_at_end:
+                reached = end <= k * period + 1e-9
+                if reached:
+                    chunk.play_seconds = max(1.0 / self.cfg.stream.fps, end - (k - 1) * period)
+                chunk.closing = reached or k >= limit
+                yield chunk
+                if chunk.closing:
+                    return
+                continue
             done = chunk.words_spoken >= self.words_total - 0.5
             done = done and self.settings.stop_at_end
             if done or k >= limit:

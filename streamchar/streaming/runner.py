@@ -41,6 +41,7 @@ class ChunkRecord:
     words_spoken: float
     words_total: int
     closing: bool
+    played_s: float  # of the chunk's 1.375 s; less for a last chunk cut at the stream's planned end
 
 
 @dataclass
@@ -55,7 +56,7 @@ class StreamReport:
         rtf = [c.real_time_factor for c in self.chunks]
         steady = rtf[1:] or rtf
         return {
-            "chunks": len(self.chunks), "seconds": len(self.chunks) * self.chunk_seconds, "setup_s": self.setup_s,
+            "chunks": len(self.chunks), "seconds": float(sum(c.played_s for c in self.chunks)), "setup_s": self.setup_s,
             "first_chunk_latency_s": self.first_chunk_latency_s,
             "real_time_factor_mean": float(np.mean(steady)) if steady else None,
             "real_time_factor_max": float(np.max(steady)) if steady else None,
@@ -94,6 +95,12 @@ def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: fl
         t0 = time.perf_counter()
         frames = to_frames(video_decoder.decode(chunk.video))
         audio = audio_decoder.decode(chunk.audio)[0].numpy()
+        played = period
+        if chunk.play_seconds is not None:  # the stream's end falls inside its last chunk: whole frames up to it
+            whole = len(frames)
+            keep = max(1, min(whole, round(chunk.play_seconds * whole / period)))
+            frames, audio = frames[:keep], audio[: keep * len(audio) // whole]
+            played = keep * period / whole
         t1 = time.perf_counter()
         for w in writers:
             w.write(frames, audio)
@@ -106,7 +113,7 @@ def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: fl
         stalled[0] += stall
         compute = chunk.timings["orchestrator_s"] + chunk.timings["dit_s"] + (t1 - t0) + (t2 - t1)
         rec = ChunkRecord(chunk.index, chunk.timings["orchestrator_s"], chunk.timings["dit_s"], t1 - t0, t2 - t1, compute,
-                          compute / period, written, due, stall, chunk.words_spoken, chunk.words_total, chunk.closing)  # fmt: skip
+                          compute / period, written, due, stall, chunk.words_spoken, chunk.words_total, chunk.closing, played)  # fmt: skip
         report.chunks.append(rec)
         if on_chunk:
             on_chunk(rec)
