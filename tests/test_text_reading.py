@@ -348,6 +348,8 @@ def test_cached_prefix_gives_the_full_pass_at_every_step(over):
 
 
 def test_a_paced_stream_ends_its_tail_after_the_last_word(tmp_path):
+    import json
+
     from streamchar.data.mp4 import read_mp4
     from streamchar.streaming.runner import run_stream
     from streamchar.streaming.writers import CallbackWriter, FragmentedMp4Writer
@@ -370,5 +372,6 @@ def test_a_paced_stream_ends_its_tail_after_the_last_word(tmp_path):
     assert report.summary()["seconds"] == pytest.approx(((len(chunks) - 1) * 33 + last_frames) / 24)
     assert len(read_mp4(out).frames) == (len(chunks) - 1) * 33 + last_frames
     assert chunks[-1].words_spoken == s.words_total
+    json.loads(json.dumps(report.to_json()))  # the report `--report` writes
     even = _plan_session(load_config("tiny", {"orchestrator": {"word_pace": None}}))
     assert even("one two").planned_end() is None  # the even pace keeps its closing chunk

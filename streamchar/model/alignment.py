@@ -72,7 +72,7 @@ def word_pace_features(text: str) -> np.ndarray:
 def paced_word_times(text: str, pace: WordPaceConfig, start: float = 0.0) -> list[tuple[float, float]]:
     """Each word's planned (start, end) in seconds, the first after `pace.lead_seconds` from `start`."""
     t, times = start + pace.lead_seconds, []
-    for letters, clause, sentence in word_pace_features(text):
+    for letters, clause, sentence in word_pace_features(text).tolist():
         end = t + pace.word_seconds + pace.letter_seconds * letters
         times.append((t, end))
         t = end + pace.clause_pause_seconds * clause + pace.sentence_pause_seconds * sentence

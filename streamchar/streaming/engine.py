@@ -307,9 +307,9 @@ class StreamSession:
             k += 1
             end = self.planned_end()
             if end is not None and self.settings.stop_at_end:
-                reached = end <= k * period + 1e-9
+                reached = bool(end <= k * period + 1e-9)
                 if reached:
-                    chunk.play_seconds = max(1.0 / self.cfg.stream.fps, end - (k - 1) * period)
+                    chunk.play_seconds = float(max(1.0 / self.cfg.stream.fps, end - (k - 1) * period))
                 chunk.closing = reached or k >= limit
                 yield chunk
                 if chunk.closing:
