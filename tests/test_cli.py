@@ -9,7 +9,7 @@ def run(*args):
 
 
 def test_help_on_every_command():
-    for cmd in ([], ["config", "show"], ["data", "synth"], ["data", "inspect"], ["data", "long"], ["bench", "synth"], ["bench", "dit"],
+    for cmd in ([], ["config", "show"], ["data", "synth"], ["data", "inspect"], ["data", "long"], ["bench", "synth"], ["bench", "dit"], ["bench", "pace"],
                 ["bench", "stream"], ["eval", "short"], ["eval", "long"], ["train", "joint"], ["generate"], ["info"], ["demo"]):
         r = run(*cmd, "--help")
         assert r.returncode == 0 and "Usage" in r.stdout, cmd
@@ -27,6 +27,7 @@ def test_errors_are_one_line(tmp_path):
         (["config", "show", "--preset", "huge"], "unknown preset 'huge'; accepted: paper, tiny"),
         (["data", "synth", "--out", str(tmp_path / "x"), "--clips", "0"], "positive number of clips"),
         (["data", "inspect", str(tmp_path)], "is not a SynthTalk set"),
+        (["bench", "pace", "--cache", str(tmp_path)], "is not a latent cache"),
     ]
     bad = tmp_path / "bad.yaml"
     bad.write_text("stream:\n  chunk_latent_frames: 8\n")
