@@ -12,28 +12,18 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from streamchar.data.mp4 import read_mp4
-from streamchar.evaluation.scorers import MOUTH_REGION, MOUTH_SIZE, SyncScorer, crop_region
-from streamchar.evaluation.syncnet import MFCC_WINDOW, VIDEO_WINDOW, mfcc_frames, window_starts
+from streamchar.evaluation.scorers import SyncScorer
+from streamchar.evaluation.syncnet import offset_distances
 
 CHUNK = 33
-SHIFT = 15
 
 
-@torch.no_grad()
 def window_confidence(scorer: SyncScorer, path: Path) -> np.ndarray:
     """Per window: median over offsets of the distance minus the distance at the clip's best offset."""
     v = read_mp4(path)
-    mfcc = torch.from_numpy(mfcc_frames(v.audio, v.sample_rate))
-    starts = window_starts(len(v.frames), mfcc.shape[1], 24)
-    mouth = crop_region(v.frames, MOUTH_REGION, MOUTH_SIZE)
-    vf = scorer.model.forward_lip(torch.stack([mouth[i : i + VIDEO_WINDOW] for i in range(len(starts))]))
-    af = scorer.model.forward_aud(torch.stack([mfcc[:, s : s + MFCC_WINDOW] for s in starts]))
-    padded = F.pad(af, (0, 0, SHIFT, SHIFT))
-    d = torch.stack([F.pairwise_distance(vf, padded[j : j + len(vf)]) for j in range(2 * SHIFT + 1)], dim=1)
+    d = offset_distances(*scorer.features(v.frames, v.audio, v.sample_rate, 24), scorer.vshift)
     best = int(d.mean(dim=0).argmin())
     return (d.median(dim=1).values - d[:, best]).numpy()
 

@@ -31,6 +31,11 @@ class SyncScorer:
 
     @torch.no_grad()
     def __call__(self, frames: np.ndarray, audio: np.ndarray, sample_rate: int, fps: float) -> SyncResult:
+        return sync_scores(*self.features(frames, audio, sample_rate, fps), self.vshift)
+
+    @torch.no_grad()
+    def features(self, frames: np.ndarray, audio: np.ndarray, sample_rate: int, fps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-window lip and audio features (N, D) of a clip, the windows SyncNet compares."""
         mfcc = mfcc_frames(audio, sample_rate)
         starts = window_starts(len(frames), mfcc.shape[1], fps)
         if not starts:
@@ -48,7 +53,7 @@ class SyncScorer:
                 idx = range(b, min(b + self.batch, len(starts)))
                 vf.append(self.model.forward_lip(torch.stack([mouth[i : i + VIDEO_WINDOW] for i in idx])))
                 af.append(self.model.forward_aud(torch.stack([m[:, starts[i] : starts[i] + MFCC_WINDOW] for i in idx])))
-        return sync_scores(torch.cat(vf), torch.cat(af), self.vshift)
+        return torch.cat(vf), torch.cat(af)
 
 
 class IdentityScorer:

@@ -62,14 +62,18 @@ class SyncResult:
         return {"offset": self.offset, "sync_c": self.sync_c, "sync_d": self.sync_d}
 
 
-def sync_scores(video_features: torch.Tensor, audio_features: torch.Tensor, vshift: int = 15) -> SyncResult:
-    """The SyncNet protocol on per-window features (N, D) of both streams."""
+def offset_distances(video_features: torch.Tensor, audio_features: torch.Tensor, vshift: int = 15) -> torch.Tensor:
+    """(N, 2 vshift + 1): each window's feature distance with the audio shifted by -vshift .. +vshift."""
     if video_features.shape != audio_features.shape or video_features.ndim != 2 or len(video_features) == 0:
         raise StreamcharError(f"sync needs equal (windows, dim) features, got {tuple(video_features.shape)} and {tuple(audio_features.shape)}")
     n = len(video_features)
     padded = F.pad(audio_features, (0, 0, vshift, vshift))
-    dists = torch.stack([F.pairwise_distance(video_features, padded[j : j + n]) for j in range(2 * vshift + 1)], dim=1)
-    mdist = dists.mean(dim=0)
+    return torch.stack([F.pairwise_distance(video_features, padded[j : j + n]) for j in range(2 * vshift + 1)], dim=1)
+
+
+def sync_scores(video_features: torch.Tensor, audio_features: torch.Tensor, vshift: int = 15) -> SyncResult:
+    """The SyncNet protocol on per-window features (N, D) of both streams."""
+    mdist = offset_distances(video_features, audio_features, vshift).mean(dim=0)
     minval, minidx = torch.min(mdist, dim=0)
     return SyncResult(
         offset=vshift - int(minidx),
