@@ -145,7 +145,7 @@ class StreamSession:
         joined = f"{self.transcript} {text}".strip()
         self._tokens = self.tokenizer.encode(joined)  # raises a clear error for characters it cannot encode
         self.transcript = joined
-        if self.cfg.orchestrator.word_pace is not None:
+        if self._paced:
             self._plan_new_words()
 
     def _plan_new_words(self) -> None:
@@ -184,6 +184,11 @@ class StreamSession:
         """Presets with `text_rate` read the transcript at a planned pace (model.alignment)."""
         return bool(self.cfg.orchestrator.text_rate)
 
+    @property
+    def _paced(self) -> bool:
+        """A plan that times each word (`word_pace`; read only where `text_rate` switches the plan on)."""
+        return self._planned and self.cfg.orchestrator.word_pace is not None
+
     def text_positions(self, cut: float, first_latent: int, count: int) -> torch.Tensor | None:
         """(1, count): the plan's transcript positions of `count` latents from `first_latent` on,
         in the window cut at `cut` words; None for presets without `text_rate`."""
@@ -195,9 +200,8 @@ class StreamSession:
 
     def _plan(self, first_latent: int, count: int) -> np.ndarray:
         """Global transcript positions the plan gives `count` latents from `first_latent` on."""
-        oc = self.cfg.orchestrator
-        if oc.word_pace is None:
-            return planned_positions(first_latent, count, oc.text_rate)
+        if not self._paced:
+            return planned_positions(first_latent, count, self.cfg.orchestrator.text_rate)
         assert self._tokens is not None
         centres = (first_latent + np.arange(count) + 0.5) / self.cfg.stream.audio_latent_rate
         return spoken_positions(self._tokens, self._word_times, centres)
@@ -222,10 +226,9 @@ class StreamSession:
     def planned_end(self) -> float | None:
         """With the word pace: when the stream ends (s from its start), `tail_seconds` after the
         planned last word; None otherwise."""
-        pace = self.cfg.orchestrator.word_pace
-        if pace is None or not self._planned or not self._word_times:
+        if not self._paced or not self._word_times:
             return None
-        return self._word_times[-1][1] + pace.tail_seconds
+        return self._word_times[-1][1] + self.cfg.orchestrator.word_pace.tail_seconds
 
     def _first_latent(self) -> int:
         return (len(self.progress) - len(self.history)) * self.cfg.stream.chunk_audio_latents
