@@ -226,13 +226,17 @@ def _plan_session(cfg):
     return session
 
 
-@pytest.mark.parametrize("paced", [False, True], ids=["even-pace", "word-pace"])
-def test_streams_read_the_transcript_by_the_plan(paced):
+PLANS = {"even": {"word_pace": None}, "letters": {"word_pace": {"durations": "letters"}}, "espeak": {}}  # the tiny preset's: espeak
+
+
+@pytest.mark.parametrize("plan_kind", list(PLANS))
+def test_streams_read_the_transcript_by_the_plan(plan_kind):
     from streamchar.model.alignment import paced_word_times, planned_positions, spoken_positions, window_positions, words_done
 
-    cfg = load_config("tiny") if paced else load_config("tiny", {"orchestrator": {"word_pace": None}})
+    cfg = load_config("tiny", {"orchestrator": PLANS[plan_kind]})
     rate, pace = cfg.orchestrator.text_rate, cfg.orchestrator.word_pace
-    assert (pace is not None) == paced  # the tiny preset times its words
+    paced = pace is not None
+    assert plan_kind == (pace.durations if paced else "even")
 
     session = _plan_session(cfg)
     text = " ".join(["one two three four, five six seven eight nine ten."] * 6)  # 60 words, 365 tokens
@@ -277,23 +281,52 @@ def test_word_pace_times_words_by_letters_and_punctuation():
     assert times[6][0] == pytest.approx(times[5][1])  # a hyphen inside a word is no pause
 
 
-def test_word_pace_fits_the_timings_it_was_made_from():
+def test_espeak_pace_times_the_tokenizers_words_as_espeak_speaks_them():
     from streamchar.config.schema import WordPaceConfig
-    from streamchar.evaluation.bench_pace import fit_word_pace, plan_start_errors
+    from streamchar.data.speech import Voice, spoken_word_times
+    from streamchar.model.alignment import espeak_word_times, paced_word_times
+
+    plain = "Glue the sheet to the dark blue background, then stop."
+    spoken = spoken_word_times(plain, Voice(name="en-us", rate=168))
+    assert espeak_word_times(plain, "en-us", 168) == [(w.start, w.end) for w in spoken]
+    assert spoken_word_times(plain, Voice(name="en-us", rate=300))[-1].end < 0.75 * spoken[-1].end  # faster speech, shorter times
+    text = "A well-known cafe & 3 cats/dogs. Don\u2019t go!"  # characters espeak would not speak as written become spaces
+    times = espeak_word_times(text, "en-us", 168)
+    assert len(times) == CharacterTokenizer(96).encode(text).words == 8  # a well known cafe cats dogs don't go
+    assert all(b >= a for a, b in times) and all(c >= b for (_, b), (c, _) in zip(times, times[1:]))
+    assert times[1][1] <= times[2][0] and times[2][0] - times[1][0] < 0.5  # "well" and "known" share espeak's one word
+    assert times[6][0] - times[5][1] > 0.1  # a full stop pauses
+    pace = WordPaceConfig(durations="espeak", lead_seconds=0.3, word_seconds=0.0, letter_seconds=0.05, clause_pause_seconds=0.0,
+                          sentence_pause_seconds=0.0, espeak_scale=1.5)
+    planned = paced_word_times(text, pace, start=2.0)
+    assert planned[0][0] == pytest.approx(2.3)  # the lead from the stream's start, whatever espeak's own silence
+    assert planned[-1][1] - planned[0][0] == pytest.approx(1.5 * (times[-1][1] - times[0][0]))
+    assert paced_word_times("3 -- 4", pace) == []
+
+
+def _records_timed_by(pace, n=40):
     from streamchar.model.alignment import paced_word_times
 
-    true = WordPaceConfig(lead_seconds=0.25, word_seconds=0.02, letter_seconds=0.07, clause_pause_seconds=0.2, sentence_pause_seconds=0.4)
     rng = np.random.default_rng(0)
     words = "the birch canoe slid on smooth planks glue sheet to dark blue background".split()
     records = []
-    for _ in range(40):
+    for _ in range(n):
         picked = rng.choice(words, size=int(rng.integers(4, 12)))
         marks = rng.choice(["", "", "", ",", "."], size=len(picked))
         text = " ".join(w + m for w, m in zip(picked, marks)).rstrip(",.") + "."
-        times = paced_word_times(text, true)
+        times = paced_word_times(text, pace)
         records.append({"transcript": text, "split": "train",
                         "words": [{"word": w, "start": a, "end": b} for w, (a, b) in zip(picked, times)]})
-    fitted = fit_word_pace(records)
+    return records
+
+
+def test_word_pace_fits_the_timings_it_was_made_from():
+    from streamchar.config.schema import WordPaceConfig
+    from streamchar.evaluation.bench_pace import fit_word_pace, plan_start_errors
+
+    true = WordPaceConfig(lead_seconds=0.25, word_seconds=0.02, letter_seconds=0.07, clause_pause_seconds=0.2, sentence_pause_seconds=0.4)
+    records = _records_timed_by(true)
+    fitted = fit_word_pace(records, "letters")
     for field, value in true.model_dump().items():
         assert getattr(fitted, field) == pytest.approx(value, abs=1e-6), field
     cfg = load_config("tiny")
@@ -301,30 +334,52 @@ def test_word_pace_fits_the_timings_it_was_made_from():
     with pytest.raises(StreamcharError, match="no clip with word timings"):
         fit_word_pace([{"transcript": "one two", "words": [], "split": "train"}])
 
+    spoken = true.model_copy(update={"durations": "espeak", "espeak_scale": 1.2})
+    records = _records_timed_by(spoken, n=12)
+    fitted = fit_word_pace(records, "espeak")
+    assert fitted.durations == "espeak" and fitted.espeak_scale == pytest.approx(1.2, abs=1e-6)
+    assert fitted.lead_seconds == pytest.approx(0.25)
+    assert plan_start_errors(records, cfg, fitted).max() < 1e-6
+    # the letters plan cannot follow espeak's rhythm, even at each clip's own rate
+    letters = fitted.model_copy(update={"durations": "letters"})
+    assert plan_start_errors(records, cfg, letters, stretch=True).mean() > 0.01
+
 
 def test_pace_benchmark_reports_both_plans(cache):
     from streamchar.evaluation.bench_pace import bench_pace
 
     result = bench_pace(cache, load_config("tiny"), split="train")  # the test cache holds training clips only
     assert result["clips"] == result["train_clips"] > 0
-    errors = result["word_start_error_s"]
-    assert 0 <= errors["word_pace"] < errors["even_text_rate"]  # fitted on these clips' own timings
+    errors, rhythm = result["word_start_error_s"], result["word_start_error_at_each_clips_rate_s"]
+    assert 0 <= errors["word_pace_letters"] < errors["even_text_rate"]  # fitted on these clips' own timings
+    assert 0 <= rhythm["word_pace_espeak"] < 0.5 * rhythm["word_pace_letters"] < rhythm["even_text_rate"]  # espeak spoke them
+    assert result["fitted_word_pace"]["durations"] == "espeak"
     with pytest.raises(StreamcharError, match="test-unseen"):
         bench_pace(cache, load_config("tiny"))
     with pytest.raises(StreamcharError, match="text_rate is 0"):
         bench_pace(cache, load_config("tiny", {"orchestrator": {"text_rate": 0.0, "word_pace": None}}))
 
 
-def test_words_appended_after_the_plan_ran_out_start_with_the_next_chunk():
-    session = _plan_session(load_config("tiny"))
+@pytest.mark.parametrize("plan_kind", ["letters", "espeak"])
+def test_words_appended_after_the_plan_ran_out_start_with_the_next_chunk(plan_kind):
+    from streamchar.model.alignment import paced_word_times
+
+    cfg = load_config("tiny", {"orchestrator": PLANS[plan_kind]})
+    session = _plan_session(cfg)
     s = session("one two", max_chunks=8)
     first = list(s._word_times)
     for k in range(3):
         s.next_chunk(k)
     s.append_text("three four")
     assert s._word_times[:2] == first and s._word_times[2][0] == pytest.approx(3 * 1.375)
-    s.append_text("five")  # still ahead of the stream: follows the words before it
-    assert s._word_times[4][0] == pytest.approx(s._word_times[3][1])
+    s.append_text("five")  # still ahead of the stream: follows the words before it, timed beside the last one
+    part = paced_word_times("four five", cfg.orchestrator.word_pace)
+    assert s._word_times[4][0] - s._word_times[3][1] == pytest.approx(part[1][0] - part[0][1])
+    assert s._word_times[4][1] - s._word_times[4][0] == pytest.approx(part[1][1] - part[1][0])
+    whole = session("one, two three.")
+    whole.append_text("Four five")  # appended before any chunk: planned as if it had been there from the start
+    if plan_kind == "letters":
+        assert whole._word_times == pytest.approx(paced_word_times("one, two three. Four five", cfg.orchestrator.word_pace))
 
 
 @pytest.mark.parametrize("over", [{}, {"text_window": 0}], ids=["text-bias", "plain-mask"])

@@ -235,7 +235,7 @@ def bench_pace_cmd(
     config: Optional[Path] = ConfigOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="write the result JSON here"),
 ) -> None:
-    """Fit the word-pace plan to training timings; word-start errors of it and of the even pace."""
+    """Fit the word-pace plans (letters, espeak-ng) to training timings; word-start errors of them and of the even pace."""
     from streamchar.evaluation.bench_pace import bench_pace
 
     report(bench_pace(cache, load_config(preset, config), split=split), out)

@@ -63,8 +63,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "text_rate": 0.74,  # SynthTalk's mean: characters per audio latent (sd 0.08 over training clips)
             "text_window": 2.0,  # tokens; the positions come from word timings, so the bias can be narrow
             # fitted to SynthTalk's training timings: `streamchar bench pace --cache runs/latents` (benchmarks/results/pace.json)
-            "word_pace": {"lead_seconds": 0.200, "word_seconds": 0.0043, "letter_seconds": 0.0655,
-                          "clause_pause_seconds": 0.302, "sentence_pause_seconds": 0.452, "tail_seconds": 0.343},
+            "word_pace": {"durations": "espeak", "lead_seconds": 0.200, "word_seconds": 0.0043, "letter_seconds": 0.0655,
+                          "clause_pause_seconds": 0.302, "sentence_pause_seconds": 0.452,
+                          "espeak_voice": "en-us", "espeak_rate": 168, "espeak_scale": 1.0006, "tail_seconds": 0.343},
         },
     },
 }

@@ -117,15 +117,22 @@ class DiTConfig(Strict):
 
 class WordPaceConfig(Strict):
     """A stream's plan of when each word is spoken, for presets that read the transcript by a plan
-    (`text_rate`): each word lasts `word_seconds` + `letter_seconds` per letter, a pause follows
-    a comma and a longer one a full stop, and the stream ends `tail_seconds` after the last word.
-    The tiny preset's are fitted to SynthTalk's training timings (`streamchar bench pace`)."""
+    (`text_rate`). `durations` "letters": each word lasts `word_seconds` + `letter_seconds` per
+    letter, a pause follows a comma and a longer one a full stop. "espeak": each word lasts as
+    long as espeak-ng's phoneme rules make it at `espeak_rate`, pauses included, times
+    `espeak_scale`. Either way the first word starts after `lead_seconds` and the stream ends
+    `tail_seconds` after the last. The tiny preset's numbers are fitted to SynthTalk's training
+    timings (`streamchar bench pace`)."""
 
+    durations: Literal["letters", "espeak"] = Field("letters", description="what times each word: its letters, or espeak-ng's phonemes")
     lead_seconds: float = Field(ge=0, description="silence before the first word")
     word_seconds: float = Field(ge=0, description="each word's duration before its letters")
     letter_seconds: float = Field(gt=0, description="duration added by each letter")
     clause_pause_seconds: float = Field(ge=0, description="pause after , ; : and -- between words")
     sentence_pause_seconds: float = Field(ge=0, description="pause after . ! ? between words")
+    espeak_voice: str = Field("en-us", min_length=1, description="the espeak-ng voice whose timing the plan takes (durations: espeak)")
+    espeak_rate: int = Field(168, ge=80, le=450, description="words per minute espeak-ng times the words at (durations: espeak)")
+    espeak_scale: float = Field(1.0, gt=0, description="planned seconds per second of espeak-ng's timing (durations: espeak)")
     tail_seconds: float = Field(0.35, ge=0, description="the stream ends this long after the last word (SynthTalk's clips: 0.34 s); "
                                 "its last chunk plays only that far")
 
@@ -146,8 +153,8 @@ class OrchestratorConfig(Strict):
                              "(0: positions run on in sequence, as in Qwen2, and the pointer paces the stream)")
     text_window: float = Field(0.0, ge=0, description="with text_rate: width (tokens) of a Gaussian bias that points each "
                                "audio latent's attention at the transcript tokens beside it (0: no bias)")
-    word_pace: WordPaceConfig | None = Field(None, description="with text_rate: streams time each word by its letters and "
-                                                "punctuation (None: they read text_rate tokens per latent; unused without text_rate)")
+    word_pace: WordPaceConfig | None = Field(None, description="with text_rate: streams time each word by its letters or "
+                                                "phonemes and its punctuation (None: they read text_rate tokens per latent; unused without text_rate)")
 
     @model_validator(mode="after")
     def _heads(self) -> "OrchestratorConfig":

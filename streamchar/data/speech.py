@@ -218,6 +218,12 @@ def check_text(text: str) -> str:
     return stripped
 
 
+def speakable_text(text: str) -> str:
+    """The text with every character espeak would not speak as written turned into a space, and
+    spaces collapsed: the same words of letters, in the same places relative to each other."""
+    return " ".join("".join(c if _ACCEPTED.fullmatch(c) else " " for c in text.replace("\u2019", "'")).split())
+
+
 def transcript_words(text: str) -> list[tuple[str, int, int]]:
     """The transcript's words with their character spans [start, end)."""
     return [(m.group(0), m.start(), m.end()) for m in _TOKEN.finditer(text)]
@@ -225,6 +231,22 @@ def transcript_words(text: str) -> list[tuple[str, int, int]]:
 
 def synthesize(text: str, voice: Voice, sample_rate: int) -> Speech:
     """Speak `text` with `voice`; audio resampled to `sample_rate`, peak-normalised to 0.9."""
+    pcm, native, words, phonemes = _speak(text, voice)
+    audio = resample(pcm.astype(np.float32) / 32768.0, native, sample_rate)
+    peak = float(np.abs(audio).max())
+    if peak > 0:
+        audio = audio * (0.9 / peak)
+    return Speech(audio.astype(np.float32), sample_rate, words, phonemes)
+
+
+def spoken_word_times(text: str, voice: Voice) -> list[Timed]:
+    """When `voice` speaks each of the text's words (`transcript_words`), without making the
+    audio a listener would hear: a 1,000-word text takes about 0.5 s."""
+    return _speak(text, voice)[2]
+
+
+def _speak(text: str, voice: Voice) -> tuple[np.ndarray, int, list[Timed], list[Timed]]:
+    """espeak's samples at its native rate, with the words' and phonemes' timings."""
     text = check_text(text)
     engine = _engine()
     pcm, events = engine.synthesize(text, voice)
@@ -264,12 +286,7 @@ def synthesize(text: str, voice: Voice, sample_rate: int) -> Speech:
         # the word ends where its last spoken phoneme ends (pauses "_" are not part of it)
         end = max([min(pe, limit) for ps, pe in spoken if start <= ps < limit], default=start)
         words.append(Timed(word, start / native, end / native))
-
-    audio = resample(pcm.astype(np.float32) / 32768.0, native, sample_rate)
-    peak = float(np.abs(audio).max())
-    if peak > 0:
-        audio = audio * (0.9 / peak)
-    return Speech(audio.astype(np.float32), sample_rate, words, phonemes)
+    return pcm, native, words, phonemes
 
 
 def _split_joined_words(

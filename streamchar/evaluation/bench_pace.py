@@ -1,14 +1,16 @@
 """The stream's plan of when each word is spoken, against held-out clips' own timings.
 
 A stream plans its words (model.alignment), and the tiny model speaks, and moves its lips, to
-the plan. `fit_word_pace` fits the word-pace plan to a latent cache's training timings by least
+the plan. `fit_word_pace` fits the word-pace plans to a latent cache's training timings by least
 squares (each word's time to the next word's start from its letters and the punctuation after
-it); `bench_pace` reports how far each plan's word starts fall from a held-out split's.
+it; or espeak-ng's word timings stretched to the clips' pace); `bench_pace` reports how far each
+plan's word starts fall from a held-out split's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -16,7 +18,7 @@ from streamchar.config import Config
 from streamchar.config.schema import FPS, WordPaceConfig
 from streamchar.data.latents import LatentCache
 from streamchar.errors import StreamcharError
-from streamchar.model.alignment import paced_word_times, word_pace_features, word_spans
+from streamchar.model.alignment import espeak_word_times, paced_word_times, word_pace_features, word_spans
 from streamchar.model.tokenizer import make_tokenizer
 from streamchar.training.windows import word_times
 
@@ -33,11 +35,15 @@ def _timed_words(records: list[dict]) -> list[tuple[dict, np.ndarray, list[tuple
     return out
 
 
-def fit_word_pace(records: list[dict], fps: int = FPS) -> WordPaceConfig:
-    """Least squares: a word's start to the next one's (its own length for the last word) from
-    [1, letters, clause pause, sentence pause]; the lead is the mean first word's start, the tail
-    the mean time from the last word's end to the clip's (records with a frame count)."""
-    rows, targets, leads, tails = [], [], [], []
+def fit_word_pace(records: list[dict], durations: Literal["letters", "espeak"] = "espeak", fps: int = FPS) -> WordPaceConfig:
+    """Both plans' numbers, the plan `durations` names switched on. Letters: least squares of a
+    word's start to the next one's (its own length for the last word) on [1, letters, clause
+    pause, sentence pause]. espeak: least squares through the origin of each word's start after
+    the first word's on espeak-ng's (at the default `espeak_rate`). The lead is the mean first
+    word's start, the tail the mean time from the last word's end to the clip's (records with a
+    frame count)."""
+    rows, targets, leads, tails, spoken, heard = [], [], [], [], [], []
+    default = WordPaceConfig.model_fields
     for rec, feats, times in _timed_words(records):
         if "frames" in rec:
             tails.append(rec["frames"] / fps - times[-1][1])
@@ -46,20 +52,32 @@ def fit_word_pace(records: list[dict], fps: int = FPS) -> WordPaceConfig:
         rows.append(np.column_stack([np.ones(len(feats)), feats]))
         targets.append(span)
         leads.append(starts[0])
+        if durations == "espeak":
+            e = np.array([a for a, _ in espeak_word_times(rec["transcript"], default["espeak_voice"].default, default["espeak_rate"].default)])
+            spoken.append(e - e[0])
+            heard.append(starts - starts[0])
     if not rows:
         raise StreamcharError("no clip with word timings to fit a word pace to")
     coef, *_ = np.linalg.lstsq(np.concatenate(rows), np.concatenate(targets), rcond=None)
     word, letter, clause, sentence = (float(c) for c in coef)
     if letter <= 0:
         raise StreamcharError(f"the fitted time per letter is {letter:.4f} s; these timings do not grow with word length")
-    tail = max(0.0, float(np.mean(tails))) if tails else WordPaceConfig.model_fields["tail_seconds"].default
-    return WordPaceConfig(lead_seconds=max(0.0, float(np.mean(leads))), word_seconds=max(0.0, word), letter_seconds=letter,
-                          clause_pause_seconds=max(0.0, clause), sentence_pause_seconds=max(0.0, sentence), tail_seconds=tail)
+    scale = 1.0
+    if durations == "espeak":
+        x, y = np.concatenate(spoken), np.concatenate(heard)
+        if not np.any(x > 0):
+            raise StreamcharError("these clips have one word each: nothing to fit espeak-ng's timing to")
+        scale = float(x @ y / (x @ x))
+    tail = max(0.0, float(np.mean(tails))) if tails else default["tail_seconds"].default
+    return WordPaceConfig(durations=durations, lead_seconds=max(0.0, float(np.mean(leads))), word_seconds=max(0.0, word), letter_seconds=letter,
+                          clause_pause_seconds=max(0.0, clause), sentence_pause_seconds=max(0.0, sentence), espeak_scale=scale, tail_seconds=tail)
 
 
-def plan_start_errors(records: list[dict], cfg: Config, pace: WordPaceConfig | None) -> np.ndarray:
+def plan_start_errors(records: list[dict], cfg: Config, pace: WordPaceConfig | None, stretch: bool = False) -> np.ndarray:
     """Per clip, the mean |planned - true| word start (s): the word pace's plan, or with None
-    the even one (`text_rate` tokens per latent from the stream's start)."""
+    the even one (`text_rate` tokens per latent from the stream's start). With `stretch` the
+    plan is first moved and stretched to fit the clip's starts best (least squares): what is left
+    is the plan's rhythm, not the speaker's rate, which a plan cannot know."""
     oc = cfg.orchestrator
     tokenizer = make_tokenizer(oc.tokenizer, oc.vocab_size)
     errors = []
@@ -70,12 +88,14 @@ def plan_start_errors(records: list[dict], cfg: Config, pace: WordPaceConfig | N
         else:
             firsts, _ = word_spans(tokenizer.encode(rec["transcript"]))
             planned = firsts / oc.text_rate / cfg.stream.audio_latent_rate
+        if stretch and len(true) > 1:
+            planned = np.polyval(np.polyfit(planned, true, 1), planned)
         errors.append(float(np.mean(np.abs(planned - true))))
     return np.array(errors)
 
 
 def bench_pace(cache: Path, cfg: Config, split: str = "test-unseen") -> dict:
-    """Fit on the cache's training clips; word-start errors of both plans on `split`."""
+    """Fit on the cache's training clips; word-start errors of the three plans on `split`."""
     if not cfg.orchestrator.text_rate:
         raise StreamcharError(f"the {cfg.preset} preset reads no plan (orchestrator.text_rate is 0): its pointer paces the stream")
     records = LatentCache(cache).records
@@ -83,9 +103,12 @@ def bench_pace(cache: Path, cfg: Config, split: str = "test-unseen") -> dict:
     held = [r for r in records if r["split"] == split]
     if not train or not held:
         raise StreamcharError(f"{cache} needs clips in the train split and in {split!r} (has {len(train)} and {len(held)})")
-    pace = fit_word_pace(train)
-    even, paced = plan_start_errors(held, cfg, None), plan_start_errors(held, cfg, pace)
-    return {"benchmark": "pace", "cache": str(cache), "split": split, "train_clips": len(_timed_words(train)), "clips": len(even),
+    pace = fit_word_pace(train, "espeak")
+    plans = {"even_text_rate": None, "word_pace_letters": pace.model_copy(update={"durations": "letters"}), "word_pace_espeak": pace}
+    errors = {k: plan_start_errors(held, cfg, v) for k, v in plans.items()}
+    stretched = {k: plan_start_errors(held, cfg, v, stretch=True) for k, v in plans.items()}
+    return {"benchmark": "pace", "cache": str(cache), "split": split, "train_clips": len(_timed_words(train)), "clips": len(errors["even_text_rate"]),
             "fitted_word_pace": pace.model_dump(),
-            "word_start_error_s": {"even_text_rate": float(even.mean()), "word_pace": float(paced.mean())},
-            "word_start_error_worst_clip_s": {"even_text_rate": float(even.max()), "word_pace": float(paced.max())}}
+            "word_start_error_s": {k: float(v.mean()) for k, v in errors.items()},
+            "word_start_error_worst_clip_s": {k: float(v.max()) for k, v in errors.items()},
+            "word_start_error_at_each_clips_rate_s": {k: float(v.mean()) for k, v in stretched.items()}}

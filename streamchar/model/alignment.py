@@ -4,11 +4,11 @@ points from (`orchestrator.text_rate`), as one map for training and streaming.
 Training knows where each latent is from the clip's word timings: a word's tokens are read
 from its start to its end, the space after it during the pause that follows. Streaming has no
 timings for speech not yet made, so it plans them, and the model, trained to speak the tokens
-its latents point at, speaks to the plan. With `word_pace` the plan times each word by its
-letters and pauses at punctuation, the rhythm training's timings had (a plan at one even pace,
-`text_rate` tokens per latent, left the lips less sure of the speech: README, "Planning the
-words"). The same plan cuts the history's finished words and says when the last word is
-spoken. Positions are global (token 0 is the transcript's first)
+its latents point at, speaks to the plan. With `word_pace` the plan times each word, by
+espeak-ng's phoneme durations or by its letters, and pauses at punctuation: the rhythm
+training's timings had (a plan at one even pace, `text_rate` tokens per latent, left the lips
+less sure of the speech: README, "Planning the words"). The same plan cuts the history's
+finished words and says when the last word is spoken. Positions are global (token 0 is the transcript's first)
 and are carried into the window the orchestrator reads by `window_positions`.
 
 The paper's orchestrator (a pretrained 3B LLM) aligns text and speech by itself; the 4-layer
@@ -17,9 +17,12 @@ tiny one trained on two cores did not (README, "Reading the transcript at tiny s
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 from streamchar.config.schema import WordPaceConfig
+from streamchar.data.speech import Voice, speakable_text, spoken_word_times, transcript_words
 from streamchar.model.tokenizer import WORD, Tokens
 
 EPS = 1e-4  # s: keeps the time knots strictly increasing where one word ends as the next begins
@@ -54,6 +57,11 @@ def planned_positions(first_latent: int, count: int, rate: float) -> np.ndarray:
     return (first_latent + np.arange(count)) * rate
 
 
+def transcript_word_spans(text: str) -> list[tuple[int, int]]:
+    """Where in `text` each of the tokenizer's words stands (character start, end)."""
+    return [m.span() for m in WORD.finditer(text.replace("\u2019", "'").lower())]
+
+
 def word_pace_features(text: str) -> np.ndarray:
     """Per transcript word (the tokenizer's words): letters, and whether a clause's or a
     sentence's punctuation stands between it and the next word (none after the last word:
@@ -71,12 +79,34 @@ def word_pace_features(text: str) -> np.ndarray:
 
 def paced_word_times(text: str, pace: WordPaceConfig, start: float = 0.0) -> list[tuple[float, float]]:
     """Each word's planned (start, end) in seconds, the first after `pace.lead_seconds` from `start`."""
+    if pace.durations == "espeak":
+        spoken = espeak_word_times(text, pace.espeak_voice, pace.espeak_rate)
+        t0 = start + pace.lead_seconds - pace.espeak_scale * (spoken[0][0] if spoken else 0.0)
+        return [(t0 + pace.espeak_scale * a, t0 + pace.espeak_scale * b) for a, b in spoken]
     t, times = start + pace.lead_seconds, []
     for letters, clause, sentence in word_pace_features(text).tolist():
         end = t + pace.word_seconds + pace.letter_seconds * letters
         times.append((t, end))
         t = end + pace.clause_pause_seconds * clause + pace.sentence_pause_seconds * sentence
     return times
+
+
+def espeak_word_times(text: str, voice: str, rate: int) -> list[tuple[float, float]]:
+    """Each transcript word's (start, end) as espeak-ng speaks the text. A word the tokenizer
+    splits where espeak does not ("well-known") shares its espeak word's time by letters."""
+    text = speakable_text(text)
+    words = list(WORD.finditer(text.lower()))
+    if not words:
+        return []
+    spoken = transcript_words(text)
+    timed = spoken_word_times(text, Voice(name=voice, rate=rate))
+    starts = [c0 for _, c0, _ in spoken]
+    out = []
+    for m in words:
+        k = bisect.bisect_right(starts, m.start()) - 1
+        (_, c0, c1), w = spoken[k], timed[k]
+        out.append(tuple(w.start + (w.end - w.start) * (c - c0) / (c1 - c0) for c in m.span()))
+    return out
 
 
 def words_done(tokens: Tokens, position: float) -> int:

@@ -10,8 +10,8 @@ Per chunk:
   latents (the previous chunk's latents, reused directly, never re-encoded) as condition tokens
   whose keys/values are computed once per chunk; N Euler steps;
 - the stream ends when the pointer says the last word is spoken, with one closing chunk after.
-  Presets with `text_rate` (tiny) read the transcript by a plan instead (each word timed by its
-  letters and punctuation with `word_pace`, else one even pace): the plan places each latent
+  Presets with `text_rate` (tiny) read the transcript by a plan instead (each word timed by espeak-ng's
+  phonemes or its letters with `word_pace`, else one even pace): the plan places each latent
   in the text, cuts the history's finished words and ends the stream (`model.alignment`) where
   elsewhere the pointer does.
 
@@ -32,7 +32,7 @@ import torch
 from streamchar.codecs.base import AudioCodec, VideoCodec
 from streamchar.diffusion.flow import TIMESTEP_SCALE, guided, sample_times
 from streamchar.errors import StreamcharError
-from streamchar.model.alignment import paced_word_times, planned_positions, spoken_positions, window_positions, words_done
+from streamchar.model.alignment import paced_word_times, planned_positions, spoken_positions, transcript_word_spans, window_positions, words_done
 from streamchar.model.dit import ConditionInput, VideoInput, AudioInput
 from streamchar.model.orchestrator import OrchestratorInput, fit_reference_voice
 from streamchar.model.prompt import PromptEncoder
@@ -151,14 +151,18 @@ class StreamSession:
     def _plan_new_words(self) -> None:
         """Time the words appended since the last plan. Planned words keep their times; new ones
         follow them, or start when the next chunk does if the plan has run out of words by then."""
-        full = paced_word_times(self.transcript, self.cfg.orchestrator.word_pace)
         done = len(self._word_times)
-        if len(full) <= done:
+        # timed from the last planned word on (its pause after it included), not the whole transcript again
+        since = transcript_word_spans(self.transcript)[done - 1][0] if done else 0
+        part = paced_word_times(self.transcript[since:], self.cfg.orchestrator.word_pace)
+        new = part[1:] if done else part
+        if not new:
             return
-        shift = self._word_times[-1][1] - full[done - 1][1] if done else 0.0
-        now = len(self.progress) * self.cfg.stream.chunk_seconds
-        shift = max(shift, now - full[done][0]) if done else shift
-        self._word_times += [(a + shift, b + shift) for a, b in full[done:]]
+        shift = 0.0
+        if done:
+            now = len(self.progress) * self.cfg.stream.chunk_seconds
+            shift = max(self._word_times[-1][1] - part[0][1], now - new[0][0])
+        self._word_times += [(a + shift, b + shift) for a, b in new]
 
     @property
     def words_total(self) -> int:
