@@ -121,14 +121,23 @@ class FrechetFeatures:
         return torch.cat([F.adaptive_avg_pool2d(z, 2).flatten(1), z.flatten(2).std(dim=2)], dim=1)
 
     @torch.no_grad()
-    def frames(self, frames: np.ndarray) -> np.ndarray:
+    def frames(self, frames: np.ndarray, batch: int = 32) -> np.ndarray:
+        """One feature per `frame_stride`-th frame, `batch` frames at a time: a half-hour stream's
+        frames as floats at once, and the encoder's activations on them, would not fit in memory."""
         picked = frames[:: self.frame_stride]
-        if self.inception is not None:
-            x = torch.from_numpy(np.ascontiguousarray(picked)).permute(0, 3, 1, 2).float()
-            return torch.cat([self.inception(x[b : b + 32], return_features=True) for b in range(0, len(x), 32)]).numpy()
-        size = (self.codec.height, self.codec.width)
-        single = np.repeat(picked, 4, axis=0)  # a single frame is coded as four copies, as a chunk's first latent
-        return self._pooled(self._latents(single, size)).numpy()
+        size = (self.codec.height, self.codec.width) if self.codec is not None else None
+        out = []
+        for b in range(0, len(picked), batch):
+            part = picked[b : b + batch]
+            if self.inception is not None:
+                x = torch.from_numpy(np.ascontiguousarray(part)).permute(0, 3, 1, 2).float()
+                out.append(self.inception(x, return_features=True))
+            else:
+                single = np.repeat(part, 4, axis=0)  # a single frame is coded as four copies, as a chunk's first latent
+                out.append(self._pooled(self._latents(single, size)))
+        if not out:
+            raise StreamcharError("no frames to compute Fréchet features on")
+        return torch.cat(out).numpy()
 
     @torch.no_grad()
     def clips(self, frames: np.ndarray, starts: list[int]) -> np.ndarray:
