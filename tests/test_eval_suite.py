@@ -76,6 +76,7 @@ def test_blur_and_recolour_raise_fd_and_drift(clips):
     feats = FrechetFeatures(frame_stride=1)
     frames = np.concatenate([d.frames for _, d in clips])
     ref, same = feats.frames(frames[0::2]), feats.frames(frames[1::2])  # the same clips, alternate frames
+    assert np.allclose(feats.frames(frames[0::2], batch=5), ref, atol=1e-4)  # a long stream's frames go in batches
     blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in frames[1::2]])
     recoloured = (frames[1::2].astype(np.float32) * np.array([0.7, 1.0, 1.2])).clip(0, 255).astype(np.uint8)
     fd = lambda x: frechet_distance(GaussianStats.of(ref), GaussianStats.of(x))  # noqa: E731
