@@ -26,14 +26,15 @@ def score_stream(path: Path, reference: Path, identity: IdentityScorer) -> dict:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate)
+        step = max(1, round(fps))  # one frame kept a second
         for i, frame in enumerate(container.decode(stream)):
             rgb = frame.to_ndarray(format="rgb24")
             quality.append(scc_score(rgb))
-            if i % round(fps) == 0:
+            if i % step == 0:
                 kept.append(rgb)
     frames = np.stack(kept)
     sims = identity(frames, read_reference(reference, frames))["per_frame"]
-    minute = round(60 * fps)
+    minute = 60 * step  # frames in a minute, counted in kept frames' steps so both slices agree
     minutes = int(np.ceil(len(quality) / minute))
     return {"seconds": len(quality) / fps, "quality": float(np.mean(quality)), "quality_drift": quality_drift(quality, fps)[0],
             "quality_drift_first_5_min": quality_drift(quality[: 5 * minute], fps)[0], "identity": float(sims.mean()),

@@ -302,6 +302,7 @@ def test_espeak_pace_times_the_tokenizers_words_as_espeak_speaks_them():
     assert planned[0][0] == pytest.approx(2.3)  # the lead from the stream's start, whatever espeak's own silence
     assert planned[-1][1] - planned[0][0] == pytest.approx(1.5 * (times[-1][1] - times[0][0]))
     assert paced_word_times("3 -- 4", pace) == []
+    assert len(paced_word_times("o\u212aay then", pace)) == CharacterTokenizer(96).encode("o\u212aay then").words == 2  # Kelvin sign: k to both
 
 
 def _records_timed_by(pace, n=40):
@@ -361,7 +362,7 @@ def test_pace_benchmark_reports_both_plans(cache):
 
 
 @pytest.mark.parametrize("plan_kind", ["letters", "espeak"])
-def test_words_appended_after_the_plan_ran_out_start_with_the_next_chunk(plan_kind):
+def test_words_appended_after_the_plan_ran_out_start_with_the_next_chunk(plan_kind, monkeypatch):
     from streamchar.model.alignment import paced_word_times
 
     cfg = load_config("tiny", {"orchestrator": PLANS[plan_kind]})
@@ -372,10 +373,19 @@ def test_words_appended_after_the_plan_ran_out_start_with_the_next_chunk(plan_ki
         s.next_chunk(k)
     s.append_text("three four")
     assert s._word_times[:2] == first and s._word_times[2][0] == pytest.approx(3 * 1.375)
-    s.append_text("five")  # still ahead of the stream: follows the words before it, timed beside the last one
-    part = paced_word_times("four five", cfg.orchestrator.word_pace)
-    assert s._word_times[4][0] - s._word_times[3][1] == pytest.approx(part[1][0] - part[0][1])
-    assert s._word_times[4][1] - s._word_times[4][0] == pytest.approx(part[1][1] - part[1][0])
+    s.append_text("five")  # still ahead of the stream: follows the words before it, timed after them
+    part = paced_word_times("one two three four five", cfg.orchestrator.word_pace)
+    assert s._word_times[4][0] - s._word_times[3][1] == pytest.approx(part[4][0] - part[3][1])
+    assert s._word_times[4][1] - s._word_times[4][0] == pytest.approx(part[4][1] - part[4][0])
+    def failing(*args, **kwargs):
+        raise StreamcharError("espeak-ng failed")
+
+    kept = (s.transcript, s.words_total, list(s._word_times))
+    with monkeypatch.context() as m:
+        m.setattr("streamchar.streaming.engine.paced_word_times", failing)
+        with pytest.raises(StreamcharError, match="espeak-ng failed"):
+            s.append_text("six seven")
+    assert (s.transcript, s.words_total, s._word_times) == kept  # a plan that failed did not take the text
     whole = session("one, two three.")
     whole.append_text("Four five")  # appended before any chunk: planned as if it had been there from the start
     if plan_kind == "letters":
@@ -430,3 +440,24 @@ def test_a_paced_stream_ends_its_tail_after_the_last_word(tmp_path):
     json.loads(json.dumps(report.to_json()))  # the report `--report` writes
     even = _plan_session(load_config("tiny", {"orchestrator": {"word_pace": None}}))
     assert even("one two").planned_end() is None  # the even pace keeps its closing chunk
+
+
+@pytest.mark.parametrize("plan_kind", ["letters", "espeak"])
+def test_a_long_script_is_planned_a_piece_at_a_time(plan_kind):
+    import math
+
+    from streamchar.model.alignment import paced_word_times
+    from streamchar.streaming.engine import PLAN_AHEAD_SECONDS
+
+    cfg = load_config("tiny", {"orchestrator": PLANS[plan_kind]})
+    text = " ".join(["One two three four, five six seven eight nine ten."] * 30)  # 300 words, about 100 s
+    s = _plan_session(cfg)(text)
+    assert 0 < len(s._word_times) < 300 and s._word_times[-1][1] >= 1.375 + PLAN_AHEAD_SECONDS  # enough for the first chunk
+    assert s.planned_end() == math.inf  # not the end while words are still to be timed
+    while len(s._word_times) < 300:
+        s.progress.append(0.0)  # a chunk made: the plan reaches further
+        s._plan_ahead()
+        assert s._word_times[-1][1] >= (len(s.progress) + 1) * 1.375 + PLAN_AHEAD_SECONDS or len(s._word_times) == 300
+    whole = paced_word_times(text, cfg.orchestrator.word_pace)  # the pieces join as the whole script's plan
+    assert np.abs(np.array(s._word_times) - np.array(whole)).max() < (1e-9 if plan_kind == "letters" else 0.05)
+    assert s.planned_end() == pytest.approx(s._word_times[-1][1] + cfg.orchestrator.word_pace.tail_seconds)

@@ -220,8 +220,15 @@ def check_text(text: str) -> str:
 
 def speakable_text(text: str) -> str:
     """The text with every character espeak would not speak as written turned into a space, and
-    spaces collapsed: the same words of letters, in the same places relative to each other."""
-    return " ".join("".join(c if _ACCEPTED.fullmatch(c) else " " for c in text.replace("\u2019", "'")).split())
+    spaces collapsed: the same words of letters, in the same places relative to each other. A
+    character that lower-cases to a letter (the Kelvin sign to k) is that letter, as it is to the
+    tokenizer."""
+
+    def speakable(c: str) -> str:
+        low = c.lower()
+        return c if _ACCEPTED.fullmatch(c) else low if len(low) == 1 and _ACCEPTED.fullmatch(low) else " "
+
+    return " ".join("".join(speakable(c) for c in text.replace("\u2019", "'")).split())
 
 
 def transcript_words(text: str) -> list[tuple[str, int, int]]:

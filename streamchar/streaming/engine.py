@@ -41,6 +41,9 @@ from streamchar.model.tokenizer import CharacterTokenizer, Tokens, make_tokenize
 from streamchar.streaming.inputs import StreamRequest, check_transcript
 
 SECONDS_PER_WORD_LIMIT = 1.0  # a stream may take at most this long per word before it is stopped
+PLAN_AHEAD_SECONDS = 10.0  # the word pace's plan reaches at least this far past the chunk being made
+PLAN_PIECE_WORDS = 64  # words timed at once (about 20 s of speech; espeak-ng takes about 40 ms for them)
+PLAN_CONTEXT_WORDS = 8  # words timed with a piece before and after it (and dropped), so that it is timed as spoken among them
 
 
 @dataclass
@@ -143,26 +146,50 @@ class StreamSession:
         """Extend the transcript while the stream runs; the next chunk reads the new words."""
         text = check_transcript(text)
         joined = f"{self.transcript} {text}".strip()
-        self._tokens = self.tokenizer.encode(joined)  # raises a clear error for characters it cannot encode
-        self.transcript = joined
+        tokens = self.tokenizer.encode(joined)  # raises a clear error for characters it cannot encode
+        before = self.transcript, self._tokens, len(self._word_times)
+        self._tokens, self.transcript = tokens, joined
         if self._paced:
-            self._plan_new_words()
+            try:
+                self._plan_ahead()
+            except BaseException:  # a plan that failed (espeak-ng) leaves the stream as it was: the text is not taken
+                self.transcript, self._tokens = before[:2]
+                del self._word_times[before[2] :]
+                raise
 
-    def _plan_new_words(self) -> None:
-        """Time the words appended since the last plan. Planned words keep their times; new ones
-        follow them, or start when the next chunk does if the plan has run out of words by then."""
-        done = len(self._word_times)
-        # timed from the last planned word on (its pause after it included), not the whole transcript again
-        since = transcript_word_spans(self.transcript)[done - 1][0] if done else 0
-        part = paced_word_times(self.transcript[since:], self.cfg.orchestrator.word_pace)
-        new = part[1:] if done else part
+    def _plan_ahead(self) -> None:
+        """Time the transcript's words up to `PLAN_AHEAD_SECONDS` past the next chunk's end, a
+        piece at a time: a half-hour script timed at once would hold the first chunk back by
+        seconds (espeak-ng takes about 0.5 s per 1,000 words)."""
+        spans = transcript_word_spans(self.transcript)
+        horizon = (len(self.progress) + 1) * self.cfg.stream.chunk_seconds + PLAN_AHEAD_SECONDS
+        while len(self._word_times) < len(spans) and (not self._word_times or self._word_times[-1][1] < horizon):
+            if not self._plan_piece(spans):
+                break
+
+    def _plan_piece(self, spans: list[tuple[int, int]]) -> bool:
+        """Time the next words, through the first sentence end after `PLAN_PIECE_WORDS` of them
+        (at most twice as many). Planned words keep their times; new ones follow them, timed from
+        the planned words before them so that the pause after the last one counts, or start when the next chunk does if
+        the plan has run out of words by then. False when the piece held no word to time."""
+        done, n = len(self._word_times), len(spans)
+        upto = min(done + PLAN_PIECE_WORDS, n)
+        while upto < min(done + 2 * PLAN_PIECE_WORDS, n) and not any(c in self.transcript[spans[upto - 1][1] : spans[upto][0]] for c in ".!?"):
+            upto += 1
+        context = min(done, PLAN_CONTEXT_WORDS)
+        since = spans[done - context][0] if done else 0
+        after = min(upto + PLAN_CONTEXT_WORDS, n)  # and the words after them, timed and left for the next piece
+        until = spans[after][0] if after < n else len(self.transcript)
+        part = paced_word_times(self.transcript[since:until], self.cfg.orchestrator.word_pace)
+        new = part[context : context + upto - done]
         if not new:
-            return
+            return False
         shift = 0.0
         if done:
             now = len(self.progress) * self.cfg.stream.chunk_seconds
-            shift = max(self._word_times[-1][1] - part[0][1], now - new[0][0])
+            shift = max(self._word_times[-1][1] - part[context - 1][1], now - new[0][0])
         self._word_times += [(a + shift, b + shift) for a, b in new]
+        return True
 
     @property
     def words_total(self) -> int:
@@ -229,9 +256,11 @@ class StreamSession:
 
     def planned_end(self) -> float | None:
         """With the word pace: when the stream ends (s from its start), `tail_seconds` after the
-        planned last word; None otherwise."""
+        planned last word (infinity while words are still to be planned); None otherwise."""
         if not self._paced or not self._word_times:
             return None
+        if len(self._word_times) < self.words_total:
+            return math.inf
         return self._word_times[-1][1] + self.cfg.orchestrator.word_pace.tail_seconds
 
     def _first_latent(self) -> int:
@@ -250,6 +279,8 @@ class StreamSession:
         h, w = cfg.video.height // cfg.stream.vae_spatial_stride, cfg.video.width // cfg.stream.vae_spatial_stride
         video = torch.randn(1, cfg.video.latent_channels, cfg.stream.chunk_latent_frames, h, w, generator=g).to(self.reference.device)
         audio = torch.randn(1, cfg.audio.latent_channels, cfg.stream.chunk_audio_latents, generator=g).to(self.reference.device)
+        if self._paced:
+            self._plan_ahead()
         ids, numbers, history, n_words, cut = self._window()
         first_latent = self._first_latent()
         positions = self.text_positions(cut, first_latent, history.shape[2] + audio.shape[2])
