@@ -6,6 +6,7 @@ from streamchar.data.speech import Voice, synthesize
 from streamchar.evaluation.asr import Recognizer, word_error_rate
 from streamchar.evaluation.lm import bigram_arpa
 from streamchar.evaluation.text import normalize_words
+from streamchar.model.tokenizer import CharacterTokenizer
 
 SENTENCES = [
     "The birch canoe slid on the smooth planks.",
@@ -16,6 +17,7 @@ SENTENCES = [
 
 def test_normalisation():
     assert normalize_words("It's  EASY, to tell-tale!") == ["it's", "easy", "to", "tell", "tale"]
+    assert normalize_words("Don\u2019t") == ["don't"] and CharacterTokenizer(96).encode("Don\u2019t").words == 1  # counted alike
 
 
 def test_arpa_counts_match_entries():

@@ -9,5 +9,6 @@ _WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 
 def normalize_words(text: str) -> list[str]:
     """Lower-case words; punctuation dropped, inner apostrophes kept ("it's" stays one word),
-    hyphenated words split ("well-known" -> "well", "known")."""
-    return _WORD.findall(text.lower())
+    hyphenated words split ("well-known" -> "well", "known"); a typographic apostrophe is one,
+    as it is to the tokenizer ("don\u2019t" stays one word)."""
+    return _WORD.findall(text.replace("\u2019", "'").lower())
