@@ -23,7 +23,8 @@ import numpy as np
 
 from streamchar.config.schema import WordPaceConfig
 from streamchar.data.speech import Voice, speakable_text, spoken_word_times, transcript_words
-from streamchar.model.tokenizer import WORD, Tokens
+from streamchar.evaluation.text import word_matches
+from streamchar.model.tokenizer import Tokens
 
 EPS = 1e-4  # s: keeps the time knots strictly increasing where one word ends as the next begins
 
@@ -59,18 +60,17 @@ def planned_positions(first_latent: int, count: int, rate: float) -> np.ndarray:
 
 def transcript_word_spans(text: str) -> list[tuple[int, int]]:
     """Where in `text` each of the tokenizer's words stands (character start, end)."""
-    return [m.span() for m in WORD.finditer(text.replace("\u2019", "'").lower())]
+    return [m.span() for m in word_matches(text)]
 
 
 def word_pace_features(text: str) -> np.ndarray:
     """Per transcript word (the tokenizer's words): letters, and whether a clause's or a
     sentence's punctuation stands between it and the next word (none after the last word:
     nothing follows it to pause for)."""
-    low = text.replace("\u2019", "'").lower()
-    matches = list(WORD.finditer(low))
+    matches = word_matches(text)
     out = np.zeros((len(matches), 3))
     for i, m in enumerate(matches):
-        gap = low[m.end() : matches[i + 1].start()] if i + 1 < len(matches) else ""
+        gap = text[m.end() : matches[i + 1].start()] if i + 1 < len(matches) else ""
         sentence = any(c in gap for c in ".!?")
         clause = any(c in gap for c in ",;:") or ("-" in gap and " " in gap)  # a dash between words, not inside one
         out[i] = (len(m.group()) - m.group().count("'"), float(clause and not sentence), float(sentence))
@@ -95,7 +95,7 @@ def espeak_word_times(text: str, voice: str, rate: int) -> list[tuple[float, flo
     """Each transcript word's (start, end) as espeak-ng speaks the text. A word the tokenizer
     splits where espeak does not ("well-known") shares its espeak word's time by letters."""
     text = speakable_text(text)
-    words = list(WORD.finditer(text.lower()))
+    words = word_matches(text)
     if not words:
         return []
     spoken = transcript_words(text)

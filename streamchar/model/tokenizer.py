@@ -12,15 +12,14 @@ progress-aware pointer turns into transcript positions.
 from __future__ import annotations
 
 import bisect
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from streamchar.errors import StreamcharError
+from streamchar.evaluation.text import word_matches
 
-WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")  # the same words as streamchar.evaluation.text
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class Tokens:
 
 def _word_numbers(text: str, spans: list[tuple[int, int]]) -> tuple[list[int], int]:
     """For each token span (start, end) in `text`, the number of words begun at or before its end."""
-    starts = [m.start() for m in WORD.finditer(text.lower())]
+    starts = [m.start() for m in word_matches(text)]
     return [bisect.bisect_left(starts, end) for _, end in spans], len(starts)
 
 
