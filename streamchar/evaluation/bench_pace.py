@@ -73,25 +73,37 @@ def fit_word_pace(records: list[dict], durations: Literal["letters", "espeak"] =
                           clause_pause_seconds=max(0.0, clause), sentence_pause_seconds=max(0.0, sentence), espeak_scale=scale, tail_seconds=tail)
 
 
-def plan_start_errors(records: list[dict], cfg: Config, pace: WordPaceConfig | None, stretch: bool = False) -> np.ndarray:
-    """Per clip, the mean |planned - true| word start (s): the word pace's plan, or with None
-    the even one (`text_rate` tokens per latent from the stream's start). With `stretch` the
-    plan is first moved and stretched to fit the clip's starts best (least squares): what is left
-    is the plan's rhythm, not the speaker's rate, which a plan cannot know."""
+def _planned_starts(records: list[dict], cfg: Config, pace: WordPaceConfig | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per clip, its true word starts and the plan's: the word pace's, or with None the even one
+    (`text_rate` tokens per latent from the stream's start)."""
     oc = cfg.orchestrator
     tokenizer = make_tokenizer(oc.tokenizer, oc.vocab_size)
-    errors = []
+    out = []
     for rec, _, times in _timed_words(records):
-        true = np.array([a for a, _ in times])
         if pace is not None:
             planned = np.array([a for a, _ in paced_word_times(rec["transcript"], pace)])
         else:
             firsts, _ = word_spans(tokenizer.encode(rec["transcript"]))
             planned = firsts / oc.text_rate / cfg.stream.audio_latent_rate
+        out.append((np.array([a for a, _ in times]), planned))
+    return out
+
+
+def _start_errors(starts: list[tuple[np.ndarray, np.ndarray]], stretch: bool) -> np.ndarray:
+    errors = []
+    for true, planned in starts:
         if stretch and len(true) > 1:
             planned = np.polyval(np.polyfit(planned, true, 1), planned)
         errors.append(float(np.mean(np.abs(planned - true))))
     return np.array(errors)
+
+
+def plan_start_errors(records: list[dict], cfg: Config, pace: WordPaceConfig | None, stretch: bool = False) -> np.ndarray:
+    """Per clip, the mean |planned - true| word start (s): the word pace's plan, or with None
+    the even one (`text_rate` tokens per latent from the stream's start). With `stretch` the
+    plan is first moved and stretched to fit the clip's starts best (least squares): what is left
+    is the plan's rhythm, not the speaker's rate, which a plan cannot know."""
+    return _start_errors(_planned_starts(records, cfg, pace), stretch)
 
 
 def bench_pace(cache: Path, cfg: Config, split: str = "test-unseen") -> dict:
@@ -105,8 +117,9 @@ def bench_pace(cache: Path, cfg: Config, split: str = "test-unseen") -> dict:
         raise StreamcharError(f"{cache} needs clips in the train split and in {split!r} (has {len(train)} and {len(held)})")
     pace = fit_word_pace(train, "espeak")
     plans = {"even_text_rate": None, "word_pace_letters": pace.model_copy(update={"durations": "letters"}), "word_pace_espeak": pace}
-    errors = {k: plan_start_errors(held, cfg, v) for k, v in plans.items()}
-    stretched = {k: plan_start_errors(held, cfg, v, stretch=True) for k, v in plans.items()}
+    starts = {k: _planned_starts(held, cfg, v) for k, v in plans.items()}  # each plan made once, measured both ways
+    errors = {k: _start_errors(v, stretch=False) for k, v in starts.items()}
+    stretched = {k: _start_errors(v, stretch=True) for k, v in starts.items()}
     return {"benchmark": "pace", "cache": str(cache), "split": split, "train_clips": len(_timed_words(train)), "clips": len(errors["even_text_rate"]),
             "fitted_word_pace": pace.model_dump(),
             "word_start_error_s": {k: float(v.mean()) for k, v in errors.items()},

@@ -147,14 +147,14 @@ class StreamSession:
         text = check_transcript(text)
         joined = f"{self.transcript} {text}".strip()
         tokens = self.tokenizer.encode(joined)  # raises a clear error for characters it cannot encode
-        before = self.transcript, self._tokens, len(self._word_times)
+        old_transcript, old_tokens, planned = self.transcript, self._tokens, len(self._word_times)
         self._tokens, self.transcript = tokens, joined
         if self._paced:
             try:
                 self._plan_ahead()
             except BaseException:  # a plan that failed (espeak-ng) leaves the stream as it was: the text is not taken
-                self.transcript, self._tokens = before[:2]
-                del self._word_times[before[2] :]
+                self.transcript, self._tokens = old_transcript, old_tokens
+                del self._word_times[planned:]
                 raise
 
     def _plan_ahead(self) -> None:
@@ -169,9 +169,10 @@ class StreamSession:
 
     def _plan_piece(self, spans: list[tuple[int, int]]) -> bool:
         """Time the next words, through the first sentence end after `PLAN_PIECE_WORDS` of them
-        (at most twice as many). Planned words keep their times; new ones follow them, timed from
-        the planned words before them so that the pause after the last one counts, or start when the next chunk does if
-        the plan has run out of words by then. False when the piece held no word to time."""
+        (at most twice as many). Planned words keep their times. New ones are timed among the
+        words around them, so that the pause after the last planned word counts, and follow it, or
+        start when the next chunk does if the plan has run out of words by then. False when the
+        piece held no word to time."""
         done, n = len(self._word_times), len(spans)
         upto = min(done + PLAN_PIECE_WORDS, n)
         while upto < min(done + 2 * PLAN_PIECE_WORDS, n) and not any(c in self.transcript[spans[upto - 1][1] : spans[upto][0]] for c in ".!?"):
