@@ -160,6 +160,34 @@ def test_blending_toward_the_frame_before(video):
 
 
 @torch.no_grad()
+def test_blending_toward_the_next_latent(video):
+    torch.manual_seed(5)
+    config = replace(video.config, previous_latent=True, blend_previous_frame=True)
+    with pytest.raises(ValueError, match="needs blend_previous_frame"):
+        TinyVideoCodec(replace(config, blend_previous_frame=False, blend_next_frame=True))
+    base = TinyVideoCodec(config).eval()
+    torch.nn.init.normal_(base.prev_in[2].weight, std=0.3)
+    torch.nn.init.normal_(base.blend_gates[2].weight, std=0.5)
+    codec = TinyVideoCodec(replace(config, blend_next_frame=True)).eval()
+    missing, _ = codec.load_state_dict(base.state_dict(), strict=False)
+    assert missing and all(k.startswith("blend_back_gates.") for k in missing)
+    z = torch.randn(2, 8, 27, 2, 3)
+    plain, back = base.decode(z), codec.decode(z)
+    # untrained, a latent's last frame (chunk frames 4, 8, ..., 28) is half way to the next latent's first
+    last, following = [4, 8, 12, 16, 20, 24, 28], [5, 9, 13, 17, 21, 25, 29]
+    assert torch.allclose(back[:, :, last], (plain[:, :, last] + plain[:, :, following]) / 2, atol=1e-5)
+    others = [i for i in range(81) if i % 33 not in last]
+    assert torch.allclose(back[:, :, others], plain[:, :, others], atol=1e-6)  # the chunk's first and last latents stay their own
+    torch.nn.init.normal_(codec.blend_back_gates[2].weight, std=0.5)  # as if trained
+    whole = codec.decode(z)
+    stream = codec.stream_decoder()
+    parts = torch.cat([stream.decode(z[:, :, k : k + 9]) for k in (0, 9, 18)], dim=2)
+    assert torch.allclose(whole, parts, atol=1e-6)  # chunk by chunk, as a stream decodes, equals the whole
+    codec.decoder_channels_last()
+    assert torch.allclose(codec.decode(z), whole, atol=1e-5)
+
+
+@torch.no_grad()
 def test_audio_streams_exactly(audio):
     x = (torch.rand(1, 66000) * 2 - 1) * 0.3
     z = audio.encode(x, 24000)
@@ -297,10 +325,13 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latents(small_set, tmp_
     assert (tmp_path / "b" / "video-train_log.jsonl").is_file()  # the encoder's training record comes along
     with pytest.raises(StreamcharError, match="give --init"):
         train_codec("video", root, tmp_path / "run-c", tmp_path / "c", cfg, TrainSettings(steps=1, decoder_only=True, **base))
-    with pytest.raises(StreamcharError, match="--reference, --previous-latent, --seam-loss and --frame-blend are for the video codec"):
+    with pytest.raises(StreamcharError, match="--reference, --previous-latent, --seam-loss, --frame-blend and --blend-next are for the video codec"):
         train_codec("audio", root, tmp_path / "run-e", tmp_path / "e", cfg, TrainSettings(steps=1, reference=True, **base))
     with pytest.raises(StreamcharError, match="give --previous-latent too"):
         train_codec("video", root, tmp_path / "run-e", tmp_path / "e", cfg, TrainSettings(steps=1, frame_blend=True, init=str(tmp_path / "a"), **base))
+    with pytest.raises(StreamcharError, match="--blend-next blends toward the next latent's first frame"):
+        train_codec("video", root, tmp_path / "run-e", tmp_path / "e", cfg,
+                    TrainSettings(steps=1, blend_next=True, previous_latent=True, decoder_only=True, init=str(tmp_path / "a"), **base))
     with pytest.raises(StreamcharError, match="give --decoder-only --init too"):
         train_codec("video", root, tmp_path / "run-e", tmp_path / "e", cfg, TrainSettings(steps=1, frame_blend=True, previous_latent=True, **base))
     # decoders that read the reference image, and the latent before each one, trained onto the same encoder
@@ -314,6 +345,12 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latents(small_set, tmp_
         sd = codec.state_dict()
         assert getattr(codec, reads) and all(torch.equal(sa[k], sd[k]) for k in kept)
         assert sd[new_out].abs().sum() > 0  # the new input's last layer started at zero; left there, it would read nothing
+    # onto the blending decoder: the gates toward the next latent, trained alone
+    train_codec("video", root, tmp_path / "run-i", tmp_path / "i", cfg,
+                TrainSettings(steps=2, init=str(tmp_path / "g"), decoder_only=True, previous_latent=True, blend_next=True, seam_loss=1.0, **base))
+    sg, si = load_codec(tmp_path / "g").state_dict(), load_codec(tmp_path / "i").state_dict()
+    assert load_codec(tmp_path / "i").reads_next_frame and all(torch.equal(sg[k], si[k]) for k in sg)
+    assert si["blend_back_gates.2.weight"].abs().sum() > 0
 
 
 def test_temporal_loss_sees_a_decode_that_moves_in_steps():

@@ -141,6 +141,7 @@ def codec_train(
     previous_latent: bool = typer.Option(False, "--previous-latent", help="video: the decoder also reads the latent before each one, so chunks join without a step"),
     seam_loss: float = typer.Option(0.0, "--seam-loss", help="video, with --previous-latent: weight of a loss on the decoded frame-to-frame change, inside each latent's frames and across latents (0: off)"),
     frame_blend: bool = typer.Option(False, "--frame-blend", help="video, with --previous-latent: the decoder blends each latent's first frames toward the frame shown before them, with gates it learns"),
+    blend_next: bool = typer.Option(False, "--blend-next", help="video, with --previous-latent onto a codec that blends: each latent's last frame also blends toward the next latent's first in the chunk, with gates it learns"),
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
@@ -157,7 +158,7 @@ def codec_train(
     settings = TrainSettings(steps=steps, batch=batch, lr=lr, seed=seed, max_clips=max_clips, threads=threads, init=init,
                              crop=crop or None, latent_noise=latent_noise, mouth_crops=mouth_crops, decoder_only=decoder_only,
                              reference=reference, previous_latent=previous_latent, seam_loss=seam_loss,
-                             frame_blend=frame_blend)
+                             frame_blend=frame_blend, blend_next=blend_next)
     with step_progress(f"training {kind} codec", steps) as on_step:
         summary = train_codec(kind, data, run, out, cfg, settings, on_step=on_step, command=invoked_command())
     console.print(json.dumps(summary))

@@ -54,6 +54,7 @@ class TrainSettings:
     previous_latent: bool = False  # video: the decoder reads the latent before each one too
     seam_loss: float = 0.0  # video, with previous_latent: weight of the loss on the decoded frame-to-frame change (temporal_loss)
     frame_blend: bool = False  # video, with previous_latent: the decoder blends each latent's frames toward the frame before (TinyVideoCodec.blend)
+    blend_next: bool = False  # video, onto a codec that blends: each latent's last frame blends toward the next one's first (TinyVideoCodec.blend_back)
 
 
 REFERENCE_CHANNELS = (32, 64, 128)  # H/2, H/4, H/8: fine detail; the latents hold H/16 (and the codec stays under 10 MB)
@@ -79,7 +80,8 @@ class VideoBatch:
     images; with `previous`, the groups before them and whether there is one; with
     `decode_before`, also the groups before those (to decode the groups before as a stream does)
     and the index of each group's first frame that a stream shows (3 for a chunk's single-frame
-    latent, else 0)."""
+    latent, else 0); with `decode_after`, the groups after them in the same chunk and whether
+    there is one."""
 
     groups: torch.Tensor
     masks: torch.Tensor
@@ -89,6 +91,8 @@ class VideoBatch:
     before2: torch.Tensor | None = None
     has_before2: torch.Tensor | None = None
     first: torch.Tensor | None = None
+    after: torch.Tensor | None = None
+    has_after: torch.Tensor | None = None
 
 
 class VideoGroups:
@@ -96,10 +100,10 @@ class VideoGroups:
     repeated, as the first latent of each chunk codes) with their mouth boxes."""
 
     def __init__(self, records: list[dict], rng: np.random.Generator, crop: int | None = None, grid: int = 16, mouth_crops: float = 0.0,
-                 previous: bool = False, decode_before: bool = False):
-        if decode_before and not previous:
-            raise StreamcharError("decoding the group before each one needs the previous latent")
-        self.previous, self.decode_before = previous, decode_before
+                 previous: bool = False, decode_before: bool = False, decode_after: bool = False):
+        if (decode_before or decode_after) and not previous:
+            raise StreamcharError("decoding the groups around each one needs the previous latent")
+        self.previous, self.decode_before, self.decode_after = previous, decode_before, decode_after
         self.frames = [read_mp4(Path(r["_dir"]) / r["files"]["video"]).frames for r in records]
         self.references = [np.array(Image.open(Path(r["_dir"]) / r["files"]["reference_image"]).convert("RGB")) for r in records]
         self.boxes = [np.array(r["mouth_boxes"]) for r in records]
@@ -119,6 +123,15 @@ class VideoGroups:
             return [i - 1] * 4
         return list(range(i - 4, i)) if i >= 4 else None
 
+    def _next(self, idx: list[int], length: int) -> list[int] | None:
+        """The frames of the latent after a group in the same chunk; none for a chunk's
+        single-frame latent (its frame is not blended toward the next, see
+        TinyVideoCodec.blend_back), past a clip's end or, one time in eight, as after a chunk's
+        last latent."""
+        if idx[1] == idx[0] or idx[0] + 7 >= length or self.rng.random() < 0.125:
+            return None
+        return list(range(idx[0] + 4, idx[0] + 8))
+
     def _frames(self, f: np.ndarray, idx: list[int] | None, like: torch.Tensor) -> torch.Tensor:
         """Frames idx of a clip as one group (12, H, W); zeros for no group."""
         if idx is None:
@@ -129,8 +142,8 @@ class VideoGroups:
         """Crops (when set and `crop`) start on the latent grid, so a crop is coded exactly as
         that part of a whole frame would be, away from the frame's edges; the reference and the
         groups before are cropped at the same place."""
-        images: dict[str, list[torch.Tensor]] = {"groups": [], "masks": [], "refs": [], "before": [], "before2": []}
-        has, has2, first = [], [], []
+        images: dict[str, list[torch.Tensor]] = {"groups": [], "masks": [], "refs": [], "before": [], "before2": [], "after": []}
+        has, has2, first, has_after = [], [], [], []
         for _ in range(n):
             k = int(self.rng.integers(len(self.frames)))
             f = self.frames[k]
@@ -157,6 +170,10 @@ class VideoGroups:
                     has2.append(prev2 is not None)
                     named["before2"] = self._frames(f, prev2, g)
                     first.append(3 if idx[1] == idx[0] else 0)
+                if self.decode_after:
+                    after = self._next(idx, len(f))
+                    has_after.append(after is not None)
+                    named["after"] = self._frames(f, after, g)
             if crop and self.crop is not None:
                 h, w = g.shape[-2:]
                 y = int(self.rng.integers((h - self.crop) // self.grid + 1)) * self.grid
@@ -173,6 +190,8 @@ class VideoGroups:
             out.before, out.has_before = torch.stack(images["before"]), torch.tensor(has)
         if self.decode_before:
             out.before2, out.has_before2, out.first = torch.stack(images["before2"]), torch.tensor(has2), torch.tensor(first)
+        if self.decode_after:
+            out.after, out.has_after = torch.stack(images["after"]), torch.tensor(has_after)
         return out
 
 
@@ -212,7 +231,7 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor, sizes: tuple[int, ...] =
 
 
 def _previous_latents(model: TinyVideoCodec, groups: torch.Tensor, has: torch.Tensor, noise: float) -> torch.Tensor:
-    """Raw latents of the groups before, as noisy as the current ones; the mean latent where there is none."""
+    """Raw latents of the groups before (or after), as noisy as the current ones; the mean latent where there is none."""
     with torch.no_grad():
         raw = model.encode_groups(groups)
     raw = raw + noise * raw.std() * torch.randn_like(raw)
@@ -293,14 +312,16 @@ def train_codec(
     records = _train_records(Path(data), settings.max_clips)
     if kind not in ("video", "audio"):
         raise StreamcharError(f"unknown codec kind {kind!r}; accepted: video, audio")
-    if (settings.reference or settings.previous_latent or settings.seam_loss or settings.frame_blend) and kind != "video":
-        raise StreamcharError("--reference, --previous-latent, --seam-loss and --frame-blend are for the video codec")
+    if (settings.reference or settings.previous_latent or settings.seam_loss or settings.frame_blend or settings.blend_next) and kind != "video":
+        raise StreamcharError("--reference, --previous-latent, --seam-loss, --frame-blend and --blend-next are for the video codec")
     if settings.seam_loss < 0:
         raise StreamcharError(f"--seam-loss is a weight, at least 0; got {settings.seam_loss}")
     if (settings.seam_loss or settings.frame_blend) and not settings.previous_latent:
         raise StreamcharError("--seam-loss and --frame-blend decode the latent before each one as a stream does: give --previous-latent too")
-    if settings.frame_blend and not settings.decoder_only:
-        raise StreamcharError("--frame-blend trains blend gates onto --init's decoder and keeps the rest: give --decoder-only --init too")
+    if (settings.frame_blend or settings.blend_next) and not settings.decoder_only:
+        raise StreamcharError("--frame-blend and --blend-next train blend gates onto --init's decoder and keep the rest: give --decoder-only --init too")
+    if settings.blend_next and not settings.previous_latent:
+        raise StreamcharError("--blend-next decodes the latents around each one as a stream does: give --previous-latent too")
     init = None
     if settings.init is not None:
         from streamchar.codecs.store import load_codec
@@ -318,18 +339,26 @@ def train_codec(
             vc = replace(vc, previous_latent=True)  # type: ignore[type-var]
         if settings.frame_blend:
             vc = replace(vc, blend_previous_frame=True)  # type: ignore[type-var]
+        if settings.blend_next:
+            if not vc.blend_previous_frame:  # type: ignore[union-attr]
+                raise StreamcharError("--blend-next blends toward the next latent's first frame, which blends toward the frame before: "
+                                      "give a codec trained with --frame-blend as --init, or --frame-blend too")
+            vc = replace(vc, blend_next_frame=True)  # type: ignore[type-var]
         model: torch.nn.Module = TinyVideoCodec(vc)  # type: ignore[arg-type]
     else:
         model = TinyAudioCodec(init.config if init is not None else TinyAudioConfig(cfg.audio.sample_rate, cfg.audio.hop_length, cfg.audio.latent_channels))  # type: ignore[arg-type]
     if init is not None:
         missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
-        if unexpected or any(not k.startswith(("ref_", "prev_in.", "blend_gates.")) for k in missing):  # only new decoder inputs start untrained
+        if unexpected or any(not k.startswith(("ref_", "prev_in.", "blend_gates.", "blend_back_gates.")) for k in missing):  # only new decoder inputs start untrained
             raise StreamcharError(f"--init {settings.init} does not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
     if settings.decoder_only:
         model.enc.requires_grad_(False)  # type: ignore[union-attr]
-    if settings.frame_blend:  # the gates alone: trained with it, the decoder learned to overshoot frames to make up for a blend
+    # the gates alone: trained with a blend, the decoder learned to overshoot frames to make up for it
+    gates = [name for name, on in (("blend_gates", settings.frame_blend), ("blend_back_gates", settings.blend_next)) if on]
+    if gates:
         model.requires_grad_(False)
-        model.blend_gates.requires_grad_(True)  # type: ignore[union-attr]
+        for name in gates:
+            getattr(model, name).requires_grad_(True)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=0.0)
     run.mkdir(parents=True, exist_ok=True)
     if command:
@@ -337,7 +366,8 @@ def train_codec(
             f.write(command + "\n")
     start = _load_checkpoint(run, model, opt, rng)
     source = (VideoGroups(records, rng, settings.crop, mouth_crops=settings.mouth_crops, previous=settings.previous_latent,
-                          decode_before=settings.seam_loss > 0 or settings.frame_blend) if kind == "video"
+                          decode_before=settings.seam_loss > 0 or settings.frame_blend or settings.blend_next,
+                          decode_after=settings.blend_next) if kind == "video"
               else AudioSegments(records, cfg.audio.sample_rate, rng))
     writer = SummaryWriter(str(run / "tensorboard"))
     log_path = run / "train_log.jsonl"
@@ -362,6 +392,13 @@ def train_codec(
                 shown_before = torch.where(b.has_before.view(-1, 1, 1, 1), y_before[:, 9:12], y[:, 9:12].detach()).clamp(-1, 1)  # type: ignore[union-attr]
                 if features is not None:
                     y = model.blend(y, features, shown_before, b.first == 3)  # type: ignore[operator]
+                if b.after is not None:  # the group's last frame toward the next group's first, blended as a stream blends it
+                    with torch.no_grad():
+                        raw_after = _previous_latents(model, b.after, b.has_after, settings.latent_noise)  # type: ignore[arg-type]
+                        y_after, f_after = model.decode_groups(raw_after, None if ref is None else [r.detach() for r in ref], noisy.detach())  # type: ignore[operator]
+                        none = torch.zeros(len(y_after), dtype=torch.bool)
+                        following = model.blend(y_after, f_after, y[:, 9:12].detach().clamp(-1, 1), none)[:, 0:3].clamp(-1, 1)  # type: ignore[operator]
+                    y = torch.where(b.has_after.view(-1, 1, 1, 1), model.blend_back(y, features, following), y)  # type: ignore[operator,union-attr]
             err = (y - x).abs()
             rec = err.mean() + 4 * (err * mask).sum() / mask.sum().clamp(min=1) + F.mse_loss(y, x)
             loss = rec + 1e-4 * raw.pow(2).mean()
