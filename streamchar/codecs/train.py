@@ -230,8 +230,8 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor, sizes: tuple[int, ...] =
     return loss / len(sizes)
 
 
-def _previous_latents(model: TinyVideoCodec, groups: torch.Tensor, has: torch.Tensor, noise: float) -> torch.Tensor:
-    """Raw latents of the groups before (or after), as noisy as the current ones; the mean latent where there is none."""
+def _neighbour_latents(model: TinyVideoCodec, groups: torch.Tensor, has: torch.Tensor, noise: float) -> torch.Tensor:
+    """Raw latents of the groups before or after, as noisy as the current ones; the mean latent where there is none."""
     with torch.no_grad():
         raw = model.encode_groups(groups)
     raw = raw + noise * raw.std() * torch.randn_like(raw)
@@ -316,12 +316,11 @@ def train_codec(
         raise StreamcharError("--reference, --previous-latent, --seam-loss, --frame-blend and --blend-next are for the video codec")
     if settings.seam_loss < 0:
         raise StreamcharError(f"--seam-loss is a weight, at least 0; got {settings.seam_loss}")
-    if (settings.seam_loss or settings.frame_blend) and not settings.previous_latent:
-        raise StreamcharError("--seam-loss and --frame-blend decode the latent before each one as a stream does: give --previous-latent too")
+    if (settings.seam_loss or settings.frame_blend or settings.blend_next) and not settings.previous_latent:
+        raise StreamcharError("--seam-loss, --frame-blend and --blend-next decode the latents around each one as a stream does: "
+                              "give --previous-latent too")
     if (settings.frame_blend or settings.blend_next) and not settings.decoder_only:
         raise StreamcharError("--frame-blend and --blend-next train blend gates onto --init's decoder and keep the rest: give --decoder-only --init too")
-    if settings.blend_next and not settings.previous_latent:
-        raise StreamcharError("--blend-next decodes the latents around each one as a stream does: give --previous-latent too")
     init = None
     if settings.init is not None:
         from streamchar.codecs.store import load_codec
@@ -382,22 +381,22 @@ def train_codec(
             x, mask = b.groups, b.masks
             raw = model.encode_groups(x)  # type: ignore[operator]
             noisy = raw + settings.latent_noise * raw.detach().std() * torch.randn_like(raw)
-            prev = _previous_latents(model, b.before, b.has_before, settings.latent_noise) if b.before is not None else None  # type: ignore[arg-type]
+            prev = _neighbour_latents(model, b.before, b.has_before, settings.latent_noise) if b.before is not None else None  # type: ignore[arg-type]
             ref = model.reference_features(b.references) if model.needs_reference else None  # type: ignore[operator]
             y, features = model.decode_groups(noisy, ref, prev)  # type: ignore[operator]
             if b.before2 is not None:  # the frame a stream shows before each group; at a stream's start its own
-                prev2 = _previous_latents(model, b.before2, b.has_before2, settings.latent_noise)  # type: ignore[arg-type]
+                prev2 = _neighbour_latents(model, b.before2, b.has_before2, settings.latent_noise)  # type: ignore[arg-type]
                 with torch.no_grad():  # the group before, decoded as a stream decodes it (a single-frame one left unblended)
-                    y_before, _ = model.decode_groups(prev, None if ref is None else [r.detach() for r in ref], prev2)  # type: ignore[operator]
+                    y_before, _ = model.decode_groups(prev, ref, prev2)  # type: ignore[operator]
                 shown_before = torch.where(b.has_before.view(-1, 1, 1, 1), y_before[:, 9:12], y[:, 9:12].detach()).clamp(-1, 1)  # type: ignore[union-attr]
                 if features is not None:
                     y = model.blend(y, features, shown_before, b.first == 3)  # type: ignore[operator]
                 if b.after is not None:  # the group's last frame toward the next group's first, blended as a stream blends it
                     with torch.no_grad():
-                        raw_after = _previous_latents(model, b.after, b.has_after, settings.latent_noise)  # type: ignore[arg-type]
-                        y_after, f_after = model.decode_groups(raw_after, None if ref is None else [r.detach() for r in ref], noisy.detach())  # type: ignore[operator]
+                        raw_after = _neighbour_latents(model, b.after, b.has_after, settings.latent_noise)  # type: ignore[arg-type]
+                        y_after, f_after = model.decode_groups(raw_after, ref, noisy)  # type: ignore[operator]
                         none = torch.zeros(len(y_after), dtype=torch.bool)
-                        following = model.blend(y_after, f_after, y[:, 9:12].detach().clamp(-1, 1), none)[:, 0:3].clamp(-1, 1)  # type: ignore[operator]
+                        following = model.blend(y_after, f_after, y[:, 9:12].clamp(-1, 1), none)[:, 0:3].clamp(-1, 1)  # type: ignore[operator]
                     y = torch.where(b.has_after.view(-1, 1, 1, 1), model.blend_back(y, features, following), y)  # type: ignore[operator,union-attr]
             err = (y - x).abs()
             rec = err.mean() + 4 * (err * mask).sum() / mask.sum().clamp(min=1) + F.mse_loss(y, x)
