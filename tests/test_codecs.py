@@ -188,6 +188,39 @@ def test_blending_toward_the_next_latent(video):
 
 
 @torch.no_grad()
+def test_blending_the_first_frames_again(video):
+    torch.manual_seed(6)
+    config = replace(video.config, previous_latent=True, blend_previous_frame=True, blend_next_frame=True)
+    with pytest.raises(ValueError, match="reblend_first_frames needs blend_next_frame"):
+        TinyVideoCodec(replace(config, blend_next_frame=False, reblend_first_frames=True))
+    once = TinyVideoCodec(config).eval()
+    torch.nn.init.normal_(once.prev_in[2].weight, std=0.3)
+    torch.nn.init.normal_(once.blend_back_gates[2].weight, std=0.5)
+    twice = TinyVideoCodec(replace(config, reblend_first_frames=True)).eval()
+    twice.load_state_dict(once.state_dict())  # no new weights: the forward gates blend again
+    z = torch.randn(2, 8, 18, 2, 3)
+    plain = TinyVideoCodec(replace(config, blend_next_frame=False)).eval()
+    plain.load_state_dict(once.state_dict(), strict=False)
+    own, a, b = plain.decode(z), once.decode(z), twice.decode(z)
+    # latents 2 to 8 of each chunk (chunk frames 5-7, 9-11, ..., 29-31) blend again toward the frame before,
+    # which has since blended toward them; with the untrained gates' constant ramp (3/4, 1/2, 1/4) the
+    # change is that ramp times the frame before's change
+    again = [f for k in range(2, 9) for f in range(4 * k - 3, 4 * k)]
+    for f in again:
+        before = 4 * ((f - 1) // 4)
+        for c in (0, 33):
+            moved = a[:, :, c + before] - own[:, :, c + before]
+            assert moved.abs().max() > 0.01
+            assert torch.allclose(b[:, :, c + f] - a[:, :, c + f], (0.75, 0.5, 0.25)[(f - 1) % 4] * moved, atol=1e-5)
+    others = [i for i in range(66) if i % 33 not in again]
+    assert torch.equal(a[:, :, others], b[:, :, others])
+    torch.nn.init.normal_(twice.blend_gates[2].weight, std=0.5)  # as if trained
+    whole = twice.decode(z)
+    stream = twice.stream_decoder()
+    assert torch.allclose(whole, torch.cat([stream.decode(z[:, :, k : k + 9]) for k in (0, 9)], dim=2), atol=1e-6)
+
+
+@torch.no_grad()
 def test_audio_streams_exactly(audio):
     x = (torch.rand(1, 66000) * 2 - 1) * 0.3
     z = audio.encode(x, 24000)
@@ -351,6 +384,44 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latents(small_set, tmp_
     sg, si = load_codec(tmp_path / "g").state_dict(), load_codec(tmp_path / "i").state_dict()
     assert load_codec(tmp_path / "i").reads_next_frame and all(torch.equal(sg[k], si[k]) for k in sg)
     assert si["blend_back_gates.2.weight"].abs().sum() > 0
+    # and then the forward gates again, trained for blending the first frames a second time
+    train_codec("video", root, tmp_path / "run-j", tmp_path / "j", cfg,
+                TrainSettings(steps=2, init=str(tmp_path / "i"), decoder_only=True, previous_latent=True, frame_blend=True, reblend=True,
+                              seam_loss=1.0, **base))
+    j = load_codec(tmp_path / "j")
+    sj = j.state_dict()
+    assert j.reblends and all(torch.equal(si[k], sj[k]) == (not k.startswith("blend_gates.")) for k in si)
+    with pytest.raises(StreamcharError, match="give --frame-blend too"):
+        train_codec("video", root, tmp_path / "run-x", tmp_path / "x", cfg,
+                    TrainSettings(steps=1, init=str(tmp_path / "i"), decoder_only=True, previous_latent=True, reblend=True, **base))
+    with pytest.raises(StreamcharError, match="give a codec trained with --blend-next as --init, or --blend-next too"):
+        train_codec("video", root, tmp_path / "run-x", tmp_path / "x", cfg,
+                    TrainSettings(steps=1, init=str(tmp_path / "g"), decoder_only=True, previous_latent=True, frame_blend=True, reblend=True, **base))
+
+
+def test_anchored_training_moves_the_encoder_and_keeps_the_statistics(small_set, tmp_path):
+    from streamchar.codecs.train import TrainSettings, train_codec
+
+    root, cfg = small_set
+    base = dict(batch=2, lr=1e-3, save_every=2, log_every=1, max_clips=2, threads=2)
+    for kind in ("video", "audio"):
+        train_codec(kind, root, tmp_path / f"run-{kind}", tmp_path / kind, cfg, TrainSettings(steps=1, **base))
+        train_codec(kind, root, tmp_path / f"run-{kind}-anchored", tmp_path / f"{kind}-anchored", cfg,
+                    TrainSettings(steps=3, init=str(tmp_path / kind), anchor=1.0, **base))
+        sa, sb = load_codec(tmp_path / kind).state_dict(), load_codec(tmp_path / f"{kind}-anchored").state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in ("latents_mean", "latents_std"))  # the normalisation models learned stays
+        assert any(not torch.equal(sa[k], sb[k]) for k in sa if k.startswith("enc."))
+        log = [json.loads(line) for line in (tmp_path / f"run-{kind}-anchored" / "train_log.jsonl").read_text().splitlines()]
+        assert log[0]["drift"] == 0 and log[-1]["drift"] > 0  # the first step starts at init's latents, the next have moved
+        meta = json.loads((tmp_path / f"{kind}-anchored" / "config.json").read_text())
+        assert meta["anchored_to"] == str(tmp_path / kind) and meta["anchor"] == 1.0
+    with pytest.raises(StreamcharError, match="--anchor holds a training encoder near --init's"):
+        train_codec("video", root, tmp_path / "run-x", tmp_path / "x", cfg, TrainSettings(steps=1, anchor=1.0, **base))
+    with pytest.raises(StreamcharError, match="--anchor holds a training encoder near --init's"):
+        train_codec("video", root, tmp_path / "run-x", tmp_path / "x", cfg,
+                    TrainSettings(steps=1, anchor=1.0, decoder_only=True, init=str(tmp_path / "video"), **base))
+    with pytest.raises(StreamcharError, match="--anchor is a weight, at least 0; got -1"):
+        train_codec("video", root, tmp_path / "run-x", tmp_path / "x", cfg, TrainSettings(steps=1, anchor=-1.0, init=str(tmp_path / "video"), **base))
 
 
 def test_temporal_loss_sees_a_decode_that_moves_in_steps():

@@ -142,6 +142,8 @@ def codec_train(
     seam_loss: float = typer.Option(0.0, "--seam-loss", help="video, with --previous-latent: weight of a loss on the decoded frame-to-frame change, inside each latent's frames and across latents (0: off)"),
     frame_blend: bool = typer.Option(False, "--frame-blend", help="video, with --previous-latent: the decoder blends each latent's first frames toward the frame shown before them, with gates it learns"),
     blend_next: bool = typer.Option(False, "--blend-next", help="video, with --previous-latent onto a codec that blends: each latent's last frame also blends toward the next latent's first in the chunk, with gates it learns"),
+    reblend: bool = typer.Option(False, "--reblend", help="video, with --frame-blend onto a codec that blends next (or --blend-next): each latent's first frames blend again toward the frame before as it is then shown"),
+    anchor: float = typer.Option(0.0, "--anchor", help="with --init, training the encoder too: weight of a loss on the latents' move from --init's; the latent statistics stay --init's, so models trained on its latents still read the new ones (0: off)"),
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
@@ -158,7 +160,7 @@ def codec_train(
     settings = TrainSettings(steps=steps, batch=batch, lr=lr, seed=seed, max_clips=max_clips, threads=threads, init=init,
                              crop=crop or None, latent_noise=latent_noise, mouth_crops=mouth_crops, decoder_only=decoder_only,
                              reference=reference, previous_latent=previous_latent, seam_loss=seam_loss,
-                             frame_blend=frame_blend, blend_next=blend_next)
+                             frame_blend=frame_blend, blend_next=blend_next, reblend=reblend, anchor=anchor)
     with step_progress(f"training {kind} codec", steps) as on_step:
         summary = train_codec(kind, data, run, out, cfg, settings, on_step=on_step, command=invoked_command())
     console.print(json.dumps(summary))

@@ -10,8 +10,9 @@ Video: each latent codes a group of four frames (the first latent of a chunk one
 repeated) with a 2-D convolutional autoencoder: space-to-depth by 2, three stride-2 stages.
 Its decoder may also read the stream's reference image (`reference_channels`) and the latent
 before each one (`previous_latent`), blend each latent's first frames toward the frame shown
-before them (`blend_previous_frame`) and its last frame toward the next latent's first
-(`blend_next_frame`).
+before them (`blend_previous_frame`), its last frame toward the next latent's first
+(`blend_next_frame`), and then its first frames again toward the frame before as now shown
+(`reblend_first_frames`).
 Audio: log-magnitude STFT frames (hop 200) in, one stride-5 stage down to 24 Hz; the causal
 decoder predicts log-magnitude and phase per frame and overlap-adds their inverse FFTs, so it
 streams with a carried state (the last layers' past inputs and the overlap tail).
@@ -50,6 +51,9 @@ class TinyVideoConfig:
     # each latent's last frame may also blend toward the next latent's first frame in the same
     # chunk (needs blend_previous_frame); see TinyVideoCodec.blend_back
     blend_next_frame: bool = False
+    # after that, each latent's first frames blend again, with the same gates, toward the frame
+    # before as it is then shown (blended toward them); needs blend_next_frame
+    reblend_first_frames: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -156,6 +160,9 @@ class TinyVideoCodec(VideoCodec):
                                                   nn.PixelShuffle(2))
             nn.init.zeros_(self.blend_back_gates[2].weight)
             nn.init.zeros_(self.blend_back_gates[2].bias)
+        self.reblends = config.reblend_first_frames
+        if config.reblend_first_frames and not config.blend_next_frame:
+            raise ValueError("reblend_first_frames needs blend_next_frame: the frame before is blended again once it has blended toward the next")
         self.register_buffer("latents_mean", torch.zeros(z))
         self.register_buffer("latents_std", torch.ones(z))
 
@@ -297,6 +304,11 @@ class TinyVideoCodec(VideoCodec):
             following = out[:, 2:, 0:3].clamp(-1, 1).flatten(0, 1)
             back = self.blend_back(out[:, 1:-1].flatten(0, 1), f[:, 1:-1].flatten(0, 1), following)
             out = torch.cat([out[:, :1], back.reshape(n, t - 2, 12, *size), out[:, -1:]], dim=1)
+            if self.reblends:  # each latent from the third on again, toward the frame before as now shown; last frames stay
+                towards = out[:, 1:-1, 9:12].clamp(-1, 1).flatten(0, 1)
+                again = self.blend(d[:, 2:].flatten(0, 1), f[:, 2:].flatten(0, 1), towards, torch.zeros(n * (t - 2), dtype=torch.bool))
+                again = torch.cat([again[:, :9].reshape(n, t - 2, 9, *size), out[:, 2:, 9:12]], dim=2)
+                out = torch.cat([out[:, :2], again], dim=1)
         return out.reshape(n * t, 12, *size)
 
 

@@ -8,10 +8,14 @@ the weights, and the codec is written to `--out`.
 `decoder_only` (with `init`) trains the decoder alone: the encoder's weights and latent
 statistics stay bit for bit those of `init`, so a latent cache and every model trained on it
 stay valid while the decoder gets better at turning the same latents into frames or samples.
+`anchor` (with `init`, the encoder training too) lets the encoder move only as far as a
+penalty on its latents' distance from `init`'s allows, and keeps `init`'s latent statistics:
+the encoder may code more detail while models trained on `init`'s latents still read its own.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -26,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
+from streamchar.codecs.base import per_channel
 from streamchar.codecs.store import atomic_save_file, atomic_write_text, save_codec
 from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
 from streamchar.config import Config
@@ -55,6 +60,8 @@ class TrainSettings:
     seam_loss: float = 0.0  # video, with previous_latent: weight of the loss on the decoded frame-to-frame change (temporal_loss)
     frame_blend: bool = False  # video, with previous_latent: the decoder blends each latent's frames toward the frame before (TinyVideoCodec.blend)
     blend_next: bool = False  # video, onto a codec that blends: each latent's last frame blends toward the next one's first (TinyVideoCodec.blend_back)
+    reblend: bool = False  # video, with frame_blend onto a codec that blends next: the first frames blend again (TinyVideoCodec reblend_first_frames)
+    anchor: float = 0.0  # with init, encoder trained: weight of a loss on the latents' move from init's (in init's latent std); statistics stay init's
 
 
 REFERENCE_CHANNELS = (32, 64, 128)  # H/2, H/4, H/8: fine detail; the latents hold H/16 (and the codec stays under 10 MB)
@@ -80,8 +87,9 @@ class VideoBatch:
     images; with `previous`, the groups before them and whether there is one; with
     `decode_before`, also the groups before those (to decode the groups before as a stream does)
     and the index of each group's first frame that a stream shows (3 for a chunk's single-frame
-    latent, else 0); with `decode_after`, the groups after them in the same chunk and whether
-    there is one."""
+    latent, else 0) and whether the group before blends its last frame toward this one's first (in
+    a stream, whether neither is a chunk's single-frame latent); with `decode_after`, the groups
+    after them in the same chunk and whether there is one."""
 
     groups: torch.Tensor
     masks: torch.Tensor
@@ -91,6 +99,7 @@ class VideoBatch:
     before2: torch.Tensor | None = None
     has_before2: torch.Tensor | None = None
     first: torch.Tensor | None = None
+    before_blends_back: torch.Tensor | None = None
     after: torch.Tensor | None = None
     has_after: torch.Tensor | None = None
 
@@ -143,7 +152,7 @@ class VideoGroups:
         that part of a whole frame would be, away from the frame's edges; the reference and the
         groups before are cropped at the same place."""
         images: dict[str, list[torch.Tensor]] = {"groups": [], "masks": [], "refs": [], "before": [], "before2": [], "after": []}
-        has, has2, first, has_after = [], [], [], []
+        has, has2, first, back, has_after = [], [], [], [], []
         for _ in range(n):
             k = int(self.rng.integers(len(self.frames)))
             f = self.frames[k]
@@ -170,6 +179,7 @@ class VideoGroups:
                     has2.append(prev2 is not None)
                     named["before2"] = self._frames(f, prev2, g)
                     first.append(3 if idx[1] == idx[0] else 0)
+                    back.append(prev is not None and prev[1] != prev[0] and idx[1] != idx[0])
                 if self.decode_after:
                     after = self._next(idx, len(f))
                     has_after.append(after is not None)
@@ -190,6 +200,7 @@ class VideoGroups:
             out.before, out.has_before = torch.stack(images["before"]), torch.tensor(has)
         if self.decode_before:
             out.before2, out.has_before2, out.first = torch.stack(images["before2"]), torch.tensor(has2), torch.tensor(first)
+            out.before_blends_back = torch.tensor(back)
         if self.decode_after:
             out.after, out.has_after = torch.stack(images["after"]), torch.tensor(has_after)
         return out
@@ -236,6 +247,15 @@ def _neighbour_latents(model: TinyVideoCodec, groups: torch.Tensor, has: torch.T
         raw = model.encode_groups(groups)
     raw = raw + noise * raw.std() * torch.randn_like(raw)
     return torch.where(has.view(-1, 1, 1, 1), raw, model.mean_latent(raw))
+
+
+def _anchored(model: torch.nn.Module, target: torch.Tensor, raw: torch.Tensor, weight: float, parts: dict) -> torch.Tensor:
+    """`weight` times the mean squared move of the raw latents from `target` (the anchor
+    encoder's), per channel in the latent std: what a model trained on the anchor's normalised
+    latents sees move. The move's root mean square is logged as `drift`."""
+    drift = ((raw - target) / per_channel(model.latents_std, raw)).square().mean()  # type: ignore[arg-type]
+    parts["drift"] = drift.sqrt().item()
+    return weight * drift
 
 
 def temporal_loss(y: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, first: torch.Tensor, shown_before: torch.Tensor,
@@ -319,6 +339,8 @@ def train_codec(
     if (settings.seam_loss or settings.frame_blend or settings.blend_next) and not settings.previous_latent:
         raise StreamcharError("--seam-loss, --frame-blend and --blend-next decode the latents around each one as a stream does: "
                               "give --previous-latent too")
+    if settings.reblend and not settings.frame_blend:
+        raise StreamcharError("--reblend blends the first frames again with the forward gates, which it trains for that: give --frame-blend too")
     if (settings.frame_blend or settings.blend_next) and not settings.decoder_only:
         raise StreamcharError("--frame-blend and --blend-next train blend gates onto --init's decoder and keep the rest: give --decoder-only --init too")
     init = None
@@ -330,6 +352,10 @@ def train_codec(
             raise StreamcharError(f"--init {settings.init} is a {init.kind} codec, not a tiny {kind} codec")
     elif settings.decoder_only:
         raise StreamcharError("decoder-only training keeps an existing codec's encoder: give --init (tiny-video, tiny-audio or a directory)")
+    if settings.anchor < 0:
+        raise StreamcharError(f"--anchor is a weight, at least 0; got {settings.anchor}")
+    if settings.anchor and (init is None or settings.decoder_only):
+        raise StreamcharError("--anchor holds a training encoder near --init's: give --init, without --decoder-only")
     if kind == "video":
         vc = init.config if init is not None else TinyVideoConfig(cfg.video.height, cfg.video.width, cfg.video.latent_channels)
         if settings.reference and vc.reference_channels is None:  # type: ignore[union-attr]
@@ -343,6 +369,11 @@ def train_codec(
                 raise StreamcharError("--blend-next blends toward the next latent's first frame, which blends toward the frame before: "
                                       "give a codec trained with --frame-blend as --init, or --frame-blend too")
             vc = replace(vc, blend_next_frame=True)  # type: ignore[type-var]
+        if settings.reblend:
+            if not vc.blend_next_frame:  # type: ignore[union-attr]
+                raise StreamcharError("--reblend blends the first frames again toward the frame before once it has blended toward them: "
+                                      "give a codec trained with --blend-next as --init, or --blend-next too")
+            vc = replace(vc, reblend_first_frames=True)  # type: ignore[type-var]
         model: torch.nn.Module = TinyVideoCodec(vc)  # type: ignore[arg-type]
     else:
         model = TinyAudioCodec(init.config if init is not None else TinyAudioConfig(cfg.audio.sample_rate, cfg.audio.hop_length, cfg.audio.latent_channels))  # type: ignore[arg-type]
@@ -352,6 +383,7 @@ def train_codec(
             raise StreamcharError(f"--init {settings.init} does not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
     if settings.decoder_only:
         model.enc.requires_grad_(False)  # type: ignore[union-attr]
+    anchor = copy.deepcopy(model).requires_grad_(False) if settings.anchor else None  # init's codec, frozen
     # the gates alone: trained with a blend, the decoder learned to overshoot frames to make up for it
     gates = [name for name, on in (("blend_gates", settings.frame_blend), ("blend_back_gates", settings.blend_next)) if on]
     if gates:
@@ -387,8 +419,13 @@ def train_codec(
             if b.before2 is not None:  # the frame a stream shows before each group; at a stream's start its own
                 prev2 = _neighbour_latents(model, b.before2, b.has_before2, settings.latent_noise)  # type: ignore[arg-type]
                 with torch.no_grad():  # the group before, decoded as a stream decodes it (a single-frame one left unblended)
-                    y_before, _ = model.decode_groups(prev, ref, prev2)  # type: ignore[operator]
+                    y_before, f_before = model.decode_groups(prev, ref, prev2)  # type: ignore[operator]
                 shown_before = torch.where(b.has_before.view(-1, 1, 1, 1), y_before[:, 9:12], y[:, 9:12].detach()).clamp(-1, 1)  # type: ignore[union-attr]
+                if features is not None and model.reblends:  # the frame before as shown: blended toward this group's first blend
+                    with torch.no_grad():
+                        once = model.blend(y, features, shown_before, b.first == 3)[:, 0:3].clamp(-1, 1)  # type: ignore[operator]
+                        blended = model.blend_back(y_before, f_before, once)[:, 9:12].clamp(-1, 1)  # type: ignore[operator]
+                    shown_before = torch.where(b.before_blends_back.view(-1, 1, 1, 1), blended, shown_before)  # type: ignore[union-attr]
                 if features is not None:
                     y = model.blend(y, features, shown_before, b.first == 3)  # type: ignore[operator]
                 if b.after is not None:  # the group's last frame toward the next group's first, blended as a stream blends it
@@ -402,6 +439,10 @@ def train_codec(
             rec = err.mean() + 4 * (err * mask).sum() / mask.sum().clamp(min=1) + F.mse_loss(y, x)
             loss = rec + 1e-4 * raw.pow(2).mean()
             parts = {"l1": err.mean().item(), "psnr": (10 * torch.log10(4 / F.mse_loss(y.clamp(-1, 1), x))).item()}
+            if anchor is not None:
+                with torch.no_grad():
+                    target = anchor.encode_groups(x)  # type: ignore[operator]
+                loss = loss + _anchored(model, target, raw, settings.anchor, parts)
             if settings.seam_loss:
                 seam, seam_parts = temporal_loss(y, x, mask, b.first, shown_before, b.before[:, 9:12], b.has_before)  # type: ignore[arg-type,index]
                 loss = loss + settings.seam_loss * seam
@@ -416,6 +457,10 @@ def train_codec(
             spec = stft_loss(y, x)
             loss = frames + spec + 1e-4 * raw.pow(2).mean()
             parts = {"frames": frames.item(), "stft": spec.item()}
+            if anchor is not None:
+                with torch.no_grad():
+                    target = anchor.encode_raw(x)  # type: ignore[operator]
+                loss = loss + _anchored(model, target, raw, settings.anchor, parts)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -439,6 +484,8 @@ def train_codec(
             "data": str(data), "command": command}
     if settings.decoder_only:
         meta["decoder_only_from"] = settings.init
+    elif settings.anchor:
+        meta.update(anchored_to=settings.init, anchor=settings.anchor)  # statistics stay init's, loaded with its weights
     else:
         _set_latent_statistics(model, source, kind, cfg)
     save_codec(model, out, meta)  # type: ignore[arg-type]
