@@ -48,11 +48,11 @@ def plot_change_profile(results: dict[str, dict], out: Path) -> Path:
     ax.set_xlabel("frame's position in its chunk (grey: a latent's first frame)")
     ax.set_ylabel("mean |frame change| (0-255)")
     ax.grid(alpha=0.3, axis="y")
-    rows = 1 if len(results) < 3 else 2  # a row holds three labels at this width
-    ax.set_ylim(0, ax.get_ylim()[1] * (1.25 if rows == 1 else 1.45))
-    ax.legend(fontsize=8, loc="upper center", ncol=-(-(len(results) + 1) // rows))
+    ax.set_ylim(0, ax.get_ylim()[1])
+    # below the axes, two labels a row: long decoder names inside the axes covered the curves or ran over the y label
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
