@@ -439,10 +439,6 @@ def train_codec(
             rec = err.mean() + 4 * (err * mask).sum() / mask.sum().clamp(min=1) + F.mse_loss(y, x)
             loss = rec + 1e-4 * raw.pow(2).mean()
             parts = {"l1": err.mean().item(), "psnr": (10 * torch.log10(4 / F.mse_loss(y.clamp(-1, 1), x))).item()}
-            if anchor is not None:
-                with torch.no_grad():
-                    target = anchor.encode_groups(x)  # type: ignore[operator]
-                loss = loss + _anchored(model, target, raw, settings.anchor, parts)
             if settings.seam_loss:
                 seam, seam_parts = temporal_loss(y, x, mask, b.first, shown_before, b.before[:, 9:12], b.has_before)  # type: ignore[arg-type,index]
                 loss = loss + settings.seam_loss * seam
@@ -457,10 +453,10 @@ def train_codec(
             spec = stft_loss(y, x)
             loss = frames + spec + 1e-4 * raw.pow(2).mean()
             parts = {"frames": frames.item(), "stft": spec.item()}
-            if anchor is not None:
-                with torch.no_grad():
-                    target = anchor.encode_raw(x)  # type: ignore[operator]
-                loss = loss + _anchored(model, target, raw, settings.anchor, parts)
+        if anchor is not None:  # both codecs: `raw` is what the anchor's encoder would give for `x`
+            with torch.no_grad():
+                target = (anchor.encode_groups if kind == "video" else anchor.encode_raw)(x)  # type: ignore[operator]
+            loss = loss + _anchored(model, target, raw, settings.anchor, parts)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
