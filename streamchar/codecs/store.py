@@ -1,7 +1,10 @@
 """Saving and loading codecs: safetensors weights + a JSON config, written atomically.
 
-The shipped tiny codecs live in the package (`streamchar/assets/codecs/<kind>/`) and load
-by name; any other codec loads from a directory.
+The shipped tiny codecs live in the package (`streamchar/assets/codecs/<name>/`) and load
+by name; any other codec loads from a directory. `tiny-video` is the video codec whose latents
+the shipped teacher and student learned; `tiny-video-anchored` has its encoder trained further,
+held near those latents, and reconstructs better, but models decode its latents' neighbours
+less well than the latents they learned (README, "Latent codecs").
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from streamchar.errors import StreamcharError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-SHIPPED = ("tiny-video", "tiny-audio")
+SHIPPED = ("tiny-video", "tiny-audio", "tiny-video-anchored")
+KINDS = ("tiny-video", "tiny-audio")
 
 
 def shipped_path(name: str) -> Path:
@@ -66,16 +70,16 @@ def _build(kind: str, config: dict) -> TinyVideoCodec | TinyAudioCodec:
         return TinyVideoCodec(TinyVideoConfig(**tuples))
     if kind == "tiny-audio":
         return TinyAudioCodec(TinyAudioConfig(**tuples))
-    raise StreamcharError(f"unknown codec kind {kind!r}; accepted: {', '.join(SHIPPED)}")
+    raise StreamcharError(f"unknown codec kind {kind!r}; accepted: {', '.join(KINDS)}")
 
 
 def codec_path(name_or_path: str | Path) -> Path:
-    """The folder of a shipped codec by name ("tiny-video", "tiny-audio"), or the path given."""
+    """The folder of a shipped codec by name (one of SHIPPED), or the path given."""
     return shipped_path(str(name_or_path)) if str(name_or_path) in SHIPPED else Path(name_or_path)
 
 
 def load_codec(name_or_path: str | Path) -> TinyVideoCodec | TinyAudioCodec:
-    """A shipped codec by name ("tiny-video", "tiny-audio") or a saved directory."""
+    """A shipped codec by name (one of SHIPPED) or a saved directory."""
     path = codec_path(name_or_path)
     if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
         raise StreamcharError(f"no codec at {path}: expected {CONFIG} and {WEIGHTS} (train one with `streamchar codec train`)")
