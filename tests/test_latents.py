@@ -1,7 +1,7 @@
 import torch
 
 from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
-from streamchar.data.dataset import ClipDataset
+from streamchar.data.dataset import ClipDataset, codec_frames
 from streamchar.data.latents import LatentCache, encode_dataset
 
 
@@ -30,7 +30,7 @@ def test_cache_holds_aligned_latents_and_timings(small_set, tmp_path):
         assert t["reference"].shape == (48, 1, 8, 8)
         assert t["reference_voice"].shape[0] == 64
         # the stored latents are the codec's own
-        x = item["video"].permute(1, 0, 2, 3)[None].float() / 127.5 - 1
+        x = codec_frames(item)
         with torch.no_grad():
             want = video.encode(x)[0]
         assert torch.allclose(t["video"], want, atol=2e-2 * want.abs().max().item())

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from streamchar.codecs.store import WEIGHTS, load_audio_codec, load_video_codec, shipped_path
-from streamchar.data.dataset import ClipDataset
+from streamchar.codecs.store import SHIPPED, WEIGHTS, load_audio_codec, load_video_codec, shipped_path
+from streamchar.data.dataset import ClipDataset, codec_frames
 from streamchar.evaluation.bench_codec import motion, psnr, round_trip
 
 
@@ -18,7 +18,7 @@ def codecs(tiny_cfg):
     return load_video_codec(tiny_cfg), load_audio_codec(tiny_cfg)
 
 
-@pytest.mark.parametrize("name", ["tiny-video", "tiny-audio", "tiny-video-anchored"])
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_codecs_are_small(name):
     size = (shipped_path(name) / WEIGHTS).stat().st_size
     assert size <= 10 * 1024 * 1024, size
@@ -80,7 +80,7 @@ def test_anchored_codec_stays_near_the_latents_the_models_learned(small_set, tin
     anchored = load_video_codec(tiny_cfg, "tiny-video-anchored")
     assert torch.equal(anchored.latents_std, video.latents_std) and torch.equal(anchored.latents_mean, video.latents_mean)
     item = ClipDataset(root, tiny_cfg, split="test-unseen")[0]
-    frames = item["video"].permute(1, 0, 2, 3)[None].float() / 127.5 - 1
+    frames = codec_frames(item)
     move = (anchored.encode(frames) - video.encode(frames)).pow(2).mean().sqrt().item()
     assert move < 0.3, move  # in the latents' std; 0.08 here
     target = item["video"].permute(0, 2, 3, 1).numpy()

@@ -26,8 +26,8 @@ from streamchar.errors import StreamcharError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-SHIPPED = ("tiny-video", "tiny-audio", "tiny-video-anchored")
 KINDS = ("tiny-video", "tiny-audio")
+SHIPPED = (*KINDS, "tiny-video-anchored")  # the shipped codecs by name: one per kind, and the anchored video codec
 
 
 def shipped_path(name: str) -> Path:

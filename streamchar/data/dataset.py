@@ -50,6 +50,11 @@ def fit_frame(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
 
 
+def codec_frames(item: dict[str, Any]) -> torch.Tensor:
+    """An item's video as a video codec takes it: (1, 3, T, H, W) in [-1, 1]."""
+    return item["video"].permute(1, 0, 2, 3)[None].float() / 127.5 - 1
+
+
 class ClipDataset(Dataset):
     """Clips with video (T, 3, H, W) uint8, audio (T * samples_per_frame,) float32 and timings."""
 

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from streamchar.codecs.base import AudioCodec, VideoCodec
 from streamchar.codecs.store import atomic_save_file, atomic_write_text
 from streamchar.config import Config
-from streamchar.data.dataset import ClipDataset
+from streamchar.data.dataset import ClipDataset, codec_frames
 from streamchar.errors import StreamcharError
 
 MANIFEST = "latents.json"
@@ -37,7 +37,7 @@ def _audio_to_hops(audio: torch.Tensor, hop: int) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_item(item: dict, video: VideoCodec, audio: AudioCodec) -> dict[str, torch.Tensor]:
-    frames = item["video"].permute(1, 0, 2, 3)[None].float() / 127.5 - 1  # (1, 3, T, H, W)
+    frames = codec_frames(item)
     ref = item["reference_image"][:, None][None].float() / 127.5 - 1
     out = {
         "video": video.encode(frames)[0],

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from streamchar.codecs.base import CHUNK_FRAMES, LATENT_STARTS, AudioCodec, VideoCodec
-from streamchar.data.dataset import ClipDataset
+from streamchar.data.dataset import ClipDataset, codec_frames
 from streamchar.evaluation.asr import Recognizer, word_error_rate
 
 
@@ -22,7 +22,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @torch.no_grad()
 def round_trip(item: dict, video: VideoCodec, audio: AudioCodec) -> tuple[np.ndarray, np.ndarray]:
-    frames = item["video"].permute(1, 0, 2, 3)[None].float() / 127.5 - 1
+    frames = codec_frames(item)
     t = frames.shape[2]
     reference = video.prepare_reference(item["reference_image"][None].float() / 127.5 - 1)
     rec = video.decode(video.encode(frames), frames=t, reference=reference)[0].permute(1, 2, 3, 0)
