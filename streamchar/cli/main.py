@@ -14,6 +14,7 @@ from rich.table import Table
 from streamchar.cli.common import AudioCodecOpt, ConfigOpt, PresetOpt, VideoCodecOpt, clip_progress, console, err_console, invoked_command, report, step_progress
 from streamchar.cli.eval_cmds import eval_app
 from streamchar.cli.generate_cmd import GenerateOptions, generate, stream_generate
+from streamchar.cli.serve_cmd import serve
 from streamchar.cli.train_cmds import train_app
 from streamchar.config import load_config
 from streamchar.errors import Interrupted, StreamcharError
@@ -29,6 +30,7 @@ codec_app = typer.Typer(help="Latent codecs: train the tiny ones.", no_args_is_h
 app.add_typer(codec_app, name="codec")
 app.add_typer(eval_app, name="eval")
 app.command("generate")(generate)
+app.command("serve")(serve)
 app.add_typer(train_app, name="train")
 
 @config_app.command("show")

@@ -32,7 +32,7 @@ import torch
 from streamchar.codecs.base import AudioCodec, VideoCodec
 from streamchar.diffusion.flow import TIMESTEP_SCALE, guided, sample_times
 from streamchar.errors import StreamcharError
-from streamchar.model.alignment import paced_word_times, planned_positions, spoken_positions, transcript_word_spans, window_positions, words_done
+from streamchar.model.alignment import paced_word_times, planned_positions, spoken_positions, transcript_word_spans, window_positions, word_spans, words_done
 from streamchar.model.dit import ConditionInput, VideoInput, AudioInput
 from streamchar.model.orchestrator import OrchestratorInput, fit_reference_voice
 from streamchar.model.prompt import PromptEncoder
@@ -131,7 +131,10 @@ class StreamSession:
         self._tokens: Tokens | None = None
         self._word_times: list[tuple[float, float]] = []  # the word pace's plan (s from the stream's start)
         self.progress: list[float] = []  # pointer, absolute words spoken by the end of each chunk
-        self.append_text(transcript)
+        if transcript.strip():
+            self.append_text(transcript)
+        else:  # a live session may start listening, with no words yet
+            self._tokens = self.tokenizer.encode("")
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.prompt, self.empty_prompt = prompt, empty_prompt
         self.reference, self.reference_audio = reference, reference_audio
@@ -185,12 +188,41 @@ class StreamSession:
         new = part[context : context + upto - done]
         if not new:
             return False
-        shift = 0.0
+        now = len(self.progress) * self.cfg.stream.chunk_seconds
+        shift = max(0.0, now - new[0][0])  # a live stream's first words, given after it began, start when the next chunk does
         if done:
-            now = len(self.progress) * self.cfg.stream.chunk_seconds
             shift = max(self._word_times[-1][1] - part[context - 1][1], now - new[0][0])
         self._word_times += [(a + shift, b + shift) for a, b in new]
         return True
+
+    def interrupt(self) -> int:
+        """Drop the words not yet begun when the next chunk starts; the word being spoken then is
+        finished. The stream goes on (silent, listening) and takes new text as before. Returns
+        the number of words kept."""
+        spans = transcript_word_spans(self.transcript)
+        next_start = len(self.progress) * self.cfg.stream.chunk_seconds
+        if self._paced:
+            keep = sum(1 for start, _ in self._word_times if start < next_start)
+        elif self._planned:
+            spoken = self._plan(len(self.progress) * self.cfg.stream.chunk_audio_latents, 1)[0]
+            keep = min(len(spans), int(np.sum(word_spans(self._tokens)[0] <= spoken)))
+        else:
+            keep = math.ceil(self.progress[-1] - 1e-6) if self.progress else 0
+        keep = min(keep, len(spans))
+        if keep:  # the kept words end a sentence, as every transcript the model learned from did
+            end = spans[keep][0] if keep < len(spans) else len(self.transcript)
+            tail = self.transcript[spans[keep - 1][1] : end].rstrip()
+            self.transcript = self.transcript[: spans[keep - 1][1]] + (tail if any(c in tail for c in ".!?") else tail + ".")
+        else:
+            self.transcript = ""
+        self._tokens = self.tokenizer.encode(self.transcript)
+        del self._word_times[keep:]
+        return keep
+
+    def word_times(self, first: int = 0) -> list[tuple[float, float]]:
+        """The planned (start, end) of words `first`.. (s from the stream's start), as far as
+        they are planned; empty for presets that read the transcript by the pointer alone."""
+        return list(self._word_times[first:])
 
     @property
     def words_total(self) -> int:

@@ -26,9 +26,10 @@ class StreamRequest:
     notices: tuple[str, ...] = ()
 
 
-def check_transcript(text: str) -> str:
+def check_transcript(text: str, allow_empty: bool = False) -> str:
+    """Whitespace folded; empty only where `allow_empty` (a live session may start listening)."""
     clean = " ".join(text.split())
-    if not clean:
+    if not clean and not allow_empty:
         raise StreamcharError("the transcript is empty; give the words to speak with --text or --text-file")
     return clean
 
@@ -65,7 +66,7 @@ def check_voice(audio: np.ndarray, cfg: Config) -> np.ndarray:
     return np.asarray(audio[: int(MAX_VOICE_SECONDS * cfg.audio.sample_rate)], np.float32)
 
 
-def character_request(character: str, transcript: str, cfg: Config, seed: int = 0) -> StreamRequest:
+def character_request(character: str, transcript: str, cfg: Config, seed: int = 0, allow_empty: bool = False) -> StreamRequest:
     """A SynthTalk character by id: `unseen-K` / `train-K` (the K-th character of the set made
     with `seed`) or a bare character seed. It supplies image, voice and prompt."""
     from streamchar.data.character import make_character
@@ -88,7 +89,7 @@ def character_request(character: str, transcript: str, cfg: Config, seed: int = 
     ch = make_character(char_seed)
     voice = synthesize(" ".join(split_sentences("val")[:2]), ch.voice, cfg.audio.sample_rate).audio
     prompt = f"{ch.describe()} talks {ch.scene()}"
-    return StreamRequest(check_transcript(transcript), neutral_frame(ch, cfg), check_voice(voice, cfg), prompt)
+    return StreamRequest(check_transcript(transcript, allow_empty), neutral_frame(ch, cfg), check_voice(voice, cfg), prompt)
 
 
 def file_request(transcript: str, image: Path, voice: Path, prompt: str, cfg: Config) -> StreamRequest:

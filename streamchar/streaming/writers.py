@@ -28,6 +28,12 @@ from streamchar.errors import StreamcharError
 # final on disk; the tail follows with the next chunk or at close. (Per-frame fragments would be
 # final sooner, but FFmpeg's demuxer then loses frames at the end.)
 FRAGMENT_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+# A live stream cuts a fragment per frame and muxes each packet as it comes (no interleaving
+# wait): all of a chunk but the AAC encoder's lookahead (about 0.14 s) is then playable as soon
+# as the chunk is written. A fragment per keyframe held about 0.35 s back until the next chunk;
+# a fragment per frame with FFmpeg's interleaving gave the first frame a gap after it that made
+# Chromium hold each chunk's video back until the next chunk came.
+LIVE_FRAGMENT_OPTIONS = {"movflags": "frag_every_frame+empty_moov+default_base_moof", "max_interleave_delta": "1"}
 
 
 class ChunkWriter(Protocol):
@@ -39,8 +45,9 @@ class ChunkWriter(Protocol):
 class _Mp4Muxer:
     """H.264 + AAC into a fragmented MP4 on any writable binary file object."""
 
-    def __init__(self, target: str | BinaryIO, fps: int, sample_rate: int, width: int, height: int, crf: int = 18):
-        self.container = av.open(target, "w", format="mp4", options=FRAGMENT_OPTIONS)
+    def __init__(self, target: str | BinaryIO, fps: int, sample_rate: int, width: int, height: int, crf: int = 18,
+                 options: dict[str, str] = FRAGMENT_OPTIONS):
+        self.container = av.open(target, "w", format="mp4", options=options)
         self.video = self.container.add_stream("libx264", rate=fps)
         self.video.width, self.video.height, self.video.pix_fmt = width, height, "yuv420p"
         self.video.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
@@ -116,31 +123,37 @@ class _Collector(io.RawIOBase):
 
 
 class Mp4FragmentStream:
-    """`write` a chunk, then `take()` the bytes that are now final (header first, then fragments)."""
+    """`write` a chunk and get the bytes that are now final (the header first, then a fragment
+    per frame: `LIVE_FRAGMENT_OPTIONS`), also handed to `on_bytes`; nothing is kept, so a stream
+    may run for hours."""
 
     def __init__(self, fps: int, sample_rate: int, width: int, height: int, on_bytes: Callable[[bytes], None] | None = None):
         self.sink = _Collector()
-        self.muxer = _Mp4Muxer(self.sink, fps, sample_rate, width, height)
+        self.muxer = _Mp4Muxer(self.sink, fps, sample_rate, width, height, options=LIVE_FRAGMENT_OPTIONS)
         self.on_bytes = on_bytes
-        self.parts: list[bytes] = []
 
-    def take(self) -> bytes:
-        return self.sink.take()
-
-    def write(self, frames: np.ndarray, audio: np.ndarray) -> None:
+    def write(self, frames: np.ndarray, audio: np.ndarray) -> bytes:
         self.muxer.write(frames, audio)
-        self._emit()
+        return self._emit()
 
-    def _emit(self) -> None:
-        data = self.take()
-        if data:
-            self.parts.append(data)
-            if self.on_bytes:
-                self.on_bytes(data)
+    def _emit(self) -> bytes:
+        data = self.sink.take()
+        if data and self.on_bytes:
+            self.on_bytes(data)
+        return data
 
-    def close(self) -> None:
+    @staticmethod
+    def mime_type(init: bytes) -> str:
+        """The MSE type of a stream whose first bytes are `init`, with the H.264 profile and level
+        its `avcC` box names."""
+        at = init.find(b"avcC")
+        if at < 0 or len(init) < at + 8:
+            raise StreamcharError("the stream's first bytes hold no H.264 configuration (avcC)")
+        return f'video/mp4; codecs="avc1.{init[at + 5 : at + 8].hex().upper()}, mp4a.40.2"'
+
+    def close(self) -> bytes:
         self.muxer.close()
-        self._emit()
+        return self._emit()
 
 
 class WavWriter:

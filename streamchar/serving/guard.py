@@ -1,0 +1,73 @@
+"""What stands between a client and the sessions: the token, the body-size limit, and the
+errors a client gets back (one JSON shape, `{"error": "..."}`, with a 4xx or 503 status)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from streamchar.errors import StreamcharError
+
+COOKIE = "streamchar_token"
+
+
+class ApiError(StreamcharError):
+    """A client's request that breaks a limit: its HTTP status and what the limit is."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.headers = status, headers or {}
+
+
+class SessionNotFound(Exception):
+    pass
+
+
+def api_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class TokenGuard:
+    """With a token, every request carries it: `Authorization: Bearer TOKEN`, `?token=TOKEN` (the
+    page's address and the WebSocket, where a browser cannot set headers), or the cookie the
+    page's answer sets for its own scripts and styles."""
+
+    def __init__(self, token: str | None):
+        self.token = token
+
+    def allows(self, headers: Mapping[str, str], query: Mapping[str, str], cookies: Mapping[str, str]) -> bool:
+        if self.token is None:
+            return True
+        auth = headers.get("authorization", "")
+        offered = [auth[7:] if auth.lower().startswith("bearer ") else "", query.get("token", ""), cookies.get(COOKIE, "")]
+        return any(o and hmac.compare_digest(o.encode(), self.token.encode()) for o in offered)
+
+    async def http(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if not self.allows(request.headers, request.query_params, request.cookies):
+            return api_error(401, "a token is required: send 'Authorization: Bearer TOKEN' (the token the server was started with, "
+                                  "--token-file), or open the page as /?token=TOKEN", {"WWW-Authenticate": "Bearer"})  # fmt: skip
+        response = await call_next(request)
+        if self.token is not None and request.url.path == "/" and request.query_params.get("token"):
+            response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+        return response
+
+
+def limit_body(max_bytes: int) -> Callable:
+    """Refuse a request body over `max_bytes` (413), by its declared length or as it arrives."""
+
+    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+            return api_error(413, f"the request body is over the server's limit of {max_bytes} bytes")
+        if declared is None and request.method in ("POST", "PUT", "PATCH"):
+            size = 0
+            async for part in request.stream():
+                size += len(part)
+                if size > max_bytes:
+                    return api_error(413, f"the request body is over the server's limit of {max_bytes} bytes")
+        return await call_next(request)
+
+    return middleware

@@ -1,0 +1,23 @@
+"""What a server allows a client, and how far ahead it streams: every size a client controls has
+a limit here, named in the error that enforces it."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_sessions: int = Field(2, ge=1, description="sessions at once; one more gets 503 with a retry hint")
+    buffer_seconds: float = Field(1.2, ge=0.3, le=10, description="media a session generates ahead of its viewer's playback, at most "
+                                  "(one chunk more may be on its way): small, so appended text and interrupts are heard soon; more than "
+                                  "the 0.1 s of a written chunk that its next chunk releases")
+    max_text_chars: int = Field(2000, ge=1, description="characters of text in one request")
+    max_pending_words: int = Field(600, ge=1, description="words given and not yet spoken, per session")
+    max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="size of an uploaded reference image or voice")
+    max_prompt_chars: int = Field(500, ge=0, description="characters of an uploaded character's prompt")
+    idle_timeout_seconds: float = Field(120.0, gt=0, description="a session with no viewer connected and no request for this "
+                                        "long is closed")
+    max_message_bytes: int = Field(16 * 1024, ge=256, description="size of one WebSocket message from a client")
+    threads: int = Field(2, ge=1, description="torch threads for the model")
