@@ -38,3 +38,51 @@ def cache(small_set, tmp_path_factory):
         r["split"] = "train"
     (out / "latents.json").write_text(json.dumps(meta))
     return out
+
+
+# live server ------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def shipped_pipeline():
+    """The shipped generator (the tiny student) with its codecs, loaded once."""
+    from streamchar.streaming.pipeline import Pipeline
+
+    return Pipeline.load()
+
+
+@pytest.fixture
+def live_server(shipped_pipeline):
+    """Start a real uvicorn on a free loopback port with `ServerState(settings, token)`; yields
+    (base URL, state). Every server started is stopped at the end of the test."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from streamchar.serving.app import create_app
+    from streamchar.serving.settings import ServerSettings
+    from streamchar.serving.state import ServerState
+
+    servers = []
+
+    def start(token=None, **limits):
+        state = ServerState(shipped_pipeline, ServerSettings(**limits), token)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        config = uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio",
+                                ws_max_size=state.settings.max_message_bytes)
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        servers.append((server, thread))
+        return f"127.0.0.1:{port}", state
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=30)

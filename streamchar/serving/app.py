@@ -217,12 +217,6 @@ async def _command(state: ServerState, session: LiveSession, message: dict) -> d
 
 
 async def _reap(state: ServerState) -> None:
-    """Close sessions that nobody watches or touches for the idle timeout."""
     while True:
         await asyncio.sleep(REAP_EVERY_SECONDS)
-        now = time.monotonic()
-        for session in list(state.sessions.values()):
-            if session.viewers == 0 and now - session.last_active > state.settings.idle_timeout_seconds:
-                state.end(session)
-
-
+        state.close_idle(time.monotonic())

@@ -13,6 +13,7 @@ import time
 import torch
 
 from streamchar.serving.sessions import LiveSession
+from streamchar.streaming.engine import ChunkLatents
 
 log = logging.getLogger("streamchar.serve")
 IDLE_WAIT_SECONDS = 0.02  # how often the generation thread looks again when no session needs a chunk
@@ -71,21 +72,21 @@ class Scheduler:
                 self._wake.clear()
                 continue
             try:
-                chunk, words = session.stream.generate()
+                self._render.put((session, *session.stream.generate()))
             except Exception as e:  # noqa: BLE001 - one session's failure ends that session only
                 log.exception("session %s failed while generating", session.id[:6])
                 session.fail(e)
-                continue
-            self._render.put((session, chunk, words))
+            session = None  # hold no closed session while waiting
 
     def _render_loop(self) -> None:
         while (item := self._render.get()) is not None:
-            session, chunk, words = item
-            if chunk is None:
-                session.stream.close()
-                continue
-            if session.closed:
-                continue
+            self._render_one(*item)
+            item = None  # hold no closed session while waiting
+
+    def _render_one(self, session: LiveSession, chunk: ChunkLatents | None, words: list) -> None:
+        if chunk is None:
+            session.stream.close()
+        elif not session.closed:
             try:
                 session.deliver(session.stream.render(chunk, words, session.measure))
             except Exception as e:  # noqa: BLE001 - as above

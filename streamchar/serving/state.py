@@ -85,6 +85,11 @@ class ServerState:
             session.close()
             self.scheduler.remove(session)
 
+    def close_idle(self, now: float) -> None:
+        """Close the sessions nobody watches or touches for the idle timeout."""
+        for session in [s for s in self.sessions.values() if s.viewers == 0 and now - s.last_active > self.settings.idle_timeout_seconds]:
+            self.end(session)
+
     # requests --------------------------------------------------------------------------------
     def check_text(self, text: str, pending: float = 0.0) -> None:
         limit = self.settings.max_text_chars
