@@ -289,6 +289,6 @@ def test_random_churn_leaves_nothing_behind(live_server):
     time.sleep(0.5)
     gc.collect()
     assert threading.active_count() <= threads_before + 1  # the thread pool may keep one worker
-    held = [o for o in gc.get_objects() if isinstance(o, LiveSession)]
+    held = [o for o in gc.get_objects() if type(o) is LiveSession]
     assert not held, "a closed session is still held"
     assert len(word_matches(TEXT)) == 8

@@ -46,9 +46,14 @@ def mouth_follows_speech(path: Path, max_lag: int = 6) -> tuple[float, int]:
         raise StreamcharError(f"{path} needs a video and an audio track")
     mouth = mouth_opening(clip.frames)
     rms = loudness(clip.audio, int(round(clip.sample_rate / clip.fps)), len(clip.frames))
+    return _correlation(mouth, rms), best_lag(mouth, rms, max_lag)
+
+
+def best_lag(mouth: np.ndarray, rms: np.ndarray, max_lag: int = 6) -> int:
+    """The lag in frames (within ±max_lag; positive: the mouth comes later) at which mouth
+    opening and loudness correlate best, over the frames away from the ends."""
     inner = slice(max_lag, len(mouth) - max_lag)
-    lag = max(range(-max_lag, max_lag + 1), key=lambda k: _correlation(np.roll(mouth, -k)[inner], rms[inner]))
-    return _correlation(mouth, rms), lag
+    return max(range(-max_lag, max_lag + 1), key=lambda k: _correlation(np.roll(mouth, -k)[inner], rms[inner]))
 
 
 def speech_wer(records: list[dict]) -> dict:

@@ -33,6 +33,9 @@ FRAGMENT_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 # as the chunk is written. A fragment per keyframe held about 0.35 s back until the next chunk;
 # a fragment per frame with FFmpeg's interleaving gave the first frame a gap after it that made
 # Chromium hold each chunk's video back until the next chunk came.
+# The AAC encoder's delay. The live stream starts its sound this many samples in: Chromium's
+# Media Source Extensions played it about a frame late otherwise (`streamchar bench serve`).
+AAC_PRIMING_SAMPLES = 1024
 LIVE_FRAGMENT_OPTIONS = {"movflags": "frag_every_frame+empty_moov+default_base_moof", "max_interleave_delta": "1"}
 
 
@@ -46,8 +49,9 @@ class _Mp4Muxer:
     """H.264 + AAC into a fragmented MP4 on any writable binary file object."""
 
     def __init__(self, target: str | BinaryIO, fps: int, sample_rate: int, width: int, height: int, crf: int = 18,
-                 options: dict[str, str] = FRAGMENT_OPTIONS):
+                 options: dict[str, str] = FRAGMENT_OPTIONS, skip_priming: bool = False):
         self.container = av.open(target, "w", format="mp4", options=options)
+        self.skip_priming = skip_priming
         self.video = self.container.add_stream("libx264", rate=fps)
         self.video.width, self.video.height, self.video.pix_fmt = width, height, "yuv420p"
         self.video.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
@@ -67,6 +71,8 @@ class _Mp4Muxer:
             self.frames_written += 1
             for packet in self.video.encode(vf):
                 self.container.mux(packet)
+        if self.skip_priming and self.samples_in == 0:
+            audio = audio[AAC_PRIMING_SAMPLES * self.sample_rate // self.rate :]
         af = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[None], dtype=np.float32), format="flt", layout="mono")
         af.sample_rate, af.pts, af.time_base = self.sample_rate, self.samples_in, Fraction(1, self.sample_rate)
         self.samples_in += len(audio)
@@ -129,7 +135,7 @@ class Mp4FragmentStream:
 
     def __init__(self, fps: int, sample_rate: int, width: int, height: int, on_bytes: Callable[[bytes], None] | None = None):
         self.sink = _Collector()
-        self.muxer = _Mp4Muxer(self.sink, fps, sample_rate, width, height, options=LIVE_FRAGMENT_OPTIONS)
+        self.muxer = _Mp4Muxer(self.sink, fps, sample_rate, width, height, options=LIVE_FRAGMENT_OPTIONS, skip_priming=True)
         self.on_bytes = on_bytes
 
     def write(self, frames: np.ndarray, audio: np.ndarray) -> bytes:

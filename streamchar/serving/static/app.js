@@ -236,5 +236,5 @@ async function init() {
   }
 }
 
-window.streamchar = { stats, start, append, interrupt, close };
+window.streamchar = { stats, start, append, interrupt, close, audio: () => audio };
 init();

@@ -1,0 +1,173 @@
+"""`streamchar bench serve`: the live server measured as its viewers meet it, on a real socket.
+
+One `streamchar serve` process is started on a free loopback port and measured from outside:
+1. the page in Chromium: request to first frame painted, an idle append to its first word
+   heard, interrupt to silence, the audio-video offset at the browser (`bench_browser`);
+2. concurrency: 1, 2, ... sessions at once for `seconds` each, text appended every few
+   seconds, until one stalls; the most with zero stalls is reported;
+3. a soak: `soak_sessions` sessions for `soak_minutes`, the server's resident memory sampled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from streamchar.data.harvard import split_sentences
+from streamchar.errors import StreamcharError
+from streamchar.serving.bench_browser import probe_page
+from streamchar.serving.bench_viewers import ViewerResult, watch_many
+
+SOAK_MARKS_MINUTES = (1, 10, 30)  # resident memory is compared at these minutes (scaled to a shorter soak)
+
+
+class ServerProcess:
+    """`streamchar serve` in a child process on a free loopback port."""
+
+    def __init__(self, max_sessions: int, log: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamchar", "serve", "--port", str(self.port), "--max-sessions", str(max_sessions),
+                                      "--idle-timeout", "60"], stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://{self.host}/api/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise StreamcharError(f"the server did not start; its log is {log}")
+            time.sleep(0.3)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise StreamcharError("cannot read the server's resident memory")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def _summary(results: list[ViewerResult]) -> dict:
+    first = [r.first_chunk_s for r in results if r.first_chunk_s is not None]
+    silent = [r.status.get("mouth_silent") for r in results if r.status.get("mouth_silent") is not None]
+    speaking = [r.status.get("mouth_speaking") for r in results if r.status.get("mouth_speaking") is not None]
+    return {"sessions": len(results), "stalls": sum(r.stalls for r in results), "stall_s": sum(r.stall_s for r in results),
+            "errors": [e for r in results for e in r.errors], "chunks": sum(r.chunks for r in results), "appended": sum(r.appended for r in results),
+            "first_chunk_s_max": max(first) if first else None,
+            "real_time_factor": [r.status.get("real_time_factor") for r in results],
+            "mouth_silent": float(np.mean(silent)) if silent else None, "mouth_speaking": float(np.mean(speaking)) if speaking else None}  # fmt: skip
+
+
+def concurrency(host: str, seconds: float, max_try: int, sentences: list[str], characters: list[str],
+                say: Callable[[str], None]) -> tuple[int, list[dict]]:
+    runs, best = [], 0
+    for n in range(1, max_try + 1):
+        run = _summary(asyncio.run(watch_many(host, n, seconds, sentences, characters)))
+        runs.append(run)
+        say(f"{n} sessions x {seconds:g} s: {run['stalls']} stalls, {len(run['errors'])} errors, first chunk <= {run['first_chunk_s_max']}")
+        if run["stalls"] or run["errors"]:
+            break
+        best = n
+    return best, runs
+
+
+async def _soak(server: ServerProcess, sessions: int, minutes: float, sentences: list[str], characters: list[str]) -> tuple[list[ViewerResult], list]:
+    samples: list[tuple[float, float]] = []
+
+    async def sample() -> None:
+        t0 = time.perf_counter()
+        while True:
+            samples.append(((time.perf_counter() - t0) / 60, server.rss_mb()))
+            await asyncio.sleep(10)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        results = await watch_many(server.host, sessions, minutes * 60, sentences, characters)
+    finally:
+        sampler.cancel()
+    return results, samples
+
+
+def soak(server: ServerProcess, sessions: int, minutes: float, sentences: list[str], characters: list[str]) -> dict:
+    results, samples = asyncio.run(_soak(server, sessions, minutes, sentences, characters))
+    marks = [m * minutes / SOAK_MARKS_MINUTES[-1] for m in SOAK_MARKS_MINUTES]
+    t, rss = np.array([s[0] for s in samples]), np.array([s[1] for s in samples])
+    at = [float(rss[np.argmin(np.abs(t - m))]) for m in marks]
+    return {**_summary(results), "minutes": minutes, "rss_minutes": marks, "rss_mb": at,
+            "rss_change": (max(at) - min(at)) / at[0], "rss_trace": samples}  # fmt: skip
+
+
+def bench_serve(seconds: float, soak_minutes: float, soak_sessions: int, max_try: int, trials: int, out: Path,
+                say: Callable[[str], None]) -> dict:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path("out").mkdir(exist_ok=True)
+    sentences = split_sentences("test")
+    characters = [f"unseen-{k}" for k in range(8)]
+    long_text = " ".join(sentences[:5])
+    server = ServerProcess(max(max_try, soak_sessions) + 1, out.with_suffix(".server.log"))
+    try:
+        say(f"server on {server.host} (pid {server.proc.pid}); the page in Chromium, {trials} trials")
+        page = probe_page(server.host, trials, sentences, long_text)
+        say(f"page: {json.dumps(page)}")
+        best, runs = concurrency(server.host, seconds, max_try, sentences, characters, say)
+        say(f"soak: {soak_sessions} sessions for {soak_minutes:g} min")
+        soaked = soak(server, soak_sessions, soak_minutes, sentences, characters) if soak_minutes > 0 else None
+    finally:
+        server.stop()
+    offsets = [lag["sound_lag_frames"] for lag in page["av_lags"]]
+    result = {
+        "first_frame_s": float(np.mean(page["first_frame_s"])), "first_frame_s_max": float(np.max(page["first_frame_s"])),
+        "append_to_heard_s": float(np.mean(page["append_to_heard_s"])), "append_to_heard_s_max": float(np.max(page["append_to_heard_s"])),
+        "interrupt_to_silence_s": float(np.mean(page["interrupt_to_silence_s"])),
+        "interrupt_to_silence_s_max": float(np.max(page["interrupt_to_silence_s"])),
+        "av_offset_frames": offsets, "max_sessions_no_stall": best, "seconds_per_session": seconds,
+        "soak_minutes": soak_minutes, "soak_sessions": soak_sessions,
+        "soak_rss_mb": soaked["rss_mb"] if soaked else None, "soak_rss_change": soaked["rss_change"] if soaked else None,
+        "soak_stalls": soaked["stalls"] if soaked else None, "soak_errors": len(soaked["errors"]) if soaked else None,
+        "mouth_silent": runs[0]["mouth_silent"], "mouth_speaking": runs[0]["mouth_speaking"],
+        "page": page, "concurrency": runs, "soak": soaked, "cpu_count": os.cpu_count(),
+    }  # fmt: skip
+    out.write_text(json.dumps(result, indent=1))
+    _plot(result, out.with_suffix(".png"))
+    return result
+
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    runs = result["concurrency"]
+    a.bar([r["sessions"] for r in runs], [r["stalls"] for r in runs], color=["tab:green" if not r["stalls"] else "tab:red" for r in runs])
+    a.set(xlabel="sessions at once", ylabel="stalls", title=f"{result['seconds_per_session']:g} s per session")
+    if result["soak"]:
+        trace = np.array(result["soak"]["rss_trace"])
+        b.plot(trace[:, 0], trace[:, 1])
+        b.set(xlabel="minutes", ylabel="server resident memory (MB)", title=f"soak: {result['soak_sessions']} sessions")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
