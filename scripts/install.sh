@@ -7,10 +7,14 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
-if ! ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 || ! command -v espeak-ng >/dev/null; then
-  echo "[install] apt: espeak-ng"
+# espeak-ng speaks SynthTalk; Debian's chromium (its H.264 decoder) plays the live page in the browser tests and `bench serve`
+APT=()
+{ ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 && command -v espeak-ng >/dev/null; } || APT+=(espeak-ng)
+command -v chromium >/dev/null || APT+=(chromium)
+if [ ${#APT[@]} -gt 0 ]; then
+  echo "[install] apt: ${APT[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get install -y -q espeak-ng >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q espeak-ng >/dev/null; }
+  $SUDO apt-get install -y -q "${APT[@]}" >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q "${APT[@]}" >/dev/null; }
 fi
 
 PY=${PYTHON:-python3.11}

@@ -85,8 +85,10 @@ class ChunkContext:
 
 class StreamSession:
     def __init__(self, model: StreamCharModel, prompt_encoder: PromptEncoder, video_codec: VideoCodec, audio_codec: AudioCodec,
-                 request: StreamRequest, settings: SessionSettings, tokenizer: CharacterTokenizer | None = None):
+                 request: StreamRequest, settings: SessionSettings, tokenizer: CharacterTokenizer | None = None, listening: bool = False):
+        """`listening`: the transcript may be empty (a live session that waits for its first words)."""
         self.video_codec, self.audio_codec = video_codec, audio_codec
+        self._listening = listening
         self.encoder_calls = 0
         self._check(settings)
         self.model, self.cfg, self.settings = model, model.cfg, settings
@@ -105,6 +107,7 @@ class StreamSession:
         """A session on already encoded conditions (training rollouts read them from the latent
         cache): prompt (1, L, d), reference (1, z, 1, h, w), reference voice latents (1, z_a, n)."""
         self = cls.__new__(cls)
+        self._listening = False
         self.video_codec = self.audio_codec = None
         self.decode_reference = None
         self.encoder_calls = 0
@@ -131,9 +134,9 @@ class StreamSession:
         self._tokens: Tokens | None = None
         self._word_times: list[tuple[float, float]] = []  # the word pace's plan (s from the stream's start)
         self.progress: list[float] = []  # pointer, absolute words spoken by the end of each chunk
-        if transcript.strip():
-            self.append_text(transcript)
-        else:  # a live session may start listening, with no words yet
+        if transcript.strip() or not self._listening:
+            self.append_text(transcript)  # (an empty transcript is refused here)
+        else:
             self._tokens = self.tokenizer.encode("")
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.prompt, self.empty_prompt = prompt, empty_prompt

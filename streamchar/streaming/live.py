@@ -56,7 +56,7 @@ class LiveStream:
     def __init__(self, pipe: Pipeline, request: StreamRequest, settings: SessionSettings):
         cfg = pipe.cfg
         self.cfg = cfg
-        self.session: StreamSession = pipe.session(request, settings)
+        self.session: StreamSession = pipe.session(request, settings, listening=True)
         self._lock = threading.Lock()
         self._video_decoder = pipe.video_codec.stream_decoder(self.session.decode_reference)
         self._audio_decoder = pipe.audio_codec.stream_decoder()

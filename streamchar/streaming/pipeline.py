@@ -70,8 +70,8 @@ class Pipeline:
     def steps(self) -> int:
         return default_steps(self.meta)
 
-    def session(self, request: StreamRequest, settings: SessionSettings) -> StreamSession:
-        return StreamSession(self.model, self.prompt_encoder, self.video_codec, self.audio_codec, request, settings)
+    def session(self, request: StreamRequest, settings: SessionSettings, listening: bool = False) -> StreamSession:
+        return StreamSession(self.model, self.prompt_encoder, self.video_codec, self.audio_codec, request, settings, listening=listening)
 
     def mp4_writer(self, path: Path) -> FragmentedMp4Writer:
         c = self.cfg
