@@ -335,3 +335,45 @@ def test_generate_options_mirror_the_command():
     fields = {f.name: f.default for f in dataclasses.fields(GenerateOptions)}
     params = {name: p.default.default for name, p in inspect.signature(generate).parameters.items()}
     assert fields == params
+
+
+def test_a_listening_session_takes_words_late_and_is_interrupted_between_them():
+    """The word plan of a live session: words given after it began start with the next chunk;
+    an interrupt keeps the words begun before the next chunk, ends them as a sentence, and
+    drops the rest; the pointer-paced path keeps what the pointer has passed."""
+    cfg = load_config("tiny")
+    model, prompt = new_generator(cfg, seed=0)
+    torch.manual_seed(1)
+    video = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
+    audio = TinyAudioCodec(TinyAudioConfig(channels=(16, 16))).eval()
+    with pytest.raises(StreamcharError, match="empty"):
+        StreamSession(model.eval(), prompt, video, audio, _request(cfg, ""), SessionSettings(steps=1))
+    s = StreamSession(model.eval(), prompt, video, audio, _request(cfg, ""), SessionSettings(steps=1), listening=True)
+    period = cfg.stream.chunk_seconds
+    with torch.no_grad():
+        for k in range(2):
+            s.next_chunk(k)
+    assert s.words_total == 0 and s.progress == [0.0, 0.0]
+    s.append_text("The birch canoe slid on the smooth planks, glue the sheet to the dark blue background and go home")
+    times = s.word_times()
+    assert times[0][0] == pytest.approx(2 * period) and all(b > a for a, b in times)
+    with torch.no_grad():
+        s.next_chunk(2)
+    begun = sum(1 for a, _ in times if a < 3 * period)
+    assert 0 < begun < 20
+    assert s.interrupt() == begun and s.words_total == begun and s.word_times() == times[:begun]
+    assert s.transcript.endswith(".") and s.transcript.count(" ") == begun - 1
+    with torch.no_grad():
+        s.next_chunk(3)
+    assert s.progress[-1] <= begun
+    s.append_text("It is easy.")
+    assert s.words_total == begun + 3 and s.word_times(begun)[0][0] >= 4 * period - 1e-9
+
+
+def test_interrupt_by_the_pointer_keeps_the_words_it_passed(parts, monkeypatch):
+    s = _session(parts, text=TEXT + " and then some more words follow here")
+    _scripted_pointer(monkeypatch, s, per_chunk=2.5)
+    with torch.no_grad():
+        s.next_chunk(0)
+    assert s.progress[-1] == pytest.approx(2.5)
+    assert s.interrupt() == 3 and s.transcript == "the birch canoe."

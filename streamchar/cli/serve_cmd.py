@@ -45,7 +45,7 @@ def serve(
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator checkpoint directory or shipped name (default: the shipped student)"),
     max_sessions: int = typer.Option(2, "--max-sessions", help="sessions at once; one more is answered 503 with a retry hint"),
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="a file holding the token every request must carry"),
-    buffer: float = typer.Option(1.0, "--buffer", help="seconds of media generated ahead of each viewer, at most"),
+    buffer: float = typer.Option(1.2, "--buffer", help="seconds of media generated ahead of each viewer, at most"),
     idle_timeout: float = typer.Option(120.0, "--idle-timeout", help="close a session nobody watches or touches for this long (s)"),
     threads: int = typer.Option(2, "--threads", help="torch threads"),
     video_codec: Optional[Path] = VideoCodecOpt,

@@ -149,9 +149,16 @@ def _offset(page) -> dict:  # noqa: ANN001
 
 
 def _decode(data: bytes) -> tuple[np.ndarray, np.ndarray, int]:
+    """Frames placed by their timestamps (frame i at i/24 s; a missing one repeats the one
+    before) and the sound from its first sample, at the AAC stream's rate."""
     with av.open(io.BytesIO(data)) as c:
-        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+        placed = {round(float(f.pts * f.time_base) * 24): f.to_ndarray(format="rgb24") for f in c.decode(video=0)}
+    n = max(placed) + 1
+    frames, last = [], placed[min(placed)]
+    for i in range(n):
+        last = placed.get(i, last)
+        frames.append(last)
     with av.open(io.BytesIO(data)) as c:
         rate = c.streams.audio[0].rate
         audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)]).astype(np.float32)
-    return frames, audio, rate
+    return np.stack(frames), audio, rate

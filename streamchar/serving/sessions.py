@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import logging
 import secrets
 import threading
 import time
@@ -18,6 +19,7 @@ from streamchar.evaluation.synthtalk_checks import mouth_opening
 from streamchar.streaming.live import LiveChunk, LiveStream
 from streamchar.streaming.writers import Mp4FragmentStream
 
+log = logging.getLogger("streamchar.serve")
 RTF_WINDOW = 16  # chunks the reported real-time factor is averaged over
 
 
@@ -93,7 +95,11 @@ class LiveSession:
 
     def deliver(self, chunk: LiveChunk) -> None:
         now = time.monotonic()
+        stalls = self.clock.stalls
         self.clock.deliver(now, chunk.media_start + self.stream.period)
+        if self.clock.stalls > stalls:
+            log.warning("session %s stalled before chunk %d (%.3f s in all); its timings: %s", self.id[:6], chunk.index,
+                        self.clock.stall_seconds, {k: round(v, 3) for k, v in chunk.timings.items()})
         if self.first_chunk_s is None:
             self.first_chunk_s = now - self.created
         self.chunks += 1

@@ -10,7 +10,7 @@ class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_sessions: int = Field(2, ge=1, description="sessions at once; one more gets 503 with a retry hint")
-    buffer_seconds: float = Field(1.0, ge=0.3, le=10, description="media a session generates ahead of its viewer's playback, at most "
+    buffer_seconds: float = Field(1.2, ge=0.3, le=10, description="media a session generates ahead of its viewer's playback, at most "
                                   "(one chunk more may be on its way): small, so appended text and interrupts are heard soon; more than "
                                   "the 0.1 s of a written chunk that its next chunk releases")
     max_text_chars: int = Field(2000, ge=1, description="characters of text in one request")
