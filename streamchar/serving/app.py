@@ -15,10 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
 from streamchar.errors import StreamcharError
-from streamchar.serving.guard import SessionNotFound, TokenGuard, api_error, limit_body
+from streamchar.serving.guard import BodyLimit, SessionNotFound, TokenGuard, api_error
 from streamchar.serving.sessions import LiveSession
 from streamchar.serving.state import ServerState
 
@@ -56,7 +55,7 @@ def create_app(state: ServerState) -> FastAPI:
                               "(or `?token=TOKEN` on the page and the WebSocket).")  # fmt: skip
     guard = TokenGuard(state.token)
     app.middleware("http")(guard.http)
-    app.middleware("http")(limit_body(2 * state.settings.max_upload_bytes + 64 * 1024))
+    app.add_middleware(BodyLimit, max_bytes=2 * state.settings.max_upload_bytes + 64 * 1024)
 
     @app.exception_handler(StreamcharError)
     async def _bad_input(request: Request, e: StreamcharError) -> JSONResponse:

@@ -126,7 +126,7 @@ def bench_serve(seconds: float, soak_minutes: float, soak_sessions: int, max_try
     sentences = split_sentences("test")
     characters = [f"unseen-{k}" for k in range(8)]
     long_text = " ".join(sentences[:5])
-    server = ServerProcess(max(max_try, soak_sessions) + 1, out.with_suffix(".server.log"))
+    server = ServerProcess(max(max_try, soak_sessions) + 1, Path("out") / "bench-serve-server.log")
     try:
         say(f"server on {server.host} (pid {server.proc.pid}); the page in Chromium, {trials} trials")
         page = probe_page(server.host, trials, sentences, long_text)

@@ -55,19 +55,44 @@ class TokenGuard:
         return response
 
 
-def limit_body(max_bytes: int) -> Callable:
-    """Refuse a request body over `max_bytes` (413), by its declared length or as it arrives."""
+class _TooLarge(Exception):
+    pass
 
-    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
-            return api_error(413, f"the request body is over the server's limit of {max_bytes} bytes")
-        if declared is None and request.method in ("POST", "PUT", "PATCH"):
-            size = 0
-            async for part in request.stream():
-                size += len(part)
-                if size > max_bytes:
-                    return api_error(413, f"the request body is over the server's limit of {max_bytes} bytes")
-        return await call_next(request)
 
-    return middleware
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` gets 413, by its declared length or, for
+    a body sent in chunks, as it arrives (the app never sees more than the limit)."""
+
+    def __init__(self, app, max_bytes: int):  # noqa: ANN001
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"the request body is over the server's limit of {self.max_bytes} bytes"
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await api_error(413, message)(scope, receive, send)
+            return
+        seen, started = 0, False
+
+        async def counted():  # noqa: ANN202
+            nonlocal seen
+            m = await receive()
+            if m["type"] == "http.request":
+                seen += len(m.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return m
+
+        async def watched(m) -> None:  # noqa: ANN001
+            nonlocal started
+            started = started or m["type"] == "http.response.start"
+            await send(m)
+
+        try:
+            await self.app(scope, counted, watched)
+        except _TooLarge:
+            if not started:
+                await api_error(413, message)(scope, receive, send)

@@ -32,6 +32,7 @@ class PlaybackClock:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.anchor: float | None = None  # monotonic time at which stream second 0 played
+        self.started = 0.0  # monotonic time of the first media
         self.delivered = 0.0  # stream seconds handed out
         self.stalls, self.stall_seconds = 0, 0.0
 
@@ -42,7 +43,7 @@ class PlaybackClock:
     def deliver(self, now: float, media_end: float) -> None:
         with self._lock:
             if self.anchor is None:
-                self.anchor = now
+                self.anchor = self.started = now
             else:
                 late = (now - self.anchor) - self.delivered  # how long playback waited at the end of what it had
                 if late > 1e-3:
@@ -52,9 +53,12 @@ class PlaybackClock:
             self.delivered = media_end
 
     def report(self, now: float, position: float) -> None:
+        """The viewer's own position. A viewer may be behind the clock, never ahead of real time
+        since its first media: one that claimed more would have the shared model make its
+        chunks as fast as it can, at the others' expense."""
         with self._lock:
-            if self.anchor is not None and 0 <= position <= self.delivered + 1.0:
-                self.anchor = now - position
+            if self.anchor is not None and 0 <= position <= self.delivered:
+                self.anchor = max(now - position, self.started)
 
 
 @dataclass
