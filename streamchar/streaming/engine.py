@@ -215,7 +215,7 @@ class StreamSession:
         if keep:  # the kept words end a sentence, as every transcript the model learned from did
             end = spans[keep][0] if keep < len(spans) else len(self.transcript)
             tail = self.transcript[spans[keep - 1][1] : end].rstrip()
-            self.transcript = self.transcript[: spans[keep - 1][1]] + (tail if any(c in tail for c in ".!?") else tail + ".")
+            self.transcript = self.transcript[: spans[keep - 1][1]] + (tail if any(c in tail for c in ".!?") else ".")  # "canoe," -> "canoe."
         else:
             self.transcript = ""
         self._tokens = self.tokenizer.encode(self.transcript)
