@@ -2,22 +2,22 @@
 Chromium has none), headless, driven by Playwright. The page's screenshot is kept in
 out/test-artifacts/serve-page.png."""
 
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
+from streamchar.errors import StreamcharError
+from streamchar.serving.bench_browser import CHROMIUM_ARGS, chromium
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "out" / "test-artifacts"
-CHROMIUM_ARGS = ["--autoplay-policy=no-user-gesture-required", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
 def chromium_path() -> str:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        pytest.fail("Debian's chromium is needed for the browser tests: scripts/install.sh installs it (apt-get install chromium)")
-    return path
+    try:
+        return chromium()
+    except StreamcharError as e:
+        pytest.fail(str(e))
 
 
 @pytest.mark.slow
