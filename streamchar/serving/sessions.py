@@ -95,7 +95,7 @@ class LiveSession:
         return ahead if ahead < buffer_seconds else None
 
     def measure(self, frames: np.ndarray, audio: np.ndarray) -> dict[str, float]:
-        return {"mouth": float(mouth_opening(frames).mean()), "rms": float(np.sqrt(np.mean(np.square(audio))))}
+        return {"mouth": float(mouth_opening(frames).mean())}
 
     def deliver(self, chunk: LiveChunk) -> None:
         now = time.monotonic()

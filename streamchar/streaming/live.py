@@ -21,7 +21,7 @@ import torch
 from streamchar.model.alignment import transcript_word_spans
 from streamchar.streaming.engine import ChunkLatents, SessionSettings, StreamSession
 from streamchar.streaming.pipeline import Pipeline
-from streamchar.streaming.inputs import StreamRequest, check_transcript
+from streamchar.streaming.inputs import StreamRequest
 from streamchar.streaming.runner import to_frames
 from streamchar.streaming.writers import Mp4FragmentStream
 
@@ -74,20 +74,12 @@ class LiveStream:
         return self.chunks_generated * self.period
 
     # text --------------------------------------------------------------------------------
-    def check_text(self, text: str) -> str:
-        """What `append` would take, checked without touching the stream (for a quick 4xx)."""
-        clean = check_transcript(text)
-        self.session.tokenizer.encode(clean)
-        return clean
-
     def append(self, text: str) -> Appended:
-        clean = self.check_text(text)
+        """`StreamSession.append_text` checks the text (empty, or characters it cannot encode)."""
         with self._lock:
             before = self.session.words_total
-            self.session.append_text(clean)
-            spans = transcript_word_spans(self.session.transcript)[before:]
-            words = [self.session.transcript[a:b] for a, b in spans]
-            return Appended(before, words, self.session.words_total)
+            self.session.append_text(text)
+            return Appended(before, self.transcript_words()[before:], self.session.words_total)
 
     def interrupt(self) -> int:
         """Words not yet begun are dropped; returns the words kept."""
