@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from streamchar.errors import StreamcharError
-from streamchar.evaluation.plots import plot_change_profile
+from streamchar.evaluation.bench_codec import plot_change_profile
 
 
 def main() -> None:

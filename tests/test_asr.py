@@ -5,7 +5,7 @@ import pytest
 from streamchar.data.speech import Voice, synthesize
 from streamchar.evaluation.asr import Recognizer, word_error_rate
 from streamchar.evaluation.lm import bigram_arpa
-from streamchar.evaluation.text import normalize_words
+from streamchar.utils.text import normalize_words
 from streamchar.model.tokenizer import CharacterTokenizer
 
 SENTENCES = [

@@ -341,7 +341,7 @@ def test_paper_preset_needs_a_path():
 
 
 def test_decoder_only_training_keeps_the_encoder_and_its_latents(small_set, tmp_path):
-    from streamchar.codecs.train import TrainSettings, train_codec
+    from streamchar.training.codec_training import TrainSettings, train_codec
 
     root, cfg = small_set
     base = dict(batch=2, lr=1e-3, save_every=2, log_every=1, max_clips=2, threads=2)
@@ -400,7 +400,7 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latents(small_set, tmp_
 
 
 def test_anchored_training_moves_the_encoder_and_keeps_the_statistics(small_set, tmp_path):
-    from streamchar.codecs.train import TrainSettings, train_codec
+    from streamchar.training.codec_training import TrainSettings, train_codec
 
     root, cfg = small_set
     base = dict(batch=2, lr=1e-3, save_every=2, log_every=1, max_clips=2, threads=2)
@@ -425,7 +425,7 @@ def test_anchored_training_moves_the_encoder_and_keeps_the_statistics(small_set,
 
 
 def test_temporal_loss_sees_a_decode_that_moves_in_steps():
-    from streamchar.codecs.train import temporal_loss
+    from streamchar.training.codec_training import temporal_loss
 
     torch.manual_seed(3)
     x = torch.randn(4, 12, 8, 8).cumsum(dim=1) * 0.1  # frames that drift from one to the next

@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 
 from streamchar.cli.serve_cmd import read_token
 from streamchar.errors import StreamcharError
-from streamchar.evaluation.text import word_matches
+from streamchar.utils.text import word_matches
 from streamchar.serving.sessions import LiveSession
 
 TEXT = "The birch canoe slid on the smooth planks."

@@ -173,7 +173,8 @@ def test_cli_stages_chain_and_keep_both_training_records(cache, tmp_path, monkey
     again = runner.invoke(app, ["train", "joint", "--config", str(config), "--run", str(tmp_path / "s2")])
     assert again.exit_code != 0 and "--resume" in str(again.exception)
     # a shipped model named by --init carries its record too
-    monkeypatch.setattr("streamchar.model.checkpoint.shipped_model_path", lambda name: tmp_path / ("m1" if name == "shipped-name" else "none"))
+    monkeypatch.setattr("streamchar.model.checkpoint.SHIPPED_GENERATORS", ("shipped-name",))
+    monkeypatch.setattr("streamchar.model.checkpoint.shipped_dir", lambda kind, name: tmp_path / "m1")
     third = runner.invoke(app, ["train", "joint", "--config", str(config), "--run", str(tmp_path / "s3"), "--init", "shipped-name",
                                 "--out", str(tmp_path / "m3")])  # fmt: skip
     assert third.exit_code == 0, third.output
@@ -181,7 +182,7 @@ def test_cli_stages_chain_and_keep_both_training_records(cache, tmp_path, monkey
 
 
 def test_a_model_keeps_the_records_of_the_stages_before_it(tmp_path):
-    from streamchar.codecs.train import carry_training_record
+    from streamchar.training.codec_training import carry_training_record
 
     init, out = tmp_path / "init", tmp_path / "out"
     init.mkdir()

@@ -150,7 +150,7 @@ def codec_train(
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Train a tiny codec on SynthTalk; rerun the same command to resume after an interruption."""
-    from streamchar.codecs.train import TrainSettings, train_codec
+    from streamchar.training.codec_training import TrainSettings, train_codec
 
     cfg = load_config(preset, config)
     if kind not in ("video", "audio"):

@@ -10,49 +10,22 @@ lose some lip sync, so they keep `tiny-video` (README, "Latent codecs").
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from importlib import resources
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from streamchar.codecs.base import AudioCodec, VideoCodec
 from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
 from streamchar.config import Config
 from streamchar.errors import StreamcharError
+from streamchar.utils.files import atomic_save_file, atomic_write_text
+from streamchar.utils.shipped import shipped_dir
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 KINDS = ("tiny-video", "tiny-audio")
 SHIPPED = (*KINDS, "tiny-video-anchored")  # the shipped codecs by name: one per kind, and the anchored video codec
-
-
-def shipped_path(name: str) -> Path:
-    return Path(str(resources.files("streamchar").joinpath(f"assets/codecs/{name}")))
-
-
-def atomic_save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """safetensors file written beside its target, then renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; weights are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def save_codec(codec: TinyVideoCodec | TinyAudioCodec, directory: Path, extra: dict | None = None) -> None:
@@ -75,7 +48,7 @@ def _build(kind: str, config: dict) -> TinyVideoCodec | TinyAudioCodec:
 
 def codec_path(name_or_path: str | Path) -> Path:
     """The folder of a shipped codec by name (one of SHIPPED), or the path given."""
-    return shipped_path(str(name_or_path)) if str(name_or_path) in SHIPPED else Path(name_or_path)
+    return shipped_dir("codecs", str(name_or_path)) if str(name_or_path) in SHIPPED else Path(name_or_path)
 
 
 def load_codec(name_or_path: str | Path) -> TinyVideoCodec | TinyAudioCodec:

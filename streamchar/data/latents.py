@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from streamchar.codecs.base import AudioCodec, VideoCodec
-from streamchar.codecs.store import atomic_save_file, atomic_write_text
+from streamchar.utils.files import atomic_save_file, atomic_write_text
 from streamchar.config import Config
 from streamchar.data.dataset import ClipDataset, codec_frames
 from streamchar.errors import StreamcharError

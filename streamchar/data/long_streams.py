@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from streamchar.codecs.store import atomic_write_text
+from streamchar.utils.files import atomic_write_text
 from streamchar.config import Config
 from streamchar.data.clip import ClipPlan, build_clip
 from streamchar.data.harvard import split_sentences

@@ -12,7 +12,7 @@ import numpy as np
 
 from streamchar.data.audio import resample
 from streamchar.evaluation.lm import bigram_arpa
-from streamchar.evaluation.text import normalize_words
+from streamchar.utils.text import normalize_words
 
 ASR_RATE = 16000
 

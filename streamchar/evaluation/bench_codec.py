@@ -143,3 +143,32 @@ def bench_codecs(data: Path, cfg, video: VideoCodec, audio: AudioCodec, clips: i
         "wer_difference_points": 100 * (wer_rt - wer_gt),
         **decode_speed(video, audio),
     }
+
+
+def plot_change_profile(results: dict[str, dict], out: Path) -> Path:
+    """Frame-to-frame change by position in the chunk, for codec benches (`streamchar bench
+    codec`) named by their decoders, against the ground truth: a decoder whose video moves in
+    steps shows teeth at every latent's first frame (0, 1, 5, ..., 29)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    first = next(iter(results.values()))
+    ax.plot(first["change_by_chunk_position_ground_truth"], "k-", lw=2, label="ground truth")
+    for name, r in results.items():
+        ax.plot(r["change_by_chunk_position_reconstructed"], "o-", ms=3, lw=1, label=name)
+    for p in LATENT_STARTS:
+        ax.axvline(p, color="0.85", lw=0.8, zorder=0)
+    ax.set_xlabel("frame's position in its chunk (grey: a latent's first frame)")
+    ax.set_ylabel("mean |frame change| (0-255)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_ylim(0, ax.get_ylim()[1])
+    # below the axes, two labels a row: long decoder names inside the axes covered the curves or ran over the y label
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out

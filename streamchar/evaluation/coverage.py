@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import jiwer
 
-from streamchar.evaluation.text import normalize_words
+from streamchar.utils.text import normalize_words
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from streamchar.evaluation.text import normalize_words
+from streamchar.utils.text import normalize_words
 
 BOS, EOS = "<s>", "</s>"
 

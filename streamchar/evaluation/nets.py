@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from importlib import resources
+from streamchar.utils.shipped import shipped_dir
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
@@ -106,13 +106,9 @@ class SynthTalkIdentityNet(nn.Module):
 NETS = {"synthtalk-sync": SynthTalkSyncNet, "synthtalk-id": SynthTalkIdentityNet}
 
 
-def shipped_net_path(name: str) -> Path:
-    return Path(str(resources.files("streamchar").joinpath(f"assets/eval/{name}")))
-
-
 def load_net(name_or_path: str | Path) -> nn.Module:
     """A shipped evaluation network by name or a directory written by `save_net`."""
-    path = shipped_net_path(str(name_or_path)) if str(name_or_path) in NETS else Path(name_or_path)
+    path = shipped_dir("eval", str(name_or_path)) if str(name_or_path) in NETS else Path(name_or_path)
     try:
         meta = json.loads((path / "config.json").read_text())
         model = NETS[meta["name"]](**meta.get("config", {}))

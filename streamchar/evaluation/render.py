@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from streamchar.codecs.store import atomic_write_text
+from streamchar.utils.files import atomic_write_text
 from streamchar.data.audio import read_wav
 from streamchar.data.inspect import load_records
 from streamchar.errors import StreamcharError

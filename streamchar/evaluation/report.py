@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamchar.codecs.store import atomic_write_text
+from streamchar.utils.files import atomic_write_text
 
 
 def _fmt(v: float | None, digits: int = 2) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 
 from streamchar.config.schema import WordPaceConfig
 from streamchar.data.speech import Voice, speakable_text, spoken_word_times, transcript_words
-from streamchar.evaluation.text import word_matches
+from streamchar.utils.text import word_matches
 from streamchar.model.tokenizer import Tokens
 
 EPS = 1e-4  # s: keeps the time knots strictly increasing where one word ends as the next begins

@@ -5,32 +5,31 @@ the name of a shipped checkpoint (`streamchar/assets/models/<name>/`)."""
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from streamchar.codecs.store import atomic_save_file, atomic_write_text
+from streamchar.utils.files import atomic_save_file, atomic_write_text
 from streamchar.config import Config
 from streamchar.config.presets import PRESETS
 from streamchar.errors import StreamcharError
+from streamchar.utils.shipped import shipped_dir
 from streamchar.model.prompt import PromptEncoder
 from streamchar.model.streamchar_model import StreamCharModel, build_model
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
-def shipped_model_path(name: str) -> Path:
-    return Path(str(resources.files("streamchar").joinpath(f"assets/models/{name}")))
+SHIPPED_GENERATORS = ("tiny-student", "tiny-teacher")  # the student ships in the wheel; the teacher in checkpoints/
 
 
 def resolve_generator_path(name_or_dir: str | Path) -> Path:
     """A checkpoint folder as given, or else the shipped model of that name."""
     path = Path(name_or_dir)
-    if not path.exists() and shipped_model_path(str(name_or_dir)).exists():
-        return shipped_model_path(str(name_or_dir))
+    if not path.exists() and str(name_or_dir) in SHIPPED_GENERATORS:
+        return shipped_dir("models", str(name_or_dir))
     return path
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from streamchar.errors import StreamcharError
-from streamchar.evaluation.text import word_matches
+from streamchar.utils.text import word_matches
 
 
 

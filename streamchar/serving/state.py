@@ -12,7 +12,7 @@ from pathlib import Path
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from streamchar.evaluation.text import word_matches
+from streamchar.utils.text import word_matches
 from streamchar.serving.guard import ApiError, SessionNotFound
 from streamchar.serving.scheduler import Scheduler
 from streamchar.serving.sessions import LiveSession, Message

@@ -11,7 +11,7 @@ from pathlib import Path
 from streamchar.codecs.base import AudioCodec, VideoCodec
 from streamchar.codecs.store import load_audio_codec, load_video_codec
 from streamchar.config import Config
-from streamchar.model.checkpoint import load_generator, shipped_model_path
+from streamchar.model.checkpoint import SHIPPED_GENERATORS, load_generator
 from streamchar.model.prompt import PromptEncoder
 from streamchar.model.streamchar_model import StreamCharModel
 from streamchar.streaming.engine import SessionSettings, StreamSession
@@ -19,16 +19,10 @@ from streamchar.streaming.inputs import StreamRequest
 from streamchar.streaming.runner import ChunkRecord, StreamReport, run_stream
 from streamchar.streaming.writers import ChunkWriter, FragmentedMp4Writer
 
-# Shipped generators, the preferred first: the distilled student once it exists, else the teacher.
-SHIPPED_GENERATORS = ("tiny-student", "tiny-teacher")
 TEACHER_STEPS, STUDENT_STEPS = 50, 4
 
 
-def default_generator() -> str:
-    for name in SHIPPED_GENERATORS:
-        if (shipped_model_path(name) / "model.safetensors").is_file():
-            return name
-    return SHIPPED_GENERATORS[-1]  # its absence is reported by load_generator
+DEFAULT_GENERATOR = SHIPPED_GENERATORS[0]
 
 
 def default_steps(meta: dict) -> int:
@@ -56,7 +50,7 @@ class Pipeline:
         """By directory or shipped name; None: the default shipped generator. The codecs: the
         directories given (a model trained on another codec's latents, or the paper preset's
         VAEs), else the preset's shipped ones."""
-        name = str(checkpoint) if checkpoint is not None else default_generator()
+        name = str(checkpoint) if checkpoint is not None else DEFAULT_GENERATOR
         model, prompt, meta = load_generator(name)
         return cls.from_modules(model, prompt, {**meta, "name": name}, video_codec, audio_codec)
 

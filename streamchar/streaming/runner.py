@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamchar.codecs.store import atomic_write_text
+from streamchar.utils.files import atomic_write_text
 from streamchar.errors import Interrupted, StreamcharError
 from streamchar.streaming.engine import ChunkLatents, StreamSession
 from streamchar.streaming.writers import ChunkWriter

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from streamchar.codecs.store import atomic_save_file, atomic_write_text
+from streamchar.utils.files import atomic_save_file, atomic_write_text
 from streamchar.config import Config
 from streamchar.data.harvard import split_sentences
 from streamchar.data.latents import LatentCache

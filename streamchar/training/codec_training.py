@@ -31,7 +31,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from streamchar.codecs.base import per_channel
-from streamchar.codecs.store import atomic_save_file, atomic_write_text, save_codec
+from streamchar.codecs.store import save_codec
+from streamchar.utils.files import atomic_save_file, atomic_write_text
 from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
 from streamchar.config import Config
 from streamchar.data.audio import read_wav
@@ -495,7 +496,7 @@ def train_codec(
 
 def export_training_record(run: Path, out: Path, title: str) -> None:
     """The training log and its curves go next to the weights."""
-    from streamchar.evaluation.plots import plot_training_log
+    from streamchar.utils.plots import plot_training_log
 
     log = run / "train_log.jsonl"
     atomic_write_text(out / "train_log.jsonl", log.read_text())

@@ -1,0 +1,21 @@
+"""The shipped models behave as they did: the demo's stream for a fixed seed equals the one
+recorded in `tests/data/demo_stream.safetensors` (rewritten by `python tests/demo_stream.py`
+only when a change of behaviour is meant). Float tolerance covers another CPU's kernels."""
+
+import json
+
+import torch
+from safetensors import safe_open
+
+from demo_stream import FIXTURE, demo_stream
+
+
+def test_the_demo_stream_is_unchanged(shipped_pipeline):
+    tensors, meta = demo_stream(shipped_pipeline)
+    with safe_open(FIXTURE, "pt") as f:
+        recorded, recorded_meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    assert meta["text"] == recorded_meta["text"]
+    assert json.loads(meta["chunks"]) == json.loads(recorded_meta["chunks"])
+    assert sorted(tensors) == sorted(recorded)
+    for name, t in recorded.items():
+        torch.testing.assert_close(tensors[name], t, rtol=1e-3, atol=1e-3, msg=lambda m, name=name: f"{name}: {m}")
