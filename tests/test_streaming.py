@@ -26,7 +26,7 @@ from streamchar.streaming.runner import run_stream
 from streamchar.streaming.writers import CallbackWriter, FragmentedMp4Writer, Mp4FragmentStream, WavWriter
 
 TEXT = "the birch canoe slid on the smooth planks"
-POINTER_PACED = {"orchestrator": {"text_rate": 0.0, "text_window": 0.0}}  # the pointer paces these streams (the plan: test_text_reading)
+POINTER_PACED = {"orchestrator": {"reading": "pointer", "plan": None}}  # the pointer paces these streams (the plan: test_text_reading)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_guidance_mixes_a_prompt_free_reference_free_branch(parts, monkeypatch):
     monkeypatch.setattr(s.model.dit, "condition_cache", lambda cond, text: seen.append((cond, text)) or original(cond, text))
     guided = [c.video for c in s.chunks()]
     assert len(seen) == 4 and torch.count_nonzero(seen[1][0].reference) == 0 and torch.count_nonzero(seen[0][0].reference) > 0
-    assert torch.equal(seen[1][1], s.empty_prompt) and not torch.equal(seen[1][1], s.prompt)
+    assert torch.equal(seen[1][1], s.conditions.empty_prompt) and not torch.equal(seen[1][1], s.conditions.prompt)
     assert not torch.equal(guided[0], plain[0]) and all(torch.isfinite(v).all() for v in guided)
     with pytest.raises(StreamcharError, match="guidance"):
         _session(parts, guidance=-1)
@@ -122,11 +122,11 @@ def test_history_window_and_transcript_cut_follow_the_pointer(parts, monkeypatch
     assert s.progress[:3] == [1.5, 3.0, 4.5]
     for k, x in enumerate(seen):
         assert x.history_audio.shape[2] <= 15 * per_s
-        first = k - min(k, s.chunks_per_history)  # the first chunk still in the history window
+        first = k - min(k, s.cfg.stream.history_chunks)  # the first chunk still in the history window
         cut = int(np.floor(1.5 * first)) if first > 0 else 0  # words the pointer gave before the window
         assert x.word_counts.item() == 40 - cut
         assert x.word_numbers.max().item() == 40 - cut and x.word_numbers[0, 1:].min().item() >= 1
-    assert seen[-1].history_audio.shape[2] == s.chunks_per_history * 33 and seen[-1].word_counts.item() < 40
+    assert seen[-1].history_audio.shape[2] == s.cfg.stream.history_chunks * 33 and seen[-1].word_counts.item() < 40
 
 
 def test_stream_ends_after_the_last_word_and_appended_text_is_spoken(parts, monkeypatch):
@@ -307,7 +307,7 @@ def test_training_exit_step_keeps_one_step_of_graph_and_a_detached_stream(parts)
     assert not torch.allclose(early.video, ref[0].video)
     with pytest.raises(StreamcharError, match="exit step"):
         _session(parts, steps=3).next_chunk(0, exit_step=4)
-    lat = StreamSession.from_latents(model, SessionSettings(steps=3, seed=5), TEXT, s.prompt, s.reference, s.reference_audio)
+    lat = StreamSession.from_latents(model, SessionSettings(steps=3, seed=5), TEXT, s.conditions.prompt, s.reference, s.conditions.reference_audio)
     assert torch.allclose(lat.next_chunk(0).video, ref[0].video, atol=1e-6)
 
 

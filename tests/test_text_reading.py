@@ -79,17 +79,17 @@ def _orchestrator(**over):
 
 
 def test_audio_latents_sit_beside_the_text_spoken_then():
-    orch = _orchestrator(text_rate=0.5)
+    orch = _orchestrator(plan={"text_rate": 0.5})
     mask = torch.tensor([[1] * 3 + [1, 1, 0] + [0, 1, 1] + [1, 1]])  # ref 3, text 3 (one pad), history 3 (left-padded), chunk 2
     pos = orch._positions(mask, 3, 3, torch.tensor([[0, 1, 1]]), 2)
     assert pos[0, :6].tolist() == [0, 1, 2, 3, 4, 5]
     assert pos[0, 7:].tolist() == [3.0, 3.5, 4.0, 4.5]  # real history latents 0, 1, then the chunk's 2, 3
-    sequential = _orchestrator(text_rate=0.0)._positions(mask, 3, 3, torch.tensor([[0, 1, 1]]), 2)
+    sequential = _orchestrator(reading="pointer", plan=None)._positions(mask, 3, 3, torch.tensor([[0, 1, 1]]), 2)
     assert torch.equal(sequential, (mask.cumsum(1) - 1).clamp(min=0))
 
 
 def test_text_bias_points_audio_at_nearby_text_and_keeps_causality():
-    orch = _orchestrator(text_rate=1.0, text_window=2.0)
+    orch = _orchestrator(plan={"text_rate": 1.0, "text_window": 2.0})
     mask = torch.ones(1, 3 + 6 + 0 + 4, dtype=torch.long)
     mask[0, 8] = 0  # a padded transcript token
     pos = orch._positions(mask, 3, 6, torch.zeros(1, 0, dtype=torch.long), 4)
@@ -144,24 +144,24 @@ def test_a_checkpoint_from_before_the_aids_loads_as_it_was_trained(tmp_path):
     from streamchar.errors import StreamcharError
     from streamchar.model.checkpoint import load_generator, save_generator
 
-    old = load_config("tiny", {"orchestrator": {"phoneme_classes": 0, "text_rate": 0.0, "text_window": 0.0}})
+    old = load_config("tiny", {"orchestrator": {"phoneme_classes": 0, "reading": "pointer", "plan": None}})
     model, prompt = new_generator(old, seed=0)
     save_generator(tmp_path / "old", model, prompt, {"stage": "joint"})
     meta = json.loads((tmp_path / "old" / "config.json").read_text())
-    for field in ("phoneme_classes", "text_rate", "text_window"):
+    for field in ("phoneme_classes", "reading", "plan"):
         del meta["config"]["orchestrator"][field]  # written before the fields existed
     (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
     loaded, _, _ = load_generator(tmp_path / "old")
-    assert loaded.orchestrator.phoneme_head is None and loaded.cfg.orchestrator.text_rate == 0.0  # not today's tiny preset
-    meta["config"]["orchestrator"]["text_rate"] = -1
+    assert loaded.orchestrator.phoneme_head is None and loaded.cfg.orchestrator.reading == "pointer"  # not today's tiny preset
+    meta["config"]["orchestrator"]["text_rate"] = -1  # the layout before reading: a rate switched the plan on
     (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(StreamcharError, match="text_rate"):
         load_generator(tmp_path / "old")
     meta["config"]["orchestrator"]["text_rate"] = 0.0
     (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
-    reread = load_config("tiny", {"orchestrator": {"phoneme_classes": 0, "text_rate": 0.5, "text_window": 3.0}})
+    reread = load_config("tiny", {"orchestrator": {"phoneme_classes": 0, "plan": {"text_rate": 0.5, "text_window": 3.0}}})
     again, _, _ = load_generator(tmp_path / "old", config=reread)  # a run may change how the text is read
-    assert again.cfg.orchestrator.text_window == 3.0 and again.orchestrator.cfg.text_rate == 0.5
+    assert again.cfg.orchestrator.plan.text_window == 3.0 and again.orchestrator.cfg.plan.text_rate == 0.5
     with pytest.raises(StreamcharError, match="orchestrator.num_layers"):
         load_generator(tmp_path / "old", config=load_config("tiny", {"orchestrator": {"phoneme_classes": 0, "num_layers": 2}}))
 
@@ -202,7 +202,7 @@ def test_windows_place_latents_in_the_words_spoken_then(cache):
     batch = collate([src.window(j) for j, (_, c) in enumerate(src.index) if c >= 1][:2])
     n_hist = batch.history.shape[2]
     assert batch.text_positions.shape == (2, n_hist + 33) and torch.equal(batch.text_positions[0, -33:], src.window(k).text_positions[-33:])
-    paper_like = WindowSource(lc, load_config("tiny", {"orchestrator": {"text_rate": 0.0}}), CharacterTokenizer(96))
+    paper_like = WindowSource(lc, load_config("tiny", {"orchestrator": {"reading": "pointer", "plan": None}}), CharacterTokenizer(96))
     assert paper_like.window(k).text_positions is None and collate([paper_like.window(k)]).text_positions is None
 
 
@@ -226,7 +226,7 @@ def _plan_session(cfg):
     return session
 
 
-PLANS = {"even": {"word_pace": None}, "letters": {"word_pace": {"durations": "letters"}}, "espeak": {}}  # the tiny preset's: espeak
+PLANS = {"even": {"plan": {"word_pace": None}}, "letters": {"plan": {"word_pace": {"durations": "letters"}}}, "espeak": {}}  # the tiny preset's: espeak
 
 
 @pytest.mark.parametrize("plan_kind", list(PLANS))
@@ -234,14 +234,14 @@ def test_streams_read_the_transcript_by_the_plan(plan_kind):
     from streamchar.model.alignment import paced_word_times, planned_positions, spoken_positions, window_positions, words_done
 
     cfg = load_config("tiny", {"orchestrator": PLANS[plan_kind]})
-    rate, pace = cfg.orchestrator.text_rate, cfg.orchestrator.word_pace
+    rate, pace = cfg.orchestrator.plan.text_rate, cfg.orchestrator.plan.word_pace
     paced = pace is not None
     assert plan_kind == (pace.durations if paced else "even")
 
     session = _plan_session(cfg)
     text = " ".join(["one two three four, five six seven eight nine ten."] * 6)  # 60 words, 365 tokens
     s = session(text, max_chunks=16)
-    toks = s._tokens
+    toks = s.reader.tokens
     times = paced_word_times(text, pace) if paced else None
 
     def plan(first, count):  # the plan, computed here from its definition
@@ -255,13 +255,13 @@ def test_streams_read_the_transcript_by_the_plan(plan_kind):
     for k in range(13):
         s.next_chunk(k)
     for k, x in enumerate(seen):
-        first = max(0, k - s.chunks_per_history) * 33
+        first = max(0, k - s.cfg.stream.history_chunks) * 33
         cut = words_done(toks, plan(first, 1)[0])
         assert x.word_counts.item() == min(60, cut + cfg.orchestrator.lookahead_words) - cut  # the history's finished words, by the plan
         want = window_positions(toks, cut, cfg.orchestrator.lookahead_words, plan(first, (k + 1) * 33 - first))
         assert torch.allclose(x.text_positions[0], torch.from_numpy(want).float())
         assert s.progress[k] == words_done(toks, plan((k + 1) * 33, 1)[0])
-    assert cut > 0 and seen[-1].history_audio.shape[2] == s.chunks_per_history * 33
+    assert cut > 0 and seen[-1].history_audio.shape[2] == s.cfg.stream.history_chunks * 33
     short = list(session("one two three four").chunks())  # read within the first chunk (1.375 s)
     assert [c.closing for c in short] == [False, True] and short[0].words_spoken == 4
 
@@ -309,7 +309,7 @@ def _records_timed_by(pace, n=40):
     from streamchar.model.alignment import paced_word_times
 
     rng = np.random.default_rng(0)
-    words = "the birch canoe slid on smooth planks glue sheet to dark blue background".split()
+    words = ["the", "birch", "canoe", "slid", "on", "smooth", "planks", "glue", "sheet", "to", "dark", "blue", "background"]
     records = []
     for _ in range(n):
         picked = rng.choice(words, size=int(rng.integers(4, 12)))
@@ -357,8 +357,8 @@ def test_pace_benchmark_reports_both_plans(cache):
     assert result["fitted_word_pace"]["durations"] == "espeak"
     with pytest.raises(StreamcharError, match="test-unseen"):
         bench_pace(cache, load_config("tiny"))
-    with pytest.raises(StreamcharError, match="text_rate is 0"):
-        bench_pace(cache, load_config("tiny", {"orchestrator": {"text_rate": 0.0, "word_pace": None}}))
+    with pytest.raises(StreamcharError, match="reading is pointer"):
+        bench_pace(cache, load_config("tiny", {"orchestrator": {"reading": "pointer", "plan": None}}))
 
 
 @pytest.mark.parametrize("plan_kind", ["letters", "espeak"])
@@ -368,31 +368,31 @@ def test_words_appended_after_the_plan_ran_out_start_with_the_next_chunk(plan_ki
     cfg = load_config("tiny", {"orchestrator": PLANS[plan_kind]})
     session = _plan_session(cfg)
     s = session("one two", max_chunks=8)
-    first = list(s._word_times)
+    first = list(s.word_times())
     for k in range(3):
         s.next_chunk(k)
     s.append_text("three four")
-    assert s._word_times[:2] == first and s._word_times[2][0] == pytest.approx(3 * 1.375)
+    assert s.word_times()[:2] == first and s.word_times()[2][0] == pytest.approx(3 * 1.375)
     s.append_text("five")  # still ahead of the stream: follows the words before it, timed after them
-    part = paced_word_times("one two three four five", cfg.orchestrator.word_pace)
-    assert s._word_times[4][0] - s._word_times[3][1] == pytest.approx(part[4][0] - part[3][1])
-    assert s._word_times[4][1] - s._word_times[4][0] == pytest.approx(part[4][1] - part[4][0])
+    part = paced_word_times("one two three four five", cfg.orchestrator.plan.word_pace)
+    assert s.word_times()[4][0] - s.word_times()[3][1] == pytest.approx(part[4][0] - part[3][1])
+    assert s.word_times()[4][1] - s.word_times()[4][0] == pytest.approx(part[4][1] - part[4][0])
     def failing(*args, **kwargs):
         raise StreamcharError("espeak-ng failed")
 
-    kept = (s.transcript, s.words_total, list(s._word_times))
+    kept = (s.transcript, s.words_total, list(s.word_times()))
     with monkeypatch.context() as m:
-        m.setattr("streamchar.streaming.engine.paced_word_times", failing)
+        m.setattr("streamchar.streaming.reading.paced_word_times", failing)
         with pytest.raises(StreamcharError, match="espeak-ng failed"):
             s.append_text("six seven")
-    assert (s.transcript, s.words_total, s._word_times) == kept  # a plan that failed did not take the text
+    assert (s.transcript, s.words_total, s.word_times()) == kept  # a plan that failed did not take the text
     whole = session("one, two three.")
     whole.append_text("Four five")  # appended before any chunk: planned as if it had been there from the start
     if plan_kind == "letters":
-        assert whole._word_times == pytest.approx(paced_word_times("one, two three. Four five", cfg.orchestrator.word_pace))
+        assert whole.word_times() == pytest.approx(paced_word_times("one, two three. Four five", cfg.orchestrator.plan.word_pace))
 
 
-@pytest.mark.parametrize("over", [{}, {"text_window": 0}], ids=["text-bias", "plain-mask"])
+@pytest.mark.parametrize("over", [{}, {"plan": {"text_window": 0}}], ids=["text-bias", "plain-mask"])
 def test_cached_prefix_gives_the_full_pass_at_every_step(over):
     from dataclasses import replace
 
@@ -420,11 +420,11 @@ def test_a_paced_stream_ends_its_tail_after_the_last_word(tmp_path):
     from streamchar.streaming.writers import CallbackWriter, FragmentedMp4Writer
 
     cfg = load_config("tiny")
-    pace = cfg.orchestrator.word_pace
+    pace = cfg.orchestrator.plan.word_pace
     session = _plan_session(cfg)
     s = session("glue the sheet to the dark blue background, then stop.")
-    end = s.planned_end()
-    assert end == pytest.approx(s._word_times[-1][1] + pace.tail_seconds)
+    end = s.reader.end_seconds()
+    assert end == pytest.approx(s.word_times()[-1][1] + pace.tail_seconds)
     got = []
     out = tmp_path / "paced.mp4"
     report = run_stream(s, [CallbackWriter(lambda f, a: got.append((len(f), len(a)))),
@@ -438,8 +438,8 @@ def test_a_paced_stream_ends_its_tail_after_the_last_word(tmp_path):
     assert len(read_mp4(out).frames) == (len(chunks) - 1) * 33 + last_frames
     assert chunks[-1].words_spoken == s.words_total
     json.loads(json.dumps(report.to_json()))  # the report `--report` writes
-    even = _plan_session(load_config("tiny", {"orchestrator": {"word_pace": None}}))
-    assert even("one two").planned_end() is None  # the even pace keeps its closing chunk
+    even = _plan_session(load_config("tiny", {"orchestrator": {"plan": {"word_pace": None}}}))
+    assert even("one two").reader.end_seconds() is None  # the even pace keeps its closing chunk
 
 
 @pytest.mark.parametrize("plan_kind", ["letters", "espeak"])
@@ -447,17 +447,17 @@ def test_a_long_script_is_planned_a_piece_at_a_time(plan_kind):
     import math
 
     from streamchar.model.alignment import paced_word_times
-    from streamchar.streaming.engine import PLAN_AHEAD_SECONDS
+    from streamchar.streaming.reading import PLAN_AHEAD_SECONDS
 
     cfg = load_config("tiny", {"orchestrator": PLANS[plan_kind]})
     text = " ".join(["One two three four, five six seven eight nine ten."] * 30)  # 300 words, about 100 s
     s = _plan_session(cfg)(text)
-    assert 0 < len(s._word_times) < 300 and s._word_times[-1][1] >= 1.375 + PLAN_AHEAD_SECONDS  # enough for the first chunk
-    assert s.planned_end() == math.inf  # not the end while words are still to be timed
-    while len(s._word_times) < 300:
+    assert 0 < len(s.word_times()) < 300 and s.word_times()[-1][1] >= 1.375 + PLAN_AHEAD_SECONDS  # enough for the first chunk
+    assert s.reader.end_seconds() == math.inf  # not the end while words are still to be timed
+    while len(s.word_times()) < 300:
         s.progress.append(0.0)  # a chunk made: the plan reaches further
-        s._plan_ahead()
-        assert s._word_times[-1][1] >= (len(s.progress) + 1) * 1.375 + PLAN_AHEAD_SECONDS or len(s._word_times) == 300
-    whole = paced_word_times(text, cfg.orchestrator.word_pace)  # the pieces join as the whole script's plan
-    assert np.abs(np.array(s._word_times) - np.array(whole)).max() < (1e-9 if plan_kind == "letters" else 0.05)
-    assert s.planned_end() == pytest.approx(s._word_times[-1][1] + cfg.orchestrator.word_pace.tail_seconds)
+        s.reader.prepare()
+        assert s.word_times()[-1][1] >= (len(s.progress) + 1) * 1.375 + PLAN_AHEAD_SECONDS or len(s.word_times()) == 300
+    whole = paced_word_times(text, cfg.orchestrator.plan.word_pace)  # the pieces join as the whole script's plan
+    assert np.abs(np.array(s.word_times()) - np.array(whole)).max() < (1e-9 if plan_kind == "letters" else 0.05)
+    assert s.reader.end_seconds() == pytest.approx(s.word_times()[-1][1] + cfg.orchestrator.plan.word_pace.tail_seconds)

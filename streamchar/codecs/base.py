@@ -116,7 +116,7 @@ class VideoCodec(nn.Module, ABC):
         None: there is none, the stream starts here); `previous_frame` (N, 3, H, W), the last frame
         decoded before each chunk, for a codec that `reads_previous_frame` (None: the stream starts)."""
 
-    def stream_decoder(self, reference: list[torch.Tensor] | None = None) -> "VideoStreamDecoder":
+    def stream_decoder(self, reference: list[torch.Tensor] | None = None) -> VideoStreamDecoder:
         return VideoStreamDecoder(self, reference)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ def _from_pretrained(cls, path: Path):  # noqa: ANN001, ANN202
         raise StreamcharError(f"no diffusers checkpoint at {path} (expected config.json and weights written by save_pretrained)")
     try:
         return cls.from_pretrained(str(path), local_files_only=True).eval()
-    except (OSError, ValueError, EnvironmentError) as e:
+    except (OSError, ValueError) as e:
         raise StreamcharError(f"cannot load {cls.__name__} from {path}: {str(e).splitlines()[0]}") from None
 
 
@@ -52,7 +52,7 @@ class WanVideoCodec(VideoCodec):
         self.register_buffer("latents_std", torch.tensor(c.latents_std, dtype=torch.float32), persistent=False)
 
     @classmethod
-    def load(cls, path: str | Path, cfg: Config) -> "WanVideoCodec":
+    def load(cls, path: str | Path, cfg: Config) -> WanVideoCodec:
         from diffusers import AutoencoderKLWan
 
         return cls(_from_pretrained(AutoencoderKLWan, Path(path)), cfg)
@@ -73,7 +73,7 @@ class _OverlapStream(AudioStreamDecoder):
     """Decodes each chunk with up to `context` latents of the previous ones in front, keeping only
     the new samples: Oobleck's decoder sees the future too, so this approximates whole decoding."""
 
-    def __init__(self, codec: "OobleckAudioCodec", context: int):
+    def __init__(self, codec: OobleckAudioCodec, context: int):
         self.codec, self.context = codec, context
         self.past: torch.Tensor | None = None
 
@@ -110,7 +110,7 @@ class OobleckAudioCodec(AudioCodec):
         self.stream_context = stream_context
 
     @classmethod
-    def load(cls, path: str | Path, cfg: Config) -> "OobleckAudioCodec":
+    def load(cls, path: str | Path, cfg: Config) -> OobleckAudioCodec:
         from diffusers import AutoencoderOobleck
 
         return cls(_from_pretrained(AutoencoderOobleck, Path(path)), cfg)

@@ -327,7 +327,7 @@ class TinyAudioConfig:
 
 
 class _AudioStream(AudioStreamDecoder):
-    def __init__(self, codec: "TinyAudioCodec"):
+    def __init__(self, codec: TinyAudioCodec):
         self.codec = codec
         self.state: dict[str, torch.Tensor] | None = None
 

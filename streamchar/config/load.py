@@ -72,3 +72,19 @@ def load_config(preset: str | None = None, overrides: str | Path | dict[str, Any
         return Config.model_validate(data)
     except ValidationError as e:
         raise StreamcharError(f"invalid config: {format_validation_error(e)}") from None
+
+
+def upgrade_saved_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by an earlier version, in today's layout: the plan's fields (`text_rate`,
+    `text_window`, `word_pace`) sat in `orchestrator` itself, a non-zero `text_rate` switching the
+    plan on; `stream` held sampler step counts that nothing read."""
+    out = copy.deepcopy(data)
+    orchestrator = out.get("orchestrator")
+    if isinstance(orchestrator, dict) and "text_rate" in orchestrator:
+        rate, window, pace = orchestrator.pop("text_rate"), orchestrator.pop("text_window", 0.0), orchestrator.pop("word_pace", None)
+        orchestrator["reading"] = "plan" if rate else "pointer"
+        orchestrator["plan"] = {"text_rate": rate, "text_window": window, "word_pace": pace} if rate else None
+    if isinstance(out.get("stream"), dict):
+        for old in ("teacher_steps", "student_steps"):
+            out["stream"].pop(old, None)
+    return out

@@ -1,4 +1,4 @@
-"""Named presets: `paper` has the dimensions of Wan2.2-TI2V-5B and Qwen2.5-3B (design.md §4),
+"""Named presets: `paper` has the dimensions of Wan2.2-TI2V-5B and Qwen2.5-3B (docs/architecture.md, "Models"),
 `tiny` the same architecture small enough to train and stream on two CPU cores."""
 
 from __future__ import annotations
@@ -60,12 +60,15 @@ PRESETS: dict[str, dict[str, Any]] = {
             "context_window": 2048,
             "tokenizer": "characters",
             "phoneme_classes": 75,  # training.phonemes.PHONEME_CLASSES
-            "text_rate": 0.74,  # SynthTalk's mean: characters per audio latent (sd 0.08 over training clips)
-            "text_window": 2.0,  # tokens; the positions come from word timings, so the bias can be narrow
-            # fitted to SynthTalk's training timings: `streamchar bench pace --cache runs/latents` (benchmarks/results/pace.json)
-            "word_pace": {"durations": "espeak", "lead_seconds": 0.200, "word_seconds": 0.0043, "letter_seconds": 0.0655,
-                          "clause_pause_seconds": 0.302, "sentence_pause_seconds": 0.452,
-                          "espeak_voice": "en-us", "espeak_rate": 168, "espeak_scale": 1.0006, "tail_seconds": 0.343},
+            "reading": "plan",  # a 4-layer orchestrator trained on two cores did not align text and speech by itself
+            "plan": {
+                "text_rate": 0.74,  # SynthTalk's mean: characters per audio latent
+                "text_window": 2.0,  # tokens; the positions come from word timings, so the bias can be narrow
+                # fitted to SynthTalk's training timings: `streamchar bench pace --cache runs/latents` (benchmarks/results/pace.json)
+                "word_pace": {"durations": "espeak", "lead_seconds": 0.200, "word_seconds": 0.0043, "letter_seconds": 0.0655,
+                              "clause_pause_seconds": 0.302, "sentence_pause_seconds": 0.452,
+                              "espeak_voice": "en-us", "espeak_rate": 168, "espeak_scale": 1.0006, "tail_seconds": 0.343},
+            },
         },
     },
 }

@@ -1,6 +1,6 @@
 """Typed configuration shared by every part of streamchar.
 
-The stream geometry (design.md §1) is the contract between the codecs, the
+The stream geometry (docs/architecture.md, "Stream geometry") is the contract between the codecs, the
 model, the trainer and the streaming engine, so it is validated here once:
 a config that would make those parts disagree never gets built.
 """
@@ -46,8 +46,6 @@ class StreamGeometry(Strict):
     audio_latent_rate: int = Field(AUDIO_LATENT_RATE, description="audio latents per second")
     chunk_audio_latents: int = Field(CHUNK_AUDIO_LATENTS, description="audio latents per chunk")
     history_seconds: float = Field(15.0, gt=0, le=15.0, description="orchestrator history window (s), kept as whole chunks")
-    teacher_steps: int = Field(50, ge=1)
-    student_steps: int = Field(4, ge=1)
 
     @field_validator("fps", "vae_temporal_stride", "vae_spatial_stride", "chunk_latent_frames", "audio_latent_rate", "chunk_audio_latents")
     @classmethod
@@ -58,9 +56,7 @@ class StreamGeometry(Strict):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "StreamGeometry":
-        if self.student_steps > self.teacher_steps:
-            raise ValueError("student_steps: must not exceed teacher_steps")
+    def _consistent(self) -> StreamGeometry:
         # audio and video chunks must cover the same time span
         if self.chunk_frames * self.audio_latent_rate != self.chunk_audio_latents * self.fps:
             raise ValueError(
@@ -80,7 +76,7 @@ class StreamGeometry(Strict):
 
     @property
     def history_chunks(self) -> int:
-        """Whole chunks of history the orchestrator reads (15 s: 10 chunks, 13.75 s)."""
+        """Whole chunks of history the orchestrator reads (at most `history_seconds`)."""
         return max(1, int(self.history_seconds / self.chunk_seconds + 1e-9))
 
 
@@ -116,13 +112,12 @@ class DiTConfig(Strict):
 
 
 class WordPaceConfig(Strict):
-    """A stream's plan of when each word is spoken, for presets that read the transcript by a plan
-    (`text_rate`). `durations` "letters": each word lasts `word_seconds` + `letter_seconds` per
-    letter, a pause follows a comma and a longer one a full stop. "espeak": each word lasts as
-    long as espeak-ng's phoneme rules make it at `espeak_rate`, pauses included, times
-    `espeak_scale`. Either way the first word starts after `lead_seconds` and the stream ends
-    `tail_seconds` after the last. The tiny preset's numbers are fitted to SynthTalk's training
-    timings (`streamchar bench pace`)."""
+    """When each word is spoken, for streams that read by the plan. `durations` "letters": each
+    word lasts `word_seconds` + `letter_seconds` per letter, a pause follows a comma and a longer
+    one a full stop. "espeak": each word lasts as long as espeak-ng's phoneme rules make it at
+    `espeak_rate`, pauses included, times `espeak_scale`. Either way the first word starts after
+    `lead_seconds` and the stream ends `tail_seconds` after the last. The tiny preset's numbers are
+    fitted to SynthTalk's training timings (`streamchar bench pace`)."""
 
     durations: Literal["letters", "espeak"] = Field("letters", description="what times each word: its letters, or espeak-ng's phonemes")
     lead_seconds: float = Field(ge=0, description="silence before the first word")
@@ -133,8 +128,22 @@ class WordPaceConfig(Strict):
     espeak_voice: str = Field("en-us", min_length=1, description="the espeak-ng voice whose timing the plan takes (durations: espeak)")
     espeak_rate: int = Field(168, ge=80, le=450, description="words per minute espeak-ng times the words at (durations: espeak)")
     espeak_scale: float = Field(1.0, gt=0, description="planned seconds per second of espeak-ng's timing (durations: espeak)")
-    tail_seconds: float = Field(0.35, ge=0, description="the stream ends this long after the last word (SynthTalk's clips: 0.34 s); "
-                                "its last chunk plays only that far")
+    tail_seconds: float = Field(0.35, ge=0, description="the stream ends this long after the last word; its last chunk plays only that far")
+
+
+class TextPlanConfig(Strict):
+    """How a stream that reads by the plan (`orchestrator.reading: plan`, the tiny preset) places
+    its audio latents in the transcript. The orchestrator's RoPE puts each audio latent beside the
+    token spoken then (from word timings in training, from the plan in streams), and a Gaussian
+    bias points its attention there: a small orchestrator trained from scratch finds the text by
+    relative position instead of counting through the history."""
+
+    text_rate: float = Field(gt=0, description="transcript tokens per audio latent: the plan's even pace without word_pace, "
+                             "and the positions of latents no timing places")
+    text_window: float = Field(0.0, ge=0, description="width (tokens) of the Gaussian bias from each audio latent to the "
+                               "transcript tokens beside it (0: no bias)")
+    word_pace: WordPaceConfig | None = Field(None, description="time each word by its letters or phonemes and its punctuation "
+                                             "(None: one even pace, text_rate tokens per latent)")
 
 
 class OrchestratorConfig(Strict):
@@ -148,25 +157,24 @@ class OrchestratorConfig(Strict):
     lookahead_words: int = Field(48, gt=0, description="transcript words after the history window's cut that the orchestrator reads")
     tokenizer: Literal["qwen2", "characters"] = Field(description="qwen2: loaded from the Qwen2.5 directory; characters: the project's own")
     phoneme_classes: int = Field(0, ge=0, description="classes of the frame-level phoneme head (training aid, 0: no head)")
-    text_rate: float = Field(0.0, ge=0, description="audio latents' RoPE positions beside the transcript token spoken then "
-                             "(word timings in training); streams read the transcript at this many tokens per latent "
-                             "(0: positions run on in sequence, as in Qwen2, and the pointer paces the stream)")
-    text_window: float = Field(0.0, ge=0, description="with text_rate: width (tokens) of a Gaussian bias that points each "
-                               "audio latent's attention at the transcript tokens beside it (0: no bias)")
-    word_pace: WordPaceConfig | None = Field(None, description="with text_rate: streams time each word by its letters or "
-                                                "phonemes and its punctuation (None: they read text_rate tokens per latent; unused without text_rate)")
+    reading: Literal["pointer", "plan"] = Field("pointer", description="how a stream reads its transcript: pointer (the paper's "
+                                                "progress pointer) or plan (each latent placed in the text by a timed plan; needs plan)")
+    plan: TextPlanConfig | None = Field(None, description="the plan's parameters (reading: plan only)")
 
     @model_validator(mode="after")
-    def _heads(self) -> "OrchestratorConfig":
+    def _heads(self) -> OrchestratorConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size: {self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_kv_heads: {self.num_kv_heads} must divide num_heads={self.num_heads}")
+        if (self.reading == "plan") != (self.plan is not None):
+            raise ValueError("plan: give it exactly when reading is plan" if self.plan is None
+                             else "plan: reading is pointer, which reads no plan; set reading: plan or drop plan")
         return self
 
 
 class SynthTalkConfig(Strict):
-    """How SynthTalk clips are made (design.md §5)."""
+    """How SynthTalk clips are made (docs/architecture.md, "SynthTalk")."""
 
     min_sentences: int = Field(1, ge=1, le=4)
     max_sentences: int = Field(4, ge=1, le=4)
@@ -181,7 +189,7 @@ class SynthTalkConfig(Strict):
     crf: int = Field(16, ge=0, le=51, description="H.264 quality of the MP4 (lower is better)")
 
     @model_validator(mode="after")
-    def _ranges(self) -> "SynthTalkConfig":
+    def _ranges(self) -> SynthTalkConfig:
         if self.min_sentences > self.max_sentences:
             raise ValueError("min_sentences: must not exceed max_sentences")
         if self.val_fraction + self.test_fraction + self.unseen_fraction >= 1:
@@ -199,7 +207,7 @@ class Config(Strict):
     synthtalk: SynthTalkConfig = Field(default_factory=SynthTalkConfig)
 
     @model_validator(mode="after")
-    def _geometry(self) -> "Config":
+    def _geometry(self) -> Config:
         s = self.stream.vae_spatial_stride
         for name in ("height", "width"):
             v = getattr(self.video, name)

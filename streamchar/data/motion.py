@@ -43,7 +43,7 @@ class PoseTrack:
         return len(self.blink)
 
     @staticmethod
-    def neutral(n: int = 1) -> "PoseTrack":
+    def neutral(n: int = 1) -> PoseTrack:
         z = np.zeros(n, np.float32)
         mouth = np.tile(np.array([0.0, 0.35, 0.0], np.float32), (n, 1))
         return PoseTrack(z, z, z, z, mouth, {"left": z, "right": z}, {"left": z, "right": z})

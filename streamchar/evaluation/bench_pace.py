@@ -84,7 +84,7 @@ def _planned_starts(records: list[dict], cfg: Config, pace: WordPaceConfig | Non
             planned = np.array([a for a, _ in paced_word_times(rec["transcript"], pace)])
         else:
             firsts, _ = word_spans(tokenizer.encode(rec["transcript"]))
-            planned = firsts / oc.text_rate / cfg.stream.audio_latent_rate
+            planned = firsts / oc.plan.text_rate / cfg.stream.audio_latent_rate
         out.append((np.array([a for a, _ in times]), planned))
     return out
 
@@ -108,8 +108,8 @@ def plan_start_errors(records: list[dict], cfg: Config, pace: WordPaceConfig | N
 
 def bench_pace(cache: Path, cfg: Config, split: str = "test-unseen") -> dict:
     """Fit on the cache's training clips; word-start errors of the three plans on `split`."""
-    if not cfg.orchestrator.text_rate:
-        raise StreamcharError(f"the {cfg.preset} preset reads no plan (orchestrator.text_rate is 0): its pointer paces the stream")
+    if cfg.orchestrator.plan is None:
+        raise StreamcharError(f"the {cfg.preset} preset reads no plan (orchestrator.reading is pointer): its pointer paces the stream")
     records = LatentCache(cache).records
     train = [r for r in records if r["split"] == "train"]
     held = [r for r in records if r["split"] == split]

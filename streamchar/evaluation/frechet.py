@@ -22,7 +22,7 @@ class GaussianStats:
     count: int
 
     @classmethod
-    def of(cls, features: np.ndarray) -> "GaussianStats":
+    def of(cls, features: np.ndarray) -> GaussianStats:
         f = np.asarray(features, dtype=np.float64)
         if f.ndim != 2 or f.shape[0] < 2:
             raise StreamcharError(f"a Fréchet distance needs at least two feature vectors, got shape {f.shape}")

@@ -1,18 +1,14 @@
-"""Where in the transcript each audio latent is: the positions the tiny preset's text bias
-points from (`orchestrator.text_rate`), as one map for training and streaming.
+"""Where in the transcript each audio latent is: the positions the plan's text bias points from
+(`orchestrator.reading: plan`), as one map for training and streaming.
 
 Training knows where each latent is from the clip's word timings: a word's tokens are read
 from its start to its end, the space after it during the pause that follows. Streaming has no
 timings for speech not yet made, so it plans them, and the model, trained to speak the tokens
 its latents point at, speaks to the plan. With `word_pace` the plan times each word, by
 espeak-ng's phoneme durations or by its letters, and pauses at punctuation: the rhythm
-training's timings had (a plan at one even pace, `text_rate` tokens per latent, left the lips
-less sure of the speech: README, "Planning the words"). The same plan cuts the history's
-finished words and says when the last word is spoken. Positions are global (token 0 is the transcript's first)
+training's timings had (docs/tiny-scale.md). The same plan cuts the history's finished words
+and says when the last word is spoken. Positions are global (token 0 is the transcript's first)
 and are carried into the window the orchestrator reads by `window_positions`.
-
-The paper's orchestrator (a pretrained 3B LLM) aligns text and speech by itself; the 4-layer
-tiny one trained on two cores did not (README, "Reading the transcript at tiny scale").
 """
 
 from __future__ import annotations

@@ -66,17 +66,18 @@ def _saved_config(meta: dict, where: Path) -> Config:
     field added since (whose default keeps the old behaviour) does not change an old model."""
     from pydantic import ValidationError
 
-    from streamchar.config.load import format_validation_error
+    from streamchar.config.load import format_validation_error, upgrade_saved_config
 
     if meta.get("preset") not in PRESETS or not isinstance(meta.get("config"), dict):
         raise StreamcharError(f"{where} names no known preset and config (presets: {', '.join(sorted(PRESETS))})")
     try:
-        return Config.model_validate({**meta["config"], "preset": meta["preset"]})
+        return Config.model_validate({**upgrade_saved_config(meta["config"]), "preset": meta["preset"]})
     except ValidationError as e:
         raise StreamcharError(f"{where} holds an invalid config: {format_validation_error(e)}") from None
 
 
-READING_FIELDS = frozenset({"orchestrator.text_rate", "orchestrator.text_window", "orchestrator.word_pace", "orchestrator.lookahead_words", "stream.history_seconds"})  # no weights depend on them
+# no weights depend on them
+READING_FIELDS = ("orchestrator.reading", "orchestrator.plan", "orchestrator.lookahead_words", "stream.history_seconds")
 # switched on, each adds weights (under this prefix) that leave the model's output as it was: zero-initialised, or a training head
 GROWN_FIELDS = {"dit.audio_to_video": "model.dit.audio_to_video.", "dit.mouth_head": "model.dit.mouth_head."}
 
@@ -115,7 +116,7 @@ def load_generator(name_or_dir: str | Path, config: Config | None = None) -> tup
         cfg = _saved_config(meta, path / CONFIG)
         grown: list[str] = []
         if config is not None:
-            changed = [f for f in config_differences(cfg.model_dump(), config.model_dump()) if f not in READING_FIELDS]
+            changed = [f for f in config_differences(cfg.model_dump(), config.model_dump()) if not f.startswith(READING_FIELDS)]  # a field or one inside it
             grown = [GROWN_FIELDS[f] for f in changed if f in GROWN_FIELDS and _field(config, f) and not _field(cfg, f)]
             changed = [f for f in changed if f not in GROWN_FIELDS or GROWN_FIELDS[f] not in grown]
             if changed:

@@ -66,7 +66,7 @@ class ConditionInput:
     sink: torch.Tensor | None = None  # (B, C, S, H, W) the stream's first chunk
     motion: torch.Tensor | None = None  # (B, C, K, H, W) the previous chunk's latents
 
-    def without_reference(self) -> "ConditionInput":
+    def without_reference(self) -> ConditionInput:
         """The unconditional branch of guidance: the reference frame zeroed, as pretraining drops it."""
         assert self.reference is not None
         return ConditionInput(torch.zeros_like(self.reference), self.sink, self.motion)

@@ -167,12 +167,12 @@ class Orchestrator(nn.Module):
 
     def _positions(self, mask: torch.Tensor, n_ref: int, n_txt: int, hist_mask: torch.Tensor, n_cond: int,
                    text_positions: torch.Tensor | None = None) -> torch.Tensor:
-        """RoPE positions. Sequential by default (Qwen2's own); with `text_rate`, each audio latent
-        sits beside the transcript token spoken then (`text_positions`: from word timings in
-        training, the stream's plan in streaming; without them the k-th latent after the
-        transcript's start reads token k r), so that a small orchestrator trained from scratch
-        finds the text to speak by relative position instead of having to count through the history."""
-        if not self.cfg.text_rate:
+        """RoPE positions. Sequential when the stream reads by the pointer (Qwen2's own); with the
+        plan, each audio latent sits beside the transcript token spoken then (`text_positions`: from
+        word timings in training, the stream's plan in streaming; without them the k-th latent after
+        the transcript's start reads token k `text_rate`)."""
+        plan = self.cfg.plan
+        if plan is None:
             return (mask.cumsum(dim=1) - 1).clamp(min=0)
         b, device = mask.shape[0], mask.device
         if text_positions is not None:
@@ -181,7 +181,7 @@ class Orchestrator(nn.Module):
             audio = n_ref + text_positions.float()
         else:
             frames = torch.cat([hist_mask.cumsum(dim=1) - 1, hist_mask.sum(dim=1, keepdim=True) + torch.arange(n_cond, device=device)], dim=1)
-            audio = n_ref + frames.clamp(min=0).float() * self.cfg.text_rate
+            audio = n_ref + frames.clamp(min=0).float() * plan.text_rate
         head = torch.arange(n_ref + n_txt, device=device, dtype=torch.float32).expand(b, -1)
         return torch.cat([head, audio], dim=1)
 
@@ -194,7 +194,7 @@ class Orchestrator(nn.Module):
         allowed = torch.ones(n, n, dtype=torch.bool, device=mask.device).tril()[None] & mask.bool()[:, None, :]
         bias = torch.zeros(b, n, n, device=mask.device)
         d = positions[:, n_ref + n_txt :, None] - positions[:, None, n_ref : n_ref + n_txt]
-        bias[:, n_ref + n_txt :, n_ref : n_ref + n_txt] = TEXT_BOOST - 0.5 * (d / self.cfg.text_window) ** 2
+        bias[:, n_ref + n_txt :, n_ref : n_ref + n_txt] = TEXT_BOOST - 0.5 * (d / self.cfg.plan.text_window) ** 2
         return bias.masked_fill(~allowed, low).clamp(min=low).to(dtype)[:, None]
 
     def _layout(self, x: OrchestratorInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
@@ -210,7 +210,8 @@ class Orchestrator(nn.Module):
         mask = torch.cat([ones(ref.shape[1]), x.text_mask.long(), hist_mask, ones(n_cond)], dim=1)
         n_ref, n_txt = ref.shape[1], txt.shape[1]
         positions = self._positions(mask, n_ref, n_txt, hist_mask, n_cond, x.text_positions)
-        attention = self._text_bias(mask, positions, n_ref, n_txt, prefix.dtype) if self.cfg.text_rate and self.cfg.text_window else mask
+        biased = self.cfg.plan is not None and self.cfg.plan.text_window > 0
+        attention = self._text_bias(mask, positions, n_ref, n_txt, prefix.dtype) if biased else mask
         return prefix, positions, attention, n_ref, n_txt
 
     def _condition_tokens(self, x: OrchestratorInput) -> torch.Tensor:

@@ -74,7 +74,7 @@ def build_model(cfg: Config, device: str | torch.device = "cpu") -> StreamCharMo
         return StreamCharModel(cfg)
 
 
-def parameter_counts(model: StreamCharModel) -> "OrderedDict[str, int]":
+def parameter_counts(model: StreamCharModel) -> OrderedDict[str, int]:
     """Per part; the Wan2.2 part is exactly what a WanTransformer3DModel state dict fills."""
     counts: OrderedDict[str, int] = OrderedDict()
 

@@ -82,7 +82,7 @@ class PlaybackViewer:
         while time.perf_counter() < end:
             try:
                 message = await asyncio.wait_for(ws.recv(), timeout=max(0.01, end - time.perf_counter()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             if isinstance(message, bytes):
                 if head is not None:

@@ -62,7 +62,7 @@ class Batch:
     history_mask: torch.Tensor
     spoken: torch.Tensor
     phonemes: torch.Tensor  # (B, Nh + N) phoneme classes at history (left-padded with IGNORE) and chunk latents
-    text_positions: torch.Tensor | None = None  # (B, Nh + N) where in the text each latent is spoken (left-padded), presets with text_rate
+    text_positions: torch.Tensor | None = None  # (B, Nh + N) where in the text each latent is spoken (left-padded), presets that read by the plan
     mouth: torch.Tensor | None = None  # (B, F, 3) mouth shape of each target video latent, presets with the DiT's mouth head
     mouth_cells: torch.Tensor | None = None  # (B, 1, F, h, w) 1 on the target latent cells that hold the mouth
 

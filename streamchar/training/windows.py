@@ -14,7 +14,7 @@ For chunk c of a clip (frames [33c, 33c + 33), audio latents the same range):
   `lookahead_words` kept after the cut, its word numbers counted from the cut;
 - the pointer's target: words finished by the end of the chunk, counted from the cut;
 - the phoneme class at every history and target latent (the alignment loss's targets) and,
-  for presets with `text_rate`, where in the transcript each of them is spoken;
+  for presets that read by the plan, where in the transcript each of them is spoken;
 - with `mouth_cells`, which target latent cells hold the mouth (from the clips' mouth boxes,
   kept by the latent cache), for the flow loss's mouth-region term.
 
@@ -77,7 +77,7 @@ class Window:
     spoken: float  # pointer target after the cut
     prompt: str
     phonemes: torch.Tensor | None = None  # (history + 33,) phoneme class at each history and target latent
-    text_positions: torch.Tensor | None = None  # (history + 33,) where in text_ids each latent is spoken (presets with text_rate)
+    text_positions: torch.Tensor | None = None  # (history + 33,) where in text_ids each latent is spoken (presets that read by the plan)
     mouth: torch.Tensor | None = None  # (9, 3) mouth shape of each target video latent (presets with the DiT's mouth head)
     mouth_cells: torch.Tensor | None = None  # (9, h, w) 1 on the target latent cells that hold the mouth (with `mouth_cells`)
 
@@ -139,7 +139,7 @@ class WindowSource:
         frames = (c + 1 - first) * la
         phonemes = frame_phonemes(rec.get("phonemes") or [], first * seconds, frames, s.audio_latent_rate)
         positions = None
-        if self.cfg.orchestrator.text_rate:
+        if self.cfg.orchestrator.plan is not None:
             centres = first * seconds + (np.arange(frames) + 0.5) / s.audio_latent_rate
             spoken_at = spoken_positions(toks, times, centres)
             positions = torch.from_numpy(window_positions(toks, cut, self.cfg.orchestrator.lookahead_words, spoken_at)).float()
