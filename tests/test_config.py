@@ -89,3 +89,21 @@ def test_history_is_whole_chunks_of_at_most_15_s():
     assert load_config("tiny").stream.history_chunks == 6  # what SynthTalk's clips can show in training
     with pytest.raises(StreamcharError, match="history_seconds"):
         load_config("tiny", {"stream": {"history_seconds": 20.0}})
+
+
+def test_a_config_file_changes_how_a_checkpoint_reads_and_nothing_its_weights_need(tmp_path):
+    from streamchar.model.checkpoint import load_generator
+
+    even = tmp_path / "even.yaml"
+    even.write_text("orchestrator:\n  plan:\n    word_pace: null\n")
+    model, _, _ = load_generator("tiny-student", even)
+    assert model.cfg.orchestrator.reading == "plan" and model.cfg.orchestrator.plan.word_pace is None
+    assert model.cfg.orchestrator.plan.text_rate == load_config("tiny").orchestrator.plan.text_rate  # the rest is the checkpoint's
+    deeper = tmp_path / "deeper.yaml"
+    deeper.write_text("dit:\n  num_layers: 2\n")
+    with pytest.raises(StreamcharError, match="differs in dit.num_layers"):
+        load_generator("tiny-student", deeper)
+    other = tmp_path / "paper.yaml"
+    other.write_text("preset: paper\n")
+    with pytest.raises(StreamcharError, match="trained with 'tiny'"):
+        load_generator("tiny-student", other)

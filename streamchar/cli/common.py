@@ -18,8 +18,10 @@ err_console = Console(stderr=True)
 
 PresetOpt = typer.Option(None, "--preset", help="named preset: tiny (default) or paper")
 ConfigOpt = typer.Option(None, "--config", help="YAML file whose fields override the preset")
-VideoCodecOpt = typer.Option(None, "--video-codec", help="video codec directory or shipped name: tiny-video (default), tiny-video-anchored")
+VideoCodecOpt = typer.Option(None, "--video-codec", help="video codec directory or name: tiny-video (default), tiny-video-anchored")
 AudioCodecOpt = typer.Option(None, "--audio-codec", help="audio codec directory (default: the shipped tiny codec)")
+ConfigOpt = typer.Option(None, "--config", help="YAML of fields layered on the checkpoint's config, e.g. orchestrator.reading "
+                         "(fields its weights depend on are refused)")
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from streamchar.cli.common import AudioCodecOpt, VideoCodecOpt, clip_progress, console, invoked_command, step_progress
+from streamchar.cli.common import AudioCodecOpt, ConfigOpt, VideoCodecOpt, clip_progress, console, invoked_command, step_progress
 from streamchar.errors import StreamcharError
 
 eval_app = typer.Typer(help="Evaluation: the paper's short and long protocols, and the networks they use on SynthTalk.", no_args_is_help=True)
@@ -140,12 +140,13 @@ def eval_long(
 @eval_app.command("render")
 def eval_render(
     out: Path = typer.Option(..., "--out", help="folder for <name>.mp4/.json/.png, evaluated with --videos NAME=FOLDER"),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator directory or shipped name (default: the shipped student, else the teacher)"),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator directory or shipped name (default: the shipped student)"),
+    config: Optional[Path] = ConfigOpt,
     data: Optional[Path] = typer.Option(None, "--data", help="SynthTalk set: render its split's clips"),
     split: str = SplitOpt,
     ground_truth: Optional[Path] = typer.Option(None, "--ground-truth", help="or: long ground-truth streams (`streamchar data long`)"),
     clips: int = typer.Option(150, "--clips", help="items to render (paper: 150 short, 50 long)"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="denoising steps per chunk (default: the checkpoint's; the protocols use 50 for a teacher)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="denoising steps per chunk (default: the checkpoint's)"),
     no_sink: bool = typer.Option(False, "--no-sink", help="do not attend to the first chunk (ablation)"),
     guidance: float = typer.Option(1.0, "--guidance", help="classifier-free guidance on prompt and reference (1: off)"),
     seed: int = typer.Option(0, "--seed"),
@@ -165,7 +166,7 @@ def eval_render(
     if clips <= 0 or threads <= 0 or (steps is not None and steps <= 0):
         raise StreamcharError("--clips, --threads and --steps must be positive")
     torch.set_num_threads(threads)
-    pipe = Pipeline.load(checkpoint, video_codec, audio_codec)
+    pipe = Pipeline.load(checkpoint, video_codec, audio_codec, config)
     items = synthtalk_render_items(data, split, pipe, clips) if data is not None else long_render_items(ground_truth, pipe, clips)  # type: ignore[arg-type]
     settings = SessionSettings(steps=steps or pipe.steps, sink=not no_sink, seed=seed, guidance=guidance)
     with clip_progress(f"rendering with {pipe.meta['name']} ({settings.steps} steps)") as update:

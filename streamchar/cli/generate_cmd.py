@@ -11,7 +11,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from streamchar.cli.common import AudioCodecOpt, VideoCodecOpt, console, err_console
+from streamchar.cli.common import AudioCodecOpt, ConfigOpt, VideoCodecOpt, console, err_console
 from streamchar.errors import StreamcharError
 
 
@@ -55,6 +55,7 @@ class GenerateOptions:
     threads: int = 2
     video_codec: Optional[Path] = None
     audio_codec: Optional[Path] = None
+    config: Optional[Path] = None
 
 
 def stream_generate(o: GenerateOptions) -> None:
@@ -80,7 +81,7 @@ def stream_generate(o: GenerateOptions) -> None:
         raise StreamcharError(f"--steps must be positive, got {o.steps}")
     _check_output(o.out)
     torch.set_num_threads(o.threads)
-    pipe = Pipeline.load(o.checkpoint, o.video_codec, o.audio_codec)
+    pipe = Pipeline.load(o.checkpoint, o.video_codec, o.audio_codec, o.config)
     cfg = pipe.cfg
     assert text is not None
     if o.character is not None:
@@ -101,11 +102,12 @@ def stream_generate(o: GenerateOptions) -> None:
 def generate(
     text: Optional[str] = typer.Option(None, "--text", help="the words to speak"),
     text_file: Optional[Path] = typer.Option(None, "--text-file", help="or: a UTF-8 file with the words to speak"),
-    character: Optional[str] = typer.Option(None, "--character", help="a SynthTalk character (unseen-0..7, train-0..47 or a seed): image, voice and prompt"),
+    character: Optional[str] = typer.Option(None, "--character", help="a SynthTalk character (unseen-0..7, train-0..47, a seed)"),
     reference_image: Optional[Path] = typer.Option(None, "--reference-image", help="or: the character's picture (PNG)"),
     reference_voice: Optional[Path] = typer.Option(None, "--reference-voice", help="and a WAV of its voice (1-10 s)"),
     prompt: str = typer.Option("", "--prompt", help="and a description of the scene"),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator checkpoint directory or shipped name (default: the shipped student, else the teacher)"),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator directory or shipped name (default: the shipped student)"),
+    config: Optional[Path] = ConfigOpt,
     steps: Optional[int] = typer.Option(None, "--steps", help="denoising steps per chunk (default: the checkpoint's, student 4, teacher 50)"),
     no_sink: bool = typer.Option(False, "--no-sink", help="do not attend to the first chunk (ablation)"),
     guidance: float = typer.Option(1.0, "--guidance", help="classifier-free guidance on prompt and reference (1: off; doubles the DiT's work)"),
@@ -120,4 +122,4 @@ def generate(
     stream_generate(GenerateOptions(text=text, text_file=text_file, character=character, reference_image=reference_image,
                                     reference_voice=reference_voice, prompt=prompt, checkpoint=checkpoint, steps=steps, no_sink=no_sink,
                                     guidance=guidance, out=out, report_path=report_path, seed=seed, threads=threads,
-                                    video_codec=video_codec, audio_codec=audio_codec))  # fmt: skip
+                                    video_codec=video_codec, audio_codec=audio_codec, config=config))  # fmt: skip

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from streamchar.cli.common import AudioCodecOpt, VideoCodecOpt, console
+from streamchar.cli.common import AudioCodecOpt, ConfigOpt, VideoCodecOpt, console
 from streamchar.errors import StreamcharError
 
 MIN_TOKEN_CHARS = 16
@@ -42,7 +42,8 @@ def read_token(path: Path | None, host: str) -> str | None:
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (anything but loopback needs --token-file)"),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator checkpoint directory or shipped name (default: the shipped student)"),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator directory or shipped name (default: the shipped student)"),
+    config: Optional[Path] = ConfigOpt,
     max_sessions: int = typer.Option(2, "--max-sessions", help="sessions at once; one more is answered 503 with a retry hint"),
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="a file holding the token every request must carry"),
     buffer: float = typer.Option(1.2, "--buffer", help="seconds of media generated ahead of each viewer, at most"),
@@ -66,7 +67,7 @@ def serve(
     except ValidationError as e:
         err = e.errors()[0]
         raise StreamcharError(f"--{str(err['loc'][0]).replace('_seconds', '').replace('_', '-')}: {err['msg']}") from None
-    pipe = Pipeline.load(checkpoint, video_codec, audio_codec)
+    pipe = Pipeline.load(checkpoint, video_codec, audio_codec, config)
     state = ServerState(pipe, settings, token)
     state.warm_up()
     app = create_app(state)

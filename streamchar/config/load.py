@@ -40,27 +40,39 @@ def format_validation_error(err: ValidationError) -> str:
 DEFAULT_PRESET = "tiny"
 
 
+def read_overrides(overrides: str | Path | dict[str, Any] | None) -> dict[str, Any]:
+    """The fields a YAML file (or dict) sets; nothing for None."""
+    if overrides is None:
+        return {}
+    if isinstance(overrides, dict):
+        return overrides
+    path = Path(overrides)
+    if not path.exists() or path.is_dir():
+        raise StreamcharError(f"config file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise StreamcharError(f"config file {path} is not valid YAML: {e}".replace("\n", " ")) from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise StreamcharError(f"config file {path} must hold a mapping of fields, not {type(loaded).__name__}")
+    return loaded
+
+
+def _validated(data: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise StreamcharError(f"invalid config: {format_validation_error(e)}") from None
+
+
 def load_config(preset: str | None = None, overrides: str | Path | dict[str, Any] | None = None) -> Config:
     """Build the config for `preset` (default: tiny), with a YAML file (or dict) layered on top.
 
     A YAML file may name its own `preset:`; it must agree with `preset` when both are given.
     """
-    over: dict[str, Any] = {}
-    if isinstance(overrides, dict):
-        over = overrides
-    elif overrides is not None:
-        path = Path(overrides)
-        if not path.exists() or path.is_dir():
-            raise StreamcharError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise StreamcharError(f"config file {path} is not valid YAML: {e}".replace("\n", " ")) from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise StreamcharError(f"config file {path} must hold a mapping of fields, not {type(loaded).__name__}")
-        over = loaded
+    over = read_overrides(overrides)
     named = over.get("preset", preset or DEFAULT_PRESET)
     if preset is not None and named != preset:
         raise StreamcharError(f"the config file names preset {named!r} but --preset is {preset!r}; give one or make them agree")
@@ -68,10 +80,15 @@ def load_config(preset: str | None = None, overrides: str | Path | dict[str, Any
         raise StreamcharError(f"unknown preset {named!r}; accepted: {', '.join(sorted(PRESETS))}")
     data = merge_dicts(PRESETS[named], over)
     data["preset"] = named
-    try:
-        return Config.model_validate(data)
-    except ValidationError as e:
-        raise StreamcharError(f"invalid config: {format_validation_error(e)}") from None
+    return _validated(data)
+
+
+def override_config(cfg: Config, overrides: str | Path | dict[str, Any]) -> Config:
+    """`cfg` (a checkpoint's) with the fields a YAML file (or dict) sets layered on top."""
+    over = read_overrides(overrides)
+    if over.get("preset", cfg.preset) != cfg.preset:
+        raise StreamcharError(f"the config file names preset {over['preset']!r}, but the checkpoint was trained with {cfg.preset!r}")
+    return _validated(merge_dicts(cfg.model_dump(mode="json"), over))
 
 
 def upgrade_saved_config(data: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from streamchar.utils.files import atomic_save_file, atomic_write_text
 from streamchar.config import Config
+from streamchar.config.load import override_config
 from streamchar.config.presets import PRESETS
 from streamchar.errors import StreamcharError
 from streamchar.utils.shipped import shipped_dir
@@ -101,30 +102,45 @@ def _field(cfg: Config, dotted: str) -> object:
     return value
 
 
-def load_generator(name_or_dir: str | Path, config: Config | None = None) -> tuple[StreamCharModel, PromptEncoder, dict]:
-    """With `config`, the model is built with it instead of the saved one, where the two differ
-    only in how the transcript is read (`READING_FIELDS`), which no weight depends on, or in aids
-    switched on whose new weights leave the output as it was (`GROWN_FIELDS`): a training run may
-    go on from a checkpoint with a changed text bias or a new aid."""
+def read_generator_config(name_or_dir: str | Path) -> tuple[Path, dict, Config]:
+    """A checkpoint's folder, its saved metadata and the config it was trained with."""
     path = resolve_generator_path(name_or_dir)
     if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
         raise StreamcharError(f"no generator checkpoint at {name_or_dir}: expected {CONFIG} and {WEIGHTS}")
     try:
         meta = json.loads((path / CONFIG).read_text())
-        if meta.get("format") != "streamchar-generator":
-            raise StreamcharError(f"{path / CONFIG} is not a streamchar generator checkpoint (format {meta.get('format')!r})")
-        cfg = _saved_config(meta, path / CONFIG)
-        grown: list[str] = []
-        if config is not None:
-            changed = [f for f in config_differences(cfg.model_dump(), config.model_dump()) if not f.startswith(READING_FIELDS)]  # a field or one inside it
-            grown = [GROWN_FIELDS[f] for f in changed if f in GROWN_FIELDS and _field(config, f) and not _field(cfg, f)]
-            changed = [f for f in changed if f not in GROWN_FIELDS or GROWN_FIELDS[f] not in grown]
-            if changed:
-                raise StreamcharError(f"{path} was trained with another model config (differs in {', '.join(changed)})")
-            cfg = config
-        state = load_file(path / WEIGHTS)
     except json.JSONDecodeError as e:
         raise StreamcharError(f"{path / CONFIG} is not valid JSON: {e}") from None
+    if meta.get("format") != "streamchar-generator":
+        raise StreamcharError(f"{path / CONFIG} is not a streamchar generator checkpoint (format {meta.get('format')!r})")
+    return path, meta, _saved_config(meta, path / CONFIG)
+
+
+def _grown_prefixes(path: Path, saved: Config, config: Config) -> list[str]:
+    """The weights `config`'s aids add to the saved model; an error where `config` differs from
+    the saved config in anything the weights depend on."""
+    changed = [f for f in config_differences(saved.model_dump(), config.model_dump()) if not f.startswith(READING_FIELDS)]  # a field or one inside it
+    grown = [GROWN_FIELDS[f] for f in changed if f in GROWN_FIELDS and _field(config, f) and not _field(saved, f)]
+    changed = [f for f in changed if f not in GROWN_FIELDS or GROWN_FIELDS[f] not in grown]
+    if changed:
+        raise StreamcharError(f"{path} was trained with another model config (differs in {', '.join(changed)})")
+    return grown
+
+
+def load_generator(name_or_dir: str | Path, config: Config | str | Path | None = None) -> tuple[StreamCharModel, PromptEncoder, dict]:
+    """With `config` (a Config, or a YAML file of fields layered on the saved config), the model
+    is built with it instead of the saved one, where the two differ only in how the transcript is
+    read (`READING_FIELDS`), which no weight depends on, or in aids switched on whose new weights
+    leave the output as it was (`GROWN_FIELDS`): a stream may read its text another way, and a
+    training run may go on from a checkpoint with a changed text bias or a new aid."""
+    path, meta, cfg = read_generator_config(name_or_dir)
+    grown: list[str] = []
+    if config is not None:
+        config = config if isinstance(config, Config) else override_config(cfg, config)
+        grown = _grown_prefixes(path, cfg, config)
+        cfg = config
+    try:
+        state = load_file(path / WEIGHTS)
     except (SafetensorError, OSError) as e:
         raise StreamcharError(f"{path / WEIGHTS} is damaged: {e}") from None
     model, prompt = new_generator(cfg)

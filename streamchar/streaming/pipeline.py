@@ -46,12 +46,13 @@ class Pipeline:
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, video_codec: str | Path | None = None,
-             audio_codec: str | Path | None = None) -> Pipeline:
+             audio_codec: str | Path | None = None, config: Path | None = None) -> Pipeline:
         """By directory or shipped name; None: the default shipped generator. The codecs: the
         directories given (a model trained on another codec's latents, or the paper preset's
-        VAEs), else the preset's shipped ones."""
+        VAEs), else the preset's shipped ones. `config`: a YAML file of fields layered on the
+        checkpoint's config (how the transcript is read; fields the weights depend on are refused)."""
         name = str(checkpoint) if checkpoint is not None else DEFAULT_GENERATOR
-        model, prompt, meta = load_generator(name)
+        model, prompt, meta = load_generator(name, config)
         return cls.from_modules(model, prompt, {**meta, "name": name}, video_codec, audio_codec)
 
     @classmethod
