@@ -4,7 +4,7 @@ The shipped tiny codecs live in the package (`streamchar/assets/codecs/<name>/`)
 by name; any other codec loads from a directory. `tiny-video` is the video codec whose latents
 the shipped teacher and student learned; `tiny-video-anchored` has its encoder trained further,
 held near those latents; it reconstructs better, but the shipped models' clips decoded by it
-lose some lip sync, so they keep `tiny-video` (README, "Latent codecs").
+lose some lip sync, so they keep `tiny-video` (docs/tiny-scale.md).
 """
 
 from __future__ import annotations

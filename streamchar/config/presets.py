@@ -46,7 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "audio_encoder_layers": 1,
             "audio_decoder_layers": 1,
             # with 12 of 32 head dimensions for time, shared attention alone did not tie the mouth to
-            # the speech (Sync-C 0.68 of ground truth's 4.76): each video token also gets its frames' audio
+            # the speech (docs/tiny-scale.md): each video token also gets its frames' audio
             "audio_to_video": True,
             "mouth_head": True,  # and asked to name its mouth shape (train.mouth_weight), as the orchestrator its phonemes
         },

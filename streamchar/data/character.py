@@ -64,8 +64,8 @@ GARMENTS = ("sweater", "t-shirt", "jacket", "shirt")
 BACKDROPS = ("plain", "gradient", "striped", "framed picture")
 
 # Voices measured with pocketsphinx's en-US model and a closed-vocabulary LM
-# (`python benchmarks/voices.py`), WER on 30 held-out Harvard sentences: only those
-# below 10% are used, so that speech in the data stays intelligible.
+# (`python benchmarks/voices.py`, results in benchmarks/results/voices.txt): only the most
+# intelligible are used, so that speech in the data stays intelligible.
 FEMALE_VOICES = ("en-us+f5", "en-us+f2")
 MALE_VOICES = ("en-us+adam", "en-us+edward")
 

@@ -1,9 +1,9 @@
 """Speech from libespeak-ng with exact word and phoneme sample positions.
 
 espeak-ng reports WORD and PHONEME events carrying the sample index at which each
-starts (exact; about 3.6% of Harvard words sit in function-word pairs such as "in the"
-that espeak reports as one word, and are split as `_split_joined_words` says); those timings stand in for the ASR timestamps the paper uses to supervise
-the progress-aware pointer (design.md §5). libespeak-ng keeps global state, so one
+starts (exact; some function-word pairs such as "in the" espeak reports as one word, and
+they are split as `_split_joined_words` says); those timings stand in for the ASR timestamps
+the paper uses to supervise the progress-aware pointer (docs/architecture.md, "SynthTalk"). libespeak-ng keeps global state, so one
 lock serialises synthesis inside a process; parallelism comes from processes.
 """
 
@@ -248,7 +248,7 @@ def synthesize(text: str, voice: Voice, sample_rate: int) -> Speech:
 
 def spoken_word_times(text: str, voice: Voice) -> list[Timed]:
     """When `voice` speaks each of the text's words (`transcript_words`), without making the
-    audio a listener would hear: a 1,000-word text takes about 0.5 s."""
+    audio a listener would hear (the plan of a long script is timed this way as the stream goes)."""
     return _speak(text, voice)[2]
 
 

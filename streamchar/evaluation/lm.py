@@ -2,7 +2,7 @@
 
 pocketsphinx needs a language model; restricting it to the transcripts' words makes the
 WER measure how intelligible the speech is rather than how large the vocabulary is
-(design.md §5). Absolute discounting, interpolated with an add-one unigram.
+(docs/architecture.md, "SynthTalk"). Absolute discounting, interpolated with an add-one unigram.
 """
 
 from __future__ import annotations

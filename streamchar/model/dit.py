@@ -1,4 +1,4 @@
-"""The joint audio-video DiT (paper §3.1, §3.3; design.md §2).
+"""The joint audio-video DiT (paper §3.1, §3.3; docs/architecture.md, "Models").
 
 Wan2.2's transformer with what the paper adds:
 - the sequence `[z_ref, z_sink, z_mot, x_v(t), x_a(t)]`: condition tokens (reference frame,
@@ -109,7 +109,7 @@ def _attend(attn: WanAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
 
 def frame_audio_pooling(video_latents: int, audio_latents: int, temporal_stride: int = 4) -> torch.Tensor:
     """(F, N) averaging weights: video latent j covers the frames `frames_of_latent` names, and frame n
-    is audio latent n (both run at 24 per second, design.md §1); frames past the audio take its last latent."""
+    is audio latent n (both run at 24 per second: docs/architecture.md, "Stream geometry"); frames past the audio take its last latent."""
     pool = torch.zeros(video_latents, audio_latents)
     for j in range(video_latents):
         for n in frames_of_latent(j, temporal_stride):

@@ -1,24 +1,19 @@
-"""The frozen prompt encoder whose states the DiT cross-attends to (design.md §2).
+"""The frozen prompt encoder whose states the DiT cross-attends to (docs/architecture.md, "Models").
 
-- paper: umT5-XXL (4096-d), `UMT5EncoderModel` and its tokenizer from a local directory.
-- tiny: a small T5 encoder (transformers' `T5EncoderModel`, 128-d, 2 layers) over the project's
-  character tokenizer. No pretrained T5 of that size can be had here, so it is initialised from a
-  fixed seed, kept frozen like the real one, and saved in the model checkpoint: the DiT learns to
-  read it, as it learns to read umT5.
+The paper uses umT5-XXL (4096-d). The tiny preset uses a small T5 encoder (transformers'
+`T5EncoderModel`, 128-d, 2 layers) over the project's character tokenizer. No pretrained T5 of
+that size can be had here, so it is initialised from a fixed seed, kept frozen like the real
+one, and saved in the model checkpoint: the DiT learns to read it, as it learns to read umT5.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from streamchar.errors import StreamcharError
 from streamchar.model.tokenizer import CharacterTokenizer
 
 PROMPT_TOKENS = 160  # tiny: states padded with zeros to this length, as Wan pads umT5's to 512
-UMT5_TOKENS = 512
 
 
 def _pad_states(states: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
@@ -56,24 +51,3 @@ class PromptEncoder(nn.Module):
         device = next(self.encoder.parameters()).device
         states = self.encoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
         return _pad_states(states, mask.to(device), PROMPT_TOKENS)
-
-
-class UMT5PromptEncoder(nn.Module):
-    def __init__(self, directory: str | Path):
-        super().__init__()
-        from transformers import AutoTokenizer, UMT5EncoderModel
-
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-            self.encoder = UMT5EncoderModel.from_pretrained(str(directory), local_files_only=True)
-        except Exception as e:  # noqa: BLE001 - transformers raises several kinds for a missing or invalid directory
-            raise StreamcharError(f"cannot load umT5 from {directory}: {str(e).splitlines()[0]}") from None
-        self.requires_grad_(False)
-        self.eval()
-
-    @torch.no_grad()
-    def forward(self, prompts: list[str]) -> torch.Tensor:
-        enc = self.tokenizer(prompts, padding=True, truncation=True, max_length=UMT5_TOKENS, return_tensors="pt")
-        device = next(self.encoder.parameters()).device
-        mask = enc.attention_mask.to(device)
-        return _pad_states(self.encoder(input_ids=enc.input_ids.to(device), attention_mask=mask).last_hidden_state, mask, UMT5_TOKENS)

@@ -1,4 +1,4 @@
-"""Modality-aware RoPE (paper §3.3, design.md §1).
+"""Modality-aware RoPE (paper §3.3; docs/architecture.md, "Stream geometry").
 
 Wan2.2's 3-axis rotary embedding (head dim split into time, height, width; `theta` 10000),
 evaluated at arbitrary positions instead of 0..n-1 so that:

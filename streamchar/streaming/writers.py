@@ -29,8 +29,8 @@ from streamchar.errors import StreamcharError
 # final sooner, but FFmpeg's demuxer then loses frames at the end.)
 FRAGMENT_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 # A live stream cuts a fragment per frame and muxes each packet as it comes (no interleaving
-# wait): all of a chunk but the AAC encoder's lookahead (about 0.14 s) is then playable as soon
-# as the chunk is written. A fragment per keyframe held about 0.35 s back until the next chunk;
+# wait): all of a chunk but the AAC encoder's lookahead is then playable as soon as the chunk is
+# written. A fragment per keyframe held part of each chunk back until the next chunk;
 # a fragment per frame with FFmpeg's interleaving gave the first frame a gap after it that made
 # Chromium hold each chunk's video back until the next chunk came.
 # The AAC encoder's delay. The live stream starts its sound this many samples in: Chromium's

@@ -1,4 +1,4 @@
-"""Distillation (`streamchar train dmd|rollout`; paper §4.2, §5.1, Fig. 2; design.md §3).
+"""Distillation (`streamchar train dmd|rollout`; paper §4.2, §5.1, Fig. 2; docs/architecture.md, "Training stages").
 
 - stage `dmd` (Stage I, step reduction): the student starts from the teacher and learns a
   4-step sampler on single chunks cut from the latent cache (reference, sink and motion from

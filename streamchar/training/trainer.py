@@ -1,4 +1,4 @@
-"""The pretraining loop (`streamchar train orchestrator|joint`; paper §5.1, design.md §3).
+"""The pretraining loop (`streamchar train orchestrator|joint`; paper §5.1; docs/architecture.md, "Training stages").
 
 - stage `orchestrator`: speech only. The DiT's audio path without video tokens learns, with the
   orchestrator and its pointer, to produce a chunk's audio latents.
