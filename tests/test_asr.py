@@ -40,6 +40,7 @@ def test_arpa_counts_match_entries():
         assert sum(nxt.values()) + rest == pytest.approx(1.0, abs=1e-4), h
 
 
+@pytest.mark.slow
 def test_espeak_speech_is_recognised():
     rec = Recognizer(SENTENCES)
     hyps = [rec.transcribe(synthesize(s, Voice("en-us+f5"), 24000).audio, 24000) for s in SENTENCES]

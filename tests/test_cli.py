@@ -1,3 +1,4 @@
+import pytest
 import subprocess
 import sys
 
@@ -22,6 +23,7 @@ def test_config_show_prints_the_resolved_yaml():
     assert data["dit"]["num_layers"] == 30 and data["derived"]["chunk_frames"] == 33
 
 
+@pytest.mark.slow
 def test_errors_are_one_line(tmp_path):
     cases = [
         (["config", "show", "--preset", "huge"], "unknown preset 'huge'; accepted: paper, tiny"),

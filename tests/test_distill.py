@@ -14,6 +14,8 @@ from streamchar.model.checkpoint import load_generator, new_generator, save_gene
 from streamchar.training.distill import DistillTrainer
 from streamchar.training.settings import load_train_config
 
+pytestmark = pytest.mark.slow  # training loops and several processes: the slow tier
+
 
 def test_dmd_gradient_is_the_normalised_score_difference():
     torch.manual_seed(0)

@@ -54,6 +54,7 @@ def test_sync_finds_a_five_frame_shift_and_drops_for_unrelated_audio(clips):
     assert far.sync_c < 0.6 * base.sync_c
 
 
+@pytest.mark.slow
 def test_wrong_sentence_gives_wer_near_100(clips):
     (a, da), (b, db) = clips[0], clips[1]
     rec = Recognizer([a.transcript, b.transcript])
@@ -72,6 +73,7 @@ def test_identity_prefers_the_right_character(clips):
     assert own["consistent"] > 0.8 and swapped["consistent"] < 0.2
 
 
+@pytest.mark.slow
 def test_blur_and_recolour_raise_fd_and_drift(clips):
     feats = FrechetFeatures(frame_stride=1)
     frames = np.concatenate([d.frames for _, d in clips])
@@ -93,6 +95,7 @@ def test_blur_and_recolour_raise_fd_and_drift(clips):
     assert damaged_drift > clean_drift + 0.01
 
 
+@pytest.mark.slow
 def test_eval_short_reports_bad_items_and_goes_on(small_set, clips, tmp_path):
     root, _ = small_set
     folder = tmp_path / "generated"

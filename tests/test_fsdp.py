@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+pytestmark = pytest.mark.slow  # training loops and several processes: the slow tier
+
 
 def _inputs(cfg):
     from streamchar.model.dit import VideoInput

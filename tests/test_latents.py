@@ -1,8 +1,11 @@
+import pytest
 import torch
 
 from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
 from streamchar.data.dataset import ClipDataset, codec_frames
 from streamchar.data.latents import LatentCache, encode_dataset
+
+pytestmark = pytest.mark.slow  # encodes a generated set: the slow tier
 
 
 def small_codecs():

@@ -71,6 +71,7 @@ def _create(client: httpx.Client, **body) -> dict:
     return r.json()
 
 
+@pytest.mark.slow
 def test_a_session_lives_speaks_is_interrupted_and_closes(live_server):
     host, state = live_server()
     with httpx.Client(base_url=f"http://{host}", timeout=30) as c:
@@ -112,6 +113,7 @@ def test_a_session_lives_speaks_is_interrupted_and_closes(live_server):
     assert v.media[4:8] == b"ftyp" and v.media.count(b"moov") == 1 and v.media.count(b"moof") > 100
 
 
+@pytest.mark.slow
 def test_a_session_may_start_listening_and_continue_the_same_stream(live_server):
     host, _ = live_server()
     with httpx.Client(base_url=f"http://{host}", timeout=30) as c:
@@ -186,6 +188,7 @@ def test_limits_are_named_and_the_server_keeps_serving(live_server):
         c.delete(f"/api/sessions/{a['id']}")
 
 
+@pytest.mark.slow
 def test_bad_messages_on_the_websocket_hurt_no_one(live_server):
     host, _ = live_server()
     with httpx.Client(base_url=f"http://{host}", timeout=30) as c:
@@ -213,6 +216,7 @@ def test_bad_messages_on_the_websocket_hurt_no_one(live_server):
         vb.close()
 
 
+@pytest.mark.slow
 def test_a_viewer_cannot_hurry_its_stream(live_server):
     """Claims of a position ahead of real time since the first chunk do not buy chunks faster
     than playback (the model is shared)."""
@@ -263,6 +267,7 @@ def test_a_token_guards_every_request(live_server, tmp_path):
     assert read_token(tmp_path / "t", "0.0.0.0") == token
 
 
+@pytest.mark.slow
 def test_idle_sessions_are_closed(live_server):
     host, state = live_server(idle_timeout_seconds=0.5)
     with httpx.Client(base_url=f"http://{host}", timeout=30) as c:

@@ -60,6 +60,7 @@ def test_streaming_decode_equals_whole_decode(codecs):
     assert torch.allclose(video.decode(zv, reference=ref), torch.cat(parts, dim=2), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_encode_command(small_set, tmp_path):
     root, _ = small_set
     out = tmp_path / "latents"

@@ -101,6 +101,7 @@ def _side_activity(frames: np.ndarray, reference: np.ndarray, side: str) -> np.n
     return np.abs(frames[band].astype(int) - reference[band[1:]].astype(int)).mean(axis=(1, 2, 3))
 
 
+@pytest.mark.slow
 def test_prompt_gestures_are_in_the_frames(tiny_cfg):
     """Every hand the prompt says is raised shows in the frames while it is up, and
     a side the prompt does not name stays empty."""
@@ -167,6 +168,7 @@ def test_reference_image_is_neutral_and_per_character(small_set):
         assert np.array_equal(ref, neutral_frame(make_character(r["character"]["seed"]), cfg))
 
 
+@pytest.mark.slow
 def test_same_seed_same_data(small_set, tmp_path):
     root, cfg = small_set
     again = tmp_path / "again"
@@ -225,6 +227,7 @@ def test_bad_requests(tmp_path, tiny_cfg):
         synthesize_set(blocker / "sub", 1, 0, tiny_cfg)
 
 
+@pytest.mark.slow
 def test_parallel_workers_make_the_same_clips(small_set, tmp_path):
     root, cfg = small_set
     par = tmp_path / "par"

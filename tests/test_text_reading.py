@@ -122,6 +122,7 @@ def _inputs(text: int, pad: int):
                              torch.zeros(1, 64, 0), torch.randn(1, 64, 4), torch.tensor([500.0]))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_text_reading_benchmark_compares_true_and_rotated_transcripts(cache, tmp_path, monkeypatch):
     from streamchar.evaluation import bench_text
     from streamchar.model.checkpoint import save_generator
@@ -321,6 +322,7 @@ def _records_timed_by(pace, n=40):
     return records
 
 
+@pytest.mark.slow
 def test_word_pace_fits_the_timings_it_was_made_from():
     from streamchar.config.schema import WordPaceConfig
     from streamchar.evaluation.bench_pace import fit_word_pace, plan_start_errors

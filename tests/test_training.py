@@ -20,6 +20,8 @@ from streamchar.training.settings import TrainSettings, load_train_config
 from streamchar.training.trainer import Trainer, check_memory
 from streamchar.training.windows import WindowSource, word_end_times
 
+pytestmark = pytest.mark.slow  # training loops and several processes: the slow tier
+
 
 def test_windows_follow_the_stream_layout(cache):
     cfg = load_config("tiny")
@@ -182,7 +184,7 @@ def test_cli_stages_chain_and_keep_both_training_records(cache, tmp_path, monkey
 
 
 def test_a_model_keeps_the_records_of_the_stages_before_it(tmp_path):
-    from streamchar.training.codec_training import carry_training_record
+    from streamchar.training.records import carry_training_record
 
     init, out = tmp_path / "init", tmp_path / "out"
     init.mkdir()
