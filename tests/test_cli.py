@@ -50,3 +50,19 @@ def test_synth_and_inspect(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (out / "contact_sheet.png").stat().st_size > 1000
     assert '"clips": 2' in (tmp_path / "s.json").read_text()
+
+
+def test_a_command_that_needs_an_extra_names_it(monkeypatch, capsys):
+    """A core install lacks the serve, train and eval extras; the command says which to install."""
+    from streamchar.cli import main as cli
+
+    def serve_without_uvicorn():
+        raise ModuleNotFoundError("No module named 'uvicorn'", name="uvicorn")
+
+    monkeypatch.setattr(cli, "app", serve_without_uvicorn)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2 and "pip install 'streamchar[serve]'" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "app", lambda: __import__("a_module_no_extra_brings"))
+    with pytest.raises(ModuleNotFoundError):  # anything else is a bug, reported as one
+        cli.main()

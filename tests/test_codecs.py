@@ -15,7 +15,8 @@ from streamchar.errors import StreamcharError
 @pytest.fixture(scope="module")
 def video():
     torch.manual_seed(0)
-    return TinyVideoCodec(TinyVideoConfig(height=32, width=48, latent_channels=8, encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
+    config = TinyVideoConfig(height=32, width=48, latent_channels=8, encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))
+    return TinyVideoCodec(config).eval()
 
 
 @pytest.fixture(scope="module")
@@ -338,106 +339,3 @@ def test_stable_audio_rate_is_named_in_the_error(tmp_path):
 def test_paper_preset_needs_a_path():
     with pytest.raises(StreamcharError, match="needs a video VAE directory"):
         load_video_codec(load_config("paper"))
-
-
-def test_decoder_only_training_keeps_the_encoder_and_its_latents(small_set, tmp_path):
-    from streamchar.training.codec_training import TrainSettings, train_codec
-
-    root, cfg = small_set
-    base = dict(batch=2, lr=1e-3, save_every=2, log_every=1, max_clips=2, threads=2)
-    train_codec("video", root, tmp_path / "run-a", tmp_path / "a", cfg, TrainSettings(steps=2, **base))
-    a = load_codec(tmp_path / "a")
-    train_codec("video", root, tmp_path / "run-b", tmp_path / "b", cfg, TrainSettings(steps=2, init=str(tmp_path / "a"), decoder_only=True, **base))
-    b = load_codec(tmp_path / "b")
-    sa, sb = a.state_dict(), b.state_dict()
-    kept = [k for k in sa if k.startswith(("enc.", "latents_"))]
-    assert kept and all(torch.equal(sa[k], sb[k]) for k in kept)  # cached latents stay valid
-    assert any(not torch.equal(sa[k], sb[k]) for k in sa if k.startswith("dec."))
-    meta = json.loads((tmp_path / "b" / "config.json").read_text())
-    assert meta["stage"] == "decoder" and meta["decoder_only_from"] == str(tmp_path / "a")
-    assert (tmp_path / "b" / "video-train_log.jsonl").is_file()  # the encoder's training record comes along
-    with pytest.raises(StreamcharError, match="give --init"):
-        train_codec("video", root, tmp_path / "run-c", tmp_path / "c", cfg, TrainSettings(steps=1, decoder_only=True, **base))
-    with pytest.raises(StreamcharError, match="--reference, --previous-latent, --seam-loss, --frame-blend and --blend-next are for the video codec"):
-        train_codec("audio", root, tmp_path / "run-e", tmp_path / "e", cfg, TrainSettings(steps=1, reference=True, **base))
-    with pytest.raises(StreamcharError, match="give --previous-latent too"):
-        train_codec("video", root, tmp_path / "run-e", tmp_path / "e", cfg, TrainSettings(steps=1, frame_blend=True, init=str(tmp_path / "a"), **base))
-    with pytest.raises(StreamcharError, match="--blend-next blends toward the next latent's first frame"):
-        train_codec("video", root, tmp_path / "run-e", tmp_path / "e", cfg,
-                    TrainSettings(steps=1, blend_next=True, previous_latent=True, decoder_only=True, init=str(tmp_path / "a"), **base))
-    with pytest.raises(StreamcharError, match="give --decoder-only --init too"):
-        train_codec("video", root, tmp_path / "run-e", tmp_path / "e", cfg, TrainSettings(steps=1, frame_blend=True, previous_latent=True, **base))
-    # decoders that read the reference image, and the latent before each one, trained onto the same encoder
-    for name, extra, reads, new_out in (("d", {"reference": True}, "needs_reference", "ref_fuse.0.out.weight"),
-                                        ("f", {"previous_latent": True}, "reads_previous", "prev_in.2.weight"),
-                                        ("g", {"previous_latent": True, "frame_blend": True, "seam_loss": 1.0}, "reads_previous_frame",
-                                         "blend_gates.2.weight")):  # fmt: skip
-        train_codec("video", root, tmp_path / f"run-{name}", tmp_path / name, cfg,
-                    TrainSettings(steps=2, init=str(tmp_path / "a"), decoder_only=True, **extra, **base))
-        codec = load_codec(tmp_path / name)
-        sd = codec.state_dict()
-        assert getattr(codec, reads) and all(torch.equal(sa[k], sd[k]) for k in kept)
-        assert sd[new_out].abs().sum() > 0  # the new input's last layer started at zero; left there, it would read nothing
-    # onto the blending decoder: the gates toward the next latent, trained alone
-    train_codec("video", root, tmp_path / "run-i", tmp_path / "i", cfg,
-                TrainSettings(steps=2, init=str(tmp_path / "g"), decoder_only=True, previous_latent=True, blend_next=True, seam_loss=1.0, **base))
-    sg, si = load_codec(tmp_path / "g").state_dict(), load_codec(tmp_path / "i").state_dict()
-    assert load_codec(tmp_path / "i").reads_next_frame and all(torch.equal(sg[k], si[k]) for k in sg)
-    assert si["blend_back_gates.2.weight"].abs().sum() > 0
-    # and then the forward gates again, trained for blending the first frames a second time
-    train_codec("video", root, tmp_path / "run-j", tmp_path / "j", cfg,
-                TrainSettings(steps=2, init=str(tmp_path / "i"), decoder_only=True, previous_latent=True, frame_blend=True, reblend=True,
-                              seam_loss=1.0, **base))
-    j = load_codec(tmp_path / "j")
-    sj = j.state_dict()
-    assert j.reblends and all(torch.equal(si[k], sj[k]) == (not k.startswith("blend_gates.")) for k in si)
-    with pytest.raises(StreamcharError, match="give --frame-blend too"):
-        train_codec("video", root, tmp_path / "run-x", tmp_path / "x", cfg,
-                    TrainSettings(steps=1, init=str(tmp_path / "i"), decoder_only=True, previous_latent=True, reblend=True, **base))
-    with pytest.raises(StreamcharError, match="give a codec trained with --blend-next as --init, or --blend-next too"):
-        train_codec("video", root, tmp_path / "run-x", tmp_path / "x", cfg,
-                    TrainSettings(steps=1, init=str(tmp_path / "g"), decoder_only=True, previous_latent=True, frame_blend=True, reblend=True, **base))
-
-
-def test_anchored_training_moves_the_encoder_and_keeps_the_statistics(small_set, tmp_path):
-    from streamchar.training.codec_training import TrainSettings, train_codec
-
-    root, cfg = small_set
-    base = dict(batch=2, lr=1e-3, save_every=2, log_every=1, max_clips=2, threads=2)
-    for kind in ("video", "audio"):
-        train_codec(kind, root, tmp_path / f"run-{kind}", tmp_path / kind, cfg, TrainSettings(steps=1, **base))
-        train_codec(kind, root, tmp_path / f"run-{kind}-anchored", tmp_path / f"{kind}-anchored", cfg,
-                    TrainSettings(steps=3, init=str(tmp_path / kind), anchor=1.0, **base))
-        sa, sb = load_codec(tmp_path / kind).state_dict(), load_codec(tmp_path / f"{kind}-anchored").state_dict()
-        assert all(torch.equal(sa[k], sb[k]) for k in ("latents_mean", "latents_std"))  # the normalisation models learned stays
-        assert any(not torch.equal(sa[k], sb[k]) for k in sa if k.startswith("enc."))
-        log = [json.loads(line) for line in (tmp_path / f"run-{kind}-anchored" / "train_log.jsonl").read_text().splitlines()]
-        assert log[0]["drift"] == 0 and log[-1]["drift"] > 0  # the first step starts at init's latents, the next have moved
-        meta = json.loads((tmp_path / f"{kind}-anchored" / "config.json").read_text())
-        assert meta["anchored_to"] == str(tmp_path / kind) and meta["anchor"] == 1.0
-    with pytest.raises(StreamcharError, match="--anchor holds a training encoder near --init's"):
-        train_codec("video", root, tmp_path / "run-x", tmp_path / "x", cfg, TrainSettings(steps=1, anchor=1.0, **base))
-    with pytest.raises(StreamcharError, match="--anchor holds a training encoder near --init's"):
-        train_codec("video", root, tmp_path / "run-x", tmp_path / "x", cfg,
-                    TrainSettings(steps=1, anchor=1.0, decoder_only=True, init=str(tmp_path / "video"), **base))
-    with pytest.raises(StreamcharError, match="--anchor is a weight, at least 0; got -1"):
-        train_codec("video", root, tmp_path / "run-x", tmp_path / "x", cfg, TrainSettings(steps=1, anchor=-1.0, init=str(tmp_path / "video"), **base))
-
-
-def test_temporal_loss_sees_a_decode_that_moves_in_steps():
-    from streamchar.training.codec_training import temporal_loss
-
-    torch.manual_seed(3)
-    x = torch.randn(4, 12, 8, 8).cumsum(dim=1) * 0.1  # frames that drift from one to the next
-    before = x.reshape(4, 4, 3, 8, 8)[:, 0] - 0.05
-    mask, first, has = torch.zeros(4, 12, 8, 8), torch.tensor([0, 0, 3, 0]), torch.ones(4, dtype=torch.bool)
-    mask[:, :, 2:4, 2:4] = 1
-    exact, _ = temporal_loss(x, x, mask, first, before, before, has)
-    assert exact.item() == 0.0
-    shifted, _ = temporal_loss(x + 0.3, x, mask, first, before + 0.3, before, has)  # the same error everywhere: no step
-    assert shifted.item() < 1e-10
-    held = x.reshape(4, 4, 3, 8, 8)[:, :1].expand(4, 4, 3, 8, 8).reshape(4, 12, 8, 8)  # still inside a group, a jump between
-    stepped, parts = temporal_loss(held, x, mask, first, before, before, has)
-    assert stepped.item() > 1e-3 and parts["change_inside"] > 0
-    none, _ = temporal_loss(x, x, mask, first, before + 1.0, before, torch.zeros(4, dtype=torch.bool))
-    assert none.item() == 0.0  # no group before: no step to measure

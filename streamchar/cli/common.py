@@ -20,7 +20,7 @@ PresetOpt = typer.Option(None, "--preset", help="named preset: tiny (default) or
 ConfigOpt = typer.Option(None, "--config", help="YAML file whose fields override the preset")
 VideoCodecOpt = typer.Option(None, "--video-codec", help="video codec directory or name: tiny-video (default), tiny-video-anchored")
 AudioCodecOpt = typer.Option(None, "--audio-codec", help="audio codec directory (default: the shipped tiny codec)")
-ConfigOpt = typer.Option(None, "--config", help="YAML of fields layered on the checkpoint's config, e.g. orchestrator.reading "
+CheckpointConfigOpt = typer.Option(None, "--config", help="YAML of fields layered on the checkpoint's config, e.g. orchestrator.reading "
                          "(fields its weights depend on are refused)")
 
 
@@ -59,3 +59,18 @@ def step_progress(label: str, total: int) -> Iterator:
 def invoked_command() -> str:
     """The command line as typed, recorded beside what it made."""
     return " ".join(["streamchar", *sys.argv[1:]])
+
+
+# the extra (`pip install 'streamchar[<extra>]'`) that brings each module the core install lacks
+EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "websockets": "serve", "multipart": "serve", "python_multipart": "serve",
+          "matplotlib": "train", "tensorboard": "train", "pocketsphinx": "eval", "jiwer": "eval", "python_speech_features": "eval",
+          "cv2": "eval", "playwright": "test", "httpx": "test"}
+
+
+def missing_extra(error: ModuleNotFoundError) -> str | None:
+    """What to install, where a command needs a module that one of the extras brings."""
+    module = (error.name or "").split(".")[0]
+    if module not in EXTRAS:
+        return None
+    extra = EXTRAS[module]
+    return f"this command needs {module}, which the core install leaves out: pip install 'streamchar[{extra}]' (or run scripts/install.sh)"

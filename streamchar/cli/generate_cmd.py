@@ -11,7 +11,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from streamchar.cli.common import AudioCodecOpt, ConfigOpt, VideoCodecOpt, console, err_console
+from streamchar.cli.common import AudioCodecOpt, CheckpointConfigOpt, VideoCodecOpt, console, err_console
 from streamchar.errors import StreamcharError
 
 
@@ -107,7 +107,7 @@ def generate(
     reference_voice: Optional[Path] = typer.Option(None, "--reference-voice", help="and a WAV of its voice (1-10 s)"),
     prompt: str = typer.Option("", "--prompt", help="and a description of the scene"),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator directory or shipped name (default: the shipped student)"),
-    config: Optional[Path] = ConfigOpt,
+    config: Optional[Path] = CheckpointConfigOpt,
     steps: Optional[int] = typer.Option(None, "--steps", help="denoising steps per chunk (default: the checkpoint's, student 4, teacher 50)"),
     no_sink: bool = typer.Option(False, "--no-sink", help="do not attend to the first chunk (ablation)"),
     guidance: float = typer.Option(1.0, "--guidance", help="classifier-free guidance on prompt and reference (1: off; doubles the DiT's work)"),

@@ -9,9 +9,11 @@ from typing import Optional
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
-from streamchar.cli.common import AudioCodecOpt, ConfigOpt, PresetOpt, VideoCodecOpt, clip_progress, console, err_console, invoked_command, report, step_progress
+from streamchar.cli.common import (AudioCodecOpt, ConfigOpt, PresetOpt, VideoCodecOpt, clip_progress, console, err_console, invoked_command, report,
+                                   missing_extra, step_progress)
 from streamchar.cli.eval_cmds import eval_app
 from streamchar.cli.generate_cmd import GenerateOptions, generate, stream_generate
 from streamchar.cli.serve_cmd import serve
@@ -19,7 +21,8 @@ from streamchar.cli.train_cmds import train_app
 from streamchar.config import load_config
 from streamchar.errors import Interrupted, StreamcharError
 
-app = typer.Typer(help="streamchar: real-time streaming generation of a talking character's speech and video from text.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(help="streamchar: real-time streaming generation of a talking character's speech and video from text.", no_args_is_help=True,
+                  add_completion=False)
 config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
 data_app = typer.Typer(help="Make and inspect data sets (SynthTalk).", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (speed and quality targets).", no_args_is_help=True)
@@ -79,7 +82,8 @@ def data_synth(
 def _print_stats(stats: dict) -> None:
     table = Table(title="SynthTalk set", show_header=False)
     for key, value in stats.items():
-        table.add_row(key.replace("_", " "), json.dumps(value) if isinstance(value, (dict, list)) else f"{value:.3g}" if isinstance(value, float) else str(value))
+        shown = json.dumps(value) if isinstance(value, (dict, list)) else f"{value:.3g}" if isinstance(value, float) else str(value)
+        table.add_row(key.replace("_", " "), shown)
     console.print(table)
 
 
@@ -131,38 +135,35 @@ def codec_train(
     steps: int = typer.Option(6000, "--steps"),
     batch: int = typer.Option(8, "--batch"),
     lr: float = typer.Option(1e-3, "--lr"),
-    seed: int = typer.Option(0, "--seed"),
     max_clips: int = typer.Option(400, "--max-clips", help="training clips held in memory"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
     init: Optional[str] = typer.Option(None, "--init", help="start from this codec's weights (tiny-video, tiny-audio or a directory)"),
     crop: int = typer.Option(64, "--crop", help="video: square training crops of this size, a multiple of 16 (0: whole frames)"),
-    latent_noise: float = typer.Option(0.05, "--latent-noise", help="noise added to the latents in training, relative to their std"),
     mouth_crops: float = typer.Option(0.0, "--mouth-crops", help="video: share of training crops placed over the mouth"),
-    decoder_only: bool = typer.Option(False, "--decoder-only", help="train the decoder of --init alone: its encoder and latent statistics, so latent caches and models made with it, stay valid"),
-    reference: bool = typer.Option(False, "--reference", help="video: the decoder also reads the stream's reference image; with --decoder-only --init the latents stay valid"),
-    previous_latent: bool = typer.Option(False, "--previous-latent", help="video: the decoder also reads the latent before each one, so chunks join without a step"),
-    seam_loss: float = typer.Option(0.0, "--seam-loss", help="video, with --previous-latent: weight of a loss on the decoded frame-to-frame change, inside each latent's frames and across latents (0: off)"),
-    frame_blend: bool = typer.Option(False, "--frame-blend", help="video, with --previous-latent: the decoder blends each latent's first frames toward the frame shown before them, with gates it learns"),
-    blend_next: bool = typer.Option(False, "--blend-next", help="video, with --previous-latent onto a codec that blends: each latent's last frame also blends toward the next latent's first in the chunk, with gates it learns"),
-    reblend: bool = typer.Option(False, "--reblend", help="video, with --frame-blend onto a codec that blends next (or --blend-next): each latent's first frames blend again toward the frame before as it is then shown"),
-    anchor: float = typer.Option(0.0, "--anchor", help="with --init, training the encoder too: weight of a loss on the latents' move from --init's; the latent statistics stay --init's, so models trained on its latents still read the new ones (0: off)"),
+    decoder_only: bool = typer.Option(False, "--decoder-only", help="train --init's decoder alone: its latents stay valid"),
+    reference: bool = typer.Option(False, "--reference", help="video: the decoder also reads the stream's reference image"),
+    previous_latent: bool = typer.Option(False, "--previous-latent", help="video: the decoder also reads the latent before each one"),
+    frame_blend: bool = typer.Option(False, "--frame-blend", help="video: train gates alone that blend frames toward the one before"),
+    blend_next: bool = typer.Option(False, "--blend-next", help="video: and gates that blend a latent's last frame toward the next"),
+    reblend: bool = typer.Option(False, "--reblend", help="video: then blend first frames again toward the frame before"),
+    seam_loss: float = typer.Option(0.0, "--seam-loss", help="video: weight of a loss on the frame-to-frame change (0: off)"),
+    anchor: float = typer.Option(0.0, "--anchor", help="weight of a loss on the latents' move from --init's (0: off)"),
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Train a tiny codec on SynthTalk; rerun the same command to resume after an interruption."""
-    from streamchar.training.codec_training import TrainSettings, train_codec
+    """Train a tiny codec on SynthTalk; rerun the same command to resume after an interruption.
+
+    The video codec is built up from --init, one decoder part per run with --decoder-only: --reference, then
+    --previous-latent, then blend gates trained alone (--frame-blend, then --blend-next, then --reblend, each with
+    the ones before; --seam-loss weighs the change across blended frames). --anchor trains --init's encoder too,
+    held near its latents, whose statistics stay --init's."""
+    from streamchar.training.codec_training import TrainSettings, check_settings, train_codec
 
     cfg = load_config(preset, config)
-    if kind not in ("video", "audio"):
-        raise StreamcharError(f"--kind must be video or audio, got {kind!r}")
-    if steps <= 0 or batch <= 0 or lr <= 0:
-        raise StreamcharError("--steps, --batch and --lr must be positive")
-    if crop < 0 or latent_noise < 0 or not 0 <= mouth_crops <= 1:
-        raise StreamcharError("--crop and --latent-noise must not be negative, --mouth-crops must be in [0, 1]")
-    settings = TrainSettings(steps=steps, batch=batch, lr=lr, seed=seed, max_clips=max_clips, threads=threads, init=init,
-                             crop=crop or None, latent_noise=latent_noise, mouth_crops=mouth_crops, decoder_only=decoder_only,
-                             reference=reference, previous_latent=previous_latent, seam_loss=seam_loss,
-                             frame_blend=frame_blend, blend_next=blend_next, reblend=reblend, anchor=anchor)
+    settings = TrainSettings(steps=steps, batch=batch, lr=lr, max_clips=max_clips, threads=threads, init=init, crop=crop or None,
+                             mouth_crops=mouth_crops, decoder_only=decoder_only, reference=reference, previous_latent=previous_latent,
+                             frame_blend=frame_blend, blend_next=blend_next, reblend=reblend, seam_loss=seam_loss, anchor=anchor)
+    check_settings(kind, settings)  # before the progress bar shows
     with step_progress(f"training {kind} codec", steps) as on_step:
         summary = train_codec(kind, data, run, out, cfg, settings, on_step=on_step, command=invoked_command())
     console.print(json.dumps(summary))
@@ -380,4 +381,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]", highlight=False)
         sys.exit(130)
+    except ModuleNotFoundError as e:
+        message = missing_extra(e)
+        if message is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
 

@@ -18,7 +18,7 @@ train_app = typer.Typer(help="Training: pretraining (orchestrator, joint) and di
 def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: bool, steps: Optional[int], init: Optional[str]) -> None:
     import torch.distributed as dist
 
-    from streamchar.training.codec_training import carry_training_record, export_training_record
+    from streamchar.training.records import carry_training_record, export_training_record
     from streamchar.training.settings import load_train_config
     from streamchar.training.trainer import Trainer
 

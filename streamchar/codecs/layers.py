@@ -1,5 +1,6 @@
-"""Building blocks of the tiny codecs: residual convolutions and causal 1-D convolutions that
-can run chunk by chunk with a carried state, giving exactly the output of one long call."""
+"""Building blocks of the tiny codecs: residual convolutions, causal 1-D convolutions that
+can run chunk by chunk with a carried state (giving exactly the output of one long call), and
+the video decoder's reference and blend-gate layers."""
 
 from __future__ import annotations
 
@@ -57,3 +58,33 @@ class ResBlock1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+class ReferenceFuse(nn.Module):
+    """One decoder level reads the reference image's features at the same resolution. The
+    output convolution starts at zero, so a decoder given this path starts as it was."""
+
+    def __init__(self, channels: int, reference: int):
+        super().__init__()
+        self.mix = nn.Conv2d(channels + reference, channels, 3, padding=1)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, h: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        ref = ref.expand(h.shape[0], *ref.shape[1:]) if ref.shape[0] == 1 else ref
+        return h + self.out(F.silu(self.mix(torch.cat([h, ref], dim=1))))
+
+
+def gate_logits(head: nn.Sequential, features: torch.Tensor, *images: torch.Tensor) -> torch.Tensor:
+    """A gate head's first layer is a 1x1 convolution over a decoder's features (at half
+    resolution) and full-resolution images taken space-to-depth by 2; it runs as a 1x1 convolution
+    on the features and 2x2 stride-2 ones on the images, the same sums without building the
+    space-to-depth copies."""
+    first, c = head[0], features.shape[1]
+    h = F.conv2d(features, first.weight[:, :c], first.bias)
+    for image in images:
+        k = 4 * image.shape[1]
+        h = h + F.conv2d(image, first.weight[:, c : c + k].reshape(-1, image.shape[1], 2, 2), stride=2)
+        c += k
+    return head[1:](h)

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from streamchar.errors import StreamcharError
-from streamchar.evaluation.syncnet import MFCC_WINDOW, VIDEO_WINDOW
+from streamchar.evaluation.syncnet import VIDEO_WINDOW
 
 # (top, bottom, left, right) as fractions of the frame
 MOUTH_REGION = (0.39, 0.64, 0.34, 0.66)
@@ -74,16 +74,6 @@ class SynthTalkSyncNet(nn.Module):
         """(N, 13, 20) MFCC windows -> (N, dim)."""
         x = (mfcc - self.mfcc_mean[:, None]) / self.mfcc_std[:, None]
         return self.aud(x[:, None])
-
-    @staticmethod
-    def video_windows(mouth: torch.Tensor, count: int) -> torch.Tensor:
-        """(T, 3, h, w) mouth crops -> (count, 5, 3, h, w) windows starting at every frame."""
-        return torch.stack([mouth[i : i + VIDEO_WINDOW] for i in range(count)])
-
-    @staticmethod
-    def audio_windows(mfcc: np.ndarray, starts: list[int]) -> torch.Tensor:
-        m = torch.from_numpy(mfcc)
-        return torch.stack([m[:, s : s + MFCC_WINDOW] for s in starts])
 
 
 class SynthTalkIdentityNet(nn.Module):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from streamchar.utils.files import atomic_save_file, atomic_write_text
-from streamchar.training.codec_training import export_training_record
+from streamchar.training.records import export_training_record
 from streamchar.data.inspect import load_records
 from streamchar.data.mp4 import read_mp4
 from streamchar.errors import StreamcharError

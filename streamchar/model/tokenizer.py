@@ -15,7 +15,6 @@ import bisect
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from streamchar.errors import StreamcharError
 from streamchar.utils.text import word_matches
@@ -95,16 +94,3 @@ def make_tokenizer(kind: str, vocab_size: int, directory: str | Path | None = No
     if directory is None:
         raise StreamcharError("the qwen2 tokenizer loads from the Qwen2.5 directory; none was given")
     return QwenTokenizer(directory)
-
-
-def batch_tokens(items: list[Tokens], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded (ids, mask, word numbers, word counts)."""
-    n = max(1, max(len(t.ids) for t in items))
-    ids = torch.full((len(items), n), pad, dtype=torch.long)
-    mask = torch.zeros(len(items), n, dtype=torch.long)
-    pos = torch.zeros(len(items), n)
-    for i, t in enumerate(items):
-        ids[i, : len(t.ids)] = torch.tensor(t.ids)
-        mask[i, : len(t.ids)] = 1
-        pos[i, : len(t.ids)] = torch.tensor(t.word_numbers, dtype=torch.float32)
-    return ids, mask, pos, torch.tensor([t.words for t in items], dtype=torch.float32)
