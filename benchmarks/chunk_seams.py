@@ -1,11 +1,12 @@
-"""Do a stream's chunks, and its video latents, join without a step? For each system's MP4s: the
+r"""Do a stream's chunks, and its video latents, join without a step? For each system's MP4s: the
 mean frame-to-frame change across chunk boundaries (every 33 frames) over the mean change
 elsewhere, per clip, then the mean over clips. About 1 when boundaries are invisible; SynthTalk's
-ground truth gives 1.2 (its speech and gestures do not know where chunks fall, so this is the
-floor to compare with). The same at every latent's first frame (every four frames): the latent
+ground truth is the floor to compare with (its speech and gestures do not know where chunks fall,
+so its own ratio is what a seamless stream gives). The same at every latent's first frame (every four frames): the latent
 step ratio.
 
-    python benchmarks/chunk_seams.py --videos ground-truth=runs/render/codec-gt --videos student=runs/render/student2-short --clips 40 --out benchmarks/results/chunk-seams.json
+    python benchmarks/chunk_seams.py --videos ground-truth=runs/render/codec-gt \
+        --videos student=runs/render/student2-short --clips 40 --out benchmarks/results/chunk-seams.json
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ if __name__ == "__main__":
                                    out_channels=12, patch_size=2, scale_factor_spatial=16, temperal_downsample=[False, True, True],
                                    latents_mean=[0.0] * 48, latents_std=[1.0] * 48).eval()
             z = torch.randn(1, 48, 9, 8, 8)
-            results[f"AutoencoderKLWan base_dim={base} ({sum(p.numel() for p in vae.parameters()) / 1e6:.1f}M)"] = timed(lambda: vae.decode(z))
+            millions = sum(p.numel() for p in vae.parameters()) / 1e6
+            results[f"AutoencoderKLWan base_dim={base} ({millions:.1f}M)"] = timed(lambda vae=vae, z=z: vae.decode(z))
         ob = AutoencoderOobleck(encoder_hidden_size=64, downsampling_ratios=[2, 4, 5, 5, 5], channel_multiples=[1, 2, 4, 8, 8],
                                 decoder_channels=32, decoder_input_channels=32, audio_channels=1, sampling_rate=24000).eval()
         za = torch.randn(1, 32, 33)

@@ -58,7 +58,8 @@ def main() -> None:
         samples = audio.decode(t["audio"][None])[0].numpy()
         n = min(len(samples), int(len(rgb) / cfg.stream.fps * cfg.audio.sample_rate))
         write_mp4(a.out / f"{rec['clip_id']}.mp4", rgb, cfg.stream.fps, samples[:n].astype(np.float32), cfg.audio.sample_rate)
-        (a.out / f"{rec['clip_id']}.json").write_text(json.dumps({"transcript": rec["transcript"], "source": "codec round trip of the cached latents"}))
+        meta = {"transcript": rec["transcript"], "source": "codec round trip of the cached latents"}
+        (a.out / f"{rec['clip_id']}.json").write_text(json.dumps(meta))
     print(f"{len(picked)} clips in {a.out}")
 
 

@@ -1,10 +1,11 @@
-"""Quality Drift and identity over streams longer than `streamchar eval long` can hold: frames are
+r"""Quality Drift and identity over streams longer than `streamchar eval long` can hold: frames are
 read one at a time, scored by SCC (the long protocol's per-frame quality), and one frame a second
 is kept for identity against the reference image. Drift as the long protocol defines it
 (`evaluation.quality.quality_drift`: the largest gap between a 30-second point and the first 5
 seconds), over the whole stream and over its first five minutes, with per-minute means.
 
-    python benchmarks/long_drift.py --reference runs/long-gt-30min/long-000.png --videos gt=runs/long-gt-30min/long-000.mp4 --videos sink=DIR/long-000.mp4 --out FILE.json
+    python benchmarks/long_drift.py --reference runs/long-gt-30min/long-000.png \
+        --videos gt=runs/long-gt-30min/long-000.mp4 --videos sink=DIR/long-000.mp4 --out FILE.json
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Does a generated mouth follow its own speech? For each system's first N clips: the correlation
+r"""Does a generated mouth follow its own speech? For each system's first N clips: the correlation
 of mouth opening (SynthTalk's mouth-interior pixels) with audio loudness per frame, and the lag
 where they correlate best. A diagnostic beside Sync-C that needs no trained network: a mouth that
 moves as much as the data's but at random gives a correlation near 0 and lags spread over ±6.
 
-    python benchmarks/mouth_follows_speech.py --videos codec=runs/render/codec-gt --videos teacher-v5=runs/render/teacher5-short --clips 20 --out benchmarks/results/mouth-follows-speech.json
+    python benchmarks/mouth_follows_speech.py --videos codec=runs/render/codec-gt --videos teacher-v5=runs/render/teacher5-short \
+        --clips 20 --out benchmarks/results/mouth-follows-speech.json
 """
 
 from __future__ import annotations

@@ -107,3 +107,17 @@ def test_a_config_file_changes_how_a_checkpoint_reads_and_nothing_its_weights_ne
     other.write_text("preset: paper\n")
     with pytest.raises(StreamcharError, match="trained with 'tiny'"):
         load_generator("tiny-student", other)
+
+
+def test_the_configuration_page_is_current():
+    """docs/configuration.md is `streamchar config reference`'s output: every field with a description."""
+    from pathlib import Path
+
+    from streamchar.cli.config_doc import config_reference
+
+    page = config_reference()
+    assert (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text() == page, \
+        "run `streamchar config reference > docs/configuration.md`"
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    undescribed = [line for line in rows if not line.split("|")[-2].strip()]
+    assert rows and not undescribed, undescribed[:3]

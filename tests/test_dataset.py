@@ -48,7 +48,8 @@ def test_real_data_folder_is_resized_and_resampled(tmp_path, tiny_cfg):
     write_mp4(tmp_path / "talk.mp4", frames, 24, audio, 16000)
     write_wav(tmp_path / "voice.wav", rng.uniform(-0.1, 0.1, 16000).astype(np.float32), 16000)
     (tmp_path / "talk.json").write_text(
-        json.dumps({"transcript": "hello there", "words": [{"word": "hello", "start": 0.1, "end": 0.4}, {"word": "there", "start": 0.5, "end": 0.9}], "reference_voice": "voice.wav"})
+        json.dumps({"transcript": "hello there", "words": [{"word": "hello", "start": 0.1, "end": 0.4}, {"word": "there", "start": 0.5, "end": 0.9}],
+                    "reference_voice": "voice.wav"})
     )
     ds = ClipDataset(tmp_path, tiny_cfg)
     item = ds[0]

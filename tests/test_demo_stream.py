@@ -13,7 +13,7 @@ from demo_stream import FIXTURE, demo_stream
 def test_the_demo_stream_is_unchanged(shipped_pipeline):
     tensors, meta = demo_stream(shipped_pipeline)
     with safe_open(FIXTURE, "pt") as f:
-        recorded, recorded_meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+        recorded, recorded_meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118 - safe_open has keys() but no __iter__
     assert meta["text"] == recorded_meta["text"]
     assert json.loads(meta["chunks"]) == json.loads(recorded_meta["chunks"])
     assert sorted(tensors) == sorted(recorded)

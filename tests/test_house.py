@@ -48,7 +48,8 @@ def test_packages_import_only_downward():
                 ok = own in LAYERS and target in LAYERS and LAYERS.index(target) < LAYERS.index(own)
             if not ok:
                 wrong.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
-    assert not wrong, "imports against config → diffusion → codecs → data → model → streaming → training → evaluation → serving → cli:\n" + "\n".join(wrong)
+    order = "config → diffusion → codecs → data → model → streaming → training → evaluation → serving → cli"
+    assert not wrong, f"imports against {order}:\n" + "\n".join(wrong)
 
 
 def _statements(fn: ast.AST) -> int:
@@ -103,7 +104,8 @@ def test_every_config_field_is_read():
 
 
 def test_ruff_is_clean():
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "streamchar", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "streamchar", "tests", "benchmarks"],
+                            cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
 
 

@@ -94,7 +94,8 @@ def _masked_reference(model, video, audio, cond_a, t, text, conditions):
     text_h = model.embed_text(text)
     nv = xv.shape[1]
     for blk in model.blocks:
-        m = torch.cat([(blk.scale_shift_table + mod0)[:, None].expand(1, nc, 6, -1), (blk.scale_shift_table + mod)[:, None].expand(1, n - nc, 6, -1)], 1)
+        m = torch.cat([(blk.scale_shift_table + mod0)[:, None].expand(1, nc, 6, -1),
+                       (blk.scale_shift_table + mod)[:, None].expand(1, n - nc, 6, -1)], 1)
         shift, scale, gate, c_shift, c_scale, c_gate = m.unbind(2)
         h = blk.norm1(x) * (1 + scale) + shift
         q, k, v = _project(blk.attn1, h, rope)

@@ -148,7 +148,9 @@ def _png() -> bytes:
 def test_uploaded_character_and_its_limits(live_server):
     host, _ = live_server(max_upload_bytes=64 * 1024)
     with httpx.Client(base_url=f"http://{host}", timeout=30) as c:
-        def upload(image=_png(), voice=_wav(2.0), **form):
+        png, wav = _png(), _wav(2.0)
+
+        def upload(image=png, voice=wav, **form):
             return c.post("/api/sessions/upload", files={"image": ("a.png", image), "voice": ("v.wav", voice)}, data=form)
 
         r = upload(text=TEXT, prompt="a person talks")

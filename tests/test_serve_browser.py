@@ -41,7 +41,8 @@ def test_the_page_plays_hears_appended_text_and_falls_silent_on_interrupt(live_s
         page.wait_for_function(f"{sc}.words_total === 17 && {sc}.words_spoken === 17", timeout=30_000)
         assert page.evaluate(f"{sc}.append_to_heard_s") is not None
 
-        page.evaluate("window.streamchar.append('The birch canoe slid on the smooth planks. ' + 'A pot of tea helps to pass the evening. '.repeat(4))")
+        page.evaluate("window.streamchar.append('The birch canoe slid on the smooth planks. '"
+                      " + 'A pot of tea helps to pass the evening. '.repeat(4))")
         page.wait_for_function(f"{sc}.words_spoken >= 20", timeout=30_000)
         page.evaluate("window.streamchar.interrupt()")
         page.wait_for_function(f"{sc}.interrupt_to_silence_s !== null", timeout=30_000)

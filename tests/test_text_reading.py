@@ -222,12 +222,14 @@ def _plan_session(cfg):
     voice = (0.1 * rng.standard_normal(2 * cfg.audio.sample_rate)).astype(np.float32)
 
     def session(text, **settings):
-        return StreamSession(model.eval(), prompt, video, audio, StreamRequest(text, image, voice, "a person talks"), SessionSettings(steps=1, **settings))
+        request = StreamRequest(text, image, voice, "a person talks")
+        return StreamSession(model.eval(), prompt, video, audio, request, SessionSettings(steps=1, **settings))
 
     return session
 
 
-PLANS = {"even": {"plan": {"word_pace": None}}, "letters": {"plan": {"word_pace": {"durations": "letters"}}}, "espeak": {}}  # the tiny preset's: espeak
+# "espeak" is the tiny preset's own plan, so it needs no override
+PLANS = {"even": {"plan": {"word_pace": None}}, "letters": {"plan": {"word_pace": {"durations": "letters"}}}, "espeak": {}}
 
 
 @pytest.mark.parametrize("plan_kind", list(PLANS))
@@ -452,7 +454,7 @@ def test_a_long_script_is_planned_a_piece_at_a_time(plan_kind):
     from streamchar.streaming.reading import PLAN_AHEAD_SECONDS
 
     cfg = load_config("tiny", {"orchestrator": PLANS[plan_kind]})
-    text = " ".join(["One two three four, five six seven eight nine ten."] * 30)  # 300 words, about 100 s
+    text = " ".join(["One two three four, five six seven eight nine ten."] * 30)  # 300 words: far more than the plan times ahead
     s = _plan_session(cfg)(text)
     assert 0 < len(s.word_times()) < 300 and s.word_times()[-1][1] >= 1.375 + PLAN_AHEAD_SECONDS  # enough for the first chunk
     assert s.reader.end_seconds() == math.inf  # not the end while words are still to be timed

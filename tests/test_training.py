@@ -117,7 +117,11 @@ def test_bad_input_is_refused_before_training(cache, tmp_path):
     bad.write_text(yaml.safe_dump({"train": {"cache": "x", "steps": 0}}))
     with pytest.raises(StreamcharError, match="train.steps"):
         load_train_config(bad)
-    assert np.isfinite(check_memory(build_model(cfg), TrainSettings(cache="x", steps=1), torch.device("cpu"), 1)["estimated_gib"])
+    tiny, cpu = build_model(cfg), torch.device("cpu")
+    one, eight = (check_memory(tiny, TrainSettings(cache="x", steps=1, batch=b), cpu, 1) for b in (1, 8))
+    shared = check_memory(tiny, TrainSettings(cache="x", steps=1, batch=8), cpu, 2)
+    assert one["parameters"] == sum(p.numel() for p in tiny.parameters())
+    assert 0 < one["estimated_gib"] < eight["estimated_gib"] and shared["estimated_gib"] < eight["estimated_gib"]  # batch adds, sharding divides
 
 
 def _fsdp_worker(rank, world, port, cache, run):
@@ -170,7 +174,8 @@ def test_cli_stages_chain_and_keep_both_training_records(cache, tmp_path, monkey
                                  "--out", str(tmp_path / "m2")])  # fmt: skip
     assert second.exit_code == 0, second.output
     names = {p.name for p in (tmp_path / "m2").iterdir()}
-    assert {"model.safetensors", "train_log.jsonl", "training_curves.png", "orchestrator-train_log.jsonl", "orchestrator-training_curves.png"} <= names
+    assert {"model.safetensors", "train_log.jsonl", "training_curves.png",
+            "orchestrator-train_log.jsonl", "orchestrator-training_curves.png"} <= names
     assert load_generator(tmp_path / "m2")[2]["stage"] == "joint"
     again = runner.invoke(app, ["train", "joint", "--config", str(config), "--run", str(tmp_path / "s2")])
     assert again.exit_code != 0 and "--resume" in str(again.exception)
@@ -228,7 +233,8 @@ def test_varied_history_starts_mid_clip_and_cuts_the_text_there(cache):
 
 
 def test_a_config_overrides_its_base_key_by_key(tmp_path):
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"preset": "tiny", "train": {"cache": "c", "steps": 5, "lr": 1e-3, "distill": {"sink": True, "score_chunks": 3}}}))
+    base = {"preset": "tiny", "train": {"cache": "c", "steps": 5, "lr": 1e-3, "distill": {"sink": True, "score_chunks": 3}}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     (tmp_path / "abl").mkdir()
     (tmp_path / "abl" / "one.yaml").write_text(yaml.safe_dump({"base": "../base.yaml", "train": {"distill": {"score_chunks": 1}}}))
     cfg, s = load_train_config(tmp_path / "abl" / "one.yaml")

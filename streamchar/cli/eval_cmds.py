@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from streamchar.cli.common import AudioCodecOpt, ConfigOpt, VideoCodecOpt, clip_progress, console, invoked_command, step_progress
+from streamchar.cli.common import AudioCodecOpt, CheckpointConfigOpt, VideoCodecOpt, clip_progress, console, invoked_command, step_progress
 from streamchar.errors import StreamcharError
 
 eval_app = typer.Typer(help="Evaluation: the paper's short and long protocols, and the networks they use on SynthTalk.", no_args_is_help=True)
@@ -100,7 +100,9 @@ SplitOpt = typer.Option("test-unseen", "--split", help="SynthTalk split used as 
 VideosOpt = typer.Option([], "--videos", help="NAME=FOLDER of generated MP4s (each with <name>.json: transcript, reference_image); repeatable")
 SyncOpt = typer.Option(None, "--syncnet-v2", help="syncnet_v2.model (or .safetensors); default: the shipped synthtalk-sync")
 IdOpt = typer.Option(None, "--identity-model", help="TorchScript face embedding (e.g. ArcFace); default: the shipped synthtalk-id")
-IdThrOpt = typer.Option(None, "--identity-threshold", help="per-frame similarity threshold (default: 0.4 for a user model, calibrated for synthtalk-id)")
+IdThrOpt = typer.Option(
+    None, "--identity-threshold", help="per-frame similarity threshold (default: 0.4 for a user model, calibrated for synthtalk-id)"
+)
 InceptionOpt = typer.Option(None, "--inception", help="TorchScript Inception (inception-2015-12-05.pt) for FID; default: FD-tinyvae")
 I3dOpt = typer.Option(None, "--i3d", help="TorchScript I3D (i3d_torchscript.pt) for FVD; default: FD-tinyvae-video")
 MusiqOpt = typer.Option(None, "--musiq", help="TorchScript MUSIQ for per-frame quality; default: SCC")
@@ -120,7 +122,8 @@ def eval_short(
     inception: Optional[Path] = InceptionOpt, i3d: Optional[Path] = I3dOpt, musiq: Optional[Path] = MusiqOpt, raft: Optional[Path] = RaftOpt,
 ) -> None:
     """Short-clip protocol (paper Table 1): WER beside ground truth's, Sync-C/D, identity, FID/FVD or FD-<name>."""
-    _run("short", _systems(data, split, ground_truth, videos, clips), out, threads, syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft)
+    _run("short", _systems(data, split, ground_truth, videos, clips), out, threads,
+         syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft)
 
 
 @eval_app.command("long")
@@ -134,14 +137,15 @@ def eval_long(
     inception: Optional[Path] = InceptionOpt, i3d: Optional[Path] = I3dOpt, musiq: Optional[Path] = MusiqOpt, raft: Optional[Path] = RaftOpt,
 ) -> None:
     """Long-stream protocol (paper Table 2): transcript coverage, identity, Quality Drift, Dynamic, with curves over time."""
-    _run("long", _systems(None, "", ground_truth, videos, streams), out, threads, syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft)
+    _run("long", _systems(None, "", ground_truth, videos, streams), out, threads,
+         syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft)
 
 
 @eval_app.command("render")
 def eval_render(
     out: Path = typer.Option(..., "--out", help="folder for <name>.mp4/.json/.png, evaluated with --videos NAME=FOLDER"),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator directory or shipped name (default: the shipped student)"),
-    config: Optional[Path] = ConfigOpt,
+    config: Optional[Path] = CheckpointConfigOpt,
     data: Optional[Path] = typer.Option(None, "--data", help="SynthTalk set: render its split's clips"),
     split: str = SplitOpt,
     ground_truth: Optional[Path] = typer.Option(None, "--ground-truth", help="or: long ground-truth streams (`streamchar data long`)"),

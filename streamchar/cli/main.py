@@ -36,6 +36,14 @@ app.command("generate")(generate)
 app.command("serve")(serve)
 app.add_typer(train_app, name="train")
 
+@config_app.command("reference")
+def config_reference_cmd() -> None:
+    """Print every config field with its value in each preset and what it does (docs/configuration.md)."""
+    from streamchar.cli.config_doc import config_reference
+
+    print(config_reference(), end="")
+
+
 @config_app.command("show")
 def config_show(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt) -> None:
     """Print the resolved config (preset plus overrides) as YAML."""

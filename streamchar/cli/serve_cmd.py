@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from streamchar.cli.common import AudioCodecOpt, ConfigOpt, VideoCodecOpt, console
+from streamchar.cli.common import AudioCodecOpt, CheckpointConfigOpt, VideoCodecOpt, console
 from streamchar.errors import StreamcharError
 
 MIN_TOKEN_CHARS = 16
@@ -43,7 +43,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (anything but loopback needs --token-file)"),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator directory or shipped name (default: the shipped student)"),
-    config: Optional[Path] = ConfigOpt,
+    config: Optional[Path] = CheckpointConfigOpt,
     max_sessions: int = typer.Option(2, "--max-sessions", help="sessions at once; one more is answered 503 with a retry hint"),
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="a file holding the token every request must carry"),
     buffer: float = typer.Option(1.2, "--buffer", help="seconds of media generated ahead of each viewer, at most"),
@@ -74,5 +74,6 @@ def serve(
     config = uvicorn.Config(app, host=host, port=port, ws_max_size=settings.max_message_bytes, log_level="info", ws="websockets-sansio")
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
-    console.print(f"streamchar serving {pipe.meta.get('name')} on http://{shown}:{port}/ (API docs at /docs)" + (" - open it with ?token=TOKEN" if token else ""))
+    hint = " - open it with ?token=TOKEN" if token else ""
+    console.print(f"streamchar serving {pipe.meta.get('name')} on http://{shown}:{port}/ (API docs at /docs){hint}")
     server.run()

@@ -93,14 +93,14 @@ class AudioConfig(Strict):
 
 
 class DiTConfig(Strict):
-    num_layers: int = Field(gt=0)
-    num_heads: int = Field(gt=0)
-    head_dim: int = Field(gt=0)
-    ffn_dim: int = Field(gt=0)
-    patch_size: tuple[int, int, int] = (1, 2, 2)
+    num_layers: int = Field(gt=0, description="transformer blocks (Wan2.2-5B: 30)")
+    num_heads: int = Field(gt=0, description="attention heads")
+    head_dim: int = Field(gt=0, description="width of each head; hidden width is heads x head_dim")
+    ffn_dim: int = Field(gt=0, description="feed-forward width (the audio experts copy the video FFN's)")
+    patch_size: tuple[int, int, int] = Field((1, 2, 2), description="latent patch (frames, height, width) per video token")
     text_dim: int = Field(gt=0, description="prompt encoder width (umT5-XXL: 4096)")
-    audio_encoder_layers: int = Field(gt=0)
-    audio_decoder_layers: int = Field(gt=0)
+    audio_encoder_layers: int = Field(gt=0, description="audio-only blocks before the shared blocks")
+    audio_decoder_layers: int = Field(gt=0, description="audio-only blocks after the shared blocks")
     audio_to_video: bool = Field(False, description="lip-sync aid: add to each noisy video token the audio tokens of its own "
                                  "frames (zero-initialised), besides the shared attention (false: the paper's DiT)")
     mouth_head: bool = Field(False, description="lip-sync aid for training: a linear head naming each video latent's mouth "
@@ -147,12 +147,12 @@ class TextPlanConfig(Strict):
 
 
 class OrchestratorConfig(Strict):
-    num_layers: int = Field(gt=0)
-    hidden_size: int = Field(gt=0)
-    num_heads: int = Field(gt=0)
-    num_kv_heads: int = Field(gt=0)
-    ffn_dim: int = Field(gt=0)
-    vocab_size: int = Field(gt=0)
+    num_layers: int = Field(gt=0, description="decoder layers (Qwen2.5-3B: 36)")
+    hidden_size: int = Field(gt=0, description="hidden width")
+    num_heads: int = Field(gt=0, description="attention heads")
+    num_kv_heads: int = Field(gt=0, description="key/value heads (grouped-query attention)")
+    ffn_dim: int = Field(gt=0, description="feed-forward width")
+    vocab_size: int = Field(gt=0, description="token vocabulary (qwen2: Qwen2.5's; characters: the project's)")
     context_window: int = Field(gt=0, description="most positions the orchestrator reads: reference + transcript + history + chunk")
     lookahead_words: int = Field(48, gt=0, description="transcript words after the history window's cut that the orchestrator reads")
     tokenizer: Literal["qwen2", "characters"] = Field(description="qwen2: loaded from the Qwen2.5 directory; characters: the project's own")
@@ -176,14 +176,14 @@ class OrchestratorConfig(Strict):
 class SynthTalkConfig(Strict):
     """How SynthTalk clips are made (docs/architecture.md, "SynthTalk")."""
 
-    min_sentences: int = Field(1, ge=1, le=4)
-    max_sentences: int = Field(4, ge=1, le=4)
+    min_sentences: int = Field(1, ge=1, le=4, description="fewest Harvard sentences in a clip")
+    max_sentences: int = Field(4, ge=1, le=4, description="most Harvard sentences in a clip")
     max_seconds: float = Field(20.0, gt=0, le=20.0, description="longest clip (s); the paper trains on clips up to 20 s")
-    clips_per_shard: int = Field(64, ge=1)
+    clips_per_shard: int = Field(64, ge=1, description="clips per MP4 shard folder")
     train_characters: int = Field(48, ge=1, description="characters that appear in training")
     unseen_characters: int = Field(8, ge=1, description="characters that never appear in training")
-    val_fraction: float = Field(0.05, ge=0, lt=1)
-    test_fraction: float = Field(0.05, ge=0, lt=1)
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="share of seen characters' clips in the val split")
+    test_fraction: float = Field(0.05, ge=0, lt=1, description="share of seen characters' clips in the test split")
     unseen_fraction: float = Field(0.10, ge=0, lt=1, description="share of clips in the test-unseen split")
     reference_voice_seconds: float = Field(3.0, gt=0, le=15.0, description="shortest reference voice clip (s)")
     crf: int = Field(16, ge=0, le=51, description="H.264 quality of the MP4 (lower is better)")

@@ -1,7 +1,7 @@
 """Procedural drawing of a SynthTalk character's upper body, one frame per pose.
 
 Drawn with PIL primitives at twice the output size and box-filtered down, which
-gives anti-aliased edges at well over 100 frames per second per core at 128x128.
+gives anti-aliased edges while keeping each frame cheap to draw (PIL primitives and one box-filter resize).
 The character's right hand is on the viewer's left, as when facing a camera.
 """
 
@@ -88,7 +88,8 @@ class CharacterRenderer:
         d.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=self.skin)
         self._draw_front_hair(d, cx, cy, rx, ry)
         self._draw_eyes(d, cx, cy, rx, ry, float(pose.blink[i]), float(pose.brow[i]))
-        d.line((cx, cy + 0.05 * ry, cx - 0.06 * rx, cy + 0.25 * ry, cx + 0.04 * rx, cy + 0.27 * ry), fill=_shade(self.skin, 0.72), width=max(1, int(0.025 * ry)))
+        nose = (cx, cy + 0.05 * ry, cx - 0.06 * rx, cy + 0.25 * ry, cx + 0.04 * rx, cy + 0.27 * ry)
+        d.line(nose, fill=_shade(self.skin, 0.72), width=max(1, int(0.025 * ry)))
         self._draw_mouth(d, cx, cy + 0.52 * ry, rx, ry, pose.mouth[i])
         return np.asarray(im.reduce(SUPERSAMPLE))
 

@@ -16,7 +16,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -33,7 +33,7 @@ MANIFEST = "synthtalk.json"
 INDEX = "index.json"
 LOCK = ".lock"
 SPLITS = ("train", "val", "test", "test-unseen")
-# espeak speaks Harvard sentences at about 15 characters per second (150-185 wpm); planning only
+# espeak's speaking rate on Harvard sentences, in characters per second; for planning only
 _CHARS_PER_SECOND = 15.0
 
 
@@ -276,10 +276,8 @@ def synthesize_set(
                 f"stopped with {finished} of {len(plans)} clips finished; finished clips are kept, rerun the same command to resume"
             ) from None
         except BaseException:
-            try:
+            with suppress(StreamcharError):  # the original error is the one to report
                 write_index(out)
-            except StreamcharError:
-                pass  # the original error is the one to report
             raise
         entries = write_index(out)
     wall = time.perf_counter() - t0

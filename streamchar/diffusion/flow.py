@@ -41,7 +41,8 @@ def sample_times(steps: int, shift: float = 1.0) -> list[float]:
 
 
 def euler_sample(velocity: Callable[[torch.Tensor, torch.Tensor | None, float], tuple[torch.Tensor, torch.Tensor | None]],
-                 video_noise: torch.Tensor, audio_noise: torch.Tensor | None, steps: int, shift: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 video_noise: torch.Tensor, audio_noise: torch.Tensor | None, steps: int,
+                 shift: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Integrate dx/dt = v from t = 1 to 0. `velocity(video, audio, t)` returns both velocities."""
     v, a = video_noise, audio_noise
     ts = sample_times(steps, shift)

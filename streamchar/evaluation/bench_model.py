@@ -17,7 +17,7 @@ TRANSCRIPT_TOKENS = 200
 
 
 def chunk_inputs(cfg: Config, batch: int = 1, device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict:
-    """A steady-state chunk: reference frame, sink and motion latents, 15 s of history audio,
+    """A steady-state chunk: reference frame, sink and motion latents, a full history window of audio,
     a 200-token transcript, 3 s of reference voice."""
     s = cfg.stream
     h, w = cfg.video.height // s.vae_spatial_stride, cfg.video.width // s.vae_spatial_stride
@@ -33,7 +33,8 @@ def chunk_inputs(cfg: Config, batch: int = 1, device: str = "cpu", dtype: torch.
     ids = torch.randint(3, min(cfg.orchestrator.vocab_size, 60), (batch, TRANSCRIPT_TOKENS), generator=g).to(device)
     words = (torch.arange(TRANSCRIPT_TOKENS, dtype=dtype, device=device) / 6).expand(batch, -1)
     orch = dict(reference_audio=r(batch, ca, int(3 * per_s)), text_ids=ids, text_mask=torch.ones_like(ids), word_numbers=words,
-                word_counts=torch.full((batch,), TRANSCRIPT_TOKENS / 6, device=device), history_audio=r(batch, ca, int(s.history_seconds * per_s)))  # fmt: skip
+                word_counts=torch.full((batch,), TRANSCRIPT_TOKENS / 6, device=device),
+                history_audio=r(batch, ca, int(s.history_seconds * per_s)))  # fmt: skip
     return {"video": r(batch, cv, k, h, w), "audio": r(batch, ca, s.chunk_audio_latents), "conditions": conditions,
             "orchestrator": orch, "prompt": r(batch, 16, cfg.dit.text_dim)}
 
@@ -46,7 +47,8 @@ def time_chunk(model, inputs: dict, steps: int, cached: bool) -> float:  # noqa:
     cache = model.dit.condition_cache(inputs["conditions"], inputs["prompt"]) if cached else None
     ts = sample_times(steps)
     for a, b in zip(ts, ts[1:]):
-        x = OrchestratorInput(**inputs["orchestrator"], noisy_audio=audio, timestep=torch.full((video.shape[0],), a * TIMESTEP_SCALE, device=video.device))
+        timestep = torch.full((video.shape[0],), a * TIMESTEP_SCALE, device=video.device)
+        x = OrchestratorInput(**inputs["orchestrator"], noisy_audio=audio, timestep=timestep)
         dv, da, _ = model.velocity(VideoInput(video), x, inputs["prompt"], cache=cache, conditions=None if cached else inputs["conditions"])
         video, audio = video + (b - a) * dv, audio + (b - a) * da
     if video.is_cuda:

@@ -2,7 +2,7 @@
 
 A causal Qwen2 language model from transformers runs on input embeddings
 `[e_ref, E_txt, e_hist, E_cond(t)]`: the reference voice's audio latents, the transcript's
-token embeddings, the history audio latents (at most 15 s), then the current chunk's noisy
+token embeddings, the history audio latents (at most `stream.history_seconds`), then the current chunk's noisy
 audio latents with the timestep. Its final hidden states at the E_cond positions, projected to
 the DiT's width, are the frame-aligned audio condition c_a. No discrete audio tokens: audio
 latents enter through a linear projection plus a learned segment embedding.
@@ -130,7 +130,7 @@ class Orchestrator(nn.Module):
     @torch.no_grad()
     def _match_embedding_scale(self) -> None:
         """Start the audio-side inputs at the token embeddings' scale. At default init the
-        projected audio latents were some 50x the character embeddings, and the transcript was
+        projected audio latents were far larger than the character embeddings, and the transcript was
         drowned in the residual stream after the first layer: the trained tiny teacher's audio
         loss did not change when its transcripts were shuffled."""
         w = self.backbone.embed_tokens.weight
@@ -177,7 +177,8 @@ class Orchestrator(nn.Module):
         b, device = mask.shape[0], mask.device
         if text_positions is not None:
             if text_positions.shape != (b, hist_mask.shape[1] + n_cond):
-                raise StreamcharError(f"text_positions has shape {tuple(text_positions.shape)}; the history and chunk need {(b, hist_mask.shape[1] + n_cond)}")
+                raise StreamcharError(f"text_positions has shape {tuple(text_positions.shape)}; "
+                                      f"the history and chunk need {(b, hist_mask.shape[1] + n_cond)}")
             audio = n_ref + text_positions.float()
         else:
             frames = torch.cat([hist_mask.cumsum(dim=1) - 1, hist_mask.sum(dim=1, keepdim=True) + torch.arange(n_cond, device=device)], dim=1)

@@ -29,7 +29,8 @@ class StreamCharModel(nn.Module):
                                   f"its window is {self.cfg.orchestrator.context_window}: cut the transcript with the pointer")  # fmt: skip
 
     def velocity(self, video: VideoInput | None, orchestrator_input: OrchestratorInput, prompt: torch.Tensor,
-                 cache: ConditionCache | None = None, conditions: ConditionInput | None = None) -> tuple[torch.Tensor | None, torch.Tensor, OrchestratorOutput]:
+                 cache: ConditionCache | None = None,
+                 conditions: ConditionInput | None = None) -> tuple[torch.Tensor | None, torch.Tensor, OrchestratorOutput]:
         """One denoising evaluation: the orchestrator turns the noisy audio (and the context) into
         c_a, the DiT predicts both velocities. (Through `__call__`, so FSDP's root hooks run.)"""
         return self(video, orchestrator_input, prompt, cache, conditions)

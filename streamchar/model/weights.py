@@ -51,7 +51,8 @@ def wan_config_problems(wan: dict, cfg: DiTConfig, video_channels: int) -> list[
         "ffn_dim": cfg.ffn_dim, "text_dim": cfg.text_dim, "in_channels": video_channels, "out_channels": video_channels,
         "patch_size": list(cfg.patch_size), "freq_dim": FREQ_DIM,
     }  # fmt: skip
-    problems = [f"{k} {wan.get(k)} (preset needs {v})" for k, v in want.items() if (list(wan[k]) if k == "patch_size" and k in wan else wan.get(k)) != v]
+    problems = [f"{k} {wan.get(k)} (preset needs {v})" for k, v in want.items()
+                if (list(wan[k]) if k == "patch_size" and k in wan else wan.get(k)) != v]
     if wan.get("image_dim") or wan.get("added_kv_proj_dim"):
         problems.append("an image-conditioned (I2V) transformer; StreamChar uses the TI2V layout without an image encoder")
     return problems

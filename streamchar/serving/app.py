@@ -9,6 +9,7 @@ import json
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
@@ -56,7 +57,15 @@ def create_app(state: ServerState) -> FastAPI:
     guard = TokenGuard(state.token)
     app.middleware("http")(guard.http)
     app.add_middleware(BodyLimit, max_bytes=2 * state.settings.max_upload_bytes + 64 * 1024)
+    _add_error_handlers(app)
+    _add_page_routes(app, state)
+    _add_create_routes(app, state)
+    _add_session_routes(app, state)
+    _add_media_socket(app, state, guard)
+    return app
 
+
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StreamcharError)
     async def _bad_input(request: Request, e: StreamcharError) -> JSONResponse:
         return api_error(getattr(e, "status", 400), str(e), getattr(e, "headers", None))
@@ -70,6 +79,8 @@ def create_app(state: ServerState) -> FastAPI:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'][1:]) or 'body'}: {err['msg']}" for err in e.errors())
         return api_error(422, f"the request is not valid: {problems}")
 
+
+def _add_page_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
@@ -88,18 +99,22 @@ def create_app(state: ServerState) -> FastAPI:
     async def characters() -> dict:
         return {"characters": state.characters, "default": state.characters[0]}
 
+
+def _add_create_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/api/sessions", status_code=201, summary="Create a session for a SynthTalk character")
     async def create(body: CreateSession) -> dict:
         session = await state.create(lambda: state.character_request(body.character, body.text), body.character, body.seed)
         return _created(session)
 
     @app.post("/api/sessions/upload", status_code=201, summary="Create a session from a reference image (PNG/JPEG) and voice (WAV, 1-10 s)")
-    async def create_upload(image: UploadFile = File(...), voice: UploadFile = File(...), prompt: str = Form(""), text: str = Form(""),
-                            seed: int = Form(0, ge=0, le=2**31 - 1)) -> dict:  # fmt: skip
+    async def create_upload(image: Annotated[UploadFile, File()], voice: Annotated[UploadFile, File()], prompt: Annotated[str, Form()] = "",
+                            text: Annotated[str, Form()] = "", seed: Annotated[int, Form(ge=0, le=2**31 - 1)] = 0) -> dict:  # fmt: skip
         image_bytes, voice_bytes = await state.read_upload(image, "image"), await state.read_upload(voice, "voice")
         session = await state.create(lambda: state.upload_request(image_bytes, voice_bytes, prompt, text), "upload", seed)
         return _created(session)
 
+
+def _add_session_routes(app: FastAPI, state: ServerState) -> None:
     @app.post("/api/sessions/{sid}/append", summary="Append text: spoken after the words already given")
     async def append(sid: str, body: AppendText) -> dict:
         return await state.append(state.get(sid), body.text)
@@ -119,6 +134,8 @@ def create_app(state: ServerState) -> FastAPI:
         state.end(state.get(sid))
         return Response(status_code=204)
 
+
+def _add_media_socket(app: FastAPI, state: ServerState, guard: TokenGuard) -> None:
     @app.websocket("/api/sessions/{sid}/media")
     async def media(ws: WebSocket, sid: str) -> None:
         if not guard.allows(ws.headers, ws.query_params, ws.cookies):
@@ -133,8 +150,6 @@ def create_app(state: ServerState) -> FastAPI:
             return
         await ws.accept()
         await _watch(state, session, ws)
-
-    return app
 
 
 def _created(session: LiveSession) -> dict:

@@ -19,7 +19,15 @@ from streamchar.serving.sessions import LiveSession, Message
 from streamchar.serving.settings import ServerSettings
 from streamchar.streaming.engine import SessionSettings
 from streamchar.data.audio import read_wav
-from streamchar.streaming.inputs import MAX_VOICE_SECONDS, MIN_VOICE_SECONDS, StreamRequest, character_request, check_transcript, load_reference_image, load_reference_voice
+from streamchar.streaming.inputs import (
+    MAX_VOICE_SECONDS,
+    MIN_VOICE_SECONDS,
+    StreamRequest,
+    character_request,
+    check_transcript,
+    load_reference_image,
+    load_reference_voice,
+)
 from streamchar.streaming.live import LiveStream
 from streamchar.streaming.pipeline import Pipeline
 

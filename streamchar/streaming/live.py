@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -134,7 +135,5 @@ class LiveStream:
 
     def close(self) -> None:
         """Free the encoder; the bytes of a stream closed half-way have nowhere to go."""
-        try:
+        with suppress(Exception):  # a muxer that fails to close has nothing more to give
             self._media.muxer.container.close()
-        except Exception:  # noqa: BLE001 - a muxer that fails to close has nothing more to give
-            pass

@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -138,8 +139,6 @@ def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: fl
     finally:
         pool.shutdown(wait=True)
         for w in writers:
-            try:
+            with suppress(Exception):  # one writer failing to close must not stop the others
                 w.close()
-            except Exception:  # noqa: BLE001 - one writer failing to close must not stop the others
-                pass
     return report

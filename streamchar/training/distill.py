@@ -51,7 +51,8 @@ class StudentSample:
     pointer: torch.Tensor | None  # the pointer loss against the data's target (Stage I)
 
 
-def velocity(model: StreamCharModel, ctx: DenoiseContext, video: torch.Tensor, audio: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def velocity(model: StreamCharModel, ctx: DenoiseContext, video: torch.Tensor, audio: torch.Tensor,
+             t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     dv, da, _ = model.velocity(VideoInput(video), ctx.orchestrator_input(audio, t), ctx.prompt, conditions=ctx.conditions)
     assert dv is not None
     return dv, da
@@ -136,7 +137,7 @@ class DistillTrainer(Trainer):
         d = self.d
         i = self.rollout_clips[int(rng.integers(len(self.rollout_clips)))]
         rec, t = self.source.cache.records[i], self.source.cache.tensors(i)
-        words_needed = 5 * d.rollout_chunks + 5  # SynthTalk speaks about 3.3 words per second
+        words_needed = 5 * d.rollout_chunks + 5  # more words per chunk than SynthTalk speaks, so the text outlasts the rollout
         text = []
         while sum(len(x.split()) for x in text) < words_needed:
             text.append(self.rollout_texts[int(rng.integers(len(self.rollout_texts)))])

@@ -67,7 +67,8 @@ def check_memory(model: StreamCharModel, s: TrainSettings, device: torch.device,
     state = (4 * params + 4 * trainable + 8 * trainable + (4 * trainable if s.ema_decay else 0)) / world
     cfg = model.cfg
     tokens = 3 * cfg.stream.chunk_latent_frames * (cfg.video.height // 32) * (cfg.video.width // 32) + cfg.stream.chunk_audio_latents
-    acts = s.batch * tokens * cfg.dit.hidden_dim * cfg.dit.num_layers * 40 + s.batch * 1200 * cfg.orchestrator.hidden_size * cfg.orchestrator.num_layers * 40
+    acts = (s.batch * tokens * cfg.dit.hidden_dim * cfg.dit.num_layers * 40
+            + s.batch * 1200 * cfg.orchestrator.hidden_size * cfg.orchestrator.num_layers * 40)
     need = state + acts
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -200,13 +201,12 @@ class Trainer:
             self.step += 1
             rate = (self.step - first) / (time.perf_counter() - t0)
             last = {"step": self.step, **parts, "lr": lr, "steps_per_s": rate}
-            if self.rank == 0:
-                if self.step % self.s.log_every == 0 or self.step == self.s.steps:
-                    with open(self.run / "train_log.jsonl", "a") as f:
-                        f.write(json.dumps(last) + "\n")
-                    for k, v in last.items():
-                        if k != "step" and writer is not None:
-                            writer.add_scalar(f"{self.stage}/{k}", v, self.step)
+            if self.rank == 0 and (self.step % self.s.log_every == 0 or self.step == self.s.steps):
+                with open(self.run / "train_log.jsonl", "a") as f:
+                    f.write(json.dumps(last) + "\n")
+                for k, v in last.items():
+                    if k != "step" and writer is not None:
+                        writer.add_scalar(f"{self.stage}/{k}", v, self.step)
             if on_step:
                 on_step(self.step, self.s.steps, last)
             if self.step % self.s.save_every == 0 or self.step == self.s.steps:

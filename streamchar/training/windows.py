@@ -4,8 +4,8 @@ For chunk c of a clip (frames [33c, 33c + 33), audio latents the same range):
 - the reference frame's latent, the sink (chunk 0's latents, for c >= 1) and the motion latents
   (chunk c - 1's, none for a clip's first chunk);
 - the target: 9 video latents and 33 audio latents;
-- history audio: the audio latents of at most `stream.history_chunks` preceding chunks (10,
-  13.75 s, for 15 s), as the engine keeps whole chunks. With `vary_history` (`train.vary_history`)
+- history audio: the audio latents of at most `stream.history_chunks` preceding chunks (the
+  whole chunks that fit in `stream.history_seconds`), as the engine keeps whole chunks. With `vary_history` (`train.vary_history`)
   a later chunk's history is 1 to `history_chunks` chunks, drawn once per window: most of
   SynthTalk's clips are shorter than the history window, so few windows would otherwise show
   what every long stream reads once its window is full, a history that starts mid-speech and a
@@ -149,7 +149,8 @@ class WindowSource:
         cells = None
         if self.mouth_cells:
             h, w = t["video"].shape[2:]
-            cells = torch.from_numpy(latent_mouth_cells(rec["mouth_boxes"], c * CHUNK_FRAMES, lv, s.vae_temporal_stride, s.vae_spatial_stride, (h, w)))
+            cell_mask = latent_mouth_cells(rec["mouth_boxes"], c * CHUNK_FRAMES, lv, s.vae_temporal_stride, s.vae_spatial_stride, (h, w))
+            cells = torch.from_numpy(cell_mask)
         return Window(
             rec["clip_id"], c, t["reference"], t["video"][:, :lv] if c >= 1 else None,
             t["video"][:, (c - 1) * lv : c * lv] if c >= 1 else None,
