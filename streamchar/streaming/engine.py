@@ -24,6 +24,7 @@ import torch
 
 from streamchar.codecs.base import AudioCodec, VideoCodec
 from streamchar.errors import StreamcharError
+from streamchar.model.context import DenoiseContext
 from streamchar.model.dit import ConditionInput
 from streamchar.model.prompt import PromptEncoder
 from streamchar.model.streamchar_model import StreamCharModel
@@ -31,7 +32,7 @@ from streamchar.model.tokenizer import CharacterTokenizer, make_tokenizer
 from streamchar.streaming.encoding import EncodedConditions, encode_conditions
 from streamchar.streaming.inputs import StreamRequest
 from streamchar.streaming.reading import TranscriptReader, make_reader
-from streamchar.streaming.sampler import ChunkInputs, SamplerSettings, sample_chunk
+from streamchar.streaming.sampler import SamplerSettings, sample_chunk
 
 SECONDS_PER_WORD_LIMIT = 1.0  # a stream may take at most this long per word before it is stopped
 
@@ -60,17 +61,12 @@ class SessionSettings:
 
 
 @dataclass
-class ChunkContext:
-    """What a chunk was generated from besides its noise: the transcript window, the history and
-    the condition latents. Training (Stage II) scores a span of chunks from its first one's."""
+class ChunkContext(DenoiseContext):
+    """What a chunk was generated from besides its noise, and where its window starts. Training
+    (Stage II) scores a span of chunks from its first one's."""
 
-    text_ids: torch.Tensor
-    word_numbers: torch.Tensor
-    history: torch.Tensor
-    words: torch.Tensor
-    cut: float
-    conditions: ConditionInput
-    first_latent: int  # the history's first audio latent, counted from the stream's start
+    cut: float = 0.0  # words cut away before the window
+    first_latent: int = 0  # the history's first audio latent, counted from the stream's start
 
 
 class StreamSession:
@@ -164,7 +160,7 @@ class StreamSession:
         return None if positions is None else torch.from_numpy(positions).float()[None].to(self.reference.device)
 
     # one chunk ---------------------------------------------------------------------------
-    def _inputs(self) -> tuple[ChunkInputs, ChunkContext]:
+    def _context(self) -> ChunkContext:
         """The transcript window after the reader's cut, the history and the condition tokens."""
         device = self.reference.device
         cut = self.reader.cut()
@@ -172,13 +168,12 @@ class StreamSession:
         ids = torch.tensor([ids_list], dtype=torch.long, device=device)
         numbers = torch.tensor([numbers_list], dtype=torch.float32, device=device)
         history = torch.cat(self.history, dim=2) if self.history else torch.zeros(1, self.cfg.audio.latent_channels, 0, device=device)
-        words = torch.tensor([float(n)], device=device)
         first_latent = self.reader.window_start() * self.cfg.stream.chunk_audio_latents
         positions = self.text_positions(cut, first_latent, history.shape[2] + self.cfg.stream.chunk_audio_latents)
         conditions = ConditionInput(self.reference, self.sink if self.settings.sink else None, self.motion)
         c = self.conditions
-        inputs = ChunkInputs(c.reference_audio, ids, numbers, words, history, positions, conditions, c.prompt, c.empty_prompt)
-        return inputs, ChunkContext(ids, numbers, history, words, float(cut), conditions, first_latent)
+        return ChunkContext(c.reference_audio, ids, torch.ones_like(ids), numbers, torch.tensor([float(n)], device=device), history, None,
+                            c.prompt, conditions, positions, float(cut), first_latent)
 
     def next_chunk(self, index: int, exit_step: int | None = None) -> ChunkLatents:
         """One chunk through the N-step sampler. With `exit_step` k (training, Stage II) the chunk
@@ -192,9 +187,10 @@ class StreamSession:
         video = torch.randn(1, cfg.video.latent_channels, cfg.stream.chunk_latent_frames, h, w, generator=self.generator).to(device)
         audio = torch.randn(1, cfg.audio.latent_channels, cfg.stream.chunk_audio_latents, generator=self.generator).to(device)
         self.reader.prepare()
-        inputs, self.last_context = self._inputs()
+        self.last_context = self._context()
         grad = exit_step is not None and torch.is_grad_enabled()
-        out = sample_chunk(self.model, inputs, video, audio, SamplerSettings(s.steps, s.shift, s.guidance), exit_step, grad)
+        sampler = SamplerSettings(s.steps, s.shift, s.guidance)
+        out = sample_chunk(self.model, self.last_context, self.conditions.empty_prompt, video, audio, sampler, exit_step, grad)
         pointer = float(out.pointer.detach()) if self.reader.reads_pointer else 0.0
         words_spoken = self.reader.finish_chunk(int(self.last_context.cut), pointer)
         self.history.append(out.audio.detach())

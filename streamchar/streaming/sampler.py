@@ -10,24 +10,10 @@ from dataclasses import dataclass
 import torch
 
 from streamchar.diffusion.flow import TIMESTEP_SCALE, guided, sample_times
-from streamchar.model.dit import AudioInput, ConditionInput, VideoInput
+from streamchar.model.context import DenoiseContext
+from streamchar.model.dit import AudioInput, VideoInput
 from streamchar.model.orchestrator import OrchestratorInput
 from streamchar.model.streamchar_model import StreamCharModel
-
-
-@dataclass
-class ChunkInputs:
-    """What one chunk is sampled from besides its noise."""
-
-    reference_audio: torch.Tensor  # (1, z_a, 72)
-    text_ids: torch.Tensor  # (1, T): the transcript window
-    word_numbers: torch.Tensor  # (1, T)
-    words: torch.Tensor  # (1,): words in the window
-    history: torch.Tensor  # (1, z_a, n): the history's audio latents
-    positions: torch.Tensor | None  # (1, n + 33): where each latent is in the window; None: in sequence
-    conditions: ConditionInput
-    prompt: torch.Tensor
-    empty_prompt: torch.Tensor | None  # with guidance: the unconditional branch's prompt
 
 
 @dataclass
@@ -45,18 +31,19 @@ class SampledChunk:
     timings: dict[str, float]
 
 
-def sample_chunk(model: StreamCharModel, x: ChunkInputs, video: torch.Tensor, audio: torch.Tensor, s: SamplerSettings,
-                 exit_step: int | None = None, grad: bool = False) -> SampledChunk:
-    """Euler steps from the noise `video`, `audio`. With `exit_step` k the chunk is the clean
-    estimate after k steps, with a graph (when `grad`) through step k alone; the full sampler's
-    last step is the same estimate."""
+def sample_chunk(model: StreamCharModel, x: DenoiseContext, empty_prompt: torch.Tensor | None, video: torch.Tensor, audio: torch.Tensor,
+                 s: SamplerSettings, exit_step: int | None = None, grad: bool = False) -> SampledChunk:
+    """Euler steps from the noise `video`, `audio`; with guidance, `empty_prompt` is the
+    unconditional branch's prompt. With `exit_step` k the chunk is the clean estimate after k
+    steps, with a graph (when `grad`) through step k alone; the full sampler's last step is the
+    same estimate."""
     steps = s.steps if exit_step is None else exit_step
     timings = {"orchestrator_s": 0.0, "dit_s": 0.0}
     t0 = time.perf_counter()
     with torch.set_grad_enabled(grad):
         cache = model.condition_cache(x.conditions, x.prompt)
-        if x.empty_prompt is not None:  # the unconditional branch: empty prompt, no reference (as dropped in training)
-            free_cache = model.condition_cache(x.conditions.without_reference(), x.empty_prompt)
+        if empty_prompt is not None:  # the unconditional branch: empty prompt, no reference (as dropped in training)
+            free_cache = model.condition_cache(x.conditions.without_reference(), empty_prompt)
     timings["dit_s"] += time.perf_counter() - t0
     ts = sample_times(s.steps, s.shift)
     prefix, pointer = None, None
@@ -64,15 +51,15 @@ def sample_chunk(model: StreamCharModel, x: ChunkInputs, video: torch.Tensor, au
         last = k == steps - 1
         with torch.set_grad_enabled(grad and last):
             t0 = time.perf_counter()
-            inputs = OrchestratorInput(x.reference_audio, x.text_ids, torch.ones_like(x.text_ids), x.word_numbers, x.words, x.history, audio,
-                                       torch.tensor([a * TIMESTEP_SCALE], device=audio.device), None, x.positions)  # fmt: skip
+            inputs = OrchestratorInput(x.reference_voice, x.text_ids, x.text_mask, x.word_numbers, x.word_counts, x.history, audio,
+                                       torch.tensor([a * TIMESTEP_SCALE], device=audio.device), x.history_mask, x.text_positions)  # fmt: skip
             if not grad and prefix is None:  # inference: the prefix is run once for all steps
                 prefix = model.encode_prefix(inputs)
             orch = model.orchestrate(inputs, prefix=prefix)
             t1 = time.perf_counter()
             dv, da = model.dit_velocity(VideoInput(video), inputs.timestep, x.prompt, AudioInput(audio, orch.condition), cache)
-            if x.empty_prompt is not None:
-                fv, fa = model.dit_velocity(VideoInput(video), inputs.timestep, x.empty_prompt, AudioInput(audio, orch.condition), free_cache)
+            if empty_prompt is not None:
+                fv, fa = model.dit_velocity(VideoInput(video), inputs.timestep, empty_prompt, AudioInput(audio, orch.condition), free_cache)
                 dv, da = guided(dv, fv, s.guidance), guided(da, fa, s.guidance)
             if last:  # the clean estimate x - t v; after the full sampler (b = 0) it is the Euler step
                 video, audio = video - a * dv, audio - a * da

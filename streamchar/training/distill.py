@@ -36,7 +36,8 @@ from streamchar.model.dit import VideoInput
 from streamchar.model.orchestrator import fit_reference_voice, pointer_loss
 from streamchar.model.streamchar_model import StreamCharModel
 from streamchar.streaming.engine import SessionSettings, StreamSession
-from streamchar.training.batch import Batch, DenoiseContext, collate, sample_t
+from streamchar.model.context import DenoiseContext
+from streamchar.training.batch import Batch, collate, sample_t
 from streamchar.training.settings import TrainSettings
 from streamchar.training.trainer import Trainer, _to
 
@@ -162,8 +163,7 @@ class DistillTrainer(Trainer):
         video = torch.cat([c.video for c in scored], dim=2)
         audio = torch.cat([c.audio for c in scored], dim=2)
         positions = session.text_positions(context.cut, context.first_latent, context.history.shape[2] + audio.shape[2])
-        ctx = DenoiseContext(voice, context.text_ids, torch.ones_like(context.text_ids), context.word_numbers, context.words,
-                           context.history, None, prompt, context.conditions, positions)  # fmt: skip
+        ctx = replace(context, text_positions=positions)
         return StudentSample(video, audio, ctx, None)
 
     # losses --------------------------------------------------------------------------------
