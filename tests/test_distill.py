@@ -98,7 +98,7 @@ def test_distillation_resumes_exactly_and_exports_a_four_step_student(cache, tea
     assert meta["stage"] == "dmd" and meta["sampling_steps"] == 4
     from streamchar.streaming.pipeline import default_steps
 
-    assert default_steps(meta) == 4
+    assert default_steps({"stage": "dmd"}) == 4 and default_steps({"stage": "joint"}) == 50  # checkpoints that name no sampler
 
 
 def test_distillation_refuses_bad_settings(cache, teacher, tmp_path):

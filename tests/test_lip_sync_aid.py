@@ -3,6 +3,8 @@ frames, and a mouth head names each video latent's mouth shape in training. Alig
 pooling and of the targets, checkpoints from before the aids going on unchanged, the aids learning;
 and the flow loss's mouth-region term, over the latent cells the clips' mouth boxes cover."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -20,10 +22,11 @@ from streamchar.training.windows import WindowSource
 
 def test_each_video_latent_reads_the_audio_of_its_own_frames():
     pool = frame_audio_pooling(9, 33)
-    assert torch.allclose(pool.sum(dim=1), torch.ones(9))
-    assert pool[0, 0] == 1.0  # the causal VAE's first latent is frame 0 alone
+    assert pool[0].tolist() == [1.0] + [0.0] * 32  # the causal VAE's first latent is frame 0 alone
     for j in range(1, 9):  # later latents cover 4 frames each; frame n is audio latent n (both 24 per second)
         assert torch.nonzero(pool[j]).flatten().tolist() == list(range(4 * j - 3, 4 * j + 1))
+        assert torch.equal(pool[j, 4 * j - 3 : 4 * j + 1], torch.full((4,), 0.25))  # an even mean of its frames' audio
+    assert frame_audio_pooling(3, 5)[2].tolist() == [0.0, 0.0, 0.0, 0.0, 1.0]  # frames past the audio take its last latent
     assert torch.nonzero(frame_audio_pooling(3, 5)[2]).flatten().tolist() == [4]  # frames past the audio take its last latent
 
 
@@ -84,8 +87,13 @@ def test_windows_carry_mouth_targets_and_the_loss_reaches_the_aids(cache):
     later = [k for k, (_, c) in enumerate(src.index) if c >= 1][:2]
     windows = [src.window(k) for k in later]
     i, c = src.index[later[0]]
-    want = latent_mouth_shapes(src.cache.records[i]["phonemes"], c * cfg.stream.chunk_seconds, 9, 24, 4)
-    assert torch.allclose(windows[0].mouth, torch.from_numpy(want))
+    from streamchar.data.speech import Timed
+    from streamchar.data.visemes import mouth_track
+
+    timed = [Timed(str(p["phoneme"]), float(p["start"]), float(p["end"])) for p in src.cache.records[i]["phonemes"]]
+    track = torch.from_numpy(mouth_track(timed, c * 1.375 + (np.arange(33) + 0.5) / 24)).float()  # the chunk's 33 frames
+    want = torch.stack([track[0]] + [track[4 * j - 3 : 4 * j + 1].mean(0) for j in range(1, 9)])  # latent 0: frame 0; then 4 frames each
+    assert torch.allclose(windows[0].mouth.float(), want, atol=1e-6)
     batch = collate(windows)
     assert batch.mouth.shape == (2, 9, 3)
     model, prompt = new_generator(cfg, seed=0)
@@ -160,7 +168,10 @@ def test_windows_mark_the_mouth_and_the_loss_weighs_it(cache, tmp_path):
     model, prompt = new_generator(cfg, seed=0)
     without = pretraining_loss(model, prompt, batch, torch.Generator().manual_seed(1))
     out = pretraining_loss(model, prompt, batch, torch.Generator().manual_seed(1), mouth_region_weight=0.5)
-    assert "mouth_region" not in without and torch.isclose(out["loss"], without["loss"] + 0.5 * out["mouth_region"])
+    assert "mouth_region" not in without and not torch.isclose(out["mouth_region"], out["video"])
+    everywhere = pretraining_loss(model, prompt, replace(batch, mouth_cells=torch.ones_like(batch.mouth_cells)), torch.Generator().manual_seed(1),
+                                  mouth_region_weight=0.5)
+    assert torch.isclose(everywhere["mouth_region"], everywhere["video"])  # over every cell the region's loss is the video loss
     assert WindowSource(LatentCache(cache), cfg, CharacterTokenizer(96)).window(later[0]).mouth_cells is None
 
     old = tmp_path / "old-cache"  # a cache encoded before the records kept the boxes

@@ -7,7 +7,7 @@ import pytest
 
 from streamchar.data.audio import read_wav
 from streamchar.data.character import make_character
-from streamchar.data.clip import RECORD, neutral_frame
+from streamchar.data.clip import RECORD
 from streamchar.data.harvard import harvard_sentences, split_sentences
 from streamchar.data.mp4 import read_mp4
 from streamchar.data.synth import INDEX, character_seeds, plan_set, synthesize_set
@@ -163,9 +163,17 @@ def test_reference_image_is_neutral_and_per_character(small_set):
     root, cfg = small_set
     from PIL import Image
 
+    from streamchar.evaluation.synthtalk_checks import mouth_opening
+
+    by_character = {}
     for r in records(root):
         ref = np.asarray(Image.open(r["_dir"] / "reference.png"))
-        assert np.array_equal(ref, neutral_frame(make_character(r["character"]["seed"]), cfg))
+        clip = read_mp4(r["_dir"] / r["files"]["video"]).frames
+        assert mouth_opening(ref[None])[0] == 0 < mouth_opening(clip).max()  # closed in the reference, open as the clip speaks
+        by_character.setdefault(r["character"]["seed"], ref)
+        assert np.array_equal(by_character[r["character"]["seed"]], ref)  # one reference per character
+    refs = list(by_character.values())
+    assert len(refs) > 1 and all(not np.array_equal(a, b) for i, a in enumerate(refs) for b in refs[i + 1 :])
 
 
 @pytest.mark.slow

