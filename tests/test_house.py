@@ -119,3 +119,14 @@ def test_the_wheel_is_small_and_holds_what_streaming_and_evaluation_need(tmp_pat
         assert {f"streamchar/assets/{folder}/model.safetensors", f"streamchar/assets/{folder}/config.json"} <= names, folder
     assert not [n for n in names if "tiny-teacher" in n or "tiny-video-anchored" in n or n.endswith((".jsonl", ".png"))]
     assert "streamchar/serving/static/index.html" in names
+
+
+def test_weights_kept_outside_the_wheel_are_found_in_a_checkout_and_named_elsewhere(monkeypatch, tmp_path):
+    from streamchar.errors import StreamcharError
+    from streamchar.utils import shipped
+
+    assert shipped.shipped_dir("models", "tiny-teacher") == ROOT / "checkpoints" / "tiny-teacher"  # a source checkout finds it by name
+    assert shipped.shipped_dir("models", "tiny-student").parent.parent == PACKAGE / "assets"
+    monkeypatch.setattr(shipped, "CHECKPOINTS", tmp_path / "no-checkout")  # as installed from the wheel
+    with pytest.raises(StreamcharError, match="checkpoints/tiny-teacher/"):
+        shipped.shipped_dir("models", "tiny-teacher")
