@@ -6,7 +6,7 @@ so its own ratio is what a seamless stream gives). The same at every latent's fi
 step ratio.
 
     python benchmarks/chunk_seams.py --videos ground-truth=runs/render/codec-gt \
-        --videos student=runs/render/student2-short --clips 40 --out benchmarks/results/chunk-seams.json
+        --videos student=runs/render/student2-short --clips 40 --out chunk-seams.json
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """How decoded video moves through a chunk: the frame-to-frame change at each of a chunk's 33
 positions, from `streamchar bench codec` results, against the ground truth.
 
-    python benchmarks/codec_motion_plot.py --result "first decoder=benchmarks/results/codec-tiny-v3.json" \
+    python benchmarks/codec_motion_plot.py --result "first decoder=OLD.json" \
         --result "blending decoder=benchmarks/results/codec-tiny.json" --out benchmarks/results/codec-motion.png
+
+(codec-motion.png compared the first decoder's results, in git history, with the shipped one's.)
 """
 
 from __future__ import annotations

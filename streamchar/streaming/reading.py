@@ -30,9 +30,11 @@ PLAN_CONTEXT_WORDS = 8  # words timed with a piece before and after it (and drop
 
 
 class TranscriptReader:
-    """The transcript, its tokens and the words spoken by the end of each chunk made (`spoken`)."""
+    """The transcript, its tokens and the words spoken by the end of each chunk made (`spoken`);
+    each reading mode says where the history is cut, where latents are in the text, how many
+    words a chunk spoke and which words an interrupt keeps."""
 
-    reads_pointer = True  # whether the orchestrator's pointer decides how many words are spoken
+    reads_pointer = False  # whether the orchestrator's pointer decides how many words are spoken
 
     def __init__(self, cfg: Config, tokenizer: CharacterTokenizer):
         self.cfg, self.tokenizer = cfg, tokenizer
@@ -85,7 +87,8 @@ class TranscriptReader:
         return keep
 
     def _begun(self) -> int:
-        return math.ceil(self.spoken[-1] - 1e-6) if self.spoken else 0
+        """Words begun when the next chunk starts."""
+        raise NotImplementedError
 
     def _truncated(self, keep: int) -> None:
         """Called after an interrupt kept `keep` words."""
@@ -99,9 +102,8 @@ class TranscriptReader:
         """Called before each chunk."""
 
     def cut(self) -> int:
-        """Words spoken before the history window: the pointer's word for the chunk before it."""
-        first = self.window_start()
-        return math.floor(self.spoken[first - 1]) if first > 0 else 0
+        """Words spoken before the history window, which the orchestrator no longer reads."""
+        raise NotImplementedError
 
     def positions(self, cut: int, first_latent: int, count: int) -> np.ndarray | None:
         """Where `count` latents from `first_latent` on are in the window cut at `cut` words;
@@ -118,12 +120,30 @@ class TranscriptReader:
         return spoken
 
     def _progress(self, cut: int, pointer: float) -> float:
-        return pointer
+        """Words spoken since the cut by the end of the chunk just made."""
+        raise NotImplementedError
 
     def end_seconds(self) -> float | None:
         """When the stream ends (s from its start) where a plan says so; None: one closing chunk
         after the last word is spoken."""
         return None
+
+
+class PointerReader(TranscriptReader):
+    """The paper's: the orchestrator's progress pointer counts the words spoken."""
+
+    reads_pointer = True
+
+    def _begun(self) -> int:
+        return math.ceil(self.spoken[-1] - 1e-6) if self.spoken else 0
+
+    def cut(self) -> int:
+        """The pointer's word for the chunk before the history window."""
+        first = self.window_start()
+        return math.floor(self.spoken[first - 1]) if first > 0 else 0
+
+    def _progress(self, cut: int, pointer: float) -> float:
+        return pointer
 
 
 class PlanReader(TranscriptReader):
@@ -231,5 +251,5 @@ def make_reader(cfg: Config, tokenizer: CharacterTokenizer) -> TranscriptReader:
     """The reader `orchestrator.reading` names."""
     plan = cfg.orchestrator.plan
     if cfg.orchestrator.reading == "pointer":
-        return TranscriptReader(cfg, tokenizer)
+        return PointerReader(cfg, tokenizer)
     return WordPlanReader(cfg, tokenizer) if plan.word_pace is not None else PlanReader(cfg, tokenizer)
