@@ -130,3 +130,9 @@ def test_weights_kept_outside_the_wheel_are_found_in_a_checkout_and_named_elsewh
     monkeypatch.setattr(shipped, "CHECKPOINTS", tmp_path / "no-checkout")  # as installed from the wheel
     with pytest.raises(StreamcharError, match="checkpoints/tiny-teacher/"):
         shipped.shipped_dir("models", "tiny-teacher")
+
+
+def test_the_readme_is_a_guide_and_results_are_one_file_per_benchmark():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 250  # details live in docs/
+    tracked = subprocess.run(["git", "ls-files", "benchmarks"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert 0 < len(tracked) <= 40, len(tracked)  # earlier versions of a result live in git history
