@@ -1,0 +1,76 @@
+"""How many sessions this machine keeps real time, measured before the first viewer: a server
+admits no more, so that it degrades by refusing newcomers, never by stalling everyone."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streamchar.streaming.live import LiveStream, generate_together
+
+BUDGET = 0.95  # share of each chunk's period the measured work may fill: the rest absorbs jitter and requests
+TRIED = (1, 2, 4, 8, 12, 16)  # batch sizes timed; others are interpolated
+
+
+@dataclass
+class Capacity:
+    sessions: int  # the most sessions whose chunks are made and rendered within BUDGET of a period
+    generate_s: dict[int, float]  # one batch of n sessions' chunks through the model
+    render_s: float  # decoding and muxing one session's chunk
+    period_s: float
+
+    def round_seconds(self, n: int, max_batch: int) -> float:
+        """A period's work for n sessions: their chunks in batches of at most `max_batch`, each rendered."""
+        batches, last = divmod(n, max_batch)
+        return batches * self._generate(max_batch) + (self._generate(last) if last else 0.0) + n * self.render_s
+
+    def _generate(self, n: int) -> float:
+        sizes = sorted(self.generate_s)
+        if n in self.generate_s:
+            return self.generate_s[n]
+        below = max([s for s in sizes if s < n], default=sizes[0])
+        above = min([s for s in sizes if s > n], default=sizes[-1])
+        if above == below:
+            return self.generate_s[below] * n / below
+        w = (n - below) / (above - below)
+        return (1 - w) * self.generate_s[below] + w * self.generate_s[above]
+
+
+def measure_capacity(open_stream: Callable[[int], LiveStream], period: float, max_batch: int, most: int = TRIED[-1]) -> Capacity:
+    """Open `most` streams, make their first chunks, then time batches of each size in TRIED (up to
+    `max_batch`) and the rendering of one chunk per stream."""
+    streams = [open_stream(k) for k in range(most)]
+    try:
+        _round(streams, max_batch)  # first chunks (no sink yet) and every layer's first pass
+        generate_s = {}
+        for n in [n for n in TRIED if n <= min(most, max_batch)]:
+            t0 = time.perf_counter()
+            results = generate_together(streams[:n])
+            generate_s[n] = time.perf_counter() - t0
+            for stream, result in zip(streams[:n], results):
+                if isinstance(result, Exception):
+                    raise result
+                stream.render(*result)
+        sample = streams[: min(4, len(streams))]
+        results = generate_together(sample)
+        t0 = time.perf_counter()
+        for stream, result in zip(sample, results):
+            stream.render(*result)  # type: ignore[misc]
+        render_s = (time.perf_counter() - t0) / len(sample)
+    finally:
+        for stream in streams:
+            stream.close()
+    cap = Capacity(0, generate_s, render_s, period)
+    cap.sessions = max([n for n in range(1, most + 1) if cap.round_seconds(n, max_batch) <= BUDGET * period], default=1)
+    return cap
+
+
+def _round(streams: list[LiveStream], max_batch: int) -> None:
+    for k in range(math.ceil(len(streams) / max_batch)):
+        part = streams[k * max_batch : (k + 1) * max_batch]
+        for stream, result in zip(part, generate_together(part)):
+            if isinstance(result, Exception):
+                raise result
+            stream.render(*result)
