@@ -360,18 +360,19 @@ def demo(
 def bench_serve_cmd(
     seconds: float = typer.Option(120.0, "--seconds", help="how long each session of the concurrency runs lasts"),
     soak_minutes: float = typer.Option(30.0, "--soak-minutes", help="length of the soak (0: none)"),
-    soak_sessions: int = typer.Option(2, "--soak-sessions", help="sessions during the soak"),
-    max_sessions: int = typer.Option(4, "--max-sessions", help="the most sessions at once to try"),
+    soak_sessions: Optional[int] = typer.Option(None, "--soak-sessions", help="sessions during the soak (default: the batched maximum)"),
+    max_sessions: int = typer.Option(10, "--max-sessions", help="the most sessions at once to try"),
     trials: int = typer.Option(3, "--trials", help="page loads in Chromium (first frame, append, interrupt, A/V offset)"),
     out: Path = typer.Option(Path("benchmarks/results/serve.json"), "--out", help="results JSON (a PNG of stalls and memory beside it)"),
 ) -> None:
     """The live server as viewers meet it: first frame, append and interrupt latency, A/V offset (Chromium), sessions without stalls, a soak."""
     from streamchar.serving.bench import bench_serve
 
-    if seconds <= 0 or soak_minutes < 0 or soak_sessions < 1 or max_sessions < 1 or trials < 1:
+    if seconds <= 0 or soak_minutes < 0 or (soak_sessions is not None and soak_sessions < 1) or max_sessions < 1 or trials < 1:
         raise StreamcharError("--seconds must be positive, --soak-minutes 0 or more, --soak-sessions, --max-sessions and --trials at least 1")
     result = bench_serve(seconds, soak_minutes, soak_sessions, max_sessions, trials, out, say=lambda m: err_console.print(m))
-    keys = ("first_frame_s", "append_to_heard_s", "interrupt_to_silence_s", "av_offset_frames", "max_sessions_no_stall", "soak_rss_mb",
+    keys = ("first_frame_s", "append_to_heard_s", "interrupt_to_silence_s", "av_offset_frames", "max_sessions_no_stall",
+            "unbatched_max_sessions_no_stall", "first_frame_s_at_max", "admitted_sessions", "soak_sessions", "soak_rss_mb", "soak_rss_change",
             "soak_stalls", "soak_errors", "mouth_silent", "mouth_speaking")  # fmt: skip
     console.print(f"results: {out}")
     print(json.dumps({k: result[k] for k in keys}))

@@ -44,7 +44,9 @@ def serve(
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator directory or shipped name (default: the shipped student)"),
     config: Optional[Path] = CheckpointConfigOpt,
-    max_sessions: int = typer.Option(2, "--max-sessions", help="sessions at once; one more is answered 503 with a retry hint"),
+    max_sessions: Optional[int] = typer.Option(None, "--max-sessions", help="sessions at once; one more is answered 503 with a retry "
+                                               "hint (default: as many as stay real time, measured at start-up)"),
+    max_batch: int = typer.Option(8, "--max-batch", help="sessions whose chunks go through the model together (1: one at a time)"),
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="a file holding the token every request must carry"),
     buffer: float = typer.Option(1.2, "--buffer", help="seconds of media generated ahead of each viewer, at most"),
     idle_timeout: float = typer.Option(120.0, "--idle-timeout", help="close a session nobody watches or touches for this long (s)"),
@@ -63,13 +65,20 @@ def serve(
 
     token = read_token(token_file, host)
     try:
-        settings = ServerSettings(max_sessions=max_sessions, buffer_seconds=buffer, idle_timeout_seconds=idle_timeout, threads=threads)
+        settings = ServerSettings(max_sessions=max_sessions, max_batch=max_batch, buffer_seconds=buffer, idle_timeout_seconds=idle_timeout,
+                                  threads=threads)
     except ValidationError as e:
         err = e.errors()[0]
         raise StreamcharError(f"--{str(err['loc'][0]).replace('_seconds', '').replace('_', '-')}: {err['msg']}") from None
     pipe = Pipeline.load(checkpoint, video_codec, audio_codec, config)
     state = ServerState(pipe, settings, token)
-    state.warm_up()
+    with console.status("warming up" if max_sessions else "measuring how many sessions stay real time"):
+        state.warm_up()
+    if state.measured is not None:
+        m = state.measured
+        console.print(f"capacity: {state.capacity} sessions (a chunk: {m.generate_s[1]:.2f} s through the model alone, "
+                      f"{m.generate_s[max(m.generate_s)] / max(m.generate_s):.2f} s each in a batch of {max(m.generate_s)}, "
+                      f"{m.render_s:.2f} s to render; period {m.period_s:.3f} s)")
     app = create_app(state)
     config = uvicorn.Config(app, host=host, port=port, ws_max_size=settings.max_message_bytes, log_level="info", ws="websockets-sansio")
     server = uvicorn.Server(config)

@@ -93,7 +93,7 @@ def _add_page_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/api/health", summary="Sessions held and the limit")
     async def health() -> dict:
-        return {"sessions": len(state.sessions), "max_sessions": state.settings.max_sessions, "model": state.pipe.meta.get("name")}
+        return {"sessions": len(state.sessions), "max_sessions": state.capacity, "model": state.pipe.meta.get("name")}
 
     @app.get("/api/characters", summary="The shipped characters a session may take")
     async def characters() -> dict:

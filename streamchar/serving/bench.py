@@ -34,13 +34,14 @@ SOAK_MARKS_MINUTES = (1, 10, 30)  # resident memory is compared at these minutes
 class ServerProcess:
     """`streamchar serve` in a child process on a free loopback port."""
 
-    def __init__(self, max_sessions: int, log: Path):
+    def __init__(self, max_sessions: int | None, log: Path, max_batch: int = 8):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.host = f"127.0.0.1:{self.port}"
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamchar", "serve", "--port", str(self.port), "--max-sessions", str(max_sessions),
+        limit = ["--max-sessions", str(max_sessions)] if max_sessions else []  # none: the server measures its capacity
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamchar", "serve", "--port", str(self.port), *limit, "--max-batch", str(max_batch),
                                       "--idle-timeout", "60"], stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + 120
         while True:
@@ -53,6 +54,9 @@ class ServerProcess:
                 self.stop()
                 raise StreamcharError(f"the server did not start; its log is {log}")
             time.sleep(0.3)
+
+    def health(self) -> dict:
+        return httpx.get(f"http://{self.host}/api/health", timeout=5).json()
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -119,39 +123,65 @@ def soak(server: ServerProcess, sessions: int, minutes: float, sentences: list[s
             "rss_change": (max(at) - min(at)) / at[0], "rss_trace": samples}  # fmt: skip
 
 
-def bench_serve(seconds: float, soak_minutes: float, soak_sessions: int, max_try: int, trials: int, out: Path,
+def admitted_capacity() -> int:
+    """The sessions a server admits when it measures its own capacity at start-up."""
+    server = ServerProcess(None, Path("out") / "bench-serve-capacity.log")
+    try:
+        return int(server.health()["max_sessions"])
+    finally:
+        server.stop()
+
+
+def bench_serve(seconds: float, soak_minutes: float, soak_sessions: int | None, max_try: int, trials: int, out: Path,
                 say: Callable[[str], None]) -> dict:
+    """The page in Chromium, the most sessions without a stall batched and one at a time, the
+    capacity a server admits by itself, and a soak at the batched maximum (or `soak_sessions`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     Path("out").mkdir(exist_ok=True)
     sentences = split_sentences("test")
     characters = [f"unseen-{k}" for k in range(8)]
     long_text = " ".join(sentences[:5])
-    server = ServerProcess(max(max_try, soak_sessions) + 1, Path("out") / "bench-serve-server.log")
+    admitted = admitted_capacity()
+    say(f"a server measuring its own capacity admits {admitted} sessions")
+    unbatched_server = ServerProcess(max_try + 1, Path("out") / "bench-serve-unbatched.log", max_batch=1)
+    try:
+        unbatched, unbatched_runs = concurrency(unbatched_server.host, seconds, max_try, sentences, characters, lambda m: say(f"unbatched: {m}"))
+    finally:
+        unbatched_server.stop()
+    server = ServerProcess(max_try + 1, Path("out") / "bench-serve-server.log")
     try:
         say(f"server on {server.host} (pid {server.proc.pid}); the page in Chromium, {trials} trials")
         page = probe_page(server.host, trials, sentences, long_text)
         say(f"page: {json.dumps(page)}")
-        best, runs = concurrency(server.host, seconds, max_try, sentences, characters, say)
-        say(f"soak: {soak_sessions} sessions for {soak_minutes:g} min")
-        soaked = soak(server, soak_sessions, soak_minutes, sentences, characters) if soak_minutes > 0 else None
+        best, runs = concurrency(server.host, seconds, max_try, sentences, characters, lambda m: say(f"batched: {m}"))
+        soak_n = soak_sessions or max(best, 1)
+        say(f"soak: {soak_n} sessions for {soak_minutes:g} min")
+        soaked = soak(server, soak_n, soak_minutes, sentences, characters) if soak_minutes > 0 else None
     finally:
         server.stop()
+    result = _result(page, best, runs, unbatched, unbatched_runs, admitted, soaked, seconds, soak_minutes, soak_n)
+    out.write_text(json.dumps(result, indent=1))
+    _plot(result, out.with_suffix(".png"))
+    return result
+
+
+def _result(page: dict, best: int, runs: list[dict], unbatched: int, unbatched_runs: list[dict], admitted: int, soaked: dict | None,
+            seconds: float, soak_minutes: float, soak_n: int) -> dict:
     offsets = [lag["sound_lag_frames"] for lag in page["av_lags"]]
-    result = {
+    at_max = runs[best - 1]["first_chunk_s_max"] if best else None
+    return {
         "first_frame_s": float(np.mean(page["first_frame_s"])), "first_frame_s_max": float(np.max(page["first_frame_s"])),
         "append_to_heard_s": float(np.mean(page["append_to_heard_s"])), "append_to_heard_s_max": float(np.max(page["append_to_heard_s"])),
         "interrupt_to_silence_s": float(np.mean(page["interrupt_to_silence_s"])),
         "interrupt_to_silence_s_max": float(np.max(page["interrupt_to_silence_s"])),
-        "av_offset_frames": offsets, "max_sessions_no_stall": best, "seconds_per_session": seconds,
-        "soak_minutes": soak_minutes, "soak_sessions": soak_sessions,
+        "av_offset_frames": offsets, "max_sessions_no_stall": best, "unbatched_max_sessions_no_stall": unbatched,
+        "first_frame_s_at_max": at_max, "admitted_sessions": admitted, "seconds_per_session": seconds,
+        "soak_minutes": soak_minutes, "soak_sessions": soak_n,
         "soak_rss_mb": soaked["rss_mb"] if soaked else None, "soak_rss_change": soaked["rss_change"] if soaked else None,
         "soak_stalls": soaked["stalls"] if soaked else None, "soak_errors": len(soaked["errors"]) if soaked else None,
         "mouth_silent": runs[0]["mouth_silent"], "mouth_speaking": runs[0]["mouth_speaking"],
-        "page": page, "concurrency": runs, "soak": soaked, "cpu_count": os.cpu_count(),
+        "page": page, "concurrency": runs, "unbatched_concurrency": unbatched_runs, "soak": soaked, "cpu_count": os.cpu_count(),
     }  # fmt: skip
-    out.write_text(json.dumps(result, indent=1))
-    _plot(result, out.with_suffix(".png"))
-    return result
 
 
 def _plot(result: dict, path: Path) -> None:

@@ -1,7 +1,8 @@
 """Two worker threads shared by every session: one makes chunks (the model), one renders them
-(decoders and muxer), so a chunk of one session is decoded while the next is generated. The
-session whose viewer is closest to running out of media goes first; none is generated more than
-the buffer ahead of its viewer."""
+(decoders and muxer), so a chunk of one session is decoded while the next is generated. Every
+session that needs its next chunk joins one batch through the model (at most `max_batch`, those
+whose viewers are closest to running out first); none is generated more than the buffer ahead
+of its viewer."""
 
 from __future__ import annotations
 
@@ -14,15 +15,16 @@ import torch
 
 from streamchar.serving.sessions import LiveSession
 from streamchar.streaming.engine import ChunkLatents
+from streamchar.streaming.live import generate_together
 
 log = logging.getLogger("streamchar.serve")
 IDLE_WAIT_SECONDS = 0.02  # how often the generation thread looks again when no session needs a chunk
 
 
 class Scheduler:
-    def __init__(self, buffer_seconds: float, threads: int):
+    def __init__(self, buffer_seconds: float, threads: int, max_batch: int = 8):
         self.buffer_seconds = buffer_seconds
-        self.threads = threads
+        self.threads, self.max_batch = threads, max_batch
         self._sessions: dict[str, LiveSession] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -58,25 +60,31 @@ class Scheduler:
     def wake(self) -> None:
         self._wake.set()
 
-    def _next(self) -> LiveSession | None:
+    def _next(self) -> list[LiveSession]:
+        """The sessions that need their next chunk, those closest to running out first."""
         now = time.monotonic()
         with self._lock:
             wanting = [(ahead, s) for s in self._sessions.values() if (ahead := s.wants_chunk(now, self.buffer_seconds)) is not None]
-        return min(wanting, key=lambda x: x[0])[1] if wanting else None
+        return [s for _, s in sorted(wanting, key=lambda x: x[0])[: self.max_batch]]
 
     def _generate_loop(self) -> None:
         while not self._stop.is_set():
-            session = self._next()
-            if session is None:
+            batch = self._next()
+            if not batch:
                 self._wake.wait(IDLE_WAIT_SECONDS)
                 self._wake.clear()
                 continue
             try:
-                self._render.put((session, *session.stream.generate()))
-            except Exception as e:  # noqa: BLE001 - one session's failure ends that session only
-                log.exception("session %s failed while generating", session.id[:6])
-                session.fail(e)
-            session = None  # hold no closed session while waiting
+                results = generate_together([s.stream for s in batch])
+            except Exception as e:  # noqa: BLE001 - a batch that fails ends its sessions, not the server
+                results = [e] * len(batch)
+            for session, result in zip(batch, results):
+                if isinstance(result, Exception):
+                    log.error("session %s failed while generating: %r", session.id[:6], result)
+                    session.fail(result)
+                else:
+                    self._render.put((session, *result))
+            batch = results = None  # hold no closed session while waiting
 
     def _render_loop(self) -> None:
         while (item := self._render.get()) is not None:

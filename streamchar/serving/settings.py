@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_sessions: int = Field(2, ge=1, description="sessions at once; one more gets 503 with a retry hint")
+    max_sessions: int | None = Field(None, ge=1, description="sessions at once; one more gets 503 with a retry hint "
+                                     "(None: as many as the machine keeps real time, measured at start-up)")
     buffer_seconds: float = Field(1.2, ge=0.3, le=10, description="media a session generates ahead of its viewer's playback, at most "
                                   "(one chunk more may be on its way): small, so appended text and interrupts are heard soon; more than "
                                   "the 0.1 s of a written chunk that its next chunk releases")
@@ -21,3 +22,4 @@ class ServerSettings(BaseModel):
                                         "long is closed")
     max_message_bytes: int = Field(16 * 1024, ge=256, description="size of one WebSocket message from a client")
     threads: int = Field(2, ge=1, description="torch threads for the model")
+    max_batch: int = Field(8, ge=1, description="sessions whose next chunks go through the model together (1: one at a time)")

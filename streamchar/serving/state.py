@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from streamchar.utils.text import word_matches
 from streamchar.serving.guard import ApiError, SessionNotFound
+from streamchar.serving.capacity import Capacity, measure_capacity
 from streamchar.serving.scheduler import Scheduler
 from streamchar.serving.sessions import LiveSession, Message
 from streamchar.serving.settings import ServerSettings
@@ -39,18 +40,28 @@ class ServerState:
     def __init__(self, pipe: Pipeline, settings: ServerSettings, token: str | None = None):
         self.pipe, self.settings, self.token = pipe, settings, token
         self.sessions: dict[str, LiveSession] = {}
-        self.scheduler = Scheduler(settings.buffer_seconds, settings.threads)
+        self.scheduler = Scheduler(settings.buffer_seconds, settings.threads, settings.max_batch)
+        self.capacity: int | None = settings.max_sessions  # sessions admitted at once; measured by `warm_up` when not given
+        self.measured: Capacity | None = None
         self.characters = [f"unseen-{i}" for i in range(pipe.cfg.synthtalk.unseen_characters)]
         self.loop: asyncio.AbstractEventLoop | None = None
         self._opening = 0  # sessions being set up, counted against the limit
 
     def warm_up(self) -> None:
-        """One short stream before the first viewer, so that the first session does not pay for
-        the first pass through every layer."""
-        stream = self._open(lambda: self.character_request(self.characters[0], "Hello."), 0)
-        for _ in range(2):
-            stream.render(*stream.generate())
-        stream.close()
+        """Short streams before the first viewer, so that the first session does not pay for the
+        first pass through every layer; without `max_sessions`, they measure how many sessions
+        this machine keeps real time, which is then the limit."""
+        def open_stream(k: int) -> LiveStream:
+            return self._open(lambda: self.character_request(self.characters[k % len(self.characters)], "Hello."), k)
+
+        if self.settings.max_sessions is not None:
+            stream = open_stream(0)
+            for _ in range(2):
+                stream.render(*stream.generate())
+            stream.close()
+            return
+        self.measured = measure_capacity(open_stream, self.pipe.cfg.stream.chunk_seconds, self.settings.max_batch)
+        self.capacity = self.measured.sessions
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -69,7 +80,7 @@ class ServerState:
 
     # sessions --------------------------------------------------------------------------------
     async def create(self, make_request: Callable[[], StreamRequest], character: str, seed: int) -> LiveSession:
-        limit = self.settings.max_sessions
+        limit = self.capacity or 1
         if len(self.sessions) + self._opening >= limit:
             raise ApiError(503, f"the server is at its limit of {limit} sessions at once (--max-sessions); try again in "
                                 f"{RETRY_AFTER_SECONDS} s", {"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip

@@ -179,27 +179,43 @@ class StreamSession:
         """One chunk through the N-step sampler. With `exit_step` k (training, Stage II) the chunk
         is the clean estimate after k steps, with a graph through step k alone (the earlier steps
         and the stream's state stay detached); the full sampler's last step is the same estimate."""
-        s, cfg = self.settings, self.cfg
+        s = self.settings
         if exit_step is not None and not 1 <= exit_step <= s.steps:
             raise StreamcharError(f"exit step {exit_step} is outside 1..{s.steps}")
+        video, audio = self.begin_chunk()
+        grad = exit_step is not None and torch.is_grad_enabled()
+        out = sample_chunk(self.model, self.last_context, self.conditions.empty_prompt, video, audio, self.sampler_settings, exit_step, grad)
+        return self.end_chunk(index, out.video, out.audio, out.pointer, out.timings)
+
+    @property
+    def sampler_settings(self) -> SamplerSettings:
+        return SamplerSettings(self.settings.steps, self.settings.shift, self.settings.guidance)
+
+    def begin_chunk(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next chunk's noise (from the session's own generator) and its context
+        (`last_context`): what the sampler runs on, alone or batched with other sessions."""
+        cfg = self.cfg
         h, w = cfg.video.height // cfg.stream.vae_spatial_stride, cfg.video.width // cfg.stream.vae_spatial_stride
         device = self.reference.device
         video = torch.randn(1, cfg.video.latent_channels, cfg.stream.chunk_latent_frames, h, w, generator=self.generator).to(device)
         audio = torch.randn(1, cfg.audio.latent_channels, cfg.stream.chunk_audio_latents, generator=self.generator).to(device)
         self.reader.prepare()
         self.last_context = self._context()
-        grad = exit_step is not None and torch.is_grad_enabled()
-        sampler = SamplerSettings(s.steps, s.shift, s.guidance)
-        out = sample_chunk(self.model, self.last_context, self.conditions.empty_prompt, video, audio, sampler, exit_step, grad)
-        pointer = float(out.pointer.detach()) if self.reader.reads_pointer else 0.0
-        words_spoken = self.reader.finish_chunk(int(self.last_context.cut), pointer)
-        self.history.append(out.audio.detach())
-        if len(self.history) > cfg.stream.history_chunks:
+        return video, audio
+
+    def end_chunk(self, index: int, video: torch.Tensor, audio: torch.Tensor, pointer: torch.Tensor,
+                  timings: dict[str, float]) -> ChunkLatents:
+        """Take the sampled chunk: the reader counts its words; it joins the history, and becomes
+        the motion latents (and, the first time, the sink)."""
+        pointer_words = float(pointer.detach()) if self.reader.reads_pointer else 0.0
+        words_spoken = self.reader.finish_chunk(int(self.last_context.cut), pointer_words)
+        self.history.append(audio.detach())
+        if len(self.history) > self.cfg.stream.history_chunks:
             self.history.pop(0)
         if self.sink is None:
-            self.sink = out.video.detach()
-        self.motion = out.video.detach()
-        return ChunkLatents(index, out.video, out.audio, words_spoken, self.words_total, False, out.timings)
+            self.sink = video.detach()
+        self.motion = video.detach()
+        return ChunkLatents(index, video, audio, words_spoken, self.words_total, False, timings)
 
     def chunks(self) -> Iterator[ChunkLatents]:
         """Until the reader says the last word is spoken, then one closing chunk; with the word

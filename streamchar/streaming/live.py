@@ -13,13 +13,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from streamchar.model.alignment import transcript_word_spans
+from streamchar.streaming.batching import next_chunks
 from streamchar.streaming.engine import ChunkLatents, SessionSettings, StreamSession
 from streamchar.streaming.pipeline import Pipeline
 from streamchar.streaming.inputs import StreamRequest
@@ -97,14 +98,17 @@ class LiveStream:
     # chunks ------------------------------------------------------------------------------
     def generate(self) -> tuple[ChunkLatents, list[tuple[int, float, float]]]:
         """The next chunk's latents and the words heard in it (by the plan, else by the pointer)."""
-        with self._lock, torch.no_grad():
-            k = self.chunks_generated
-            t0 = time.perf_counter()
-            chunk = self.session.next_chunk(k)
-            chunk.timings["generate_s"] = time.perf_counter() - t0
-            words = self._words_in(k, chunk.words_spoken)
-            self.chunks_generated += 1
-            self._spoken_before = chunk.words_spoken
+        result = generate_together([self])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _took(self, chunk: ChunkLatents, seconds: float) -> tuple[ChunkLatents, list[tuple[int, float, float]]]:
+        """Account for a chunk just generated (under the lock)."""
+        chunk.timings["generate_s"] = seconds
+        words = self._words_in(chunk.index, chunk.words_spoken)
+        self.chunks_generated += 1
+        self._spoken_before = chunk.words_spoken
         return chunk, words
 
     def _words_in(self, k: int, spoken: float) -> list[tuple[int, float, float]]:
@@ -137,3 +141,17 @@ class LiveStream:
         """Free the encoder; the bytes of a stream closed half-way have nowhere to go."""
         with suppress(Exception):  # a muxer that fails to close has nothing more to give
             self._media.muxer.container.close()
+
+
+def generate_together(streams: list[LiveStream]) -> list[tuple[ChunkLatents, list[tuple[int, float, float]]] | Exception]:
+    """Each stream's next chunk, sampled in one batch (`streaming.batching`); a stream that fails
+    gets its error and the others go on. Each stream's lock is held throughout, so that text
+    appended meanwhile is read from the next chunk on, as with one stream alone."""
+    locks = [st._lock for st in sorted(streams, key=id)]
+    with ExitStack() as held, torch.no_grad():
+        for lock in locks:
+            held.enter_context(lock)
+        t0 = time.perf_counter()
+        chunks = next_chunks([st.session for st in streams], [st.chunks_generated for st in streams])
+        seconds = time.perf_counter() - t0
+        return [c if isinstance(c, Exception) else st._took(c, seconds) for st, c in zip(streams, chunks)]

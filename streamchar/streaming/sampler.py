@@ -27,7 +27,7 @@ class SamplerSettings:
 class SampledChunk:
     video: torch.Tensor
     audio: torch.Tensor
-    pointer: torch.Tensor  # the orchestrator's progress output after the last step (words since the window's cut)
+    pointer: torch.Tensor  # (B,) the orchestrator's progress output after the last step (words since the window's cut)
     timings: dict[str, float]
 
 
@@ -51,8 +51,9 @@ def sample_chunk(model: StreamCharModel, x: DenoiseContext, empty_prompt: torch.
         last = k == steps - 1
         with torch.set_grad_enabled(grad and last):
             t0 = time.perf_counter()
+            timestep = torch.full((audio.shape[0],), a * TIMESTEP_SCALE, device=audio.device)
             inputs = OrchestratorInput(x.reference_voice, x.text_ids, x.text_mask, x.word_numbers, x.word_counts, x.history, audio,
-                                       torch.tensor([a * TIMESTEP_SCALE], device=audio.device), x.history_mask, x.text_positions)  # fmt: skip
+                                       timestep, x.history_mask, x.text_positions)  # fmt: skip
             if not grad and prefix is None:  # inference: the prefix is run once for all steps
                 prefix = model.encode_prefix(inputs)
             orch = model.orchestrate(inputs, prefix=prefix)
@@ -67,5 +68,5 @@ def sample_chunk(model: StreamCharModel, x: DenoiseContext, empty_prompt: torch.
                 video, audio = video + (b - a) * dv, audio + (b - a) * da
             timings["orchestrator_s"] += t1 - t0
             timings["dit_s"] += time.perf_counter() - t1
-            pointer = orch.progress[0]
+            pointer = orch.progress
     return SampledChunk(video, audio, pointer, timings)
