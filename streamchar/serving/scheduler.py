@@ -84,7 +84,7 @@ class Scheduler:
                     session.fail(result)
                 else:
                     self._render.put((session, *result))
-            batch = results = None  # hold no closed session while waiting
+            batch = results = session = result = None  # hold no closed session while waiting
 
     def _render_loop(self) -> None:
         while (item := self._render.get()) is not None:
