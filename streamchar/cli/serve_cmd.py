@@ -46,7 +46,7 @@ def serve(
     config: Optional[Path] = CheckpointConfigOpt,
     max_sessions: Optional[int] = typer.Option(None, "--max-sessions", help="sessions at once; one more is answered 503 with a retry "
                                                "hint (default: as many as stay real time, measured at start-up)"),
-    max_batch: int = typer.Option(8, "--max-batch", help="sessions whose chunks go through the model together (1: one at a time)"),
+    max_batch: int = typer.Option(1, "--max-batch", help="sessions whose chunks go through the model together (1: one at a time)"),
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="a file holding the token every request must carry"),
     buffer: float = typer.Option(1.2, "--buffer", help="seconds of media generated ahead of each viewer, at most"),
     idle_timeout: float = typer.Option(120.0, "--idle-timeout", help="close a session nobody watches or touches for this long (s)"),

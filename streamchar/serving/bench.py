@@ -28,13 +28,14 @@ from streamchar.errors import StreamcharError
 from streamchar.serving.bench_browser import probe_page
 from streamchar.serving.bench_viewers import ViewerResult, watch_many
 
+BATCHED = 8  # the batch the batched runs allow
 SOAK_MARKS_MINUTES = (1, 10, 30)  # resident memory is compared at these minutes (scaled to a shorter soak)
 
 
 class ServerProcess:
     """`streamchar serve` in a child process on a free loopback port."""
 
-    def __init__(self, max_sessions: int | None, log: Path, max_batch: int = 8):
+    def __init__(self, max_sessions: int | None, log: Path, max_batch: int = 1):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -148,7 +149,7 @@ def bench_serve(seconds: float, soak_minutes: float, soak_sessions: int | None, 
         unbatched, unbatched_runs = concurrency(unbatched_server.host, seconds, max_try, sentences, characters, lambda m: say(f"unbatched: {m}"))
     finally:
         unbatched_server.stop()
-    server = ServerProcess(max_try + 1, Path("out") / "bench-serve-server.log")
+    server = ServerProcess(max_try + 1, Path("out") / "bench-serve-server.log", max_batch=BATCHED)
     try:
         say(f"server on {server.host} (pid {server.proc.pid}); the page in Chromium, {trials} trials")
         page = probe_page(server.host, trials, sentences, long_text)

@@ -22,7 +22,7 @@ IDLE_WAIT_SECONDS = 0.02  # how often the generation thread looks again when no 
 
 
 class Scheduler:
-    def __init__(self, buffer_seconds: float, threads: int, max_batch: int = 8):
+    def __init__(self, buffer_seconds: float, threads: int, max_batch: int = 1):
         self.buffer_seconds = buffer_seconds
         self.threads, self.max_batch = threads, max_batch
         self._sessions: dict[str, LiveSession] = {}

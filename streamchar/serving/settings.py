@@ -22,4 +22,5 @@ class ServerSettings(BaseModel):
                                         "long is closed")
     max_message_bytes: int = Field(16 * 1024, ge=256, description="size of one WebSocket message from a client")
     threads: int = Field(2, ge=1, description="torch threads for the model")
-    max_batch: int = Field(8, ge=1, description="sessions whose next chunks go through the model together (1: one at a time)")
+    max_batch: int = Field(1, ge=1, description="sessions whose next chunks go through the model together (1: one at a time, "
+                           "which kept more sessions real time on 2 cores: docs/serving.md)")
