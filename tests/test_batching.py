@@ -23,6 +23,7 @@ def _sessions(pipe):
     return out
 
 
+@pytest.mark.slow  # streams four sessions twice over
 def test_batched_sessions_get_the_chunks_they_would_get_alone(shipped_pipeline):
     torch.manual_seed(0)
     alone, batched = _sessions(shipped_pipeline), _sessions(shipped_pipeline)
