@@ -14,6 +14,7 @@ import time
 import torch
 
 from streamchar.serving.sessions import LiveSession
+from streamchar.streaming.batching import condition_kind
 from streamchar.streaming.engine import ChunkLatents
 from streamchar.streaming.live import generate_together
 
@@ -74,17 +75,21 @@ class Scheduler:
                 self._wake.wait(IDLE_WAIT_SECONDS)
                 self._wake.clear()
                 continue
-            try:
-                results = generate_together([s.stream for s in batch])
-            except Exception as e:  # noqa: BLE001 - a batch that fails ends its sessions, not the server
-                results = [e] * len(batch)
-            for session, result in zip(batch, results):
-                if isinstance(result, Exception):
-                    log.error("session %s failed while generating: %r", session.id[:6], result)
-                    session.fail(result)
-                else:
-                    self._render.put((session, *result))
-            batch = results = session = result = None  # hold no closed session while waiting
+            for group in _by_conditions(batch):  # the most urgent group first, rendered while the next is made
+                self._generate(group)
+            batch = group = None  # hold no closed session while waiting
+
+    def _generate(self, group: list[LiveSession]) -> None:
+        try:
+            results = generate_together([s.stream for s in group])
+        except Exception as e:  # noqa: BLE001 - a batch that fails ends its sessions, not the server
+            results = [e] * len(group)
+        for session, result in zip(group, results):
+            if isinstance(result, Exception):
+                log.error("session %s failed while generating: %r", session.id[:6], result)
+                session.fail(result)
+            else:
+                self._render.put((session, *result))
 
     def _render_loop(self) -> None:
         while (item := self._render.get()) is not None:
@@ -100,3 +105,11 @@ class Scheduler:
             except Exception as e:  # noqa: BLE001 - as above
                 log.exception("session %s failed while rendering", session.id[:6])
                 session.fail(e)
+
+
+def _by_conditions(sessions: list[LiveSession]) -> list[list[LiveSession]]:
+    """Sessions whose chunks can share a batch (the same condition tokens), in order of urgency."""
+    groups: dict[tuple[bool, bool], list[LiveSession]] = {}
+    for s in sessions:
+        groups.setdefault(condition_kind(s.stream.session), []).append(s)
+    return list(groups.values())
