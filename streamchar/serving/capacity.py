@@ -3,7 +3,6 @@ admits no more, so that it degrades by refusing newcomers, never by stalling eve
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from streamchar.streaming.live import LiveStream, generate_together
 
 BUDGET = 1.0  # share of each chunk's period the measured work may fill; generation and rendering overlap on two threads
 TRIED = (1, 2, 4, 8, 12, 16)  # batch sizes timed; others are interpolated
+RENDER_SAMPLE = 4  # chunks whose rendering is timed
 
 
 @dataclass
@@ -39,25 +39,24 @@ class Capacity:
 
 
 def measure_capacity(open_stream: Callable[[int], LiveStream], period: float, max_batch: int, most: int = TRIED[-1]) -> Capacity:
-    """Open `most` streams, make their first chunks, then time batches of each size in TRIED (up to
-    `max_batch`) and the rendering of one chunk per stream."""
-    streams = [open_stream(k) for k in range(most)]
+    """Time one batch through the model for each size in TRIED (up to `max_batch`) and the
+    rendering of one chunk, on as few streams as that needs; the capacity is then the most
+    sessions, up to `most`, whose round of work fits a period."""
+    sizes = [n for n in TRIED if n <= min(most, max_batch)]
+    streams = [open_stream(k) for k in range(max(sizes[-1], RENDER_SAMPLE))]
     try:
-        _round(streams, max_batch)  # first chunks (no sink yet) and every layer's first pass
+        for k in range(0, len(streams), max_batch):  # first chunks (no sink yet) and every layer's first pass
+            _render(streams[k : k + max_batch], _generate(streams[k : k + max_batch]))
         generate_s = {}
-        for n in [n for n in TRIED if n <= min(most, max_batch)]:
+        for n in sizes:
             t0 = time.perf_counter()
-            results = generate_together(streams[:n])
+            results = _generate(streams[:n])
             generate_s[n] = time.perf_counter() - t0
-            for stream, result in zip(streams[:n], results):
-                if isinstance(result, Exception):
-                    raise result
-                stream.render(*result)
-        sample = streams[: min(4, len(streams))]
-        results = generate_together(sample)
+            _render(streams[:n], results)
+        sample = streams[:RENDER_SAMPLE]
+        results = _generate(sample)
         t0 = time.perf_counter()
-        for stream, result in zip(sample, results):
-            stream.render(*result)  # type: ignore[misc]
+        _render(sample, results)
         render_s = (time.perf_counter() - t0) / len(sample)
     finally:
         for stream in streams:
@@ -67,10 +66,14 @@ def measure_capacity(open_stream: Callable[[int], LiveStream], period: float, ma
     return cap
 
 
-def _round(streams: list[LiveStream], max_batch: int) -> None:
-    for k in range(math.ceil(len(streams) / max_batch)):
-        part = streams[k * max_batch : (k + 1) * max_batch]
-        for stream, result in zip(part, generate_together(part)):
-            if isinstance(result, Exception):
-                raise result
-            stream.render(*result)
+def _generate(streams: list[LiveStream]) -> list:
+    results = generate_together(streams)
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
+
+
+def _render(streams: list[LiveStream], results: list) -> None:
+    for stream, result in zip(streams, results):
+        stream.render(*result)

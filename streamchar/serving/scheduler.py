@@ -14,7 +14,7 @@ import time
 import torch
 
 from streamchar.serving.sessions import LiveSession
-from streamchar.streaming.batching import condition_kind
+from streamchar.streaming.batching import condition_groups
 from streamchar.streaming.engine import ChunkLatents
 from streamchar.streaming.live import generate_together
 
@@ -75,9 +75,9 @@ class Scheduler:
                 self._wake.wait(IDLE_WAIT_SECONDS)
                 self._wake.clear()
                 continue
-            for group in _by_conditions(batch):  # the most urgent group first, rendered while the next is made
-                self._generate(group)
-            batch = group = None  # hold no closed session while waiting
+            for members in condition_groups([s.stream.session for s in batch]):  # the most urgent first, rendered while the next is made
+                self._generate([batch[i] for i in members])
+            batch = None  # hold no closed session while waiting
 
     def _generate(self, group: list[LiveSession]) -> None:
         try:
@@ -106,10 +106,3 @@ class Scheduler:
                 log.exception("session %s failed while rendering", session.id[:6])
                 session.fail(e)
 
-
-def _by_conditions(sessions: list[LiveSession]) -> list[list[LiveSession]]:
-    """Sessions whose chunks can share a batch (the same condition tokens), in order of urgency."""
-    groups: dict[tuple[bool, bool], list[LiveSession]] = {}
-    for s in sessions:
-        groups.setdefault(condition_kind(s.stream.session), []).append(s)
-    return list(groups.values())

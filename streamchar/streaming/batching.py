@@ -46,9 +46,13 @@ def collate_contexts(contexts: list[DenoiseContext]) -> DenoiseContext:
                           history_mask, torch.cat([c.prompt for c in contexts]), conditions, positions)  # fmt: skip
 
 
-def condition_kind(session: StreamSession) -> tuple[bool, bool]:
-    """Which condition tokens the session's next chunk has (sink, motion): a batch shares them."""
-    return session.sink is not None and session.settings.sink, session.motion is not None
+def condition_groups(sessions: list[StreamSession]) -> list[list[int]]:
+    """The sessions (by position, order kept) whose next chunks have the same condition tokens
+    (sink, motion) and so can share a batch."""
+    groups: dict[tuple[bool, bool], list[int]] = {}
+    for i, s in enumerate(sessions):
+        groups.setdefault(tuple(x is not None for x in s.condition_latents), []).append(i)
+    return list(groups.values())
 
 
 def next_chunks(sessions: list[StreamSession], indices: list[int]) -> list[ChunkLatents | Exception]:
@@ -56,33 +60,30 @@ def next_chunks(sessions: list[StreamSession], indices: list[int]) -> list[Chunk
     condition tokens agree. A session whose text cannot be read (its plan failed) gets its error
     and takes no part; the others go on."""
     results: list[ChunkLatents | Exception | None] = [None] * len(sessions)
-    groups: dict[tuple[bool, bool], list[int]] = {}
-    for i, s in enumerate(sessions):
-        groups.setdefault(condition_kind(s), []).append(i)
-    for members in groups.values():
-        _sample_group([sessions[i] for i in members], [indices[i] for i in members], members, results)
+    for members in condition_groups(sessions):
+        _sample_group([(sessions[i], indices[i], i) for i in members], results)
     return results  # type: ignore[return-value]
 
 
-def _sample_group(sessions: list[StreamSession], indices: list[int], slots: list[int], results: list) -> None:
+def _sample_group(members: list[tuple[StreamSession, int, int]], results: list) -> None:
+    """`members`: (session, its chunk number, its slot in `results`)."""
     started, noise = [], []
-    for s, slot in zip(sessions, slots):
+    for s, index, slot in members:
         try:
             noise.append(s.begin_chunk())
-            started.append((s, slot))
+            started.append((s, index, slot))
         except Exception as e:  # noqa: BLE001 - one session's failure is that session's alone
             results[slot] = e
     if not started:
         return
     first = started[0][0]
-    if any(s.model is not first.model or s.sampler_settings != first.sampler_settings for s, _ in started):
+    if any(s.model is not first.model or s.sampler_settings != first.sampler_settings for s, _, _ in started):
         raise ValueError("sessions batched together must share the model and the sampler settings")
-    empty = [s.conditions.empty_prompt for s, _ in started]
+    empty = [s.conditions.empty_prompt for s, _, _ in started]
     t0 = time.perf_counter()
     with torch.no_grad():
-        out = sample_chunk(first.model, collate_contexts([s.last_context for s, _ in started]), _cat(empty),
+        out = sample_chunk(first.model, collate_contexts([s.last_context for s, _, _ in started]), _cat(empty),
                            torch.cat([v for v, _ in noise]), torch.cat([a for _, a in noise]), first.sampler_settings)
     timings = {**out.timings, "batch": float(len(started)), "batch_s": time.perf_counter() - t0}
-    for k, (s, slot) in enumerate(started):
-        index = indices[slots.index(slot)]
+    for k, (s, index, slot) in enumerate(started):
         results[slot] = s.end_chunk(index, out.video[k : k + 1], out.audio[k : k + 1], out.pointer[k : k + 1], dict(timings))

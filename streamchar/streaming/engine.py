@@ -170,7 +170,7 @@ class StreamSession:
         history = torch.cat(self.history, dim=2) if self.history else torch.zeros(1, self.cfg.audio.latent_channels, 0, device=device)
         first_latent = self.reader.window_start() * self.cfg.stream.chunk_audio_latents
         positions = self.text_positions(cut, first_latent, history.shape[2] + self.cfg.stream.chunk_audio_latents)
-        conditions = ConditionInput(self.reference, self.sink if self.settings.sink else None, self.motion)
+        conditions = ConditionInput(self.reference, *self.condition_latents)
         c = self.conditions
         return ChunkContext(c.reference_audio, ids, torch.ones_like(ids), numbers, torch.tensor([float(n)], device=device), history, None,
                             c.prompt, conditions, positions, float(cut), first_latent)
@@ -186,6 +186,11 @@ class StreamSession:
         grad = exit_step is not None and torch.is_grad_enabled()
         out = sample_chunk(self.model, self.last_context, self.conditions.empty_prompt, video, audio, self.sampler_settings, exit_step, grad)
         return self.end_chunk(index, out.video, out.audio, out.pointer, out.timings)
+
+    @property
+    def condition_latents(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The next chunk's sink (with `settings.sink`) and motion latents; None before the first chunk."""
+        return self.sink if self.settings.sink else None, self.motion
 
     @property
     def sampler_settings(self) -> SamplerSettings:
