@@ -64,6 +64,8 @@ def test_capacity_counts_batches_and_renders():
     assert cap.round_seconds(3, max_batch=4) == pytest.approx(0.4 + 3 * 0.1)  # between the sizes timed
     assert cap.round_seconds(6, max_batch=4) == pytest.approx(0.5 + 0.3 + 6 * 0.1)  # a full batch and one of two
     assert cap.round_seconds(2, max_batch=1) == pytest.approx(2 * 0.2 + 2 * 0.1)  # one at a time
+    cap.workers = 2
+    assert cap.round_seconds(2, max_batch=1) == pytest.approx((2 * 0.2 + 2 * 0.1) / 2)  # shared by two workers
 
 
 @pytest.mark.slow
@@ -71,10 +73,13 @@ def test_a_server_admits_what_it_measured_it_can_keep_real_time(shipped_pipeline
     from streamchar.serving.settings import ServerSettings
     from streamchar.serving.state import ServerState
 
-    state = ServerState(shipped_pipeline, ServerSettings(max_batch=4))
+    from streamchar.serving.capacity import BUDGET
+
+    state = ServerState(shipped_pipeline, ServerSettings(max_batch=4, threads=2))
     state.warm_up()
     m = state.measured
     assert sorted(m.generate_s) == [1, 2, 4] and m.render_s > 0
     assert m.generate_s[4] < 4 * m.generate_s[1]  # a batch costs less than its sessions one by one
     assert state.capacity == m.sessions >= 1
-    assert m.round_seconds(state.capacity, 4) <= m.period_s < m.round_seconds(state.capacity + 1, 4)
+    assert m.workers == 2
+    assert m.round_seconds(state.capacity, 4) <= BUDGET * m.period_s < m.round_seconds(state.capacity + 1, 4)

@@ -23,46 +23,10 @@ from streamchar.cli.serve_cmd import read_token
 from streamchar.errors import StreamcharError
 from streamchar.utils.text import word_matches
 from streamchar.serving.sessions import LiveSession
+from serve_viewer import Viewer
 
 TEXT = "The birch canoe slid on the smooth planks."
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
-
-
-class Viewer:
-    """A WebSocket viewer that claims to have played all it has (it reports its position at the
-    end of what it received), collecting messages and media bytes."""
-
-    def __init__(self, host: str, session: dict, token: str | None = None):
-        q = f"?token={token}" if token else ""
-        self.ws = connect(f"ws://{host}{session['media']}{q}", open_timeout=10)
-        self.messages, self.media, self.end = [], b"", 0.0
-
-    def until(self, check, timeout: float = 30.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = self.ws.recv(timeout=max(0.01, deadline - time.monotonic()))
-            if isinstance(m, bytes):
-                self.media += m
-                self.ws.send(json.dumps({"type": "position", "t": self.end}))
-                continue
-            msg = json.loads(m)
-            self.messages.append(msg)
-            if msg["type"] == "chunk":
-                self.end = msg["media_start"] + msg["seconds"]
-            if check(msg):
-                return msg
-        raise AssertionError(f"no such message within {timeout} s; got {[m['type'] for m in self.messages[-5:]]}")
-
-    def chunks(self, n: int) -> list[dict]:
-        got = []
-        self.until(lambda m: m["type"] == "chunk" and got.append(m) is None and len(got) >= n)
-        return got
-
-    def send(self, message) -> None:
-        self.ws.send(message if isinstance(message, (str, bytes)) else json.dumps(message))
-
-    def close(self) -> None:
-        self.ws.close()
 
 
 def _create(client: httpx.Client, **body) -> dict:
@@ -319,3 +283,13 @@ def test_random_churn_leaves_nothing_behind(live_server):
     held = [o for o in gc.get_objects() if type(o) is LiveSession]
     assert not held, "a closed session is still held"
     assert len(word_matches(TEXT)) == 8
+
+
+def test_an_api_error_crosses_processes_whole():
+    """A cluster replica's refusal reaches its gateway with its status and headers."""
+    import pickle
+
+    from streamchar.serving.guard import ApiError
+
+    e = pickle.loads(pickle.dumps(ApiError(503, "full", {"Retry-After": "30"})))
+    assert (e.status, str(e), e.headers) == (503, "full", {"Retry-After": "30"})

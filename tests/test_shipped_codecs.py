@@ -60,6 +60,25 @@ def test_streaming_decode_equals_whole_decode(codecs):
     assert torch.allclose(video.decode(zv, reference=ref), torch.cat(parts, dim=2), atol=1e-6)
 
 
+@torch.no_grad()
+def test_bf16_stream_decoding_stays_within_a_few_levels(small_set, tiny_cfg, codecs):
+    """The server decodes in bfloat16 where the machine has it: a held-out clip's latents, chunk by
+    chunk (each reading the frame before, carried in float32), come out as float32 frames within a
+    few 8-bit levels of float32 decoding, and the error does not grow from chunk to chunk."""
+    root, _ = small_set
+    video, _ = codecs
+    item = ClipDataset(root, tiny_cfg, split="test-unseen")[0]
+    frames = codec_frames(item)
+    latents = video.encode(frames)
+    ref = video.prepare_reference(frames[:, :, 0])
+    exact, bf16 = video.stream_decoder(ref), video.stream_decoder(ref, bf16=True)
+    for k in range(0, latents.shape[2] - 8, 9):
+        a, b = exact.decode(latents[:, :, k : k + 9]), bf16.decode(latents[:, :, k : k + 9])
+        assert b.dtype == torch.float32 and b.shape == a.shape
+        levels = (a - b).abs() * 127.5
+        assert levels.mean() < 0.5 and levels.max() < 8, (k, levels.mean().item(), levels.max().item())
+
+
 @pytest.mark.slow
 def test_encode_command(small_set, tmp_path):
     root, _ = small_set

@@ -116,8 +116,8 @@ class VideoCodec(nn.Module, ABC):
         None: there is none, the stream starts here); `previous_frame` (N, 3, H, W), the last frame
         decoded before each chunk, for a codec that `reads_previous_frame` (None: the stream starts)."""
 
-    def stream_decoder(self, reference: list[torch.Tensor] | None = None) -> VideoStreamDecoder:
-        return VideoStreamDecoder(self, reference)
+    def stream_decoder(self, reference: list[torch.Tensor] | None = None, bf16: bool = False) -> VideoStreamDecoder:
+        return VideoStreamDecoder(self, reference, bf16)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """Any number of frames: chunks of 33 (the last one padded) -> 9 latents each."""
@@ -160,16 +160,19 @@ class VideoCodec(nn.Module, ABC):
 class VideoStreamDecoder:
     """A stream's video, chunk by chunk, carrying across chunks what the codec reads of the
     previous one (its last latent and last frame), so that the frames equal decoding the whole
-    stream at once."""
+    stream at once. `bf16`: the decoder's convolutions run in bfloat16 (frames stay float32), for a
+    server where decoding, which does not batch, bounds how many viewers a machine keeps."""
 
-    def __init__(self, codec: VideoCodec, reference: list[torch.Tensor] | None = None):
-        self.codec, self.reference = codec, reference
+    def __init__(self, codec: VideoCodec, reference: list[torch.Tensor] | None = None, bf16: bool = False):
+        self.codec, self.reference, self.bf16 = codec, reference, bf16
         self.last: torch.Tensor | None = None
         self.last_frame: torch.Tensor | None = None
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        frames = self.codec.decode(latents, reference=self.reference, previous=self.last, previous_frame=self.last_frame)
+        with torch.autocast(latents.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            frames = self.codec.decode(latents, reference=self.reference, previous=self.last, previous_frame=self.last_frame)
+        frames = frames.float()
         self.last, self.last_frame = latents[:, :, -1].clone(), frames[:, :, -1].clone()  # not views that keep the whole chunk
         return frames
 

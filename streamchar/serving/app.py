@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import time
 from importlib import resources
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
@@ -18,12 +17,11 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamchar.errors import StreamcharError
-from streamchar.serving.guard import BodyLimit, SessionNotFound, TokenGuard, api_error
-from streamchar.serving.sessions import LiveSession
-from streamchar.serving.state import ServerState
+from streamchar.serving.guard import ApiError, BodyLimit, SessionNotFound, TokenGuard, api_error
+from streamchar.serving.service import SessionService
+from streamchar.serving.sessions import Message
 
 STATIC = Path(str(resources.files("streamchar").joinpath("serving/static")))
-REAP_EVERY_SECONDS = 2.0
 
 
 class CreateSession(BaseModel):
@@ -38,30 +36,29 @@ class AppendText(BaseModel):
     text: str = Field(..., description="words to speak after those already given")
 
 
-def create_app(state: ServerState) -> FastAPI:
+def create_app(service: SessionService) -> FastAPI:
+    """The app over `service`: one server's state, or a cluster's gateway."""
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
-        state.attach(asyncio.get_running_loop())
-        reaper = asyncio.create_task(_reap(state))
+        service.start(asyncio.get_running_loop())
         try:
             yield
         finally:
-            reaper.cancel()
-            state.shutdown()
+            service.stop()
 
     app = FastAPI(title="streamchar", version="0.1.0", lifespan=lifespan,
                   description="Live streaming of a talking character's speech and video from text. Create a session, open its media "
                               "WebSocket (fragmented MP4 for Media Source Extensions, with JSON messages saying which words each chunk "
                               "speaks), then append text, interrupt and close. With a token, send `Authorization: Bearer TOKEN` "
                               "(or `?token=TOKEN` on the page and the WebSocket).")  # fmt: skip
-    guard = TokenGuard(state.token)
+    guard = TokenGuard(service.token)
     app.middleware("http")(guard.http)
-    app.add_middleware(BodyLimit, max_bytes=2 * state.settings.max_upload_bytes + 64 * 1024)
+    app.add_middleware(BodyLimit, max_bytes=2 * service.settings.max_upload_bytes + 64 * 1024)
     _add_error_handlers(app)
-    _add_page_routes(app, state)
-    _add_create_routes(app, state)
-    _add_session_routes(app, state)
-    _add_media_socket(app, state, guard)
+    _add_page_routes(app, service)
+    _add_create_routes(app, service)
+    _add_session_routes(app, service)
+    _add_media_socket(app, service, guard)
     return app
 
 
@@ -80,7 +77,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return api_error(422, f"the request is not valid: {problems}")
 
 
-def _add_page_routes(app: FastAPI, state: ServerState) -> None:
+def _add_page_routes(app: FastAPI, service: SessionService) -> None:
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
@@ -93,68 +90,71 @@ def _add_page_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/api/health", summary="Sessions held and the limit")
     async def health() -> dict:
-        return {"sessions": len(state.sessions), "max_sessions": state.capacity, "model": state.pipe.meta.get("name")}
+        return await service.health()
 
     @app.get("/api/characters", summary="The shipped characters a session may take")
     async def characters() -> dict:
-        return {"characters": state.characters, "default": state.characters[0]}
+        return await service.character_list()
 
 
-def _add_create_routes(app: FastAPI, state: ServerState) -> None:
+def _add_create_routes(app: FastAPI, service: SessionService) -> None:
     @app.post("/api/sessions", status_code=201, summary="Create a session for a SynthTalk character")
     async def create(body: CreateSession) -> dict:
-        session = await state.create(lambda: state.character_request(body.character, body.text), body.character, body.seed)
-        return _created(session)
+        return await service.create_character(body.character, body.text, body.seed)
 
     @app.post("/api/sessions/upload", status_code=201, summary="Create a session from a reference image (PNG/JPEG) and voice (WAV, 1-10 s)")
     async def create_upload(image: Annotated[UploadFile, File()], voice: Annotated[UploadFile, File()], prompt: Annotated[str, Form()] = "",
                             text: Annotated[str, Form()] = "", seed: Annotated[int, Form(ge=0, le=2**31 - 1)] = 0) -> dict:  # fmt: skip
-        image_bytes, voice_bytes = await state.read_upload(image, "image"), await state.read_upload(voice, "voice")
-        session = await state.create(lambda: state.upload_request(image_bytes, voice_bytes, prompt, text), "upload", seed)
-        return _created(session)
+        limit = service.settings.max_upload_bytes
+        image_bytes, voice_bytes = await _read_upload(image, "image", limit), await _read_upload(voice, "voice", limit)
+        return await service.create_upload(image_bytes, voice_bytes, prompt, text, seed)
 
 
-def _add_session_routes(app: FastAPI, state: ServerState) -> None:
+async def _read_upload(upload: UploadFile, what: str, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, f"the reference {what} is over the limit of {limit} bytes")
+    if not data:
+        raise ApiError(422, f"the reference {what} is empty")
+    return data
+
+
+def _add_session_routes(app: FastAPI, service: SessionService) -> None:
     @app.post("/api/sessions/{sid}/append", summary="Append text: spoken after the words already given")
     async def append(sid: str, body: AppendText) -> dict:
-        return await state.append(state.get(sid), body.text)
+        return await service.append_text(sid, body.text)
 
     @app.post("/api/sessions/{sid}/interrupt", summary="Drop the words not yet begun; the character stops at the next word or chunk")
     async def interrupt(sid: str) -> dict:
-        return await state.interrupt(state.get(sid))
+        return await service.interrupt_session(sid)
 
     @app.get("/api/sessions/{sid}", summary="Status: words heard and pending, real-time factor, buffer, stalls")
     async def status(sid: str) -> dict:
-        session = state.get(sid)
-        session.last_active = time.monotonic()
-        return session.status()
+        return await service.session_status(sid)
 
     @app.delete("/api/sessions/{sid}", status_code=204, summary="Close a session and free it")
     async def close(sid: str) -> Response:
-        state.end(state.get(sid))
+        await service.close_session(sid)
         return Response(status_code=204)
 
 
-def _add_media_socket(app: FastAPI, state: ServerState, guard: TokenGuard) -> None:
+def _add_media_socket(app: FastAPI, service: SessionService, guard: TokenGuard) -> None:
     @app.websocket("/api/sessions/{sid}/media")
     async def media(ws: WebSocket, sid: str) -> None:
         if not guard.allows(ws.headers, ws.query_params, ws.cookies):
             await _deny(ws, 401, "a token is required: ?token=TOKEN")
             return
-        session = state.sessions.get(sid)
-        if session is None:
+        stream = service.watch(sid)
+        try:
+            greeting = await anext(stream)
+        except SessionNotFound:
             await _deny(ws, 404, "no such session")
             return
-        if session.viewers:
-            await _deny(ws, 409, "the session already has a viewer")
+        except ApiError as e:
+            await _deny(ws, e.status, str(e))
             return
         await ws.accept()
-        await _watch(state, session, ws)
-
-
-def _created(session: LiveSession) -> dict:
-    return {"id": session.id, "media": f"/api/sessions/{session.id}/media", "words_total": session.stream.session.words_total,
-            "words": session.stream.transcript_words(), "setup_s": round(time.monotonic() - session.created, 3)}  # fmt: skip
+        await _watch(service, sid, stream, greeting, ws)
 
 
 async def _deny(ws: WebSocket, status: int, message: str) -> None:
@@ -164,73 +164,36 @@ async def _deny(ws: WebSocket, status: int, message: str) -> None:
         await ws.close(code=1008, reason=message)
 
 
-async def _watch(state: ServerState, session: LiveSession, ws: WebSocket) -> None:
+async def _watch(service: SessionService, sid: str, stream: AsyncIterator[Message], greeting: Message, ws: WebSocket) -> None:
     """Stream the session to this viewer and take its commands; when the viewer goes, so does the session."""
-    session.viewers += 1
-    state.scheduler.wake()
-    await ws.send_json({"type": "session", "id": session.id, "words": session.stream.transcript_words(),
-                        "words_total": session.stream.session.words_total, "chunk_seconds": session.stream.period})  # fmt: skip
-    sender = asyncio.create_task(_send(session, ws))
+    sender = asyncio.create_task(_send(stream, greeting, ws))
     try:
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 break
-            reply = await _command(state, session, message)
+            try:
+                reply = await service.command(sid, message.get("text"))
+            except SessionNotFound:
+                break
             if reply is not None:
                 await ws.send_json(reply)
     except WebSocketDisconnect:
         pass
     finally:
         sender.cancel()
-        session.viewers -= 1
-        state.end(session)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+        with contextlib.suppress(Exception):
+            await stream.aclose()  # which ends the session
 
 
-async def _send(session: LiveSession, ws: WebSocket) -> None:
+async def _send(stream: AsyncIterator[Message], greeting: Message, ws: WebSocket) -> None:
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        while (m := await session.outbox.get()) is not None:
+        await ws.send_json(greeting.json)
+        async for m in stream:
             if m.json is not None:
                 await ws.send_json(m.json)
             if m.data is not None:
                 await ws.send_bytes(m.data)
         await ws.close()
-
-
-async def _command(state: ServerState, session: LiveSession, message: dict) -> dict | None:
-    """One message from the viewer; a bad one is answered with an error and changes nothing."""
-    session.last_active = time.monotonic()
-    text = message.get("text")
-    if text is None:
-        return {"type": "error", "error": "binary messages are not accepted: send JSON text such as {\"type\": \"append\", \"text\": \"...\"}"}
-    if len(text) > state.settings.max_message_bytes:
-        return {"type": "error", "error": f"a message may be at most {state.settings.max_message_bytes} bytes"}
-    try:
-        cmd = json.loads(text)
-    except json.JSONDecodeError as e:
-        return {"type": "error", "error": f"not valid JSON ({e.msg} at character {e.pos})"}
-    kind = cmd.get("type") if isinstance(cmd, dict) else None
-    try:
-        if kind == "position" and isinstance(cmd.get("t"), (int, float)):
-            session.clock.report(time.monotonic(), float(cmd["t"]))
-            if isinstance(cmd.get("stalls"), int):
-                session.client_stalls = cmd["stalls"]
-            return None
-        if kind == "append" and isinstance(cmd.get("text"), str):
-            await state.append(session, cmd["text"])
-            return None
-        if kind == "interrupt":
-            await state.interrupt(session)
-            return None
-        if kind == "status":
-            return {"type": "status", **session.status()}
-    except StreamcharError as e:
-        return {"type": "error", "error": str(e)}
-    return {"type": "error", "error": "unknown message: send {\"type\": \"append\", \"text\": ...}, {\"type\": \"interrupt\"}, "
-                                      "{\"type\": \"status\"} or {\"type\": \"position\", \"t\": seconds}"}  # fmt: skip
-
-
-async def _reap(state: ServerState) -> None:
-    while True:
-        await asyncio.sleep(REAP_EVERY_SECONDS)
-        state.close_idle(time.monotonic())

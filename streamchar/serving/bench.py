@@ -28,14 +28,14 @@ from streamchar.errors import StreamcharError
 from streamchar.serving.bench_browser import probe_page
 from streamchar.serving.bench_viewers import ViewerResult, watch_many
 
-BATCHED = 8  # the batch the batched runs allow
+BATCHED = 4  # the batch the batched runs allow (the server's default)
 SOAK_MARKS_MINUTES = (1, 10, 30)  # resident memory is compared at these minutes (scaled to a shorter soak)
 
 
 class ServerProcess:
     """`streamchar serve` in a child process on a free loopback port."""
 
-    def __init__(self, max_sessions: int | None, log: Path, max_batch: int = 1):
+    def __init__(self, max_sessions: int | None, log: Path, max_batch: int = BATCHED):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]

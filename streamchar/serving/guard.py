@@ -21,6 +21,9 @@ class ApiError(StreamcharError):
         super().__init__(message)
         self.status, self.headers = status, headers or {}
 
+    def __reduce__(self) -> tuple:  # rebuilt whole where it crosses processes (a cluster's replica to its gateway)
+        return ApiError, (self.status, str(self), self.headers)
+
 
 class SessionNotFound(Exception):
     pass

@@ -1,15 +1,17 @@
-"""Two worker threads shared by every session: one makes chunks (the model), one renders them
-(decoders and muxer), so a chunk of one session is decoded while the next is generated. Every
-session that needs its next chunk joins one batch through the model (at most `max_batch`, those
-whose viewers are closest to running out first); none is generated more than the buffer ahead
-of its viewer."""
+"""Worker threads shared by every session, one per core and one torch thread each. A free worker
+renders a chunk already made (decoders and muxer) if there is one, else makes the next chunks of
+the sessions that need them (the model): no worker idles while there is work, and no two threads
+contend for a core. Sessions that need their next chunk join one batch through the model (at most
+`max_batch`, those whose viewers are closest to running out first; one group of like conditions
+per worker, so two groups go through at once); none is generated more than the buffer ahead of its
+viewer. A session's chunks are made one after the other and rendered in order."""
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 
 import torch
 
@@ -19,7 +21,9 @@ from streamchar.streaming.engine import ChunkLatents
 from streamchar.streaming.live import generate_together
 
 log = logging.getLogger("streamchar.serve")
-IDLE_WAIT_SECONDS = 0.02  # how often the generation thread looks again when no session needs a chunk
+IDLE_WAIT_SECONDS = 0.02  # how often an idle worker looks again for a session that needs a chunk
+
+RenderItem = tuple[LiveSession, ChunkLatents | None, list]  # no chunk: close the session's stream
 
 
 class Scheduler:
@@ -27,74 +31,91 @@ class Scheduler:
         self.buffer_seconds = buffer_seconds
         self.threads, self.max_batch = threads, max_batch
         self._sessions: dict[str, LiveSession] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._work = threading.Condition()
+        self._renders: deque[RenderItem] = deque()
+        self._generating: set[str] = set()  # sessions a worker is making a chunk for
+        self._rendering: set[str] = set()  # sessions a worker is rendering a chunk of (chunk k renders while k + 1 is made)
         self._stop = threading.Event()
-        self._render: queue.Queue = queue.Queue()
-        self._workers = [threading.Thread(target=self._generate_loop, name="streamchar-generate", daemon=True),
-                         threading.Thread(target=self._render_loop, name="streamchar-render", daemon=True)]  # fmt: skip
+        self._workers = [threading.Thread(target=self._work_loop, name=f"streamchar-worker-{i}", daemon=True) for i in range(threads)]
 
     def start(self) -> None:
-        torch.set_num_threads(self.threads)
         for w in self._workers:
             w.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
-        self._render.put(None)
+        self.wake()
         for w in self._workers:
             w.join(timeout=10)
 
     def add(self, session: LiveSession) -> None:
-        with self._lock:
+        with self._work:
             self._sessions[session.id] = session
         self.wake()
 
     def remove(self, session: LiveSession) -> None:
-        """Stop generating for a session; its stream is freed on the render thread, after any
-        chunk of it still being rendered there."""
-        with self._lock:
+        """Stop generating for a session; its stream is freed by a worker, after any chunk of it
+        still waiting to be rendered."""
+        with self._work:
             self._sessions.pop(session.id, None)
-        self._render.put((session, None, None))
+            self._renders.append((session, None, []))
+            self._work.notify()
 
     def wake(self) -> None:
-        self._wake.set()
+        with self._work:
+            self._work.notify_all()
 
-    def _next(self) -> list[LiveSession]:
-        """The sessions that need their next chunk, those closest to running out first."""
+    # what a free worker does next -------------------------------------------------------------
+    def _take(self) -> tuple[str, object] | None:
+        """Under the lock: the oldest chunk to render of a session no worker is busy with, else
+        the most urgent group of sessions that need their next chunk."""
+        for item in self._renders:
+            if item[0].id not in self._rendering:
+                self._renders.remove(item)
+                self._rendering.add(item[0].id)
+                return "render", item
         now = time.monotonic()
-        with self._lock:
-            wanting = [(ahead, s) for s in self._sessions.values() if (ahead := s.wants_chunk(now, self.buffer_seconds)) is not None]
-        return [s for _, s in sorted(wanting, key=lambda x: x[0])[: self.max_batch]]
+        wanting = [(ahead, s) for s in self._sessions.values()
+                   if s.id not in self._generating and (ahead := s.wants_chunk(now, self.buffer_seconds)) is not None]  # fmt: skip
+        if not wanting:
+            return None
+        batch = [s for _, s in sorted(wanting, key=lambda x: x[0])[: self.max_batch]]
+        group = [batch[i] for i in condition_groups([s.stream.session for s in batch])[0]]
+        self._generating.update(s.id for s in group)
+        return "generate", group
 
-    def _generate_loop(self) -> None:
+    def _work_loop(self) -> None:
+        torch.set_num_threads(1)  # per thread: the workers share the cores instead of each spreading over all of them
         while not self._stop.is_set():
-            batch = self._next()
-            if not batch:
-                self._wake.wait(IDLE_WAIT_SECONDS)
-                self._wake.clear()
-                continue
-            for members in condition_groups([s.stream.session for s in batch]):  # the most urgent first, rendered while the next is made
-                self._generate([batch[i] for i in members])
-            batch = None  # hold no closed session while waiting
+            with self._work:
+                task = self._take()
+                if task is None:
+                    self._work.wait(IDLE_WAIT_SECONDS)
+                    continue
+            kind, work = task
+            members, busy = ([work[0]], self._rendering) if kind == "render" else (work, self._generating)
+            try:
+                self._render_one(*work) if kind == "render" else self._generate(work)
+            finally:
+                with self._work:
+                    busy.difference_update(s.id for s in members)
+                    self._work.notify()
+            task = work = members = None  # hold no closed session while waiting
 
     def _generate(self, group: list[LiveSession]) -> None:
         try:
             results = generate_together([s.stream for s in group])
         except Exception as e:  # noqa: BLE001 - a batch that fails ends its sessions, not the server
             results = [e] * len(group)
+        made = []
         for session, result in zip(group, results):
             if isinstance(result, Exception):
                 log.error("session %s failed while generating: %r", session.id[:6], result)
                 session.fail(result)
             else:
-                self._render.put((session, *result))
-
-    def _render_loop(self) -> None:
-        while (item := self._render.get()) is not None:
-            self._render_one(*item)
-            item = None  # hold no closed session while waiting
+                made.append((session, *result))
+        with self._work:
+            self._renders.extend(made)
 
     def _render_one(self, session: LiveSession, chunk: ChunkLatents | None, words: list) -> None:
         if chunk is None:
@@ -105,4 +126,3 @@ class Scheduler:
             except Exception as e:  # noqa: BLE001 - as above
                 log.exception("session %s failed while rendering", session.id[:6])
                 session.fail(e)
-

@@ -68,8 +68,8 @@ class Message:
 
 
 class LiveSession:
-    def __init__(self, stream: LiveStream, loop: asyncio.AbstractEventLoop, character: str, t_request: float):
-        self.id = secrets.token_urlsafe(18)  # unguessable: knowing it is what lets a client use the session
+    def __init__(self, stream: LiveStream, loop: asyncio.AbstractEventLoop, character: str, t_request: float, id_prefix: str = ""):
+        self.id = id_prefix + secrets.token_urlsafe(18)  # unguessable: knowing it is what lets a client use the session
         self.stream, self.loop, self.character = stream, loop, character
         self.clock = PlaybackClock()
         self.created = t_request

@@ -3,6 +3,9 @@ a limit here, named in the error that enforces it."""
 
 from __future__ import annotations
 
+import os
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -21,6 +24,10 @@ class ServerSettings(BaseModel):
     idle_timeout_seconds: float = Field(120.0, gt=0, description="a session with no viewer connected and no request for this "
                                         "long is closed")
     max_message_bytes: int = Field(16 * 1024, ge=256, description="size of one WebSocket message from a client")
-    threads: int = Field(2, ge=1, description="torch threads for the model")
-    max_batch: int = Field(1, ge=1, description="sessions whose next chunks go through the model together (1: one at a time, "
-                           "which kept more sessions real time on 2 cores: docs/serving.md)")
+    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="worker threads that make and render chunks, "
+                         "one torch thread each (default: one per core)")
+    max_batch: int = Field(4, ge=1, description="sessions whose next chunks go through the model together (1: one at a time); "
+                           "4 kept the most sessions real time on 2 cores (docs/serving.md)")
+    decode_precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="the video decoder's precision: bf16 decodes "
+                                                              "a chunk in about half the time where the CPU or GPU has bfloat16 "
+                                                              "instructions (auto: there), with frames within a few levels of fp32's")

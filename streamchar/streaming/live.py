@@ -55,12 +55,12 @@ class LiveStream:
     `append`/`interrupt` may be called from any thread; `generate` and `render` from one
     generation thread and one render thread (a chunk is rendered after it is generated)."""
 
-    def __init__(self, pipe: Pipeline, request: StreamRequest, settings: SessionSettings):
+    def __init__(self, pipe: Pipeline, request: StreamRequest, settings: SessionSettings, decode_bf16: bool = False):
         cfg = pipe.cfg
         self.cfg = cfg
         self.session: StreamSession = pipe.session(request, settings, listening=True)
         self._lock = threading.Lock()
-        self._video_decoder = pipe.video_codec.stream_decoder(self.session.decode_reference)
+        self._video_decoder = pipe.video_codec.stream_decoder(self.session.decode_reference, decode_bf16)
         self._audio_decoder = pipe.audio_codec.stream_decoder()
         self._media = Mp4FragmentStream(cfg.stream.fps, cfg.audio.sample_rate, cfg.video.width, cfg.video.height)
         self.chunks_generated = 0

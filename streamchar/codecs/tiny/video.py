@@ -235,7 +235,7 @@ class TinyVideoCodec(VideoCodec):
         known from the same batched pass. A chunk's single-frame latent (`single`, (M,) bool) shows
         only its last frame, which blends too."""
         m, _, h, w = groups.shape
-        groups, towards = groups.contiguous(), towards.contiguous()
+        groups, towards = groups.contiguous(), towards.to(groups.dtype).contiguous()  # a float32 frame before, under bf16 autocast
         g = torch.sigmoid(gate_logits(self.blend_gates, features, towards, groups)).reshape(m, 4, 1, h, w)
         own_last = torch.ones(m, 4, 1, 1, 1, dtype=g.dtype, device=g.device)
         own_last[:, 3] = single.to(g.dtype).view(m, 1, 1, 1)
@@ -251,7 +251,7 @@ class TinyVideoCodec(VideoCodec):
         chunk before: moved toward the next frame too, it widened the step across chunk boundaries."""
         last = groups[:, 9:12].contiguous()
         g = torch.sigmoid(gate_logits(self.blend_back_gates, features, last, following.contiguous()))
-        return torch.cat([groups[:, :9], torch.lerp(last, following, g)], dim=1)
+        return torch.cat([groups[:, :9], torch.lerp(last, following.to(last.dtype), g.to(last.dtype))], dim=1)
 
     def encode_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
         n = chunks.shape[0]

@@ -1,0 +1,208 @@
+"""Past one process: Ray Serve runs the same app on a gateway deployment (the FastAPI ingress) and
+the sessions on `Character` replicas, one per GPU or per group of CPU cores, each holding a
+pipeline, a scheduler and its sessions (a whole `ServerState`). A session's id begins with its
+replica's id; `SessionRouter`, Ray Serve's request-router extension, sends every call about a
+session to that replica and a new session to the least loaded one, by the sessions and capacity
+each replica reports. Needs `pip install 'streamchar[cluster]'`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+from ray.exceptions import RayTaskError
+from ray.serve.config import RequestRouterConfig
+from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
+
+from streamchar.serving.sessions import Message
+from streamchar.serving.settings import ServerSettings
+
+ID_SEPARATOR = "."  # between the replica's id and the session's own (token_urlsafe never has one)
+STATS_PERIOD_SECONDS = 1.0  # how often each replica reports its sessions and capacity to the routers
+PLACED_MEMORY_SECONDS = 3.0  # a placement the router made counts against its replica until the replica's report shows it
+
+
+def session_replica(sid: str) -> str | None:
+    head, sep, _ = sid.partition(ID_SEPARATOR)
+    return head if sep else None
+
+
+class SessionRouter(RequestRouter):
+    """Calls naming a session go to the replica holding it; others (a new session, health) go to
+    the replica with the most room: the fewest sessions for its capacity, counting the sessions it
+    was just given and has not reported yet."""
+
+    def initialize_state(self, **kwargs: Any) -> None:
+        self._placed: dict[ReplicaID, list[float]] = {}
+
+    async def choose_replicas(self, candidate_replicas: list[RunningReplica],
+                              pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:  # fmt: skip
+        sid = pending_request.kwargs.get("sid") if pending_request is not None else None
+        if sid is not None:
+            owner = session_replica(sid)
+            held = [r for r in candidate_replicas if r.replica_id.unique_id == owner]
+            return [held] if held else [candidate_replicas]  # a replica that is gone answers "no such session"
+        return [[r] for r in sorted(candidate_replicas, key=self._load)]
+
+    def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any) -> None:
+        if pending_request.metadata.call_method in ("create_character", "create_upload"):
+            self._placed.setdefault(replica_id, []).append(time.monotonic())
+
+    def _load(self, replica: RunningReplica) -> float:
+        stats = replica.routing_stats or {}
+        now = time.monotonic()
+        recent = [t for t in self._placed.get(replica.replica_id, []) if now - t < PLACED_MEMORY_SECONDS]
+        self._placed[replica.replica_id] = recent
+        return (stats.get("sessions", 0) + len(recent)) / max(1, stats.get("capacity") or 1)
+
+
+@serve.deployment(max_ongoing_requests=10_000,  # each watched session holds a streaming call open for its whole life
+                  request_router_config=RequestRouterConfig(request_router_class=SessionRouter,
+                                                            request_routing_stats_period_s=STATS_PERIOD_SECONDS))  # fmt: skip
+class Character:
+    """One replica: the model and the sessions it streams, as one `streamchar serve` holds them."""
+
+    def __init__(self, settings: dict, load: dict) -> None:
+        from streamchar.serving.state import ServerState
+        from streamchar.streaming.pipeline import Pipeline
+
+        replica = serve.get_replica_context().replica_id.unique_id
+        pipe = Pipeline.load(**{**load, "config": Path(load["config"]) if load.get("config") else None})
+        self.state = ServerState(pipe, ServerSettings(**settings), id_prefix=replica + ID_SEPARATOR)
+        self.state.warm_up()
+        self._started = False
+
+    def _ready(self) -> Any:
+        if not self._started:  # the replica's event loop exists only once a call runs on it
+            self.state.start(asyncio.get_running_loop())
+            self._started = True
+        return self.state
+
+    def record_routing_stats(self) -> dict:
+        return {"sessions": len(self.state.sessions), "capacity": self.state.capacity or 1}
+
+    async def health(self) -> dict:
+        return await self._ready().health()
+
+    async def character_list(self) -> dict:
+        return await self._ready().character_list()
+
+    async def create_character(self, character: str, text: str, seed: int) -> dict:
+        return await self._ready().create_character(character, text, seed)
+
+    async def create_upload(self, image: bytes, voice: bytes, prompt: str, text: str, seed: int) -> dict:
+        return await self._ready().create_upload(image, voice, prompt, text, seed)
+
+    async def append_text(self, *, sid: str, text: str) -> dict:
+        return await self._ready().append_text(sid, text)
+
+    async def interrupt_session(self, *, sid: str) -> dict:
+        return await self._ready().interrupt_session(sid)
+
+    async def session_status(self, *, sid: str) -> dict:
+        return await self._ready().session_status(sid)
+
+    async def close_session(self, *, sid: str) -> None:
+        await self._ready().close_session(sid)
+
+    async def command(self, *, sid: str, text: str | None) -> dict | None:
+        return await self._ready().command(sid, text)
+
+    async def watch(self, *, sid: str) -> AsyncIterator[Message]:
+        stream = self._ready().watch(sid)
+        try:
+            async for m in stream:
+                yield m
+        finally:
+            await stream.aclose()  # the viewer went: the session ends
+
+
+class ClusterService:
+    """The gateway's side of `SessionService`: each call forwarded to the replica that holds its
+    session (or, for a new one, has most room), its error raised here as the replica raised it."""
+
+    def __init__(self, settings: ServerSettings, token: str | None) -> None:
+        self.settings, self.token = settings, token
+        self._handle: Any = None
+
+    @property
+    def handle(self) -> Any:
+        """The Character deployment's handle, looked up in the gateway replica (where this object
+        arrives as a copy, apart from the gateway's own arguments)."""
+        if self._handle is None:
+            app = serve.get_replica_context().app_name
+            self._handle = serve.get_deployment_handle(Character.name, app_name=app)
+        return self._handle
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self.handle, method).remote(*args, **kwargs)
+        except RayTaskError as e:
+            raise e.cause from None
+
+    async def health(self) -> dict:
+        return await self._call("health")
+
+    async def character_list(self) -> dict:
+        return await self._call("character_list")
+
+    async def create_character(self, character: str, text: str, seed: int) -> dict:
+        return await self._call("create_character", character, text, seed)
+
+    async def create_upload(self, image: bytes, voice: bytes, prompt: str, text: str, seed: int) -> dict:
+        return await self._call("create_upload", image, voice, prompt, text, seed)
+
+    async def append_text(self, sid: str, text: str) -> dict:
+        return await self._call("append_text", sid=sid, text=text)
+
+    async def interrupt_session(self, sid: str) -> dict:
+        return await self._call("interrupt_session", sid=sid)
+
+    async def session_status(self, sid: str) -> dict:
+        return await self._call("session_status", sid=sid)
+
+    async def close_session(self, sid: str) -> None:
+        await self._call("close_session", sid=sid)
+
+    async def command(self, sid: str, text: str | None) -> dict | None:
+        return await self._call("command", sid=sid, text=text)
+
+    async def watch(self, sid: str) -> AsyncIterator[Message]:
+        response = self.handle.options(stream=True).watch.remote(sid=sid)
+        try:
+            async for m in response:
+                yield m
+        except RayTaskError as e:
+            raise e.cause from None
+        finally:
+            response.cancel()  # the viewer went: the replica's side ends, and with it the session
+
+
+def cluster_app(settings: ServerSettings, token: str | None, load: dict, replicas: int, replica_cpus: float, replica_gpus: float) -> Any:
+    """The Ray Serve application: a gateway serving the page and the API, over `replicas`
+    Character replicas, each loading its pipeline with `Pipeline.load(**load)` and given
+    `replica_cpus` cores (its worker threads) and `replica_gpus` GPUs."""
+    from streamchar.serving.app import create_app
+
+    service = ClusterService(settings, token)
+
+    @serve.deployment(max_ongoing_requests=10_000, ray_actor_options={"num_cpus": 0})  # it only forwards: the cores are the replicas'
+    @serve.ingress(create_app(service))
+    class Gateway:
+        def __init__(self, characters: Any) -> None:
+            """`characters`: bound here so that the application holds the Character replicas;
+            the app's service finds their handle by name."""
+
+    workers = {**settings.model_dump(), "threads": max(1, int(replica_cpus))}
+    characters = Character.options(num_replicas=replicas, ray_actor_options={"num_cpus": replica_cpus, "num_gpus": replica_gpus})
+    return Gateway.bind(characters.bind(workers, load))

@@ -1,0 +1,105 @@
+"""`streamchar serve --ray`: Ray Serve on this machine with two CPU replicas behind the gateway,
+on a loopback port. New sessions go to the replica with most room; every call about a session
+reaches the replica that holds it; bad input gets the same answers as from one server."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from serve_viewer import Viewer
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+pytest.importorskip("ray.serve")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")]
+TEXT = "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background."
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("cluster") / "serve.log", "w+")  # noqa: SIM115 - closed below
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0"}
+    command = [sys.executable, "-m", "streamchar", "serve", "--ray", "--replicas", "2", "--replica-cpus", "1", "--max-sessions", "2",
+               "--port", str(port), "--idle-timeout", "60"]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    host = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"http://{host}/api/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"the Ray server did not start:\n{log.read()[-4000:]}")
+            time.sleep(1)
+        yield host
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        ray = shutil.which("ray", path=os.path.dirname(sys.executable))
+        if ray:  # nothing of the cluster may outlive the test
+            subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=60)
+
+
+def test_sessions_spread_over_replicas_and_each_is_served_by_its_own(cluster):
+    host = cluster
+    with httpx.Client(base_url=f"http://{host}", timeout=60) as c:
+        a = c.post("/api/sessions", json={"character": "unseen-0", "text": TEXT}).json()
+        b = c.post("/api/sessions", json={"character": "unseen-3", "text": TEXT, "seed": 1}).json()
+        assert a["id"].split(".")[0] != b["id"].split(".")[0], "the second session goes to the replica with room"
+        va, vb = Viewer(host, a), Viewer(host, b)
+        try:
+            assert all(ch["bytes"] > 0 for ch in va.chunks(2) + vb.chunks(2))
+            assert va.media[4:8] == b"ftyp" and vb.media[4:8] == b"ftyp"
+            added = c.post(f"/api/sessions/{b['id']}/append", json={"text": "Add the sum to the product of these three."})
+            assert added.status_code == 200 and added.json()["words_total"] == len(b["words"]) + 9
+            assert vb.until(lambda m: m["type"] == "text")["first_word"] == len(b["words"])
+            for s in (a, b):
+                status = c.get(f"/api/sessions/{s['id']}").json()
+                assert status["id"] == s["id"] and status["chunks"] >= 2 and status["viewers"] == 1
+            with pytest.raises(InvalidStatus) as denied:
+                connect(f"ws://{host}{a['media']}", open_timeout=30)
+            assert denied.value.response.status_code == 409, "one viewer per session, across the cluster too"
+            va.send(b"\x00")
+            assert va.until(lambda m: m["type"] == "error")["error"].startswith("binary messages are not accepted")
+            va.send({"type": "status"})
+            assert va.until(lambda m: m["type"] == "status")["id"] == a["id"]
+        finally:
+            va.close()
+            vb.close()
+        # a session ends with its viewer, on its replica
+        deadline = time.monotonic() + 30
+        while c.get(f"/api/sessions/{a['id']}").status_code != 404:
+            assert time.monotonic() < deadline, "the session outlived its viewer"
+            time.sleep(0.5)
+
+
+def test_bad_input_is_answered_as_by_one_server(cluster):
+    with httpx.Client(base_url=f"http://{cluster}", timeout=60) as c:
+        assert c.get("/api/sessions/nosuchreplica.abc").status_code == 404
+        assert c.get("/api/sessions/no-separator").status_code == 404
+        assert c.post("/api/sessions", json={"text": "x" * 5000}).status_code == 413
+        assert c.post("/api/sessions", json={"text": TEXT, "extra": 1}).status_code == 422
+        s = c.post("/api/sessions", json={"text": TEXT}).json()
+        r = c.post(f"/api/sessions/{s['id']}/append", json={"text": "   "})
+        assert r.status_code == 400 and "empty" in r.json()["error"], "the replica's own error, with its status"
+        assert c.delete(f"/api/sessions/{s['id']}").status_code == 204
+        assert c.get(f"/api/sessions/{s['id']}").status_code == 404
+        health = c.get("/api/health").json()
+        assert health["max_sessions"] == 2  # each replica's limit
