@@ -1,13 +1,15 @@
 """What batching sessions saves on this machine: the shipped student's chunk through the model for
-n sessions one by one and in one batch, and the video and audio decoders for n chunks one by one
-and in one batch (seconds per round, 3 rounds each; 2 torch threads).
+n sessions one by one and in one batch, and the video decoder (fp32 and bf16) and the audio
+decoder for a batch of n chunks (seconds per round, 3 rounds each), on one torch thread as a
+server's worker runs them.
 
-    python benchmarks/batching.py
+    python benchmarks/batching.py > benchmarks/results/batching.json
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import torch
@@ -38,7 +40,7 @@ def timed(fn, rounds: int = 3) -> float:  # noqa: ANN001
 
 @torch.no_grad()
 def main() -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     pipe = Pipeline.load()
     result = {}
     for n in SIZES:
@@ -49,12 +51,17 @@ def main() -> None:
         refs = [x.repeat(n, *([1] * (x.dim() - 1))) for x in together[0].decode_reference]
         latents, previous = chunk.video.repeat(n, 1, 1, 1, 1), chunk.video[:, :, -1].repeat(n, 1, 1, 1)
         sound = chunk.audio.repeat(n, 1, 1)
-        video = timed(lambda r, latents=latents, refs=refs, previous=previous: pipe.video_codec.decode(latents, reference=refs, previous=previous))
+        decode = lambda r, latents=latents, refs=refs, previous=previous: pipe.video_codec.decode(latents, reference=refs, previous=previous)  # noqa: E731
+        video = {}
+        for precision in ("fp32", "bf16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                video[precision] = timed(decode)
         audio = timed(lambda r, sound=sound: pipe.audio_codec.decode_stream(sound, None))
         result[n] = {"model_one_by_one_s": round(one_by_one, 3), "model_batched_s": round(batched, 3),
-                     "video_decode_batched_s": round(video, 3), "audio_decode_batched_s": round(audio, 3)}
-        print(n, result[n], flush=True)
-    print(json.dumps(result))
+                     "video_decode_batched_s": round(video["fp32"], 3), "video_decode_batched_bf16_s": round(video["bf16"], 3),
+                     "audio_decode_batched_s": round(audio, 3)}  # fmt: skip
+        print(n, result[n], file=sys.stderr, flush=True)
+    print(json.dumps(result, indent=4))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,10 @@ reaches the replica that holds it; bad input gets the same answers as from one s
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,38 +22,24 @@ TEXT = "The birch canoe slid on the smooth planks. Glue the sheet to the dark bl
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path_factory.mktemp("cluster") / "serve.log", "w+")  # noqa: SIM115 - closed below
+    from streamchar.errors import StreamcharError
+    from streamchar.serving.bench import ServerProcess
+
+    log = tmp_path_factory.mktemp("cluster") / "serve.log"
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0"}
-    command = [sys.executable, "-m", "streamchar", "serve", "--ray", "--replicas", "2", "--replica-cpus", "1", "--max-sessions", "2",
-               "--port", str(port), "--idle-timeout", "60"]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    host = f"127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"http://{host}/api/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"the Ray server did not start:\n{log.read()[-4000:]}")
-            time.sleep(1)
-        yield host
+        server = ServerProcess(2, log, extra=("--ray", "--replicas", "2", "--replica-cpus", "1"), timeout=300, env=env)
+    except StreamcharError:
+        pytest.fail(f"the Ray server did not start:\n{log.read_text()[-4000:]}")
+    try:
+        yield server.host
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        server.stop()  # SIGTERM: the server shuts Ray Serve and Ray down
         ray = shutil.which("ray", path=os.path.dirname(sys.executable))
+        left = _ray_processes()
         if ray:  # nothing of the cluster may outlive the test
             subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=60)
+        assert not left, "Ray processes outlived the server"
 
 
 def test_sessions_spread_over_replicas_and_each_is_served_by_its_own(cluster):
@@ -103,3 +88,15 @@ def test_bad_input_is_answered_as_by_one_server(cluster):
         assert c.get(f"/api/sessions/{s['id']}").status_code == 404
         health = c.get("/api/health").json()
         assert health["max_sessions"] == 2  # each replica's limit
+
+
+def _ray_processes() -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended meanwhile
+            continue
+        if "raylet" in text or "gcs_server" in text:
+            found.append(text[:120])
+    return found

@@ -118,6 +118,7 @@ def _serve_local(host: str, port: int, token: str | None, settings, load: dict) 
 
 def _serve_ray(host: str, port: int, token: str | None, settings, load: dict, replicas: int, cpus: float, gpus: float,  # noqa: ANN001
                address: str | None) -> None:
+    import signal
     import time
 
     import ray
@@ -130,8 +131,16 @@ def _serve_ray(host: str, port: int, token: str | None, settings, load: dict, re
     with console.status(f"starting {replicas} replicas on Ray Serve"):
         serve.run(cluster_app(settings, token, {k: str(v) if v is not None else None for k, v in load.items()}, replicas, cpus, gpus))
     console.print(f"streamchar serving on Ray Serve ({replicas} replicas) on {_address(host, port, token)}")
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop shuts Serve and Ray down as Ctrl-C does
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        pass
+    finally:
         serve.shutdown()
+        ray.shutdown()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -35,7 +35,8 @@ SOAK_MARKS_MINUTES = (1, 10, 30)  # resident memory is compared at these minutes
 class ServerProcess:
     """`streamchar serve` in a child process on a free loopback port."""
 
-    def __init__(self, max_sessions: int | None, log: Path, max_batch: int = BATCHED):
+    def __init__(self, max_sessions: int | None, log: Path, max_batch: int = BATCHED, extra: tuple[str, ...] = (), timeout: float = 120,
+                 env: dict[str, str] | None = None):  # fmt: skip
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -43,11 +44,11 @@ class ServerProcess:
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
         limit = ["--max-sessions", str(max_sessions)] if max_sessions else []  # none: the server measures its capacity
         self.proc = subprocess.Popen([sys.executable, "-m", "streamchar", "serve", "--port", str(self.port), *limit, "--max-batch", str(max_batch),
-                                      "--idle-timeout", "60"], stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
-        deadline = time.monotonic() + 120
+                                      "--idle-timeout", "60", *extra], stdout=self.log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(f"http://{self.host}/api/health", timeout=2).status_code == 200:
+                if httpx.get(f"http://{self.host}/api/health", timeout=5).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -68,7 +69,7 @@ class ServerProcess:
     def stop(self) -> None:
         self.proc.terminate()
         try:
-            self.proc.wait(timeout=30)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
