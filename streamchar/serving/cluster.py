@@ -46,11 +46,11 @@ class SessionRouter(RequestRouter):
             owner = session_replica(sid)
             held = [r for r in candidate_replicas if r.replica_id.unique_id == owner]
             return [held] if held else [candidate_replicas]  # a replica that is gone answers "no such session"
-        return [[r] for r in sorted(candidate_replicas, key=self._load)]
-
-    def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any) -> None:
-        if pending_request.metadata.call_method in ("create_character", "create_upload"):
-            self._placed.setdefault(replica_id, []).append(time.monotonic())
+        ranked = sorted(candidate_replicas, key=self._load)
+        if ranked and pending_request is not None and pending_request.metadata.call_method in ("create_character", "create_upload"):
+            # counted when chosen: Ray calls the router back after sending only in some of its modes
+            self._placed.setdefault(ranked[0].replica_id, []).append(time.monotonic())
+        return [[r] for r in ranked]
 
     def _load(self, replica: RunningReplica) -> float:
         stats = replica.routing_stats or {}
