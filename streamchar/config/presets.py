@@ -29,6 +29,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "context_window": 32768,
             "tokenizer": "qwen2",
         },
+        # Wan2.2's text encoder: umT5-XXL (4,096-d), 512 tokens; a checkpoint keeps it in its folder, beside its own weights
+        "prompt": {"encoder": "umt5", "tokens": 512, "directory": "umt5"},
     },
     "tiny": {
         # 6 chunks of history: SynthTalk's clips hold at most 8 chunks, so no training window shows more

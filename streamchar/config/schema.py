@@ -197,6 +197,23 @@ class SynthTalkConfig(Strict):
         return self
 
 
+class PromptConfig(Strict):
+    encoder: Literal["t5", "umt5"] = Field("t5", description="the frozen prompt encoder. t5: a small T5 encoder initialised from a "
+                                            "fixed seed over the project's characters, saved in the checkpoint (tiny only: no "
+                                            "pretrained T5 that small exists); umt5: Wan's umT5 encoder and its tokenizer, loaded "
+                                            "from `directory`")  # fmt: skip
+    tokens: int = Field(160, gt=0, description="prompt states per prompt: longer prompts are cut, shorter ones zero-padded "
+                        "(Wan: 512)")
+    directory: str | None = Field(None, description="umt5: the transformers directory holding UMT5EncoderModel and its tokenizer, "
+                                  "relative to the checkpoint's folder or absolute")
+
+    @model_validator(mode="after")
+    def _directory(self) -> PromptConfig:
+        if self.encoder == "umt5" and not self.directory:
+            raise ValueError("prompt.directory: the umt5 encoder is loaded from a directory; name it")
+        return self
+
+
 class Config(Strict):
     preset: str = Field(description="the named preset this config started from")
     stream: StreamGeometry = Field(default_factory=StreamGeometry)
@@ -204,6 +221,7 @@ class Config(Strict):
     audio: AudioConfig
     dit: DiTConfig
     orchestrator: OrchestratorConfig
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
     synthtalk: SynthTalkConfig = Field(default_factory=SynthTalkConfig)
 
     @model_validator(mode="after")

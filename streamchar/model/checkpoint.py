@@ -1,5 +1,6 @@
 """Generator checkpoints: one safetensors file (orchestrator, DiT and the tiny prompt encoder)
-and a JSON file with the full resolved config, written atomically; loaded by directory or by
+and a JSON file with the full resolved config, written atomically (a umT5 prompt encoder in its
+own transformers directory); loaded by directory or by
 the name of a shipped checkpoint (`streamchar/assets/models/<name>/`)."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from streamchar.config.load import override_config
 from streamchar.config.presets import PRESETS
 from streamchar.errors import StreamcharError
 from streamchar.utils.shipped import shipped_dir
-from streamchar.model.prompt import PromptEncoder
+from streamchar.model.prompt import PromptEncoder, UMT5PromptEncoder, build_prompt_encoder, umt5_directory
 from streamchar.model.streamchar_model import StreamCharModel, build_model
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -48,18 +49,28 @@ def _aliases(module: torch.nn.Module) -> dict[str, str]:
 
 
 def save_generator(directory: Path, model: StreamCharModel, prompt: PromptEncoder, extra: dict | None = None) -> None:
+    """The weights in one safetensors file and the config beside it. A umT5 prompt encoder keeps
+    its own transformers directory: written into the checkpoint's folder where the config puts it
+    there (unless it was loaded from that very place), referenced where its path is absolute."""
     tensors = {}
-    for module, prefix in ((model, "model."), (prompt, "prompt.")):
+    parts = ((model, "model."), (prompt, "prompt.")) if prompt.in_checkpoint else ((model, "model."),)
+    for module, prefix in parts:
         tied = _aliases(module)
         tensors.update({f"{prefix}{k}": v for k, v in module.state_dict().items() if k not in tied})
+    if isinstance(prompt, UMT5PromptEncoder):
+        target = umt5_directory(model.cfg, Path(directory))
+        if target.resolve() != prompt.directory.resolve():
+            prompt.save(target)
     atomic_save_file(tensors, Path(directory) / WEIGHTS)
     meta = {"format": "streamchar-generator", "preset": model.cfg.preset, "config": model.cfg.model_dump(mode="json"), **(extra or {})}
     atomic_write_text(Path(directory) / CONFIG, json.dumps(meta, indent=1))
 
 
-def new_generator(cfg: Config, seed: int = 0) -> tuple[StreamCharModel, PromptEncoder]:
+def new_generator(cfg: Config, seed: int = 0, folder: Path | None = None) -> tuple[StreamCharModel, PromptEncoder]:
+    """A model from `seed` and the prompt encoder `cfg.prompt` names (`folder`: a checkpoint's,
+    where a umT5 encoder may live)."""
     torch.manual_seed(seed)
-    return build_model(cfg), PromptEncoder(cfg.dit.text_dim, cfg.orchestrator.vocab_size, seed=seed)
+    return build_model(cfg), build_prompt_encoder(cfg, seed, folder)
 
 
 def _saved_config(meta: dict, where: Path) -> Config:
@@ -143,8 +154,8 @@ def load_generator(name_or_dir: str | Path, config: Config | str | Path | None =
         state = load_file(path / WEIGHTS)
     except (SafetensorError, OSError) as e:
         raise StreamcharError(f"{path / WEIGHTS} is damaged: {e}") from None
-    model, prompt = new_generator(cfg)
-    for module, prefix in ((model, "model."), (prompt, "prompt.")):
+    model, prompt = new_generator(cfg, folder=path)
+    for module, prefix in ((model, "model."), (prompt, "prompt.")) if prompt.in_checkpoint else ((model, "model."),):
         part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         try:
             missing, unexpected = module.load_state_dict(part, strict=False)

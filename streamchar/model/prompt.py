@@ -1,6 +1,7 @@
 """The frozen prompt encoder whose states the DiT cross-attends to (docs/architecture.md, "Models").
 
-The paper uses umT5-XXL (4096-d). The tiny preset uses a small T5 encoder (transformers'
+The paper, as Wan2.2, uses umT5-XXL (4096-d, 512 tokens), loaded here from a local transformers
+directory (`prompt.encoder: umt5`). The tiny preset uses a small T5 encoder (transformers'
 `T5EncoderModel`, 128-d, 2 layers) over the project's character tokenizer. No pretrained T5 of
 that size can be had here, so it is initialised from a fixed seed, kept frozen like the real
 one, and saved in the model checkpoint: the DiT learns to read it, as it learns to read umT5.
@@ -8,12 +9,14 @@ one, and saved in the model checkpoint: the DiT learns to read it, as it learns 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from streamchar.config import Config
+from streamchar.errors import StreamcharError
 from streamchar.model.tokenizer import CharacterTokenizer
-
-PROMPT_TOKENS = 160  # tiny: states padded with zeros to this length, as Wan pads umT5's to 512
 
 
 def _pad_states(states: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
@@ -25,7 +28,15 @@ def _pad_states(states: torch.Tensor, mask: torch.Tensor, length: int) -> torch.
 
 
 class PromptEncoder(nn.Module):
-    def __init__(self, text_dim: int, vocab_size: int = 96, seed: int = 0):
+    """Prompts -> (B, tokens, text_dim) states, padding zeroed. `in_checkpoint`: its weights are
+    saved with the generator's (else it is loaded from its own directory)."""
+
+    in_checkpoint = True
+    tokens: int
+
+
+class TinyT5PromptEncoder(PromptEncoder):
+    def __init__(self, text_dim: int, vocab_size: int = 96, seed: int = 0, tokens: int = 160):
         super().__init__()
         from transformers import T5Config, T5EncoderModel
 
@@ -36,13 +47,14 @@ class PromptEncoder(nn.Module):
                                                num_layers=2, num_heads=heads, dropout_rate=0.0))  # fmt: skip
         torch.random.set_rng_state(gen_state)
         self.tokenizer = CharacterTokenizer(vocab_size)
+        self.tokens = tokens
         self.requires_grad_(False)
         self.eval()
 
     @torch.no_grad()
     def forward(self, prompts: list[str]) -> torch.Tensor:
         """(B, L, text_dim); shorter prompts padded (and masked inside the encoder)."""
-        toks = [self.tokenizer.encode(p or " ").ids[:PROMPT_TOKENS] for p in prompts]
+        toks = [self.tokenizer.encode(p or " ").ids[: self.tokens] for p in prompts]
         n = max(len(t) for t in toks)
         ids = torch.zeros(len(toks), n, dtype=torch.long)
         mask = torch.zeros(len(toks), n, dtype=torch.long)
@@ -50,4 +62,62 @@ class PromptEncoder(nn.Module):
             ids[i, : len(t)], mask[i, : len(t)] = torch.tensor(t), 1
         device = next(self.encoder.parameters()).device
         states = self.encoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-        return _pad_states(states, mask.to(device), PROMPT_TOKENS)
+        return _pad_states(states, mask.to(device), self.tokens)
+
+
+class UMT5PromptEncoder(PromptEncoder):
+    """Wan's text encoder: transformers' `UMT5EncoderModel` and its tokenizer from one local
+    directory, frozen. Prompts are cut at `tokens` and padded to it, the padding's states zeroed."""
+
+    in_checkpoint = False
+
+    def __init__(self, directory: Path, text_dim: int, tokens: int):
+        super().__init__()
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        if not (directory / "config.json").is_file():
+            raise StreamcharError(f"no umT5 encoder at {directory}: expected a transformers directory (config.json, weights, tokenizer) "
+                                  "as UMT5EncoderModel.save_pretrained and the tokenizer's save_pretrained write it")  # fmt: skip
+        try:
+            self.encoder = UMT5EncoderModel.from_pretrained(directory)
+            self.tokenizer = AutoTokenizer.from_pretrained(directory)
+        except (OSError, ValueError) as e:
+            raise StreamcharError(f"cannot load the umT5 encoder from {directory}: {e}") from None
+        if self.encoder.config.d_model != text_dim:
+            raise StreamcharError(f"the umT5 encoder at {directory} is {self.encoder.config.d_model}-d; this config's DiT reads "
+                                  f"{text_dim}-d prompt states (dit.text_dim)")  # fmt: skip
+        self.directory, self.tokens = directory, tokens
+        self.requires_grad_(False)
+        self.eval()
+
+    @torch.no_grad()
+    def forward(self, prompts: list[str]) -> torch.Tensor:
+        batch = self.tokenizer([p or "" for p in prompts], padding="max_length", truncation=True, max_length=self.tokens,
+                               return_tensors="pt")  # fmt: skip
+        device = next(self.encoder.parameters()).device
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        return _pad_states(states, mask, self.tokens)
+
+    def save(self, directory: Path) -> None:
+        self.encoder.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+
+
+def umt5_directory(cfg: Config, folder: Path | None) -> Path:
+    """Where `cfg`'s umT5 encoder is: `prompt.directory` as given when absolute, else in `folder`
+    (a checkpoint's)."""
+    directory = Path(str(cfg.prompt.directory))
+    if directory.is_absolute():
+        return directory
+    if folder is None:
+        raise StreamcharError(f"the umT5 prompt encoder is at {directory} inside a checkpoint's folder, and none is given here: "
+                              "load a checkpoint, or set prompt.directory to the encoder's absolute path")  # fmt: skip
+    return folder / directory
+
+
+def build_prompt_encoder(cfg: Config, seed: int = 0, folder: Path | None = None) -> PromptEncoder:
+    """The prompt encoder `cfg.prompt` names; `folder`: the checkpoint's, where a umT5 encoder lives."""
+    if cfg.prompt.encoder == "t5":
+        return TinyT5PromptEncoder(cfg.dit.text_dim, cfg.orchestrator.vocab_size, seed=seed, tokens=cfg.prompt.tokens)
+    return UMT5PromptEncoder(umt5_directory(cfg, folder), cfg.dit.text_dim, cfg.prompt.tokens)

@@ -14,6 +14,7 @@ import torch
 
 from streamchar.config import Config
 from streamchar.data.harvard import split_sentences
+from streamchar.config.schema import PromptConfig
 from streamchar.model.checkpoint import new_generator
 from streamchar.streaming.engine import SessionSettings
 from streamchar.streaming.inputs import StreamRequest
@@ -43,6 +44,8 @@ def _request(cfg: Config, words: int) -> StreamRequest:
 def stream_once(cfg: Config, steps: int, seconds: float, memory_marks_s: tuple[float, ...] = (),
                 on_progress: Callable[[int, int], None] | None = None) -> dict:
     t_load = time.perf_counter()
+    if cfg.prompt.encoder == "umt5":  # random weights throughout: a random T5 of umT5's width stands in (it runs once, at set-up)
+        cfg = cfg.model_copy(update={"prompt": PromptConfig(tokens=cfg.prompt.tokens)})
     pipe = Pipeline.from_modules(*new_generator(cfg))
     request = _request(cfg, int(seconds * 3) + 50)
     load_s = time.perf_counter() - t_load

@@ -34,7 +34,7 @@ from streamchar.data.harvard import split_sentences
 from streamchar.data.latents import LatentCache
 from streamchar.errors import StreamcharError
 from streamchar.model.checkpoint import load_generator, new_generator, save_generator
-from streamchar.model.streamchar_model import StreamCharModel
+from streamchar.model.streamchar_model import StreamCharModel, build_model
 from streamchar.model.tokenizer import make_tokenizer
 from streamchar.streaming.engine import SessionSettings
 from streamchar.streaming.inputs import character_request
@@ -327,7 +327,7 @@ def _plain(model: StreamCharModel, state: dict, copy: bool = False) -> StreamCha
     to be copied (`state` is then its own), else a fresh copy."""
     if not copy and not any(hasattr(p, "full_tensor") for p in model.parameters()):
         return model
-    fresh, _ = new_generator(model.cfg)
+    fresh = build_model(model.cfg)
     fresh.load_state_dict(state)
     return fresh
 
