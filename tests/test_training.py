@@ -131,8 +131,11 @@ def test_bad_input_is_refused_before_training(cache, tmp_path):
 def _fsdp_worker(rank, world, port, cache, run):
     import os
 
+    import faulthandler
+
     import torch.distributed as dist
 
+    faulthandler.enable()  # a worker that crashes (CI saw a SIGSEGV once in several runs) prints where
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))  # a mismatch fails, not hangs
     torch.set_num_threads(1)
@@ -144,8 +147,9 @@ def _fsdp_worker(rank, world, port, cache, run):
     assert t2.resume() == 1
     t2.train()
     dist.barrier()
-    dist.destroy_process_group()
-    os._exit(0)  # no interpreter teardown: a gloo worker once aborted there in CI ("terminate called without an active exception")
+    # no process-group or interpreter teardown: gloo workers have crashed there in CI ("terminate called
+    # without an active exception", and once a SIGSEGV); the checks are on what the run wrote
+    os._exit(0)
 
 
 def test_two_process_fsdp_training_saves_and_resumes(cache, tmp_path, monkeypatch):
