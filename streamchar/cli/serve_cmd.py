@@ -129,7 +129,7 @@ def _serve_ray(host: str, port: int, token: str | None, settings, load: dict, re
     ray.init(address=address, include_dashboard=False, configure_logging=False)
     serve.start(http_options={"host": host, "port": port})
     with console.status(f"starting {replicas} replicas on Ray Serve"):
-        serve.run(cluster_app(settings, token, {k: str(v) if v is not None else None for k, v in load.items()}, replicas, cpus, gpus))
+        serve.run(cluster_app(settings, token, load, replicas, cpus, gpus))
     console.print(f"streamchar serving on Ray Serve ({replicas} replicas) on {_address(host, port, token)}")
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop shuts Serve and Ray down as Ctrl-C does
     try:

@@ -48,13 +48,18 @@ def _aliases(module: torch.nn.Module) -> dict[str, str]:
     return out
 
 
+def _parts_in_weights(model: StreamCharModel, prompt: PromptEncoder) -> tuple[tuple[torch.nn.Module, str], ...]:
+    """The modules whose weights the checkpoint's safetensors file holds, with their key prefixes
+    (a umT5 prompt encoder keeps its own directory)."""
+    return ((model, "model."), (prompt, "prompt.")) if prompt.in_checkpoint else ((model, "model."),)
+
+
 def save_generator(directory: Path, model: StreamCharModel, prompt: PromptEncoder, extra: dict | None = None) -> None:
     """The weights in one safetensors file and the config beside it. A umT5 prompt encoder keeps
     its own transformers directory: written into the checkpoint's folder where the config puts it
     there (unless it was loaded from that very place), referenced where its path is absolute."""
     tensors = {}
-    parts = ((model, "model."), (prompt, "prompt.")) if prompt.in_checkpoint else ((model, "model."),)
-    for module, prefix in parts:
+    for module, prefix in _parts_in_weights(model, prompt):
         tied = _aliases(module)
         tensors.update({f"{prefix}{k}": v for k, v in module.state_dict().items() if k not in tied})
     if isinstance(prompt, UMT5PromptEncoder):
@@ -155,7 +160,7 @@ def load_generator(name_or_dir: str | Path, config: Config | str | Path | None =
     except (SafetensorError, OSError) as e:
         raise StreamcharError(f"{path / WEIGHTS} is damaged: {e}") from None
     model, prompt = new_generator(cfg, folder=path)
-    for module, prefix in ((model, "model."), (prompt, "prompt.")) if prompt.in_checkpoint else ((model, "model."),):
+    for module, prefix in _parts_in_weights(model, prompt):
         part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         try:
             missing, unexpected = module.load_state_dict(part, strict=False)

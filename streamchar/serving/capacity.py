@@ -54,15 +54,14 @@ def measure_capacity(open_stream: Callable[[int], LiveStream], period: float, ma
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cap = _measure(open_stream, period, max_batch, most)
+        cap = _measure(open_stream, period, max_batch, workers, most)
     finally:
         torch.set_num_threads(threads)
-    cap.workers = workers
     cap.sessions = max([n for n in range(1, most + 1) if cap.round_seconds(n, max_batch) <= BUDGET * period], default=1)
     return cap
 
 
-def _measure(open_stream: Callable[[int], LiveStream], period: float, max_batch: int, most: int) -> Capacity:
+def _measure(open_stream: Callable[[int], LiveStream], period: float, max_batch: int, workers: int, most: int) -> Capacity:
     sizes = [n for n in TRIED if n <= min(most, max_batch)]
     streams = [open_stream(k) for k in range(max(sizes[-1], RENDER_SAMPLE))]
     try:
@@ -82,7 +81,7 @@ def _measure(open_stream: Callable[[int], LiveStream], period: float, max_batch:
     finally:
         for stream in streams:
             stream.close()
-    return Capacity(0, generate_s, render_s, period)
+    return Capacity(0, generate_s, render_s, period, workers)
 
 
 def _generate(streams: list[LiveStream]) -> list:

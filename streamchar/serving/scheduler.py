@@ -12,6 +12,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -28,8 +30,7 @@ RenderItem = tuple[LiveSession, ChunkLatents | None, list]  # no chunk: close th
 
 class Scheduler:
     def __init__(self, buffer_seconds: float, threads: int, max_batch: int = 1):
-        self.buffer_seconds = buffer_seconds
-        self.threads, self.max_batch = threads, max_batch
+        self.buffer_seconds, self.max_batch = buffer_seconds, max_batch
         self._sessions: dict[str, LiveSession] = {}
         self._work = threading.Condition()
         self._renders: deque[RenderItem] = deque()
@@ -66,14 +67,15 @@ class Scheduler:
             self._work.notify_all()
 
     # what a free worker does next -------------------------------------------------------------
-    def _take(self) -> tuple[str, object] | None:
+    def _take(self) -> tuple[Callable[[], None], set[str], list[str]] | None:
         """Under the lock: the oldest chunk to render of a session no worker is busy with, else
-        the most urgent group of sessions that need their next chunk."""
+        the most urgent group of sessions that need their next chunk; as the work to run, the
+        busy set it marks and the sessions it marks there."""
         for item in self._renders:
             if item[0].id not in self._rendering:
                 self._renders.remove(item)
                 self._rendering.add(item[0].id)
-                return "render", item
+                return partial(self._render_one, *item), self._rendering, [item[0].id]
         now = time.monotonic()
         wanting = [(ahead, s) for s in self._sessions.values()
                    if s.id not in self._generating and (ahead := s.wants_chunk(now, self.buffer_seconds)) is not None]  # fmt: skip
@@ -81,8 +83,9 @@ class Scheduler:
             return None
         batch = [s for _, s in sorted(wanting, key=lambda x: x[0])[: self.max_batch]]
         group = [batch[i] for i in condition_groups([s.stream.session for s in batch])[0]]
-        self._generating.update(s.id for s in group)
-        return "generate", group
+        ids = [s.id for s in group]
+        self._generating.update(ids)
+        return partial(self._generate, group), self._generating, ids
 
     def _work_loop(self) -> None:
         torch.set_num_threads(1)  # per thread: the workers share the cores instead of each spreading over all of them
@@ -92,15 +95,14 @@ class Scheduler:
                 if task is None:
                     self._work.wait(IDLE_WAIT_SECONDS)
                     continue
-            kind, work = task
-            members, busy = ([work[0]], self._rendering) if kind == "render" else (work, self._generating)
+            run, busy, ids = task
             try:
-                self._render_one(*work) if kind == "render" else self._generate(work)
+                run()
             finally:
                 with self._work:
-                    busy.difference_update(s.id for s in members)
+                    busy.difference_update(ids)
                     self._work.notify()
-            task = work = members = None  # hold no closed session while waiting
+            task = run = None  # hold no closed session while waiting
 
     def _generate(self, group: list[LiveSession]) -> None:
         try:
