@@ -32,6 +32,11 @@ def cluster(tmp_path_factory):
     except StreamcharError:
         pytest.fail(f"the Ray server did not start:\n{log.read_text()[-4000:]}")
     try:
+        deadline = time.monotonic() + 300
+        while "serving on Ray Serve" not in log.read_text():  # printed once every replica runs; the gateway answers before
+            if time.monotonic() > deadline:
+                pytest.fail(f"the Ray replicas did not all start:\n{log.read_text()[-4000:]}")
+            time.sleep(0.5)
         yield server.host
     finally:
         server.stop()  # SIGTERM: the server shuts Ray Serve and Ray down
