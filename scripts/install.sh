@@ -29,4 +29,4 @@ if ! python -c "import torch" >/dev/null 2>&1; then
   pip install -q "torch==2.13.0"
 fi
 echo "[install] pip: streamchar and its pinned dependencies"
-pip install -q -e ".[train,eval,serve,cluster,test]"
+pip install -q -e ".[train,eval,serve,cluster,gpu,test]"

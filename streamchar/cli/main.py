@@ -16,6 +16,7 @@ from streamchar.cli.common import (AudioCodecOpt, ConfigOpt, PresetOpt, VideoCod
                                    missing_extra, step_progress)
 from streamchar.cli.eval_cmds import eval_app
 from streamchar.cli.generate_cmd import GenerateOptions, generate, stream_generate
+from streamchar.cli.paper_cmds import bench_paper, bench_stream_cmd, checkpoint_app
 from streamchar.cli.serve_cmd import serve
 from streamchar.cli.train_cmds import train_app
 from streamchar.config import load_config
@@ -35,6 +36,9 @@ app.add_typer(eval_app, name="eval")
 app.command("generate")(generate)
 app.command("serve")(serve)
 app.add_typer(train_app, name="train")
+app.add_typer(checkpoint_app, name="checkpoint")
+bench_app.command("paper")(bench_paper)
+bench_app.command("stream")(bench_stream_cmd)
 
 @config_app.command("reference")
 def config_reference_cmd() -> None:
@@ -296,33 +300,6 @@ def bench_text(
         raise StreamcharError(f"--windows must be at least 2 (transcripts are rotated between windows), got {windows}")
     torch.set_num_threads(threads)
     report(bench_text_reading(checkpoint, cache, split=split, windows=windows), out)
-
-
-@bench_app.command("stream")
-def bench_stream_cmd(
-    seconds: float = typer.Option(60.0, "--seconds", help="length of the 4-step stream"),
-    teacher_seconds: float = typer.Option(14.0, "--teacher-seconds", help="length of the 50-step stream"),
-    memory_minutes: str = typer.Option("1,10,30", "--memory-minutes", help="stream minutes at which resident memory is read"),
-    threads: int = typer.Option(2, "--threads", help="torch CPU threads"),
-    preset: Optional[str] = PresetOpt,
-    config: Optional[Path] = ConfigOpt,
-    out: Optional[Path] = typer.Option(None, "--out", help="write the result JSON here"),
-) -> None:
-    """Streaming speed with random weights: steady time per chunk, first playable bytes, stalls, memory."""
-    import torch
-
-    from streamchar.streaming.bench import bench_stream
-
-    if seconds <= 0 or teacher_seconds <= 0:
-        raise StreamcharError("--seconds and --teacher-seconds must be positive")
-    try:
-        marks = tuple(float(m) for m in memory_minutes.split(",") if m.strip())
-    except ValueError:
-        raise StreamcharError(f"--memory-minutes takes numbers separated by commas, got {memory_minutes!r}") from None
-    torch.set_num_threads(threads)
-    with clip_progress("streamed chunks") as update:
-        result = bench_stream(load_config(preset, config), seconds, teacher_seconds, marks, on_progress=update)
-    report(result, out)
 
 
 @app.command("info")

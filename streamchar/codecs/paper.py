@@ -59,7 +59,7 @@ class WanVideoCodec(VideoCodec):
 
     @torch.no_grad()
     def encode_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
-        z = self.vae.encode(chunks.to(self.vae.dtype)).latent_dist.mode()
+        z = self.vae.encode(chunks.to(self.vae.device, self.vae.dtype)).latent_dist.mode()
         return normalise(z, self.latents_mean, self.latents_std).float()
 
     @torch.no_grad()
@@ -119,7 +119,7 @@ class OobleckAudioCodec(AudioCodec):
     def encode(self, audio: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         self.check_audio(audio, sample_rate)
         n = audio.shape[1] // self.hop_length
-        x = audio[:, None].expand(-1, self.vae.config.audio_channels, -1).to(self.vae.dtype)
+        x = audio[:, None].expand(-1, self.vae.config.audio_channels, -1).to(self.vae.device, self.vae.dtype)
         z = self.vae.encode(x).latent_dist.mode().float()
         return F.pad(z, (0, max(0, n - z.shape[2])))[:, :, :n]
 

@@ -28,6 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "vocab_size": 151936,
             "context_window": 32768,
             "tokenizer": "qwen2",
+            "tokenizer_directory": "tokenizer",  # Qwen2.5's, kept in the checkpoint's folder
         },
         # Wan2.2's text encoder: umT5-XXL (4,096-d), 512 tokens; a checkpoint keeps it in its folder, beside its own weights
         "prompt": {"encoder": "umt5", "tokens": 512, "directory": "umt5"},

@@ -155,7 +155,9 @@ class OrchestratorConfig(Strict):
     vocab_size: int = Field(gt=0, description="token vocabulary (qwen2: Qwen2.5's; characters: the project's)")
     context_window: int = Field(gt=0, description="most positions the orchestrator reads: reference + transcript + history + chunk")
     lookahead_words: int = Field(48, gt=0, description="transcript words after the history window's cut that the orchestrator reads")
-    tokenizer: Literal["qwen2", "characters"] = Field(description="qwen2: loaded from the Qwen2.5 directory; characters: the project's own")
+    tokenizer: Literal["qwen2", "characters"] = Field(description="qwen2: Qwen2.5's, loaded from tokenizer_directory; characters: the project's own")
+    tokenizer_directory: str | None = Field(None, description="qwen2: the directory its tokenizer loads from (AutoTokenizer), relative "
+                                            "to the checkpoint's folder or absolute")
     phoneme_classes: int = Field(0, ge=0, description="classes of the frame-level phoneme head (training aid, 0: no head)")
     reading: Literal["pointer", "plan"] = Field("pointer", description="how a stream reads its transcript: pointer (the paper's "
                                                 "progress pointer) or plan (each latent placed in the text by a timed plan; needs plan)")
@@ -167,6 +169,9 @@ class OrchestratorConfig(Strict):
             raise ValueError(f"hidden_size: {self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_kv_heads: {self.num_kv_heads} must divide num_heads={self.num_heads}")
+        if (self.tokenizer == "qwen2") != bool(self.tokenizer_directory):
+            raise ValueError("tokenizer_directory: the qwen2 tokenizer loads from a directory; name it" if self.tokenizer == "qwen2"
+                             else "tokenizer_directory: the characters tokenizer reads no directory; drop it")
         if (self.reading == "plan") != (self.plan is not None):
             raise ValueError("plan: give it exactly when reading is plan" if self.plan is None
                              else "plan: reading is pointer, which reads no plan; set reading: plan or drop plan")

@@ -19,7 +19,7 @@ from streamchar.config.schema import FPS, WordPaceConfig
 from streamchar.data.latents import LatentCache
 from streamchar.errors import StreamcharError
 from streamchar.model.alignment import espeak_word_times, paced_word_times, word_pace_features, word_spans
-from streamchar.model.tokenizer import make_tokenizer
+from streamchar.model.tokenizer import build_tokenizer
 from streamchar.training.windows import word_times
 
 
@@ -76,8 +76,7 @@ def fit_word_pace(records: list[dict], durations: Literal["letters", "espeak"] =
 def _planned_starts(records: list[dict], cfg: Config, pace: WordPaceConfig | None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per clip, its true word starts and the plan's: the word pace's, or with None the even one
     (`text_rate` tokens per latent from the stream's start)."""
-    oc = cfg.orchestrator
-    tokenizer = make_tokenizer(oc.tokenizer, oc.vocab_size)
+    oc, tokenizer = cfg.orchestrator, build_tokenizer(cfg)
     out = []
     for rec, _, times in _timed_words(records):
         if pace is not None:

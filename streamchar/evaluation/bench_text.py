@@ -18,7 +18,6 @@ from streamchar.data.latents import LatentCache
 from streamchar.diffusion.flow import noisy, velocity_target
 from streamchar.model.checkpoint import load_generator
 from streamchar.model.dit import VideoInput
-from streamchar.model.tokenizer import make_tokenizer
 from streamchar.training.batch import collate
 from streamchar.training.windows import Window, WindowSource
 
@@ -35,8 +34,8 @@ def bench_text_reading(checkpoint: str | Path, cache: Path, split: str = "test-u
                        seed: int = 0) -> dict:  # fmt: skip
     model, prompt_encoder, meta = load_generator(checkpoint)
     model.eval()
-    cfg, oc = model.cfg, model.cfg.orchestrator
-    source = WindowSource(LatentCache(cache), cfg, make_tokenizer(oc.tokenizer, oc.vocab_size, None), split)
+    cfg = model.cfg
+    source = WindowSource(LatentCache(cache), cfg, model.tokenizer, split)
     later = [k for k, (_, c) in enumerate(source.index) if c > 0]  # chunks with history: the text must be found, not just begun
     rng = np.random.default_rng(seed)
     picked = [source.window(later[int(k)]) for k in rng.choice(len(later), min(windows, len(later)), replace=False)]

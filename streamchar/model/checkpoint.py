@@ -1,7 +1,7 @@
 """Generator checkpoints: one safetensors file (orchestrator, DiT and the tiny prompt encoder)
-and a JSON file with the full resolved config, written atomically (a umT5 prompt encoder in its
-own transformers directory); loaded by directory or by
-the name of a shipped checkpoint (`streamchar/assets/models/<name>/`)."""
+and a JSON file with the full resolved config, written atomically (a umT5 prompt encoder and a
+Qwen2.5 tokenizer in their own transformers directories); loaded by directory or by the name of
+a shipped checkpoint (`streamchar/assets/models/<name>/`)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from streamchar.errors import StreamcharError
 from streamchar.utils.shipped import shipped_dir
 from streamchar.model.prompt import PromptEncoder, UMT5PromptEncoder, build_prompt_encoder, umt5_directory
 from streamchar.model.streamchar_model import StreamCharModel, build_model
+from streamchar.model.tokenizer import QwenTokenizer, Tokenizer, build_tokenizer, tokenizer_directory
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
@@ -55,9 +56,10 @@ def _parts_in_weights(model: StreamCharModel, prompt: PromptEncoder) -> tuple[tu
 
 
 def save_generator(directory: Path, model: StreamCharModel, prompt: PromptEncoder, extra: dict | None = None) -> None:
-    """The weights in one safetensors file and the config beside it. A umT5 prompt encoder keeps
-    its own transformers directory: written into the checkpoint's folder where the config puts it
-    there (unless it was loaded from that very place), referenced where its path is absolute."""
+    """The weights in one safetensors file and the config beside it. A umT5 prompt encoder and a
+    Qwen2.5 tokenizer keep their own transformers directories: written into the checkpoint's
+    folder where the config puts them there (unless loaded from that very place), referenced
+    where their paths are absolute."""
     tensors = {}
     for module, prefix in _parts_in_weights(model, prompt):
         tied = _aliases(module)
@@ -66,16 +68,23 @@ def save_generator(directory: Path, model: StreamCharModel, prompt: PromptEncode
         target = umt5_directory(model.cfg, Path(directory))
         if target.resolve() != prompt.directory.resolve():
             prompt.save(target)
+    if isinstance(model.tokenizer, QwenTokenizer):
+        target = tokenizer_directory(model.cfg, Path(directory))
+        if target.resolve() != model.tokenizer.directory.resolve():
+            model.tokenizer.save(target)
     atomic_save_file(tensors, Path(directory) / WEIGHTS)
     meta = {"format": "streamchar-generator", "preset": model.cfg.preset, "config": model.cfg.model_dump(mode="json"), **(extra or {})}
     atomic_write_text(Path(directory) / CONFIG, json.dumps(meta, indent=1))
 
 
-def new_generator(cfg: Config, seed: int = 0, folder: Path | None = None) -> tuple[StreamCharModel, PromptEncoder]:
-    """A model from `seed` and the prompt encoder `cfg.prompt` names (`folder`: a checkpoint's,
-    where a umT5 encoder may live)."""
+def new_generator(cfg: Config, seed: int = 0, folder: Path | None = None,
+                  tokenizer: Tokenizer | None = None) -> tuple[StreamCharModel, PromptEncoder]:
+    """A model from `seed` with its transcript tokenizer (`tokenizer`, else the one `cfg` names),
+    and the prompt encoder `cfg.prompt` names (`folder`: a checkpoint's, where a umT5 encoder and
+    a Qwen2.5 tokenizer may live)."""
+    tokenizer = tokenizer or build_tokenizer(cfg, folder)
     torch.manual_seed(seed)
-    return build_model(cfg), build_prompt_encoder(cfg, seed, folder)
+    return build_model(cfg, tokenizer=tokenizer), build_prompt_encoder(cfg, seed, folder)
 
 
 def _saved_config(meta: dict, where: Path) -> Config:

@@ -17,6 +17,7 @@ from torch import nn
 from streamchar.config import Config
 from streamchar.errors import StreamcharError
 from streamchar.model.tokenizer import CharacterTokenizer
+from streamchar.utils.files import in_folder
 
 
 def _pad_states(states: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
@@ -33,6 +34,10 @@ class PromptEncoder(nn.Module):
 
     in_checkpoint = True
     tokens: int
+    execution_device: torch.device | None = None  # where it runs when its weights wait elsewhere (offloaded); None: with its weights
+
+    def input_device(self) -> torch.device:
+        return self.execution_device or next(self.parameters()).device
 
 
 class TinyT5PromptEncoder(PromptEncoder):
@@ -60,7 +65,7 @@ class TinyT5PromptEncoder(PromptEncoder):
         mask = torch.zeros(len(toks), n, dtype=torch.long)
         for i, t in enumerate(toks):
             ids[i, : len(t)], mask[i, : len(t)] = torch.tensor(t), 1
-        device = next(self.encoder.parameters()).device
+        device = self.input_device()
         states = self.encoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
         return _pad_states(states, mask.to(device), self.tokens)
 
@@ -86,6 +91,19 @@ class UMT5PromptEncoder(PromptEncoder):
         if self.encoder.config.d_model != text_dim:
             raise StreamcharError(f"the umT5 encoder at {directory} is {self.encoder.config.d_model}-d; this config's DiT reads "
                                   f"{text_dim}-d prompt states (dit.text_dim)")  # fmt: skip
+        self._take(directory, tokens)
+
+    @classmethod
+    def from_modules(cls, encoder: nn.Module, tokenizer: object, tokens: int) -> UMT5PromptEncoder:
+        """An encoder already in memory (the GPU benchmark's random full-size one); it has no
+        directory, so a checkpoint cannot be saved with it."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.encoder, self.tokenizer = encoder, tokenizer
+        self._take(None, tokens)
+        return self
+
+    def _take(self, directory: Path | None, tokens: int) -> None:
         self.directory, self.tokens = directory, tokens
         self.requires_grad_(False)
         self.eval()
@@ -94,7 +112,7 @@ class UMT5PromptEncoder(PromptEncoder):
     def forward(self, prompts: list[str]) -> torch.Tensor:
         batch = self.tokenizer([p or "" for p in prompts], padding="max_length", truncation=True, max_length=self.tokens,
                                return_tensors="pt")  # fmt: skip
-        device = next(self.encoder.parameters()).device
+        device = self.input_device()
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         return _pad_states(states, mask, self.tokens)
@@ -105,15 +123,8 @@ class UMT5PromptEncoder(PromptEncoder):
 
 
 def umt5_directory(cfg: Config, folder: Path | None) -> Path:
-    """Where `cfg`'s umT5 encoder is: `prompt.directory` as given when absolute, else in `folder`
-    (a checkpoint's)."""
-    directory = Path(str(cfg.prompt.directory))
-    if directory.is_absolute():
-        return directory
-    if folder is None:
-        raise StreamcharError(f"the umT5 prompt encoder is at {directory} inside a checkpoint's folder, and none is given here: "
-                              "load a checkpoint, or set prompt.directory to the encoder's absolute path")  # fmt: skip
-    return folder / directory
+    """Where `cfg`'s umT5 encoder is (`folder`: a checkpoint's)."""
+    return in_folder(str(cfg.prompt.directory), folder, "the umT5 prompt encoder", "prompt.directory")
 
 
 def build_prompt_encoder(cfg: Config, seed: int = 0, folder: Path | None = None) -> PromptEncoder:

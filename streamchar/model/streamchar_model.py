@@ -11,13 +11,17 @@ from torch import nn
 from streamchar.config import Config
 from streamchar.errors import StreamcharError
 from streamchar.model.dit import AudioInput, ConditionCache, ConditionInput, JointDiT, VideoInput
+from streamchar.model.tokenizer import Tokenizer
 from streamchar.model.orchestrator import Orchestrator, OrchestratorInput, OrchestratorOutput, OrchestratorPrefix
 
 
 class StreamCharModel(nn.Module):
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, tokenizer: Tokenizer | None = None):
+        """`tokenizer`: the transcript tokenizer the orchestrator was trained with (None: the
+        preset's own, where it needs no directory)."""
         super().__init__()
         self.cfg = cfg
+        self.tokenizer = tokenizer
         self.dit = JointDiT(cfg.dit, cfg.video.latent_channels, cfg.audio.latent_channels)
         self.orchestrator = Orchestrator(cfg.orchestrator, cfg.audio.latent_channels, cfg.dit.hidden_dim)
 
@@ -70,9 +74,9 @@ class StreamCharModel(nn.Module):
         return (out[0], out[1], orch, out[2]) if mouth else (out[0], out[1], orch)
 
 
-def build_model(cfg: Config, device: str | torch.device = "cpu") -> StreamCharModel:
+def build_model(cfg: Config, device: str | torch.device = "cpu", tokenizer: Tokenizer | None = None) -> StreamCharModel:
     with torch.device(device):
-        return StreamCharModel(cfg)
+        return StreamCharModel(cfg, tokenizer)
 
 
 def parameter_counts(model: StreamCharModel) -> OrderedDict[str, int]:

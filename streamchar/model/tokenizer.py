@@ -14,9 +14,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 from pathlib import Path
-
-
+from streamchar.config import Config
 from streamchar.errors import StreamcharError
+from streamchar.utils.files import in_folder
 from streamchar.utils.text import word_matches
 
 
@@ -79,7 +79,10 @@ class QwenTokenizer:
             raise StreamcharError(f"cannot load a tokenizer from {directory}: {str(e).splitlines()[0]}") from None
         if not self.tok.is_fast:
             raise StreamcharError(f"the tokenizer in {directory} is not a fast tokenizer (offsets are needed for word positions)")
-        self.vocab_size = len(self.tok)
+        self.vocab_size, self.directory = len(self.tok), Path(directory)
+
+    def save(self, directory: Path) -> None:
+        self.tok.save_pretrained(str(directory))
 
     def encode(self, text: str) -> Tokens:
         clean = " ".join(text.split())
@@ -88,9 +91,22 @@ class QwenTokenizer:
         return Tokens(list(enc["input_ids"]), numbers, words)
 
 
-def make_tokenizer(kind: str, vocab_size: int, directory: str | Path | None = None) -> CharacterTokenizer | QwenTokenizer:
-    if kind == "characters":
-        return CharacterTokenizer(vocab_size)
-    if directory is None:
-        raise StreamcharError("the qwen2 tokenizer loads from the Qwen2.5 directory; none was given")
-    return QwenTokenizer(directory)
+Tokenizer = CharacterTokenizer | QwenTokenizer
+
+
+def tokenizer_directory(cfg: Config, folder: Path | None) -> Path:
+    """Where `cfg`'s Qwen2.5 tokenizer is (`folder`: a checkpoint's)."""
+    return in_folder(str(cfg.orchestrator.tokenizer_directory), folder, "the qwen2 tokenizer", "orchestrator.tokenizer_directory")
+
+
+def build_tokenizer(cfg: Config, folder: Path | None = None) -> Tokenizer:
+    """The transcript tokenizer `cfg.orchestrator` names (`folder`: a checkpoint's, where a
+    Qwen2.5 tokenizer may live)."""
+    oc = cfg.orchestrator
+    if oc.tokenizer == "characters":
+        return CharacterTokenizer(oc.vocab_size)
+    tokenizer = QwenTokenizer(tokenizer_directory(cfg, folder))
+    if tokenizer.vocab_size > oc.vocab_size:
+        raise StreamcharError(f"the tokenizer at {tokenizer.directory} has {tokenizer.vocab_size} tokens; the orchestrator embeds "
+                              f"{oc.vocab_size} (orchestrator.vocab_size)")  # fmt: skip
+    return tokenizer

@@ -29,7 +29,7 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def _request(cfg: Config, words: int) -> StreamRequest:
+def random_request(cfg: Config, words: int) -> StreamRequest:
     sentences = split_sentences("test")
     text, k = [], 0
     while sum(len(s.split()) for s in text) < words:
@@ -47,7 +47,7 @@ def stream_once(cfg: Config, steps: int, seconds: float, memory_marks_s: tuple[f
     if cfg.prompt.encoder == "umt5":  # random weights throughout: a random T5 of umT5's width stands in (it runs once, at set-up)
         cfg = cfg.model_copy(update={"prompt": PromptConfig(tokens=cfg.prompt.tokens)})
     pipe = Pipeline.from_modules(*new_generator(cfg))
-    request = _request(cfg, int(seconds * 3) + 50)
+    request = random_request(cfg, int(seconds * 3) + 50)
     load_s = time.perf_counter() - t_load
     chunks = max(2, math.ceil(seconds / cfg.stream.chunk_seconds))
     t_request = time.perf_counter()  # as a server sees it: the model is loaded, a request arrives

@@ -28,7 +28,7 @@ from streamchar.model.context import DenoiseContext
 from streamchar.model.dit import ConditionInput
 from streamchar.model.prompt import PromptEncoder
 from streamchar.model.streamchar_model import StreamCharModel
-from streamchar.model.tokenizer import CharacterTokenizer, make_tokenizer
+from streamchar.model.tokenizer import Tokenizer, build_tokenizer
 from streamchar.streaming.encoding import EncodedConditions, encode_conditions
 from streamchar.streaming.inputs import StreamRequest
 from streamchar.streaming.reading import TranscriptReader, make_reader
@@ -73,7 +73,7 @@ class StreamSession:
     """One stream's state between chunks: its reader, history, sink and motion latents."""
 
     def __init__(self, model: StreamCharModel, prompt_encoder: PromptEncoder, video_codec: VideoCodec, audio_codec: AudioCodec,
-                 request: StreamRequest, settings: SessionSettings, tokenizer: CharacterTokenizer | None = None, listening: bool = False):
+                 request: StreamRequest, settings: SessionSettings, tokenizer: Tokenizer | None = None, listening: bool = False):
         """`listening`: the transcript may be empty (a live session that waits for its first words)."""
         _check(settings)
         self.video_codec, self.audio_codec = video_codec, audio_codec
@@ -85,7 +85,7 @@ class StreamSession:
     @classmethod
     def from_latents(cls, model: StreamCharModel, settings: SessionSettings, transcript: str, prompt: torch.Tensor, reference: torch.Tensor,
                      reference_audio: torch.Tensor, empty_prompt: torch.Tensor | None = None,
-                     tokenizer: CharacterTokenizer | None = None) -> StreamSession:
+                     tokenizer: Tokenizer | None = None) -> StreamSession:
         """A session on already encoded conditions (training rollouts read them from the latent
         cache): prompt (1, L, d), reference (1, z, 1, h, w), reference voice latents (1, z_a, n)."""
         _check(settings)
@@ -97,12 +97,11 @@ class StreamSession:
         self.setup_seconds = 0.0
         return self
 
-    def _begin(self, model: StreamCharModel, settings: SessionSettings, tokenizer: CharacterTokenizer | None, transcript: str,
+    def _begin(self, model: StreamCharModel, settings: SessionSettings, tokenizer: Tokenizer | None, transcript: str,
                conditions: EncodedConditions, listening: bool) -> None:
         self.model, self.cfg, self.settings = model, model.cfg, settings
         self.conditions = conditions
-        oc = self.cfg.orchestrator
-        self.tokenizer = tokenizer or make_tokenizer(oc.tokenizer, oc.vocab_size)
+        self.tokenizer = tokenizer or model.tokenizer or build_tokenizer(self.cfg)
         self.reader: TranscriptReader = make_reader(self.cfg, self.tokenizer)
         if transcript.strip() or not listening:
             self.reader.append(transcript)  # (an empty transcript is refused here)
@@ -182,10 +181,15 @@ class StreamSession:
         s = self.settings
         if exit_step is not None and not 1 <= exit_step <= s.steps:
             raise StreamcharError(f"exit step {exit_step} is outside 1..{s.steps}")
+        t0 = time.perf_counter()
         video, audio = self.begin_chunk()
+        prepare = time.perf_counter() - t0
         grad = exit_step is not None and torch.is_grad_enabled()
         out = sample_chunk(self.model, self.last_context, self.conditions.empty_prompt, video, audio, self.sampler_settings, exit_step, grad)
-        return self.end_chunk(index, out.video, out.audio, out.pointer, out.timings)
+        t1 = time.perf_counter()
+        chunk = self.end_chunk(index, out.video, out.audio, out.pointer, out.timings)
+        chunk.timings["prepare_s"] = prepare + time.perf_counter() - t1  # the paper's per-chunk "preprocessing"
+        return chunk
 
     @property
     def condition_latents(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:

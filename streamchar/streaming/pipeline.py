@@ -8,10 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from streamchar.codecs.base import AudioCodec, VideoCodec
 from streamchar.codecs.store import load_audio_codec, load_video_codec
 from streamchar.config import Config
-from streamchar.model.checkpoint import SHIPPED_GENERATORS, load_generator
+from streamchar.model.checkpoint import SHIPPED_GENERATORS, load_generator, resolve_generator_path
 from streamchar.model.prompt import PromptEncoder
 from streamchar.model.streamchar_model import StreamCharModel
 from streamchar.streaming.engine import SessionSettings, StreamSession
@@ -49,10 +51,14 @@ class Pipeline:
              audio_codec: str | Path | None = None, config: Path | None = None) -> Pipeline:
         """By directory or shipped name; None: the default shipped generator. The codecs: the
         directories given (a model trained on another codec's latents, or the paper preset's
-        VAEs), else the preset's shipped ones. `config`: a YAML file of fields layered on the
+        VAEs), else the checkpoint's own (an assembled one keeps them in its folder), else the
+        preset's shipped ones. `config`: a YAML file of fields layered on the
         checkpoint's config (how the transcript is read; fields the weights depend on are refused)."""
         name = str(checkpoint) if checkpoint is not None else DEFAULT_GENERATOR
         model, prompt, meta = load_generator(name, config)
+        folder = resolve_generator_path(name)  # an assembled checkpoint keeps its VAEs in its folder
+        video_codec = video_codec or (folder / meta["video_codec"] if "video_codec" in meta else None)
+        audio_codec = audio_codec or (folder / meta["audio_codec"] if "audio_codec" in meta else None)
         return cls.from_modules(model, prompt, {**meta, "name": name}, video_codec, audio_codec)
 
     @classmethod
@@ -60,6 +66,12 @@ class Pipeline:
                      video_codec: str | Path | None = None, audio_codec: str | Path | None = None) -> Pipeline:
         cfg = model.cfg
         return cls(model.eval(), prompt.eval(), load_video_codec(cfg, video_codec), load_audio_codec(cfg, audio_codec), meta or {})
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Pipeline:
+        """Every part on `device` (and in `dtype`: a bfloat16 generator computes in bfloat16)."""
+        for part in (self.model, self.prompt_encoder, self.video_codec, self.audio_codec):
+            part.to(device=device, dtype=dtype)
+        return self
 
     @property
     def steps(self) -> int:
@@ -70,7 +82,8 @@ class Pipeline:
 
     def mp4_writer(self, path: Path) -> FragmentedMp4Writer:
         c = self.cfg
-        return FragmentedMp4Writer(Path(path), c.stream.fps, c.audio.sample_rate, c.video.width, c.video.height)
+        on_gpu = next(self.model.parameters()).is_cuda  # then the cores are the encoder's
+        return FragmentedMp4Writer(Path(path), c.stream.fps, c.audio.sample_rate, c.video.width, c.video.height, threads=0 if on_gpu else 1)
 
     def stream_to_mp4(self, request: StreamRequest, settings: SessionSettings, out: Path, t_request: float | None = None,
                       on_chunk: Callable[[ChunkRecord], None] | None = None, extra_writers: tuple[ChunkWriter, ...] = ()) -> StreamReport:

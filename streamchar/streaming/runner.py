@@ -1,7 +1,9 @@
 """Running a session: decode and write chunk k on a worker thread while chunk k+1 is generated
-(paper §5.1), with real-time accounting.
+(paper §5.1; on a GPU on a CUDA stream of its own, so that the two overlap there too), with
+real-time accounting.
 
-Accounting, per chunk: seconds in the orchestrator, in the DiT steps, in decoding and in writing;
+Accounting, per chunk: seconds in the orchestrator, in the DiT steps, in preparing its inputs, in
+decoding and in writing;
 its real-time factor (that compute over the 1.375 s it plays for); when its bytes were written,
 counted from the request. Playback starts when the first chunk is written (first-chunk latency);
 chunk k is due k * 1.375 s later, plus any stall before it, and a chunk written after its due
@@ -14,7 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +45,7 @@ class ChunkRecord:
     words_total: int
     closing: bool
     played_s: float  # of the chunk's 1.375 s; less for a last chunk cut at the stream's planned end
+    prepare_s: float = 0.0  # the chunk's inputs (noise, transcript window, history) and its bookkeeping after sampling
 
 
 @dataclass
@@ -77,7 +80,7 @@ class StreamReport:
 
 def to_frames(video: torch.Tensor) -> np.ndarray:
     """(1, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8."""
-    return ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 
 def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: float | None = None,
@@ -91,11 +94,16 @@ def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: fl
     video_decoder = session.video_codec.stream_decoder(session.decode_reference)
     stalled = [0.0]
 
+    side = torch.cuda.Stream(session.reference.device) if session.reference.is_cuda else None
+
     @torch.no_grad()
-    def finish(chunk: ChunkLatents) -> ChunkRecord:
+    def finish(chunk: ChunkLatents, ready: torch.cuda.Event | None) -> ChunkRecord:
         t0 = time.perf_counter()
-        frames = to_frames(video_decoder.decode(chunk.video))
-        audio = audio_decoder.decode(chunk.audio)[0].numpy()
+        with torch.cuda.stream(side) if side is not None else nullcontext():  # on a GPU, beside the next chunk's generation
+            if ready is not None:
+                side.wait_event(ready)
+            frames = to_frames(video_decoder.decode(chunk.video))
+            audio = audio_decoder.decode(chunk.audio)[0].float().cpu().numpy()
         played = period
         if chunk.play_seconds is not None:  # the stream's end falls inside its last chunk: whole frames up to it
             whole = len(frames)
@@ -112,9 +120,10 @@ def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: fl
         due = report.first_chunk_latency_s + chunk.index * period + stalled[0]
         stall = max(0.0, written - due)
         stalled[0] += stall
-        compute = chunk.timings["orchestrator_s"] + chunk.timings["dit_s"] + (t1 - t0) + (t2 - t1)
+        prepare = chunk.timings.get("prepare_s", 0.0)
+        compute = chunk.timings["orchestrator_s"] + chunk.timings["dit_s"] + prepare + (t1 - t0) + (t2 - t1)
         rec = ChunkRecord(chunk.index, chunk.timings["orchestrator_s"], chunk.timings["dit_s"], t1 - t0, t2 - t1, compute,
-                          compute / period, written, due, stall, chunk.words_spoken, chunk.words_total, chunk.closing, played)  # fmt: skip
+                          compute / period, written, due, stall, chunk.words_spoken, chunk.words_total, chunk.closing, played, prepare)  # fmt: skip
         report.chunks.append(rec)
         if on_chunk:
             on_chunk(rec)
@@ -126,7 +135,10 @@ def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: fl
         for chunk in session.chunks():
             if pending is not None:
                 pending.result()
-            pending = pool.submit(finish, chunk)
+            ready = torch.cuda.Event() if side is not None else None
+            if ready is not None:
+                ready.record()  # the chunk's latents are made when the generating stream reaches here
+            pending = pool.submit(finish, chunk, ready)
         if pending is not None:
             pending.result()
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ modalities with the condition tokens' keys and values computed once for the chun
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,33 +32,60 @@ class SampledChunk:
     timings: dict[str, float]
 
 
+def _clock(device: torch.device) -> Callable[[], float]:
+    """perf_counter, after the work this thread queued on the GPU: the split of a chunk's time is
+    then what each part took, not when it was queued (decoding, on its own stream, not waited for)."""
+    if device.type != "cuda":
+        return time.perf_counter
+
+    def now() -> float:
+        torch.cuda.current_stream(device).synchronize()
+        return time.perf_counter()
+
+    return now
+
+
 def sample_chunk(model: StreamCharModel, x: DenoiseContext, empty_prompt: torch.Tensor | None, video: torch.Tensor, audio: torch.Tensor,
                  s: SamplerSettings, exit_step: int | None = None, grad: bool = False) -> SampledChunk:
     """Euler steps from the noise `video`, `audio`; with guidance, `empty_prompt` is the
     unconditional branch's prompt. With `exit_step` k the chunk is the clean estimate after k
     steps, with a graph (when `grad`) through step k alone; the full sampler's last step is the
     same estimate."""
+    with _autocast(model, video.device):
+        return _sample(model, x, empty_prompt, video, audio, s, exit_step, grad)
+
+
+def _autocast(model: StreamCharModel, device: torch.device) -> torch.autocast:
+    """A model kept in bfloat16 (or stored lower, cast up layer by layer) computes in bfloat16 on
+    the float32 latents and conditions the stream holds; a float32 model as it is."""
+    low = next(model.parameters()).dtype != torch.float32
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=low)
+
+
+def _sample(model: StreamCharModel, x: DenoiseContext, empty_prompt: torch.Tensor | None, video: torch.Tensor, audio: torch.Tensor,
+            s: SamplerSettings, exit_step: int | None, grad: bool) -> SampledChunk:
     steps = s.steps if exit_step is None else exit_step
     timings = {"orchestrator_s": 0.0, "dit_s": 0.0}
-    t0 = time.perf_counter()
+    now = _clock(video.device)
+    t0 = now()
     with torch.set_grad_enabled(grad):
         cache = model.condition_cache(x.conditions, x.prompt)
         if empty_prompt is not None:  # the unconditional branch: empty prompt, no reference (as dropped in training)
             free_cache = model.condition_cache(x.conditions.without_reference(), empty_prompt)
-    timings["dit_s"] += time.perf_counter() - t0
+    timings["dit_s"] += now() - t0
     ts = sample_times(s.steps, s.shift)
     prefix, pointer = None, None
     for k, (a, b) in enumerate(zip(ts[:steps], ts[1 : steps + 1])):
         last = k == steps - 1
         with torch.set_grad_enabled(grad and last):
-            t0 = time.perf_counter()
+            t0 = now()
             timestep = torch.full((audio.shape[0],), a * TIMESTEP_SCALE, device=audio.device)
             inputs = OrchestratorInput(x.reference_voice, x.text_ids, x.text_mask, x.word_numbers, x.word_counts, x.history, audio,
                                        timestep, x.history_mask, x.text_positions)  # fmt: skip
             if not grad and prefix is None:  # inference: the prefix is run once for all steps
                 prefix = model.encode_prefix(inputs)
             orch = model.orchestrate(inputs, prefix=prefix)
-            t1 = time.perf_counter()
+            t1 = now()
             dv, da = model.dit_velocity(VideoInput(video), inputs.timestep, x.prompt, AudioInput(audio, orch.condition), cache)
             if empty_prompt is not None:
                 fv, fa = model.dit_velocity(VideoInput(video), inputs.timestep, empty_prompt, AudioInput(audio, orch.condition), free_cache)
@@ -67,6 +95,6 @@ def sample_chunk(model: StreamCharModel, x: DenoiseContext, empty_prompt: torch.
             else:
                 video, audio = video + (b - a) * dv, audio + (b - a) * da
             timings["orchestrator_s"] += t1 - t0
-            timings["dit_s"] += time.perf_counter() - t1
+            timings["dit_s"] += now() - t1
             pointer = orch.progress
     return SampledChunk(video, audio, pointer, timings)

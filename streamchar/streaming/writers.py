@@ -49,13 +49,15 @@ class _Mp4Muxer:
     """H.264 + AAC into a fragmented MP4 on any writable binary file object."""
 
     def __init__(self, target: str | BinaryIO, fps: int, sample_rate: int, width: int, height: int, crf: int = 18,
-                 options: dict[str, str] = FRAGMENT_OPTIONS, skip_priming: bool = False):
+                 options: dict[str, str] = FRAGMENT_OPTIONS, skip_priming: bool = False, threads: int = 1):
+        """`threads`: the H.264 encoder's (0: as many as it likes, where the model runs on a GPU
+        and the cores are free; 1 where the model needs them)."""
         self.container = av.open(target, "w", format="mp4", options=options)
         self.skip_priming = skip_priming
         self.video = self.container.add_stream("libx264", rate=fps)
         self.video.width, self.video.height, self.video.pix_fmt = width, height, "yuv420p"
         self.video.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
-        self.video.codec_context.thread_count = 1
+        self.video.codec_context.thread_count = threads
         self.rate = aac_rate(sample_rate)
         self.audio = self.container.add_stream("aac", rate=self.rate, layout="mono")
         self.sample_rate = sample_rate
@@ -88,13 +90,13 @@ class _Mp4Muxer:
 
 
 class FragmentedMp4Writer:
-    def __init__(self, path: Path, fps: int, sample_rate: int, width: int, height: int):
+    def __init__(self, path: Path, fps: int, sample_rate: int, width: int, height: int, threads: int = 1):
         self.path = Path(path)
         try:
             self.file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
         except OSError as e:
             raise StreamcharError(f"cannot write {path}: {e.strerror}") from None
-        self.muxer = _Mp4Muxer(self.file, fps, sample_rate, width, height)
+        self.muxer = _Mp4Muxer(self.file, fps, sample_rate, width, height, threads=threads)
 
     def write(self, frames: np.ndarray, audio: np.ndarray) -> None:
         self.muxer.write(frames, audio)

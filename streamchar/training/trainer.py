@@ -35,7 +35,7 @@ from streamchar.data.latents import LatentCache
 from streamchar.errors import StreamcharError
 from streamchar.model.checkpoint import load_generator, new_generator, save_generator
 from streamchar.model.streamchar_model import StreamCharModel, build_model
-from streamchar.model.tokenizer import make_tokenizer
+from streamchar.model.tokenizer import QwenTokenizer
 from streamchar.streaming.engine import SessionSettings
 from streamchar.streaming.inputs import character_request
 from streamchar.streaming.pipeline import Pipeline
@@ -98,24 +98,23 @@ class Trainer:
         if s.threads:
             torch.set_num_threads(s.threads)
         cache = LatentCache(Path(s.cache))
-        oc = cfg.orchestrator
-        self.tokenizer = make_tokenizer(oc.tokenizer, oc.vocab_size, s.qwen)
-        self.source = WindowSource(cache, cfg, self.tokenizer, "train", vary_history=s.vary_history,
-                                   mouth_cells=s.mouth_region_weight > 0 and stage == "joint")
-        self.kinds = {
-            "first": [k for k, (_, c) in enumerate(self.source.index) if c == 0],
-            "later": [k for k, (_, c) in enumerate(self.source.index) if c > 0],
-        }
         if s.init:
             self.model, self.prompt, _ = load_generator(s.init, config=cfg)
-        else:
-            self.model, self.prompt = new_generator(cfg, s.seed)
+        else:  # the Qwen2.5 directory's tokenizer goes with its weights, and into the checkpoints
+            self.model, self.prompt = new_generator(cfg, s.seed, tokenizer=QwenTokenizer(s.qwen) if s.qwen else None)
             if s.wan:
                 from streamchar.model.weights import load_wan_into
 
                 load_wan_into(self.model.dit, Path(s.wan))
             if s.qwen:
                 self.model.orchestrator.load_backbone(s.qwen)
+        self.tokenizer = self.model.tokenizer
+        self.source = WindowSource(cache, cfg, self.tokenizer, "train", vary_history=s.vary_history,
+                                   mouth_cells=s.mouth_region_weight > 0 and stage == "joint")
+        self.kinds = {
+            "first": [k for k, (_, c) in enumerate(self.source.index) if c == 0],
+            "later": [k for k, (_, c) in enumerate(self.source.index) if c > 0],
+        }
         self.memory = check_memory(self.model, s, self.device, self.world)
         self.model.to(self.device).train()
         self.prompt.to(self.device)

@@ -29,3 +29,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def in_folder(directory: str, folder: Path | None, what: str, field: str) -> Path:
+    """A part a checkpoint names by `field`: the path as given when absolute, else inside
+    `folder` (the checkpoint's)."""
+    from streamchar.errors import StreamcharError
+
+    path = Path(directory)
+    if path.is_absolute():
+        return path
+    if folder is None:
+        raise StreamcharError(f"{what} is at {path} inside a checkpoint's folder, and none is given here: load a checkpoint, "
+                              f"or set {field} to its absolute path")  # fmt: skip
+    return Path(folder) / path
