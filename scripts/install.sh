@@ -11,6 +11,10 @@ SUDO=""
 APT=()
 { ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 && command -v espeak-ng >/dev/null; } || APT+=(espeak-ng)
 command -v chromium >/dev/null || APT+=(chromium)
+# Festival (two voices) and Flite speak SynthTalk's other voices (streamchar/data/engines.py)
+command -v festival >/dev/null && [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] && [ -d /usr/share/festival/voices/english/kal_diphone ] \
+  || APT+=(festival festvox-us-slt-hts festvox-kallpc16k)
+command -v flite >/dev/null || APT+=(flite)
 if [ ${#APT[@]} -gt 0 ]; then
   echo "[install] apt: ${APT[*]}"
   export DEBIAN_FRONTEND=noninteractive

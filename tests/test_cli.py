@@ -11,7 +11,8 @@ def run(*args):
 
 def test_help_on_every_command():
     for cmd in ([], ["config", "show"], ["data", "synth"], ["data", "inspect"], ["data", "long"], ["bench", "synth"], ["bench", "dit"],
-                ["bench", "pace"], ["bench", "stream"], ["eval", "short"], ["eval", "long"], ["train", "joint"], ["generate"], ["info"], ["demo"]):
+                ["bench", "pace"], ["bench", "stream"], ["eval", "short"], ["eval", "long"], ["train", "joint"], ["generate"], ["info"], ["demo"],
+                ["bench", "paper"], ["checkpoint", "assemble"], ["data", "prepare"], ["bench", "voices"], ["bench", "align"]):
         r = run(*cmd, "--help")
         assert r.returncode == 0 and "Usage" in r.stdout, cmd
 

@@ -59,7 +59,10 @@ def test_real_data_folder_is_resized_and_resampled(tmp_path, tiny_cfg):
     spectrum = np.abs(np.fft.rfft(item["audio"].numpy()[2000:26000]))
     assert abs(np.argmax(spectrum) * 24000 / 24000 - 440) < 3
     assert item["reference_voice"].shape == (24000,)
-    assert item["transcript"] == "hello there" and item["split"] is None
+    assert item["transcript"] == "hello there" and item["split"] == "train"  # a folder clip trains unless its JSON names a split
+    assert len(ClipDataset(tmp_path, tiny_cfg, split="train")) == 1
+    with pytest.raises(StreamcharError, match="no clips in .* for split 'val'"):
+        ClipDataset(tmp_path, tiny_cfg, split="val")
 
 
 def test_real_data_without_words_is_refused(tmp_path, tiny_cfg):

@@ -18,8 +18,10 @@ from streamchar.cli.eval_cmds import eval_app
 from streamchar.cli.generate_cmd import GenerateOptions, generate, stream_generate
 from streamchar.cli.paper_cmds import bench_paper, bench_stream_cmd, checkpoint_app
 from streamchar.cli.serve_cmd import serve
+from streamchar.cli.speech_cmds import bench_align_cmd, bench_voices_cmd, data_prepare_cmd
 from streamchar.cli.train_cmds import train_app
 from streamchar.config import load_config
+from streamchar.config.load import override_config
 from streamchar.errors import Interrupted, StreamcharError
 
 app = typer.Typer(help="streamchar: real-time streaming generation of a talking character's speech and video from text.", no_args_is_help=True,
@@ -39,6 +41,9 @@ app.add_typer(train_app, name="train")
 app.add_typer(checkpoint_app, name="checkpoint")
 bench_app.command("paper")(bench_paper)
 bench_app.command("stream")(bench_stream_cmd)
+bench_app.command("voices")(bench_voices_cmd)
+bench_app.command("align")(bench_align_cmd)
+data_app.command("prepare")(data_prepare_cmd)
 
 @config_app.command("reference")
 def config_reference_cmd() -> None:
@@ -72,11 +77,13 @@ def data_synth(
     config: Optional[Path] = ConfigOpt,
     workers: Optional[int] = typer.Option(None, "--workers", help="processes (default: all cores)"),
     seconds: Optional[float] = typer.Option(None, "--seconds", help="aim each clip at about this many seconds (default: 1-4 sentences at random)"),
+    engines: str = typer.Option("espeak,festival,flite", "--engines", help="speech engines the characters' voices come from"),
 ) -> None:
     """Make a SynthTalk set: clips of a procedurally drawn character speaking Harvard sentences."""
     from streamchar.data.synth import synthesize_set
 
     cfg = load_config(preset, config)
+    cfg = override_config(cfg, {"synthtalk": {"engines": [e.strip() for e in engines.split(",") if e.strip()]}})
     if clips <= 0:
         raise StreamcharError(f"--clips must be a positive number of clips, got {clips}")
     if workers is not None and workers <= 0:

@@ -192,6 +192,9 @@ class SynthTalkConfig(Strict):
     unseen_fraction: float = Field(0.10, ge=0, lt=1, description="share of clips in the test-unseen split")
     reference_voice_seconds: float = Field(3.0, gt=0, le=15.0, description="shortest reference voice clip (s)")
     crf: int = Field(16, ge=0, le=51, description="H.264 quality of the MP4 (lower is better)")
+    engines: list[Literal["espeak", "festival", "flite"]] = Field(["espeak"], min_length=1, description="speech engines the "
+                                                                   "characters' voices are drawn from, one per character by its seed "
+                                                                   "(`data synth --engines`)")  # fmt: skip
 
     @model_validator(mode="after")
     def _ranges(self) -> SynthTalkConfig:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from streamchar.data.speech import Voice
+from streamchar.errors import StreamcharError
 
 Color = tuple[int, int, int]
 
@@ -64,10 +65,16 @@ GARMENTS = ("sweater", "t-shirt", "jacket", "shirt")
 BACKDROPS = ("plain", "gradient", "striped", "framed picture")
 
 # Voices measured with pocketsphinx's en-US model and a closed-vocabulary LM
-# (`python benchmarks/voices.py`, results in benchmarks/results/voices.txt): only the most
+# (`streamchar bench voices`, results in benchmarks/results/voices.json): only the most
 # intelligible are used, so that speech in the data stays intelligible.
 FEMALE_VOICES = ("en-us+f5", "en-us+f2")
 MALE_VOICES = ("en-us+adam", "en-us+edward")
+# the other engines' voices (data/engines.py), by the same measure at most 10% WER
+ENGINE_VOICES = {
+    "festival": {"woman": ("cmu_us_slt_arctic_hts",), "man": ("kal_diphone",)},
+    "flite": {"woman": ("slt",), "man": ("rms", "awb", "kal16")},
+}
+ENGINES = ("espeak", *ENGINE_VOICES)
 
 
 @dataclass(frozen=True)
@@ -126,8 +133,10 @@ def _pick(rng: np.random.Generator, options):  # noqa: ANN001, ANN202
     return keys[int(rng.integers(len(keys)))]
 
 
-def make_character(seed: int) -> Character:
-    """The character of `seed`; the same seed always gives the same character."""
+def make_character(seed: int, engines: tuple[str, ...] = ("espeak",)) -> Character:
+    """The character of `seed`; the same seed always gives the same character. With several
+    `engines` its voice's engine is drawn too (from a stream of its own, so that its looks and
+    an espeak voice stay what they were)."""
     if seed < 0:
         raise ValueError(f"character seed must be >= 0, got {seed}")
     rng = np.random.default_rng([seed, 0x5C4A])
@@ -148,6 +157,8 @@ def make_character(seed: int) -> Character:
         rate=int(rng.integers(150, 186)),
         pitch_range=int(rng.integers(40, 71)),
     )
+    if tuple(engines) != ("espeak",):
+        voice = _engine_voice(seed, gender, tuple(engines), voice)
     return Character(
         seed=seed,
         gender=gender,
@@ -164,3 +175,17 @@ def make_character(seed: int) -> Character:
         head_scale=float(rng.uniform(0.92, 1.06)),
         voice=voice,
     )
+
+
+def _engine_voice(seed: int, gender: str, engines: tuple[str, ...], espeak: Voice) -> Voice:
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown or not engines:
+        raise StreamcharError(f"unknown speech engines {unknown or engines}; accepted: {', '.join(ENGINES)}")
+    rng = np.random.default_rng([seed, 0xE61])
+    engine = engines[int(rng.integers(len(engines)))]
+    if engine == "espeak":
+        return espeak
+    names = ENGINE_VOICES[engine][gender]
+    name = names[int(rng.integers(len(names)))]
+    pitch = (int(rng.integers(150, 201)) if gender == "woman" else int(rng.integers(95, 131))) if engine == "flite" else 0  # mean F0, Hz
+    return Voice(name=name, pitch=pitch, rate=int(rng.integers(155, 191)), pitch_range=0, engine=engine)

@@ -80,7 +80,7 @@ def build_clip(plan: ClipPlan, cfg: Config) -> dict:
     """Everything a clip holds, in memory: frames, audio, reference image/voice and its record."""
     syn = cfg.synthtalk
     fps, sr, spf = cfg.stream.fps, cfg.audio.sample_rate, cfg.samples_per_frame
-    character = make_character(plan.character_seed)
+    character = make_character(plan.character_seed, tuple(syn.engines))
     rng = np.random.default_rng([plan.seed, 0xC11])
     sentences = list(plan.sentences)
     lead, tail = float(rng.uniform(0.1, 0.3)), 0.3

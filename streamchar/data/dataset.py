@@ -5,6 +5,7 @@ Real-data folder layout (TalkVid-style), one pair of files per clip:
     DIR/<name>.mp4    video with its audio track (any size and rate; resampled/resized here)
     DIR/<name>.json   {"transcript": "...",
                        "words": [{"word": "The", "start": 0.21, "end": 0.35}, ...],   # seconds
+                       "split": "train",                 # optional (train, val, test, test-unseen); default train
                        "prompt": "...",                  # optional
                        "reference_image": "<file>",      # optional, next to the JSON
                        "reference_voice": "<file.wav>"}  # optional, next to the JSON
@@ -50,6 +51,14 @@ def fit_frame(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
 
 
+def _split(json_path: Path) -> str | None:
+    """A folder clip's split: its JSON's `split`, else `train`."""
+    try:
+        return json.loads(json_path.read_text()).get("split", "train")
+    except (json.JSONDecodeError, AttributeError, OSError):
+        return None  # named as damaged when it is read
+
+
 def codec_frames(item: dict[str, Any]) -> torch.Tensor:
     """An item's video as a video codec takes it: (1, 3, T, H, W) in [-1, 1]."""
     return item["video"].permute(1, 0, 2, 3)[None].float() / 127.5 - 1
@@ -68,9 +77,9 @@ class ClipDataset(Dataset):
             self.items = self._synthtalk_items(split)
         else:
             self.kind = "folder"
-            if split is not None:
-                raise StreamcharError(f"{self.root} is a plain folder of clips; it has no splits (drop split={split!r})")
-            self.items = sorted(p for p in self.root.glob("*.json") if p.with_suffix(".mp4").exists())
+            if split is not None and split not in SPLITS:
+                raise StreamcharError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
+            self.items = [p for p in sorted(self.root.glob("*.json")) if p.with_suffix(".mp4").exists() and (split is None or _split(p) == split)]
         if not self.items:
             raise StreamcharError(
                 f"no clips in {self.root}" + (f" for split {split!r}" if split else "")
@@ -158,7 +167,7 @@ class ClipDataset(Dataset):
             voice = resample(v, vr, self.cfg.audio.sample_rate)
         meta = {
             "clip_id": json_path.stem,
-            "split": None,
+            "split": rec.get("split", "train"),
             "character_id": rec.get("character_id"),
             "transcript": rec["transcript"],
             "prompt": rec.get("prompt", ""),

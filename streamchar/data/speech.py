@@ -60,15 +60,19 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
 
 @dataclass(frozen=True)
 class Voice:
-    """An espeak-ng voice: `name` such as "en-us+f5", pitch 0-100, rate in words per minute."""
+    """A voice of one engine (`data/engines.py`). espeak: `name` such as "en-us+f5", pitch and
+    pitch range 0-100, rate in words per minute. festival (`cmu_us_slt_arctic_hts`,
+    `kal_diphone`): rate against its own 175. flite (`slt`, `rms`, `awb`, `kal16`): rate as
+    festival's, pitch its mean F0 in Hz."""
 
     name: str
     pitch: int = 50
     rate: int = 175
     pitch_range: int = 50
+    engine: str = "espeak"
 
     def describe(self) -> str:
-        return f"{self.name} pitch {self.pitch} rate {self.rate}"
+        return f"{self.engine} {self.name} pitch {self.pitch} rate {self.rate}"
 
 
 @dataclass(frozen=True)
@@ -239,7 +243,7 @@ def transcript_words(text: str) -> list[tuple[str, int, int]]:
 def synthesize(text: str, voice: Voice, sample_rate: int) -> Speech:
     """Speak `text` with `voice`; audio resampled to `sample_rate`, peak-normalised to 0.9."""
     pcm, native, words, phonemes = _speak(text, voice)
-    audio = resample(pcm.astype(np.float32) / 32768.0, native, sample_rate)
+    audio = resample(pcm.astype(np.float32) / 32768.0 if pcm.dtype == np.int16 else pcm, native, sample_rate)
     peak = float(np.abs(audio).max())
     if peak > 0:
         audio = audio * (0.9 / peak)
@@ -253,8 +257,10 @@ def spoken_word_times(text: str, voice: Voice) -> list[Timed]:
 
 
 def _speak(text: str, voice: Voice) -> tuple[np.ndarray, int, list[Timed], list[Timed]]:
-    """espeak's samples at its native rate, with the words' and phonemes' timings."""
+    """The engine's samples at its native rate, with the words' and phonemes' timings."""
     text = check_text(text)
+    if voice.engine != "espeak":
+        return _speak_other(text, voice)
     engine = _engine()
     pcm, events = engine.synthesize(text, voice)
     native = engine.native_rate
@@ -294,6 +300,17 @@ def _speak(text: str, voice: Voice) -> tuple[np.ndarray, int, list[Timed], list[
         end = max([min(pe, limit) for ps, pe in spoken if start <= ps < limit], default=start)
         words.append(Timed(word, start / native, end / native))
     return pcm, native, words, phonemes
+
+
+def _speak_other(text: str, voice: Voice) -> tuple[np.ndarray, int, list[Timed], list[Timed]]:
+    from streamchar.data.engines import speak_with
+
+    tokens = [w for w, _, _ in transcript_words(text)]
+    audio, native, spans, phones = speak_with(voice.engine, text, tokens, voice.name, voice.rate / 175, voice.pitch)
+    if len(audio) == 0:
+        raise StreamcharError(f"{voice.engine} produced no audio for {text!r}")
+    words = [Timed(w, a, b) for w, (a, b) in zip(tokens, spans)]
+    return audio, native, words, [Timed(*p) for p in phones]
 
 
 def _split_joined_words(
