@@ -32,14 +32,27 @@ BATCHED = 4  # the batch the batched runs allow (the server's default)
 SOAK_MARKS_MINUTES = (1, 10, 30)  # resident memory is compared at these minutes (scaled to a shorter soak)
 
 
+def free_port(low: int = 20000, high: int = 32000) -> int:
+    """A free loopback port below Linux's ephemeral range (32768 and up): a port the OS hands out
+    for port 0 could be given to another process (one of Ray's, say) before the server binds it."""
+    rng = np.random.default_rng()
+    for _ in range(200):
+        port = int(rng.integers(low, high))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise StreamcharError(f"no free loopback port between {low} and {high}")
+
+
 class ServerProcess:
     """`streamchar serve` in a child process on a free loopback port."""
 
     def __init__(self, max_sessions: int | None, log: Path, max_batch: int = BATCHED, extra: tuple[str, ...] = (), timeout: float = 120,
                  env: dict[str, str] | None = None):  # fmt: skip
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
         limit = ["--max-sessions", str(max_sessions)] if max_sessions else []  # none: the server measures its capacity
@@ -48,7 +61,8 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(f"http://{self.host}/api/health", timeout=5).status_code == 200:
+                r = httpx.get(f"http://{self.host}/api/health", timeout=5)
+                if r.status_code == 200 and "max_sessions" in r.text:  # this server's answer, not another's on the port
                     return
             except httpx.HTTPError:
                 pass
