@@ -105,3 +105,22 @@ def test_anchored_codec_stays_near_the_latents_the_models_learned(small_set, tin
     target = item["video"].permute(0, 2, 3, 1).numpy()
     before, after = (psnr(target, round_trip(item, codec, audio)[0]) for codec in (video, anchored))
     assert after > before - 0.5, (after, before)
+
+
+@torch.no_grad()
+def test_the_three_engine_audio_decoder_reads_tiny_audios_latents(tiny_cfg, codecs):
+    """tiny-audio-3engines trained its decoder alone: its latents are tiny-audio's, its decoder
+    its own, and it decodes a Flite voice (whose round trip tiny-audio blurred) closer to the
+    original speech."""
+    from streamchar.data.speech import Voice, synthesize
+
+    _, audio = codecs
+    tuned = load_audio_codec(tiny_cfg, "tiny-audio-3engines")
+    speech = synthesize("The birch canoe slid on the smooth planks.", Voice("rms", 0, 175, 0, "flite"), 24000).audio
+    wav = torch.from_numpy(speech[: len(speech) // 1000 * 1000])[None]
+    z = audio.encode(wav)
+    assert torch.equal(tuned.encode(wav), z)
+    assert not torch.equal(tuned.decode(z), audio.decode(z))
+    spectra = [torch.stft(x[0], 400, 100, window=torch.hann_window(400), return_complex=True).abs() for x in (wav, audio.decode(z), tuned.decode(z))]
+    log_errors = [float((torch.log1p(s) - torch.log1p(spectra[0])).abs().mean()) for s in spectra[1:]]
+    assert log_errors[1] < log_errors[0], log_errors

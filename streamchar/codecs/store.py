@@ -25,7 +25,8 @@ from streamchar.utils.shipped import shipped_dir
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 KINDS = ("tiny-video", "tiny-audio")
-SHIPPED = (*KINDS, "tiny-video-anchored")  # the shipped codecs by name: one per kind, and the anchored video codec
+# the shipped codecs by name: one per kind, the anchored video codec, and the audio decoder tuned on three speech engines
+SHIPPED = (*KINDS, "tiny-video-anchored", "tiny-audio-3engines")
 
 
 def save_codec(codec: TinyVideoCodec | TinyAudioCodec, directory: Path, extra: dict | None = None) -> None:
