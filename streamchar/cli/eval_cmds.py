@@ -63,7 +63,8 @@ def _systems(data: Optional[Path], split: str, ground_truth: Optional[Path], vid
     return systems
 
 
-def _run(protocol: str, systems: dict, out: Path, threads: int, syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft) -> None:
+def _run(protocol: str, systems: dict, out: Path, threads: int, syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft,
+         asr: str = "pocketsphinx") -> None:
     import time
 
     import torch
@@ -87,7 +88,7 @@ def _run(protocol: str, systems: dict, out: Path, threads: int, syncnet_v2, iden
             done[0] += 1
             update(done[0], total)
 
-        report = run_protocol(protocol, systems, scorers, cfg.stream.fps, on_item=on_item)
+        report = run_protocol(protocol, systems, scorers, cfg.stream.fps, on_item=on_item, asr=asr)
     report["wall_seconds"] = time.perf_counter() - t0
     paths = write_report(report, out)
     from streamchar.evaluation.report import markdown_table
@@ -107,6 +108,7 @@ InceptionOpt = typer.Option(None, "--inception", help="TorchScript Inception (in
 I3dOpt = typer.Option(None, "--i3d", help="TorchScript I3D (i3d_torchscript.pt) for FVD; default: FD-tinyvae-video")
 MusiqOpt = typer.Option(None, "--musiq", help="TorchScript MUSIQ for per-frame quality; default: SCC")
 RaftOpt = typer.Option(None, "--raft", help="TorchScript RAFT for dynamic degree; default: OpenCV Farneback")
+AsrOpt = typer.Option("pocketsphinx", "--asr", help="the WER judge: pocketsphinx (closed vocabulary) or whisper:DIR (a local faster-whisper model)")
 
 
 @eval_app.command("short")
@@ -120,10 +122,11 @@ def eval_short(
     threads: int = typer.Option(2, "--threads"),
     syncnet_v2: Optional[Path] = SyncOpt, identity_model: Optional[Path] = IdOpt, identity_threshold: Optional[float] = IdThrOpt,
     inception: Optional[Path] = InceptionOpt, i3d: Optional[Path] = I3dOpt, musiq: Optional[Path] = MusiqOpt, raft: Optional[Path] = RaftOpt,
+    asr: str = AsrOpt,
 ) -> None:
     """Short-clip protocol (paper Table 1): WER beside ground truth's, Sync-C/D, identity, FID/FVD or FD-<name>."""
     _run("short", _systems(data, split, ground_truth, videos, clips), out, threads,
-         syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft)
+         syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft, asr)
 
 
 @eval_app.command("long")
@@ -135,10 +138,11 @@ def eval_long(
     threads: int = typer.Option(2, "--threads"),
     syncnet_v2: Optional[Path] = SyncOpt, identity_model: Optional[Path] = IdOpt, identity_threshold: Optional[float] = IdThrOpt,
     inception: Optional[Path] = InceptionOpt, i3d: Optional[Path] = I3dOpt, musiq: Optional[Path] = MusiqOpt, raft: Optional[Path] = RaftOpt,
+    asr: str = AsrOpt,
 ) -> None:
     """Long-stream protocol (paper Table 2): transcript coverage, identity, Quality Drift, Dynamic, with curves over time."""
     _run("long", _systems(None, "", ground_truth, videos, streams), out, threads,
-         syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft)
+         syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft, asr)
 
 
 @eval_app.command("render")

@@ -1,4 +1,7 @@
-"""Speech recognition with pocketsphinx's bundled en-US acoustic model and a closed-vocabulary LM."""
+"""Speech recognition, the judge of WER and transcript coverage: by default pocketsphinx's bundled
+en-US acoustic model with a closed-vocabulary LM over the transcripts being judged; with
+`whisper:DIR` a user's local faster-whisper (CTranslate2) model, open-vocabulary as the paper's
+recogniser is. Nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import jiwer
 import numpy as np
 
 from streamchar.data.audio import resample
+from streamchar.errors import StreamcharError
 from streamchar.evaluation.lm import bigram_arpa
 from streamchar.utils.text import normalize_words
 
@@ -72,6 +76,52 @@ class Recognizer:
                 continue
             words.append((w, seg.start_frame / frame_rate, (seg.end_frame + 1) / frame_rate))
         return words
+
+
+class WhisperRecognizer:
+    """A local faster-whisper model directory (as CTranslate2's converter writes it, with its
+    `tokenizer.json`), English, greedy; the words with their times from its word timestamps."""
+
+    def __init__(self, directory: Path, threads: int = 0):
+        try:
+            from faster_whisper import WhisperModel
+        except ModuleNotFoundError:
+            raise StreamcharError("--asr whisper needs faster-whisper: pip install 'streamchar[eval]'") from None
+        directory = Path(directory)
+        missing = [f for f in ("model.bin", "tokenizer.json") if not (directory / f).is_file()]
+        if missing:  # faster-whisper would fetch a missing tokenizer from the Hub
+            raise StreamcharError(f"no faster-whisper model at {directory}: it lacks {', '.join(missing)} (convert one with "
+                                  "ct2-transformers-converter --copy_files tokenizer.json preprocessor_config.json)")  # fmt: skip
+        self.model = WhisperModel(str(directory), device="cpu", compute_type="float32", cpu_threads=threads, local_files_only=True)
+
+    def _segments(self, audio: np.ndarray, sample_rate: int, words: bool) -> list:
+        pcm = resample(np.asarray(audio, dtype=np.float32), sample_rate, ASR_RATE)
+        segments, _ = self.model.transcribe(pcm, language="en", task="transcribe", beam_size=1, temperature=0.0, vad_filter=False,
+                                            condition_on_previous_text=False, word_timestamps=words)  # fmt: skip
+        return list(segments)
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int) -> str:
+        return " ".join(seg.text.strip() for seg in self._segments(audio, sample_rate, False)).strip()
+
+    def transcribe_words(self, audio: np.ndarray, sample_rate: int) -> list[tuple[str, float, float]]:
+        out = []
+        for seg in self._segments(audio, sample_rate, True):
+            for w in seg.words or []:
+                out += [(word, float(w.start), float(w.end)) for word in normalize_words(w.word)]
+        return out
+
+
+Judge = Recognizer | WhisperRecognizer
+
+
+def make_recognizer(spec: str, transcripts: Sequence[str]) -> Judge:
+    """`pocketsphinx` (closed vocabulary over `transcripts`) or `whisper:DIR`."""
+    kind, _, directory = spec.partition(":")
+    if kind == "pocketsphinx" and not directory:
+        return Recognizer(transcripts)
+    if kind == "whisper" and directory:
+        return WhisperRecognizer(Path(directory))
+    raise StreamcharError(f"--asr takes pocketsphinx or whisper:DIR (a local faster-whisper model), got {spec!r}")
 
 
 @dataclass(frozen=True)

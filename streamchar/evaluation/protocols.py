@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from streamchar.errors import StreamcharError
-from streamchar.evaluation.asr import Recognizer, word_error_rate
+from streamchar.evaluation.asr import Judge, make_recognizer, word_error_rate
 from streamchar.evaluation.coverage import transcript_coverage
 from streamchar.evaluation.frechet import GaussianStats, frechet_distance
 from streamchar.evaluation.items import EvalItem, LoadedItem, load_item
@@ -70,7 +70,7 @@ def _timeline(loaded: LoadedItem, per_frame_quality: np.ndarray, identity: np.nd
     return {"chunk_seconds": CHUNK_FRAMES / loaded.fps, "quality": q, "identity": ident, "transcript_position": spoken}
 
 
-def evaluate_loaded(loaded: LoadedItem, scorers: Scorers, recognizer: Recognizer, protocol: Protocol) -> tuple[dict, np.ndarray, np.ndarray]:
+def evaluate_loaded(loaded: LoadedItem, scorers: Scorers, recognizer: Judge, protocol: Protocol) -> tuple[dict, np.ndarray, np.ndarray]:
     item, frames, fps = loaded.item, loaded.frames, loaded.fps
     words = recognizer.transcribe_words(loaded.audio, loaded.sample_rate)
     hyp = " ".join(w for w, _, _ in words)
@@ -92,7 +92,7 @@ def evaluate_loaded(loaded: LoadedItem, scorers: Scorers, recognizer: Recognizer
     return result, scorers.features.frames(frames), scorers.features.clips(frames, starts)
 
 
-def evaluate_system(items: list[EvalItem], scorers: Scorers, recognizer: Recognizer, protocol: Protocol, fps: float,
+def evaluate_system(items: list[EvalItem], scorers: Scorers, recognizer: Judge, protocol: Protocol, fps: float,
                     on_item: Callable[[], None] | None = None) -> SystemResult:
     out = SystemResult()
     for item in items:
@@ -157,18 +157,19 @@ def aggregate(res: SystemResult, reference: SystemResult | None) -> dict:
 
 
 def run_protocol(protocol_name: str, systems: dict[str, list[EvalItem]], scorers: Scorers, fps: float,
-                 ground_truth: str = "ground truth", on_item: Callable[[], None] | None = None) -> dict:
-    """Every system is scored; the first named `ground_truth` (when present) is the reference."""
+                 ground_truth: str = "ground truth", on_item: Callable[[], None] | None = None, asr: str = "pocketsphinx") -> dict:
+    """Every system is scored; the first named `ground_truth` (when present) is the reference.
+    `asr`: the judge (`evaluation/asr.py: make_recognizer`)."""
     if protocol_name not in PROTOCOLS:
         raise StreamcharError(f"unknown protocol {protocol_name!r}; accepted: {', '.join(PROTOCOLS)}")
     protocol = PROTOCOLS[protocol_name]
     transcripts = sorted({i.transcript for items in systems.values() for i in items if i.transcript.strip()})
     if not transcripts:
         raise StreamcharError("no item has a transcript")
-    recognizer = Recognizer(transcripts)
+    recognizer = make_recognizer(asr, transcripts)
     raw = {name: evaluate_system(items, scorers, recognizer, protocol, fps, on_item) for name, items in systems.items()}
     reference = raw.get(ground_truth)
-    report = {"protocol": protocol_name, "metrics": scorers.names(), "fps": fps, "systems": {}}
+    report = {"protocol": protocol_name, "metrics": scorers.names(), "asr": asr, "fps": fps, "systems": {}}
     for name, res in raw.items():
         report["systems"][name] = {
             "summary": aggregate(res, None if name == ground_truth else reference),
