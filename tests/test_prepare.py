@@ -62,3 +62,16 @@ def test_prepare_turns_footage_into_a_training_folder(tmp_path):
     assert again.returncode == 0 and json.loads((out / "prepare.json").read_text())["prepared"] == report["prepared"]
     items = ClipDataset(out, cfg, split="train")
     assert len(items) == len(report["prepared"]) and items[0]["split"] == "train" and items[0]["reference_voice"] is not None
+
+
+def test_prepare_refuses_to_write_over_the_footage(tmp_path):
+    from streamchar.data.prepare import prepare_folder
+    from streamchar.errors import StreamcharError
+
+    with pytest.raises(StreamcharError, match="another folder than --in"):
+        prepare_folder(tmp_path, tmp_path, load_config("tiny"))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "prepare.json").write_text("{")
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    with pytest.raises(StreamcharError, match="prepare.json is damaged"):
+        prepare_folder(tmp_path, tmp_path / "out", load_config("tiny"))

@@ -21,7 +21,7 @@ from streamchar.cli.serve_cmd import serve
 from streamchar.cli.speech_cmds import bench_align_cmd, bench_voices_cmd, data_prepare_cmd
 from streamchar.cli.train_cmds import train_app
 from streamchar.config import load_config
-from streamchar.config.load import override_config
+from streamchar.config.load import override_config, read_overrides
 from streamchar.errors import Interrupted, StreamcharError
 
 app = typer.Typer(help="streamchar: real-time streaming generation of a talking character's speech and video from text.", no_args_is_help=True,
@@ -77,13 +77,16 @@ def data_synth(
     config: Optional[Path] = ConfigOpt,
     workers: Optional[int] = typer.Option(None, "--workers", help="processes (default: all cores)"),
     seconds: Optional[float] = typer.Option(None, "--seconds", help="aim each clip at about this many seconds (default: 1-4 sentences at random)"),
-    engines: str = typer.Option("espeak,festival,flite", "--engines", help="speech engines the characters' voices come from"),
+    engines: Optional[str] = typer.Option(None, "--engines", help="speech engines the characters' voices come from "
+                                          "(default: espeak,festival,flite, unless a --config names synthtalk.engines)"),
 ) -> None:
     """Make a SynthTalk set: clips of a procedurally drawn character speaking Harvard sentences."""
     from streamchar.data.synth import synthesize_set
 
     cfg = load_config(preset, config)
-    cfg = override_config(cfg, {"synthtalk": {"engines": [e.strip() for e in engines.split(",") if e.strip()]}})
+    if engines is not None or "engines" not in read_overrides(config).get("synthtalk", {}):
+        chosen = [e.strip() for e in (engines or "espeak,festival,flite").split(",") if e.strip()]
+        cfg = override_config(cfg, {"synthtalk": {"engines": chosen}})
     if clips <= 0:
         raise StreamcharError(f"--clips must be a positive number of clips, got {clips}")
     if workers is not None and workers <= 0:

@@ -13,6 +13,7 @@ import typer
 from streamchar.cli.common import ConfigOpt, PresetOpt, clip_progress, console, report
 from streamchar.config import load_config
 from streamchar.errors import StreamcharError
+from streamchar.utils.files import atomic_write_text
 
 checkpoint_app = typer.Typer(help="Build generator checkpoints from public weights.", no_args_is_help=True)
 
@@ -67,15 +68,12 @@ def bench_paper(
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise StreamcharError(f"--device takes cpu or cuda (where a CUDA GPU is present), got {device!r}")
     if reduced:
-        res = bench_reduced(torch.device(device), chunks, out)
-        print(json.dumps(res))
-        report(res, result)
+        report(bench_reduced(torch.device(device), chunks, out), result)
         return
 
     def save(partial: dict) -> None:
         if result:
-            result.parent.mkdir(parents=True, exist_ok=True)
-            result.write_text(json.dumps(partial, indent=1))
+            atomic_write_text(result, json.dumps(partial, indent=1))
 
     res = bench_full(torch.device(device), chunks, teacher_chunks, tuple(m.strip() for m in modes.split(",") if m.strip()), out, save)
     print(json.dumps(res))

@@ -134,6 +134,30 @@ def _one(args: tuple[Path, Path, Path, Config]) -> tuple[str, str | None]:
         return video.stem, None
     except Skipped as e:
         return video.stem, str(e)
+    except (StreamcharError, OSError, ValueError) as e:  # recorded with the clip; the others go on
+        return video.stem, f"failed: {e}"
+
+
+def _check_tools() -> None:
+    import shutil
+
+    try:
+        import cv2  # noqa: F401
+        import pocketsphinx  # noqa: F401
+    except ModuleNotFoundError as e:
+        raise StreamcharError(f"data prepare needs {e.name}: pip install 'streamchar[eval]'") from None
+    if shutil.which("t2p") is None:
+        raise StreamcharError("data prepare spells words its aligner does not know with Flite's t2p: sudo apt-get install flite")
+
+
+def _read_report(path: Path) -> dict:
+    if not path.is_file():
+        return {"prepared": [], "skipped": {}}
+    try:
+        report = json.loads(path.read_text())
+        return {"prepared": list(report["prepared"]), "skipped": dict(report["skipped"])}
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise StreamcharError(f"{path} is damaged; remove it (the clips already prepared are kept and found again)") from None
 
 
 def prepare_folder(src: Path, out: Path, cfg: Config, workers: int = 1, on_progress: Callable[[int, int], None] | None = None) -> dict:
@@ -142,13 +166,17 @@ def prepare_folder(src: Path, out: Path, cfg: Config, workers: int = 1, on_progr
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise StreamcharError(f"--in {src} is not a folder")
+    if out.resolve() == src.resolve():
+        raise StreamcharError("--out must be another folder than --in: the prepared clips would replace the footage")
+    _check_tools()
     videos = sorted(src.glob("*.mp4"))
     if not videos:
         raise StreamcharError(f"no <name>.mp4 files in {src}; each clip is a video and its transcript <name>.txt")
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / REPORT
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {"prepared": [], "skipped": {}}
+    report = _read_report(report_path)
     skipped = {v.stem: "no transcript: expected " + v.with_suffix(".txt").name for v in videos if not v.with_suffix(".txt").is_file()}
+    skipped |= {v.stem: f"its name is the report's ({REPORT}); rename the clip" for v in videos if v.name == Path(REPORT).with_suffix(".mp4").name}
     todo = [v for v in videos if v.stem not in skipped and not (out / f"{v.stem}.json").is_file()]
     done = [v.stem for v in videos if (out / f"{v.stem}.json").is_file()]
     report["skipped"] = {**{k: r for k, r in report["skipped"].items() if k not in done}, **skipped}
@@ -157,6 +185,7 @@ def prepare_folder(src: Path, out: Path, cfg: Config, workers: int = 1, on_progr
         for k, (name, reason) in enumerate(pool.map(_one, jobs)):
             if reason is None:
                 done.append(name)
+                report["skipped"].pop(name, None)
             else:
                 report["skipped"][name] = reason
             report["prepared"] = sorted(set(done))

@@ -24,7 +24,7 @@ from streamchar.errors import StreamcharError
 from streamchar.model.checkpoint import save_generator
 from streamchar.model.prompt import UMT5PromptEncoder
 from streamchar.model.streamchar_model import build_model
-from streamchar.model.tokenizer import QwenTokenizer
+from streamchar.model.tokenizer import QwenTokenizer, check_vocabulary
 from streamchar.model.weights import load_wan_into
 
 CODEC_FOLDERS = {"video_codec": "video-vae", "audio_codec": "audio-vae"}  # in the checkpoint's folder, named by its config.json
@@ -46,7 +46,7 @@ def _check_parts(cfg: Config, parts: Parts) -> tuple[QwenTokenizer, UMT5PromptEn
     problems: list[str] = []
     loaded: dict[str, object] = {}
     checks = {
-        "qwen": lambda: QwenTokenizer(parts.qwen),
+        "qwen": lambda: check_vocabulary(QwenTokenizer(parts.qwen), cfg),
         "umt5": lambda: UMT5PromptEncoder(Path(parts.umt5), cfg.dit.text_dim, cfg.prompt.tokens),
         "video_vae": lambda: WanVideoCodec.load(parts.video_vae, cfg),
         "audio_vae": lambda: OobleckAudioCodec.load(parts.audio_vae, cfg),
@@ -56,12 +56,9 @@ def _check_parts(cfg: Config, parts: Parts) -> tuple[QwenTokenizer, UMT5PromptEn
             loaded[name] = check()
         except StreamcharError as e:
             problems.append(f"--{name.replace('_', '-')}: {e}")
-    tokenizer = loaded.get("qwen")
-    if isinstance(tokenizer, QwenTokenizer) and tokenizer.vocab_size > cfg.orchestrator.vocab_size:
-        problems.append(f"--qwen: its tokenizer has {tokenizer.vocab_size} tokens; the orchestrator embeds {cfg.orchestrator.vocab_size}")
     if problems:
         raise StreamcharError("the parts do not fit the paper preset:\n  " + "\n  ".join(problems))
-    return tokenizer, loaded["umt5"]  # type: ignore[return-value]
+    return loaded["qwen"], loaded["umt5"]  # type: ignore[return-value]
 
 
 def assemble_checkpoint(cfg: Config, parts: Parts, out: Path, seed: int = 0) -> dict:
@@ -69,7 +66,7 @@ def assemble_checkpoint(cfg: Config, parts: Parts, out: Path, seed: int = 0) -> 
     out = Path(out)
     if cfg.prompt.encoder != "umt5" or cfg.orchestrator.tokenizer != "qwen2":
         raise StreamcharError("assemble builds the paper's generator: the config needs prompt.encoder umt5 and orchestrator.tokenizer qwen2")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise StreamcharError(f"{out} is not empty; assemble writes a new checkpoint folder")
     tokenizer, prompt = _check_parts(cfg, parts)
     torch.manual_seed(seed)

@@ -18,9 +18,9 @@ from streamchar.config.load import override_config
 from streamchar.config.presets import PRESETS
 from streamchar.errors import StreamcharError
 from streamchar.utils.shipped import shipped_dir
-from streamchar.model.prompt import PromptEncoder, UMT5PromptEncoder, build_prompt_encoder, umt5_directory
+from streamchar.model.prompt import PromptEncoder, UMT5PromptEncoder, build_prompt_encoder
 from streamchar.model.streamchar_model import StreamCharModel, build_model
-from streamchar.model.tokenizer import QwenTokenizer, Tokenizer, build_tokenizer, tokenizer_directory
+from streamchar.model.tokenizer import QwenTokenizer, Tokenizer, build_tokenizer
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
@@ -55,6 +55,21 @@ def _parts_in_weights(model: StreamCharModel, prompt: PromptEncoder) -> tuple[tu
     return ((model, "model."), (prompt, "prompt.")) if prompt.in_checkpoint else ((model, "model."),)
 
 
+def _keep(configured: str, folder: Path, loaded_from: Path | None, save, field: str) -> None:  # noqa: ANN001
+    """A part with its own directory: written into the checkpoint's folder where `configured`
+    (its config field) is relative, unless it was loaded from that very place; referenced, never
+    written, where `configured` is absolute."""
+    if loaded_from is None:
+        raise StreamcharError(f"the part {field} names was built in memory, not loaded from a directory; it cannot be saved")
+    if Path(configured).is_absolute():
+        if not Path(configured).is_dir():
+            raise StreamcharError(f"{field} names {configured}, which does not exist: the checkpoint would reference nothing")
+        return
+    target = folder / configured
+    if target.resolve() != Path(loaded_from).resolve():
+        save(target)
+
+
 def save_generator(directory: Path, model: StreamCharModel, prompt: PromptEncoder, extra: dict | None = None) -> None:
     """The weights in one safetensors file and the config beside it. A umT5 prompt encoder and a
     Qwen2.5 tokenizer keep their own transformers directories: written into the checkpoint's
@@ -64,14 +79,12 @@ def save_generator(directory: Path, model: StreamCharModel, prompt: PromptEncode
     for module, prefix in _parts_in_weights(model, prompt):
         tied = _aliases(module)
         tensors.update({f"{prefix}{k}": v for k, v in module.state_dict().items() if k not in tied})
+    cfg = model.cfg
     if isinstance(prompt, UMT5PromptEncoder):
-        target = umt5_directory(model.cfg, Path(directory))
-        if target.resolve() != prompt.directory.resolve():
-            prompt.save(target)
+        _keep(str(cfg.prompt.directory), Path(directory), prompt.directory, prompt.save, "prompt.directory")
     if isinstance(model.tokenizer, QwenTokenizer):
-        target = tokenizer_directory(model.cfg, Path(directory))
-        if target.resolve() != model.tokenizer.directory.resolve():
-            model.tokenizer.save(target)
+        _keep(str(cfg.orchestrator.tokenizer_directory), Path(directory), model.tokenizer.directory, model.tokenizer.save,
+              "orchestrator.tokenizer_directory")
     atomic_save_file(tensors, Path(directory) / WEIGHTS)
     meta = {"format": "streamchar-generator", "preset": model.cfg.preset, "config": model.cfg.model_dump(mode="json"), **(extra or {})}
     atomic_write_text(Path(directory) / CONFIG, json.dumps(meta, indent=1))

@@ -105,8 +105,13 @@ def build_tokenizer(cfg: Config, folder: Path | None = None) -> Tokenizer:
     oc = cfg.orchestrator
     if oc.tokenizer == "characters":
         return CharacterTokenizer(oc.vocab_size)
-    tokenizer = QwenTokenizer(tokenizer_directory(cfg, folder))
-    if tokenizer.vocab_size > oc.vocab_size:
-        raise StreamcharError(f"the tokenizer at {tokenizer.directory} has {tokenizer.vocab_size} tokens; the orchestrator embeds "
-                              f"{oc.vocab_size} (orchestrator.vocab_size)")  # fmt: skip
+    return check_vocabulary(QwenTokenizer(tokenizer_directory(cfg, folder)), cfg)
+
+
+def check_vocabulary(tokenizer: Tokenizer, cfg: Config) -> Tokenizer:
+    """`tokenizer`, where every id it gives fits the orchestrator's embedding."""
+    if tokenizer.vocab_size > cfg.orchestrator.vocab_size:
+        where = f" at {tokenizer.directory}" if isinstance(tokenizer, QwenTokenizer) else ""
+        raise StreamcharError(f"the tokenizer{where} has {tokenizer.vocab_size} tokens; the orchestrator embeds "
+                              f"{cfg.orchestrator.vocab_size} (orchestrator.vocab_size)")  # fmt: skip
     return tokenizer

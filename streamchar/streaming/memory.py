@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from streamchar.errors import StreamcharError
+from streamchar.model.prompt import UMT5PromptEncoder
 from streamchar.streaming.pipeline import Pipeline
 
 MEMORY_MODES = ("resident", "offload", "fp8")
@@ -31,7 +32,7 @@ def apply_memory_mode(pipe: Pipeline, mode: str, device: torch.device) -> Pipeli
     from diffusers.hooks import apply_group_offloading, apply_layerwise_casting
 
     prompt = pipe.prompt_encoder
-    if not hasattr(getattr(prompt, "encoder", None), "encoder"):
+    if not isinstance(prompt, UMT5PromptEncoder):
         raise StreamcharError(f"memory mode {mode!r} offloads a umT5 prompt encoder; this generator's is {type(prompt).__name__}")
     prompt.to("cpu")
     apply_group_offloading(prompt.encoder.encoder, onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",

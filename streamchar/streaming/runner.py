@@ -102,6 +102,8 @@ def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: fl
         with torch.cuda.stream(side) if side is not None else nullcontext():  # on a GPU, beside the next chunk's generation
             if ready is not None:
                 side.wait_event(ready)
+                chunk.video.record_stream(side)  # made on the generating stream, read on this one
+                chunk.audio.record_stream(side)
             frames = to_frames(video_decoder.decode(chunk.video))
             audio = audio_decoder.decode(chunk.audio)[0].float().cpu().numpy()
         played = period
@@ -137,7 +139,7 @@ def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: fl
                 pending.result()
             ready = torch.cuda.Event() if side is not None else None
             if ready is not None:
-                ready.record()  # the chunk's latents are made when the generating stream reaches here
+                ready.record(torch.cuda.current_stream(side.device))  # the chunk's latents are made when the generating stream reaches here
             pending = pool.submit(finish, chunk, ready)
         if pending is not None:
             pending.result()

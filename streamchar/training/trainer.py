@@ -35,7 +35,7 @@ from streamchar.data.latents import LatentCache
 from streamchar.errors import StreamcharError
 from streamchar.model.checkpoint import load_generator, new_generator, save_generator
 from streamchar.model.streamchar_model import StreamCharModel, build_model
-from streamchar.model.tokenizer import QwenTokenizer
+from streamchar.model.tokenizer import QwenTokenizer, check_vocabulary
 from streamchar.streaming.engine import SessionSettings
 from streamchar.streaming.inputs import character_request
 from streamchar.streaming.pipeline import Pipeline
@@ -101,7 +101,7 @@ class Trainer:
         if s.init:
             self.model, self.prompt, _ = load_generator(s.init, config=cfg)
         else:  # the Qwen2.5 directory's tokenizer goes with its weights, and into the checkpoints
-            self.model, self.prompt = new_generator(cfg, s.seed, tokenizer=QwenTokenizer(s.qwen) if s.qwen else None)
+            self.model, self.prompt = new_generator(cfg, s.seed, tokenizer=check_vocabulary(QwenTokenizer(s.qwen), cfg) if s.qwen else None)
             if s.wan:
                 from streamchar.model.weights import load_wan_into
 
