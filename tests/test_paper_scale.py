@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from streamchar.config import load_config
 from streamchar.errors import StreamcharError
-from streamchar.evaluation.bench_paper import REDUCED, read_mp4
+from streamchar.evaluation.bench_paper import REDUCED, mp4_facts
 from streamchar.model.assemble import Parts, assemble_checkpoint
 from streamchar.model.checkpoint import load_generator
 from streamchar.model.stand_ins import oobleck, write_stand_ins
@@ -128,7 +128,7 @@ def test_bench_paper_reduced_streams_the_paper_geometry_into_a_playable_mp4(tmp_
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(result.read_text())
     assert res["chunks"] == 2 and res["llm_dit_s"] > 0 and res["vae_decode_s"] > 0 and res["writing_s"] > 0
-    mp4 = read_mp4(video)
+    mp4 = mp4_facts(video)
     assert (mp4["width"], mp4["height"], mp4["fps"], mp4["frames"], mp4["audio_rate"]) == (512, 512, 24.0, 66, 48000)
     assert abs(mp4["audio_minus_video_frames"]) <= 1.0
     r = subprocess.run([sys.executable, "-m", "streamchar", "bench", "paper", "--device", "cpu"], capture_output=True, text=True, timeout=120)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import functools
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from streamchar.data.audio import resample
+from streamchar.data.engines import word_phones
 from streamchar.data.speech import Timed, transcript_words
 from streamchar.errors import StreamcharError
 
@@ -24,7 +24,8 @@ _PARTS = re.compile(r"[a-z']+")
 
 
 @functools.cache
-def _model() -> tuple[Path, Path, frozenset[str]]:
+def pocketsphinx_model() -> tuple[Path, Path, frozenset[str]]:
+    """pocketsphinx's bundled en-US model: its acoustic model, its dictionary and the words in it."""
     from pocketsphinx import get_model_path
 
     root = Path(get_model_path()) / "en-us"
@@ -35,14 +36,7 @@ def _model() -> tuple[Path, Path, frozenset[str]]:
 
 def pronunciation(word: str) -> str:
     """A word's phones as the dictionary spells them ("K AE T"), from Flite's `t2p`."""
-    try:
-        out = subprocess.run(["t2p", word], capture_output=True, text=True, timeout=30, check=True).stdout
-    except FileNotFoundError:
-        raise StreamcharError(f"{word!r} is not in the aligner's dictionary, and Flite's t2p (which would spell it) is not "
-                              "installed: sudo apt-get install flite") from None  # fmt: skip
-    except (subprocess.SubprocessError, OSError) as e:
-        raise StreamcharError(f"cannot spell {word!r} with t2p: {e}") from None
-    phones = [p.rstrip("012").upper() for p in out.split() if p.rstrip("012") != "pau"]
+    phones = [p.rstrip("012").upper() for p in word_phones(word)]
     if not phones:
         raise StreamcharError(f"t2p gave no phones for {word!r}")
     return " ".join(phones)
@@ -58,7 +52,7 @@ def align_words(transcript: str, audio: np.ndarray, sample_rate: int) -> list[Ti
     flat = [p for ps in parts for p in ps]
     if not flat:
         raise StreamcharError("the transcript has no words to align")
-    hmm, dictionary, known = _model()
+    hmm, dictionary, known = pocketsphinx_model()
     decoder = Decoder(hmm=str(hmm), dict=str(dictionary), loglevel="FATAL")
     for word in sorted(set(flat) - known):
         decoder.add_word(word, pronunciation(word), True)

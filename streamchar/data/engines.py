@@ -91,13 +91,10 @@ def flite_speak(text: str, voice: str, rate: float, pitch: float) -> tuple[np.nd
     return audio, sr, phones
 
 
-def flite_pronunciations(words: list[str]) -> list[list[str]]:
-    """Each word's phones as Flite says it alone (its lexicon, else its letter-to-sound rules)."""
-    out = []
-    for word in words:
-        phones = _run(["t2p", word], "flite").split()
-        out.append([p for p in phones if p.rstrip("012") != "pau"])
-    return out
+def word_phones(word: str) -> list[str]:
+    """A word's CMU phones, stress marked ("k", "ae1", "t"), as Flite says it alone (`t2p`: its
+    lexicon, else its letter-to-sound rules)."""
+    return [p for p in _run(["t2p", word], "flite").split() if p.rstrip("012") != "pau"]
 
 
 def group_phones(words: list[str], phones: list[tuple[str, float]], pronunciations: list[list[str]]) -> list[tuple[float, float]]:
@@ -145,7 +142,7 @@ def speak_with(engine: str, text: str, tokens: list[str], voice_name: str, rate:
         spans = _festival_words(tokens, words)
     elif engine == "flite":
         audio, sr, phones = flite_speak(text, voice_name, rate, pitch)
-        spans = group_phones(tokens, phones, flite_pronunciations(tokens))
+        spans = group_phones(tokens, phones, [word_phones(t) for t in tokens])
     else:
         raise StreamcharError(f"unknown speech engine {engine!r}; accepted: espeak, festival, flite")
     starts = [0.0] + [end for _, end in phones[:-1]]

@@ -13,6 +13,7 @@ from pathlib import Path
 import jiwer
 import numpy as np
 
+from streamchar.data.align import pocketsphinx_model
 from streamchar.data.audio import resample
 from streamchar.errors import StreamcharError
 from streamchar.evaluation.lm import bigram_arpa
@@ -21,36 +22,19 @@ from streamchar.utils.text import normalize_words
 ASR_RATE = 16000
 
 
-def _model_dir() -> Path:
-    from pocketsphinx import get_model_path
-
-    return Path(get_model_path()) / "en-us"
-
-
-def _dictionary_words(dict_path: Path) -> set[str]:
-    words = set()
-    with open(dict_path, encoding="utf-8") as f:
-        for line in f:
-            w = line.split(" ", 1)[0]
-            words.add(w.split("(", 1)[0])
-    return words
-
-
 class Recognizer:
     """pocketsphinx decoder whose language model covers exactly the given transcripts' words."""
 
     def __init__(self, transcripts: Sequence[str]):
         from pocketsphinx import Decoder
 
-        model = _model_dir()
-        dict_path = model / "cmudict-en-us.dict"
-        known = _dictionary_words(dict_path)
+        hmm, dict_path, known = pocketsphinx_model()
         wanted = {w for t in transcripts for w in normalize_words(t)}
         self.out_of_dictionary = sorted(wanted - known)
         self._tmp = tempfile.TemporaryDirectory(prefix="streamchar-lm-")
         lm_path = Path(self._tmp.name) / "closed.arpa"
         lm_path.write_text(bigram_arpa(transcripts, vocabulary=known))
-        self._decoder = Decoder(hmm=str(model / "en-us"), dict=str(dict_path), lm=str(lm_path), loglevel="FATAL")
+        self._decoder = Decoder(hmm=str(hmm), dict=str(dict_path), lm=str(lm_path), loglevel="FATAL")
 
     def _decode(self, audio: np.ndarray, sample_rate: int) -> None:
         pcm = resample(np.asarray(audio, dtype=np.float32), sample_rate, ASR_RATE)

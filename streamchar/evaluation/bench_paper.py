@@ -25,11 +25,14 @@ import torch
 from streamchar.config import Config, load_config
 from streamchar.errors import StreamcharError
 from streamchar.model.assemble import Parts, assemble_checkpoint
+from streamchar.data.mp4 import read_mp4
 from streamchar.streaming.bench import random_request
 from streamchar.streaming.engine import SessionSettings
+from streamchar.streaming.inputs import StreamRequest
 from streamchar.streaming.memory import MEMORY_MODES, apply_memory_mode
 from streamchar.streaming.pipeline import Pipeline
 from streamchar.streaming.runner import StreamReport
+from streamchar.streaming.sampler import device_clock
 
 # depth and width cut down; the stream's geometry, the VAEs' layouts, the prompt length and the head size kept
 REDUCED = {
@@ -46,8 +49,7 @@ def paper_config(reduced: bool) -> Config:
 
 def chunk_split(report: StreamReport) -> dict:
     """Mean seconds per chunk after the first (which also warms up), split as the paper does."""
-    steady = report.chunks[1:] or report.chunks
-    mean = lambda key: float(np.mean([getattr(c, key) for c in steady]))  # noqa: E731
+    mean = report.steady_mean
     written = [c.written_at_s for c in report.chunks]
     return {
         "llm_dit_s": mean("orchestrator_s") + mean("dit_s"), "orchestrator_s": mean("orchestrator_s"), "dit_s": mean("dit_s"),
@@ -58,18 +60,12 @@ def chunk_split(report: StreamReport) -> dict:
     }  # fmt: skip
 
 
-def read_mp4(path: Path) -> dict:
+def mp4_facts(path: Path) -> dict:
     """What a player sees: the video's size, rate and frames, the audio's rate and length."""
-    import av
-
-    with av.open(str(path)) as f:
-        v, a = f.streams.video[0], f.streams.audio[0]
-        frames = sum(1 for _ in f.decode(v))
-        f.seek(0)
-        samples = sum(fr.samples for fr in f.decode(a))
-        fps = float(v.guessed_rate or v.average_rate)
-        out = {"width": v.width, "height": v.height, "fps": fps, "frames": frames, "audio_rate": a.sample_rate}
-    out["video_s"], out["audio_s"] = frames / fps, samples / out["audio_rate"]
+    clip = read_mp4(path)
+    frames, fps = len(clip.frames), clip.fps
+    out = {"width": clip.frames.shape[2], "height": clip.frames.shape[1], "fps": fps, "frames": frames, "audio_rate": clip.sample_rate,
+           "video_s": frames / fps, "audio_s": len(clip.audio) / clip.sample_rate}  # fmt: skip
     out["audio_minus_video_frames"] = (out["audio_s"] - out["video_s"]) * fps
     return out
 
@@ -79,9 +75,8 @@ def split_alone(pipe: Pipeline, steps: int, chunks: int) -> dict:
     overlaps decoding and writing with the next chunk's generation; on one GPU they share it.)"""
     from streamchar.streaming.runner import to_frames
 
-    session = pipe.session(random_request(pipe.cfg, 40 * chunks), SessionSettings(steps=steps, max_chunks=chunks, stop_at_end=False))
-    device = session.reference.device
-    now = lambda: (torch.cuda.synchronize(device) if device.type == "cuda" else None, time.perf_counter())[1]  # noqa: E731
+    session = pipe.session(*_inputs(pipe, steps, chunks))
+    now = device_clock(session.reference.device)
     video, audio = pipe.video_codec.stream_decoder(session.decode_reference), pipe.audio_codec.stream_decoder()
     rows = []
     with tempfile.TemporaryDirectory(prefix="streamchar-split-") as tmp, torch.no_grad():
@@ -99,10 +94,13 @@ def split_alone(pipe: Pipeline, steps: int, chunks: int) -> dict:
     return {**out, "llm_dit_s": out["llm_s"] + out["dit_s"], "total_s": sum(out.values()), "chunks": chunks}
 
 
+def _inputs(pipe: Pipeline, steps: int, chunks: int) -> tuple[StreamRequest, SessionSettings]:
+    """A random request long enough for `chunks`, and settings that run exactly that many."""
+    return random_request(pipe.cfg, 40 * chunks), SessionSettings(steps=steps, max_chunks=chunks, stop_at_end=False)
+
+
 def _stream(pipe: Pipeline, steps: int, chunks: int, out: Path) -> StreamReport:
-    request = random_request(pipe.cfg, 40 * chunks)
-    settings = SessionSettings(steps=steps, max_chunks=chunks, stop_at_end=False)
-    return pipe.stream_to_mp4(request, settings, out)
+    return pipe.stream_to_mp4(*_inputs(pipe, steps, chunks), out)
 
 
 def bench_reduced(device: torch.device, chunks: int, out: Path, steps: int = 4) -> dict:
@@ -120,7 +118,7 @@ def bench_reduced(device: torch.device, chunks: int, out: Path, steps: int = 4) 
         load_s = time.perf_counter() - t2
         report = _stream(pipe, steps, chunks, out)
     return {"preset": "paper (reduced)", "device": str(device), "steps": steps, "stand_ins_s": t1 - t0, "assemble_s": t2 - t1,
-            "load_s": load_s, **chunk_split(report), "mp4": read_mp4(out)}  # fmt: skip
+            "load_s": load_s, **chunk_split(report), "mp4": mp4_facts(out)}  # fmt: skip
 
 
 def random_paper_pipeline(cfg: Config, device: torch.device, folder: Path) -> Pipeline:

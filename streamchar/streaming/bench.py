@@ -70,10 +70,8 @@ def stream_once(cfg: Config, steps: int, seconds: float, memory_marks_s: tuple[f
     return {
         "steps": steps, "chunks": len(report.chunks), "stream_seconds": s["seconds"],
         "steady_seconds_per_chunk": float(np.mean(gaps)), "steady_real_time_factor": float(np.mean(gaps)) / cfg.stream.chunk_seconds,
-        "compute_seconds_per_chunk": float(np.mean([c.compute_s for c in report.chunks[1:]])),
-        "orchestrator_s": float(np.mean([c.orchestrator_s for c in report.chunks[1:]])),
-        "dit_s": float(np.mean([c.dit_s for c in report.chunks[1:]])),
-        "decode_s": float(np.mean([c.decode_s for c in report.chunks[1:]])), "write_s": float(np.mean([c.write_s for c in report.chunks[1:]])),
+        "compute_seconds_per_chunk": report.steady_mean("compute_s"), "orchestrator_s": report.steady_mean("orchestrator_s"),
+        "dit_s": report.steady_mean("dit_s"), "decode_s": report.steady_mean("decode_s"), "write_s": report.steady_mean("write_s"),
         "first_playable_s": s["first_chunk_latency_s"], "session_setup_s": s["setup_s"], "model_load_s": load_s,
         "transcript_words": s["words_total"], "stalls": s["stalls"], "stall_s": s["stall_s"],
         "rss_mb_at_stream_seconds": {str(int(k)): v for k, v in marks.items()},

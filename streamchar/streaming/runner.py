@@ -71,6 +71,10 @@ class StreamReport:
             "words_total": self.chunks[-1].words_total if self.chunks else 0, "interrupted": self.interrupted,
         }  # fmt: skip
 
+    def steady_mean(self, key: str) -> float:
+        """A chunk field's mean over the chunks after the first, which also warms up."""
+        return float(np.mean([getattr(c, key) for c in self.chunks[1:] or self.chunks]))
+
     def to_json(self) -> dict:
         return {"summary": self.summary(), "chunks": [asdict(c) for c in self.chunks]}
 

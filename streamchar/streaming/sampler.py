@@ -32,7 +32,7 @@ class SampledChunk:
     timings: dict[str, float]
 
 
-def _clock(device: torch.device) -> Callable[[], float]:
+def device_clock(device: torch.device) -> Callable[[], float]:
     """perf_counter, after the work this thread queued on the GPU: the split of a chunk's time is
     then what each part took, not when it was queued (decoding, on its own stream, not waited for)."""
     if device.type != "cuda":
@@ -66,7 +66,7 @@ def _sample(model: StreamCharModel, x: DenoiseContext, empty_prompt: torch.Tenso
             s: SamplerSettings, exit_step: int | None, grad: bool) -> SampledChunk:
     steps = s.steps if exit_step is None else exit_step
     timings = {"orchestrator_s": 0.0, "dit_s": 0.0}
-    now = _clock(video.device)
+    now = device_clock(video.device)
     t0 = now()
     with torch.set_grad_enabled(grad):
         cache = model.condition_cache(x.conditions, x.prompt)
