@@ -40,6 +40,36 @@ def cache(small_set, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def plan_session():
+    """A factory: for a config, a function making a 1-step session with a random tiny model and
+    small random codecs on a text (the reader under test is the config's)."""
+    return make_plan_session
+
+
+def make_plan_session(cfg):
+    import numpy as np
+
+    from streamchar.model.checkpoint import new_generator
+    from streamchar.streaming.engine import SessionSettings, StreamSession
+    from streamchar.streaming.inputs import StreamRequest
+
+    torch.set_num_threads(2)
+    model, prompt = new_generator(cfg, seed=0)
+    torch.manual_seed(1)
+    video = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
+    audio = TinyAudioCodec(TinyAudioConfig(channels=(16, 16))).eval()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    voice = (0.1 * rng.standard_normal(2 * cfg.audio.sample_rate)).astype(np.float32)
+
+    def session(text, **settings):
+        request = StreamRequest(text, image, voice, "a person talks")
+        return StreamSession(model.eval(), prompt, video, audio, request, SessionSettings(steps=1, **settings))
+
+    return session
+
+
 # live server ------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def shipped_pipeline():

@@ -217,33 +217,13 @@ def test_windows_place_latents_in_the_words_spoken_then(cache):
     assert paper_like.window(k).text_positions is None and collate([paper_like.window(k)]).text_positions is None
 
 
-def _plan_session(cfg):
-    from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
-    from streamchar.streaming.engine import SessionSettings, StreamSession
-    from streamchar.streaming.inputs import StreamRequest
-
-    torch.set_num_threads(2)
-    model, prompt = new_generator(cfg, seed=0)
-    torch.manual_seed(1)
-    video = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
-    audio = TinyAudioCodec(TinyAudioConfig(channels=(16, 16))).eval()
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
-    voice = (0.1 * rng.standard_normal(2 * cfg.audio.sample_rate)).astype(np.float32)
-
-    def session(text, **settings):
-        request = StreamRequest(text, image, voice, "a person talks")
-        return StreamSession(model.eval(), prompt, video, audio, request, SessionSettings(steps=1, **settings))
-
-    return session
-
-
-# "espeak" is the tiny preset's own plan, so it needs no override
-PLANS = {"even": {"plan": {"word_pace": None}}, "letters": {"plan": {"word_pace": {"durations": "letters"}}}, "espeak": {}}
+# the rule-based plans, each reading by the plan alone (the tiny preset's own is learned and follows the pointer)
+PLANS = {"even": {"reading": "plan", "plan": {"word_pace": None}}, "letters": {"reading": "plan", "plan": {"word_pace": {"durations": "letters"}}},
+         "espeak": {"reading": "plan", "plan": {"word_pace": {"durations": "espeak"}}}}
 
 
 @pytest.mark.parametrize("plan_kind", list(PLANS))
-def test_streams_read_the_transcript_by_the_plan(plan_kind):
+def test_streams_read_the_transcript_by_the_plan(plan_kind, plan_session):
     from streamchar.model.alignment import paced_word_times, planned_positions, spoken_positions, window_positions, words_done
 
     cfg = load_config("tiny", {"orchestrator": PLANS[plan_kind]})
@@ -251,7 +231,7 @@ def test_streams_read_the_transcript_by_the_plan(plan_kind):
     paced = pace is not None
     assert plan_kind == (pace.durations if paced else "even")
 
-    session = _plan_session(cfg)
+    session = plan_session(cfg)
     text = " ".join(["one two three four, five six seven eight nine ten."] * 6)  # 60 words, 365 tokens
     s = session(text, max_chunks=16)
     toks = s.reader.tokens
@@ -376,11 +356,11 @@ def test_pace_benchmark_reports_both_plans(cache):
 
 
 @pytest.mark.parametrize("plan_kind", ["letters", "espeak"])
-def test_words_appended_after_the_plan_ran_out_start_with_the_next_chunk(plan_kind, monkeypatch):
+def test_words_appended_after_the_plan_ran_out_start_with_the_next_chunk(plan_kind, monkeypatch, plan_session):
     from streamchar.model.alignment import paced_word_times
 
     cfg = load_config("tiny", {"orchestrator": PLANS[plan_kind]})
-    session = _plan_session(cfg)
+    session = plan_session(cfg)
     s = session("one two", max_chunks=8)
     first = list(s.word_times())
     for k in range(3):
@@ -426,16 +406,16 @@ def test_cached_prefix_gives_the_full_pass_at_every_step(over):
             orch(replace(x, noisy_audio=torch.randn(1, 64, 3)), prefix=prefix)
 
 
-def test_a_paced_stream_ends_its_tail_after_the_last_word(tmp_path):
+def test_a_paced_stream_ends_its_tail_after_the_last_word(tmp_path, plan_session):
     import json
 
     from streamchar.data.mp4 import read_mp4
     from streamchar.streaming.runner import run_stream
     from streamchar.streaming.writers import CallbackWriter, FragmentedMp4Writer
 
-    cfg = load_config("tiny")
+    cfg = load_config("tiny", {"orchestrator": PLANS["espeak"]})
     pace = cfg.orchestrator.plan.word_pace
-    session = _plan_session(cfg)
+    session = plan_session(cfg)
     s = session("glue the sheet to the dark blue background, then stop.")
     end = s.reader.end_seconds()
     from streamchar.model.alignment import paced_word_times
@@ -454,12 +434,12 @@ def test_a_paced_stream_ends_its_tail_after_the_last_word(tmp_path):
     assert len(read_mp4(out).frames) == (len(chunks) - 1) * 33 + last_frames
     assert chunks[-1].words_spoken == s.words_total
     json.loads(json.dumps(report.to_json()))  # the report `--report` writes
-    even = _plan_session(load_config("tiny", {"orchestrator": {"plan": {"word_pace": None}}}))
+    even = plan_session(load_config("tiny", {"orchestrator": PLANS["even"]}))
     assert even("one two").reader.end_seconds() is None  # the even pace keeps its closing chunk
 
 
 @pytest.mark.parametrize("plan_kind", ["letters", "espeak"])
-def test_a_long_script_is_planned_a_piece_at_a_time(plan_kind):
+def test_a_long_script_is_planned_a_piece_at_a_time(plan_kind, plan_session):
     import math
 
     from streamchar.model.alignment import paced_word_times
@@ -467,7 +447,7 @@ def test_a_long_script_is_planned_a_piece_at_a_time(plan_kind):
 
     cfg = load_config("tiny", {"orchestrator": PLANS[plan_kind]})
     text = " ".join(["One two three four, five six seven eight nine ten."] * 30)  # 300 words: far more than the plan times ahead
-    s = _plan_session(cfg)(text)
+    s = plan_session(cfg)(text)
     assert 0 < len(s.word_times()) < 300 and s.word_times()[-1][1] >= 1.375 + PLAN_AHEAD_SECONDS  # enough for the first chunk
     assert s.reader.end_seconds() == math.inf  # not the end while words are still to be timed
     while len(s.word_times()) < 300:

@@ -18,7 +18,7 @@ from streamchar.cli.eval_cmds import eval_app
 from streamchar.cli.generate_cmd import GenerateOptions, generate, stream_generate
 from streamchar.cli.paper_cmds import bench_paper, bench_stream_cmd, checkpoint_app
 from streamchar.cli.serve_cmd import serve
-from streamchar.cli.speech_cmds import bench_align_cmd, bench_voices_cmd, data_prepare_cmd
+from streamchar.cli.speech_cmds import bench_align_cmd, bench_pointer_cmd, bench_voices_cmd, data_prepare_cmd
 from streamchar.cli.train_cmds import train_app
 from streamchar.config import load_config
 from streamchar.config.load import override_config, read_overrides
@@ -43,6 +43,7 @@ bench_app.command("paper")(bench_paper)
 bench_app.command("stream")(bench_stream_cmd)
 bench_app.command("voices")(bench_voices_cmd)
 bench_app.command("align")(bench_align_cmd)
+bench_app.command("pointer")(bench_pointer_cmd)
 data_app.command("prepare")(data_prepare_cmd)
 
 @config_app.command("reference")
@@ -261,12 +262,13 @@ def bench_pace_cmd(
     split: str = typer.Option("test-unseen", "--split", help="held-out split whose word timings the plans are measured on"),
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="also measure this model's learned plan (its duration head)"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the result JSON here"),
 ) -> None:
-    """Fit the word-pace plans (letters, espeak-ng) to training timings; word-start errors of them and of the even pace."""
+    """Word-start errors of the plans on held-out timings, by engine: the learned one, and letters, espeak-ng and even pace fitted here."""
     from streamchar.evaluation.bench_pace import bench_pace
 
-    report(bench_pace(cache, load_config(preset, config), split=split), out)
+    report(bench_pace(cache, load_config(preset, config), split=split, checkpoint=checkpoint), out)
 
 
 @bench_app.command("dit")

@@ -66,3 +66,19 @@ def data_prepare_cmd(
     for name, reason in sorted(result["skipped"].items()):
         err_console.print(f"[yellow]skipped[/] {name}: {reason}")
     console.print(f"{len(result['prepared'])} clips prepared in {out}, {len(result['skipped'])} skipped (listed in {out / REPORT})")
+
+
+def bench_pointer_cmd(
+    videos: Path = typer.Option(..., "--videos", help="a folder `streamchar eval render` wrote", show_default=False),
+    data: Optional[Path] = typer.Option(None, "--data", help="the SynthTalk set it rendered, to report each speech engine apart"),
+    clips: Optional[int] = typer.Option(None, "--clips", help="the first N streams only"),
+    out: Optional[Path] = ResultOpt,
+) -> None:
+    """The pointer's reading and the reader's count of words spoken at each chunk's end, against
+    forced alignment of the stream's own audio (mean error in words)."""
+    from streamchar.data.inspect import clip_engines
+    from streamchar.evaluation.bench_pointer import bench_pointer
+
+    with clip_progress("streams") as update:
+        result = bench_pointer(videos, clip_engines(data) if data else None, clips, on_progress=update)
+    report(result, out)

@@ -12,7 +12,7 @@ import typer
 from streamchar.cli.common import console, invoked_command, step_progress
 from streamchar.errors import StreamcharError
 
-train_app = typer.Typer(help="Training: pretraining (orchestrator, joint) and distillation (dmd, rollout).", no_args_is_help=True)
+train_app = typer.Typer(help="Training: pretraining (orchestrator, joint), distillation (dmd, rollout) and the word-duration head (durations).", no_args_is_help=True)
 
 
 def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: bool, steps: Optional[int], init: Optional[str]) -> None:
@@ -35,6 +35,10 @@ def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: boo
         from streamchar.training.distill import DistillTrainer
 
         trainer = DistillTrainer(stage, cfg, settings, run, command=invoked_command())
+    elif stage == "durations":
+        from streamchar.training.durations import DurationTrainer
+
+        trainer = DurationTrainer(stage, cfg, settings, run, command=invoked_command())
     else:
         trainer = Trainer(stage, cfg, settings, run, command=invoked_command())
     if resume:
@@ -68,6 +72,7 @@ STAGE_HELP = {
     "joint": "Stage 2: orchestrator and DiT together on audio-video windows.",
     "dmd": "Distillation Stage I: DMD from the teacher (--init) to a few-step student on single chunks.",
     "rollout": "Distillation Stage II: online multi-chunk rollouts of the student (--init) with sink and pointer truncation.",
+    "durations": "The orchestrator's word-duration head on the data's word timings, every other weight of --init frozen.",
 }
 
 

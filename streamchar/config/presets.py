@@ -63,15 +63,17 @@ PRESETS: dict[str, dict[str, Any]] = {
             "context_window": 2048,
             "tokenizer": "characters",
             "phoneme_classes": 75,  # training.phonemes.PHONEME_CLASSES
-            "reading": "plan",  # a 4-layer orchestrator trained on two cores did not align text and speech by itself
+            # a 4-layer orchestrator trained on two cores did not align text and speech by itself: a plan
+            # places each latent in the text, and the pointer's reading keeps the plan where the speech is
+            "reading": "plan-pointer",
             "plan": {
                 "text_rate": 0.74,  # SynthTalk's mean: characters per audio latent
                 "text_window": 2.0,  # tokens; the positions come from word timings, so the bias can be narrow
-                # fitted to SynthTalk's training timings: `streamchar bench pace --cache runs/latents` (benchmarks/results/pace.json)
-                "word_pace": {"durations": "espeak", "lead_seconds": 0.200, "word_seconds": 0.0043, "letter_seconds": 0.0655,
-                              "clause_pause_seconds": 0.302, "sentence_pause_seconds": 0.452,
-                              "espeak_voice": "en-us", "espeak_rate": 168, "espeak_scale": 1.0006, "tail_seconds": 0.343},
+                # each word timed by the orchestrator's duration head; the tail fitted to SynthTalk's training
+                # timings (`streamchar bench pace --cache runs/latents`, benchmarks/results/pace.json)
+                "word_pace": {"durations": "learned", "tail_seconds": 0.343},
             },
+            "durations": {"width": 128, "layers": 2, "heads": 4},
         },
     },
 }

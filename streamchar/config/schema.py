@@ -112,19 +112,22 @@ class DiTConfig(Strict):
 
 
 class WordPaceConfig(Strict):
-    """When each word is spoken, for streams that read by the plan. `durations` "letters": each
-    word lasts `word_seconds` + `letter_seconds` per letter, a pause follows a comma and a longer
-    one a full stop. "espeak": each word lasts as long as espeak-ng's phoneme rules make it at
-    `espeak_rate`, pauses included, times `espeak_scale`. Either way the first word starts after
-    `lead_seconds` and the stream ends `tail_seconds` after the last. The tiny preset's numbers are
-    fitted to SynthTalk's training timings (`streamchar bench pace`)."""
+    """When each word is spoken, for streams that read by the plan. `durations` "learned": the
+    orchestrator's duration head predicts each word's duration and the pause after it, and the
+    silence before the first, from the transcript's hidden states and the reference voice.
+    "letters": each word lasts `word_seconds` + `letter_seconds` per letter, a pause follows a
+    comma and a longer one a full stop, the first word after `lead_seconds`. "espeak": each word
+    lasts as long as espeak-ng's phoneme rules make it at `espeak_rate`, pauses included, times
+    `espeak_scale`, the first word after `lead_seconds`. The stream ends `tail_seconds` after the
+    last word. The rule-based numbers are fitted to SynthTalk's training timings (`streamchar bench pace`)."""
 
-    durations: Literal["letters", "espeak"] = Field("letters", description="what times each word: its letters, or espeak-ng's phonemes")
-    lead_seconds: float = Field(ge=0, description="silence before the first word")
-    word_seconds: float = Field(ge=0, description="each word's duration before its letters")
-    letter_seconds: float = Field(gt=0, description="duration added by each letter")
-    clause_pause_seconds: float = Field(ge=0, description="pause after , ; : and -- between words")
-    sentence_pause_seconds: float = Field(ge=0, description="pause after . ! ? between words")
+    durations: Literal["learned", "letters", "espeak"] = Field("letters", description="what times each word: the orchestrator's "
+                                                                 "duration head, its letters, or espeak-ng's phonemes")
+    lead_seconds: float = Field(0.2, ge=0, description="silence before the first word (letters, espeak)")
+    word_seconds: float = Field(0.0043, ge=0, description="each word's duration before its letters (letters)")
+    letter_seconds: float = Field(0.0655, gt=0, description="duration added by each letter (letters)")
+    clause_pause_seconds: float = Field(0.302, ge=0, description="pause after , ; : and -- between words (letters)")
+    sentence_pause_seconds: float = Field(0.452, ge=0, description="pause after . ! ? between words (letters)")
     espeak_voice: str = Field("en-us", min_length=1, description="the espeak-ng voice whose timing the plan takes (durations: espeak)")
     espeak_rate: int = Field(168, ge=80, le=450, description="words per minute espeak-ng times the words at (durations: espeak)")
     espeak_scale: float = Field(1.0, gt=0, description="planned seconds per second of espeak-ng's timing (durations: espeak)")
@@ -146,6 +149,23 @@ class TextPlanConfig(Strict):
                                              "(None: one even pace, text_rate tokens per latent)")
 
 
+class DurationHeadConfig(Strict):
+    """The orchestrator's word-duration head (`word_pace.durations: learned`): a small transformer
+    over the transcript's words, each read from the orchestrator's hidden states of its tokens, with
+    the reference voice summed in by a convolution over its latents. Trained alone, the rest of the
+    model frozen (`streamchar train durations`)."""
+
+    width: int = Field(128, gt=0, description="width of the word transformer and the voice convolution")
+    layers: int = Field(2, gt=0, description="word transformer layers")
+    heads: int = Field(4, gt=0, description="word transformer attention heads")
+
+    @model_validator(mode="after")
+    def _heads(self) -> DurationHeadConfig:
+        if self.width % self.heads:
+            raise ValueError(f"width: {self.width} is not divisible by heads={self.heads}")
+        return self
+
+
 class OrchestratorConfig(Strict):
     num_layers: int = Field(gt=0, description="decoder layers (Qwen2.5-3B: 36)")
     hidden_size: int = Field(gt=0, description="hidden width")
@@ -159,9 +179,12 @@ class OrchestratorConfig(Strict):
     tokenizer_directory: str | None = Field(None, description="qwen2: the directory its tokenizer loads from (AutoTokenizer), relative "
                                             "to the checkpoint's folder or absolute")
     phoneme_classes: int = Field(0, ge=0, description="classes of the frame-level phoneme head (training aid, 0: no head)")
-    reading: Literal["pointer", "plan"] = Field("pointer", description="how a stream reads its transcript: pointer (the paper's "
-                                                "progress pointer) or plan (each latent placed in the text by a timed plan; needs plan)")
-    plan: TextPlanConfig | None = Field(None, description="the plan's parameters (reading: plan only)")
+    reading: Literal["pointer", "plan", "plan-pointer"] = Field(
+        "pointer", description="how a stream reads its transcript: pointer (the paper's progress pointer), plan (each latent placed "
+        "in the text by a timed plan, which also counts the words spoken), or plan-pointer (latents placed by the plan; the "
+        "pointer's reading counts the words, cuts the history, ends the stream and re-times the words ahead); both plans need plan")
+    plan: TextPlanConfig | None = Field(None, description="the plan's parameters (reading: plan or plan-pointer)")
+    durations: DurationHeadConfig | None = Field(None, description="the word-duration head (plan.word_pace.durations: learned)")
 
     @model_validator(mode="after")
     def _heads(self) -> OrchestratorConfig:
@@ -172,9 +195,12 @@ class OrchestratorConfig(Strict):
         if (self.tokenizer == "qwen2") != bool(self.tokenizer_directory):
             raise ValueError("tokenizer_directory: the qwen2 tokenizer loads from a directory; name it" if self.tokenizer == "qwen2"
                              else "tokenizer_directory: the characters tokenizer reads no directory; drop it")
-        if (self.reading == "plan") != (self.plan is not None):
-            raise ValueError("plan: give it exactly when reading is plan" if self.plan is None
-                             else "plan: reading is pointer, which reads no plan; set reading: plan or drop plan")
+        if (self.reading != "pointer") != (self.plan is not None):
+            raise ValueError(f"plan: reading {self.reading} needs it" if self.plan is None
+                             else "plan: reading is pointer, which reads no plan; set reading: plan or plan-pointer, or drop plan")
+        pace = self.plan.word_pace if self.plan is not None else None
+        if pace is not None and pace.durations == "learned" and self.durations is None:
+            raise ValueError("durations: word_pace.durations learned reads the orchestrator's duration head; give durations")
         return self
 
 

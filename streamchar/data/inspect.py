@@ -30,6 +30,16 @@ def load_records(root: Path) -> list[dict]:
     return [json.loads((root / e["path"] / RECORD).read_text()) | {"_dir": str(root / e["path"])} for e in entries]
 
 
+def clip_engines(root: Path) -> dict[str, str]:
+    """Each clip's speech engine (clip id -> espeak, festival or flite); {} where `root` is not a
+    finished SynthTalk set (real clips have no engine)."""
+    try:
+        records = load_records(Path(root))
+    except StreamcharError:
+        return {}
+    return {r["clip_id"]: r.get("character", {}).get("voice", {}).get("engine", "espeak") for r in records}
+
+
 def set_statistics(records: list[dict]) -> dict:
     durations = np.array([r["duration"] for r in records])
     words = np.array([len(r["words"]) for r in records])

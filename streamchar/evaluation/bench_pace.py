@@ -9,6 +9,7 @@ plan's word starts fall from a held-out split's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from streamchar.config import Config
 from streamchar.config.schema import FPS, WordPaceConfig
+from streamchar.data.inspect import clip_engines
 from streamchar.data.latents import LatentCache
 from streamchar.errors import StreamcharError
 from streamchar.model.alignment import espeak_word_times, paced_word_times, word_pace_features, word_spans
@@ -73,18 +75,47 @@ def fit_word_pace(records: list[dict], durations: Literal["letters", "espeak"] =
                           clause_pause_seconds=max(0.0, clause), sentence_pause_seconds=max(0.0, sentence), espeak_scale=scale, tail_seconds=tail)
 
 
-def _planned_starts(records: list[dict], cfg: Config, pace: WordPaceConfig | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per clip, its true word starts and the plan's: the word pace's, or with None the even one
-    (`text_rate` tokens per latent from the stream's start)."""
+Planner = Callable[[int, dict], list[tuple[float, float]]]  # (record index, record) -> each word's planned (start, end)
+
+
+def rule_planner(cfg: Config, pace: WordPaceConfig | None) -> Planner:
+    """The word pace's plan, or with None the even one (`text_rate` tokens per latent from the stream's start)."""
     oc, tokenizer = cfg.orchestrator, build_tokenizer(cfg)
-    out = []
-    for rec, _, times in _timed_words(records):
+
+    def plan(_: int, rec: dict) -> list[tuple[float, float]]:
         if pace is not None:
-            planned = np.array([a for a, _ in paced_word_times(rec["transcript"], pace)])
-        else:
-            firsts, _ = word_spans(tokenizer.encode(rec["transcript"]))
-            planned = firsts / oc.plan.text_rate / cfg.stream.audio_latent_rate
-        out.append((np.array([a for a, _ in times]), planned))
+            return paced_word_times(rec["transcript"], pace)
+        firsts, lasts = word_spans(tokenizer.encode(rec["transcript"]))
+        rate = oc.plan.text_rate * cfg.stream.audio_latent_rate
+        return list(zip((firsts / rate).tolist(), (lasts / rate).tolist()))
+
+    return plan
+
+
+def learned_planner(checkpoint: str | Path, cache: LatentCache) -> Planner:
+    """A model's duration head, each clip timed for its own reference voice (from the cache)."""
+    from streamchar.model.checkpoint import load_generator
+
+    model, _, _ = load_generator(checkpoint)
+    tokenizer = model.tokenizer or build_tokenizer(model.cfg)
+
+    def plan(i: int, rec: dict) -> list[tuple[float, float]]:
+        tokens = tokenizer.encode(rec["transcript"])
+        voice = cache.tensors(i).get("reference_voice")
+        if voice is None:
+            raise StreamcharError(f"clip {rec['clip_id']} of {cache.root} has no reference voice for the learned plan to time it by")
+        return model.orchestrator.word_times(tokens.ids, tokens.word_numbers, tokens.words, voice[None])
+
+    return plan
+
+
+def _planned_starts(records: list[tuple[int, dict]], planner: Planner) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per clip, its true word starts and the plan's."""
+    out = []
+    for i, rec in records:
+        times = word_times(rec)
+        planned = np.array([a for a, _ in planner(i, rec)])
+        out.append((np.array([a for a, _ in times]), planned[: len(times)]))
     return out
 
 
@@ -101,26 +132,36 @@ def plan_start_errors(records: list[dict], cfg: Config, pace: WordPaceConfig | N
     """Per clip, the mean |planned - true| word start (s): the word pace's plan, or with None
     the even one (`text_rate` tokens per latent from the stream's start). With `stretch` the
     plan is first moved and stretched to fit the clip's starts best (least squares): what is left
-    is the plan's rhythm, not the speaker's rate, which a plan cannot know."""
-    return _start_errors(_planned_starts(records, cfg, pace), stretch)
+    is the plan's rhythm, not the speaker's rate, which a rule cannot know."""
+    timed = [(i, rec) for i, (rec, _, _) in enumerate(_timed_words(records))]
+    return _start_errors(_planned_starts(timed, rule_planner(cfg, pace)), stretch)
 
 
-def bench_pace(cache: Path, cfg: Config, split: str = "test-unseen") -> dict:
-    """Fit on the cache's training clips; word-start errors of the three plans on `split`."""
+def bench_pace(cache: Path, cfg: Config, split: str = "test-unseen", checkpoint: str | Path | None = None) -> dict:
+    """Fit the rule-based plans on the cache's training clips; word-start errors of every plan
+    (with `checkpoint`, its learned one too) on `split`, over all clips and by speech engine."""
     if cfg.orchestrator.plan is None:
         raise StreamcharError(f"the {cfg.preset} preset reads no plan (orchestrator.reading is pointer): its pointer paces the stream")
-    records = LatentCache(cache).records
-    train = [r for r in records if r["split"] == "train"]
-    held = [r for r in records if r["split"] == split]
+    latents = LatentCache(cache)
+    train = [r for r in latents.records if r["split"] == "train"]
+    timed = {id(rec) for rec, _, _ in _timed_words(latents.records)}
+    held = [(i, r) for i, r in enumerate(latents.records) if r["split"] == split and id(r) in timed]
     if not train or not held:
-        raise StreamcharError(f"{cache} needs clips in the train split and in {split!r} (has {len(train)} and {len(held)})")
+        raise StreamcharError(f"{cache} needs timed clips in the train split and in {split!r} (has {len(train)} and {len(held)})")
     pace = fit_word_pace(train, "espeak")
-    plans = {"even_text_rate": None, "word_pace_letters": pace.model_copy(update={"durations": "letters"}), "word_pace_espeak": pace}
-    starts = {k: _planned_starts(held, cfg, v) for k, v in plans.items()}  # each plan made once, measured both ways
+    plans = {"even_text_rate": rule_planner(cfg, None), "word_pace_letters": rule_planner(cfg, pace.model_copy(update={"durations": "letters"})),
+             "word_pace_espeak": rule_planner(cfg, pace)}
+    if checkpoint is not None:
+        plans["learned"] = learned_planner(checkpoint, latents)
+    starts = {k: _planned_starts(held, v) for k, v in plans.items()}  # each plan made once, measured both ways
     errors = {k: _start_errors(v, stretch=False) for k, v in starts.items()}
     stretched = {k: _start_errors(v, stretch=True) for k, v in starts.items()}
-    return {"benchmark": "pace", "cache": str(cache), "split": split, "train_clips": len(_timed_words(train)), "clips": len(errors["even_text_rate"]),
-            "fitted_word_pace": pace.model_dump(),
+    named = clip_engines(Path(latents.settings.get("data", "")))
+    engines = np.array([named.get(rec["clip_id"], "unknown") for _, rec in held])
+    by_engine = {e: {"clips": int(np.sum(engines == e)), **{k: float(v[engines == e].mean()) for k, v in errors.items()}} for e in sorted(set(engines))}
+    return {"benchmark": "pace", "cache": str(cache), "split": split, "checkpoint": str(checkpoint) if checkpoint else None,
+            "train_clips": len(_timed_words(train)), "clips": len(held), "fitted_word_pace": pace.model_dump(),
             "word_start_error_s": {k: float(v.mean()) for k, v in errors.items()},
+            "word_start_error_by_engine_s": by_engine,
             "word_start_error_worst_clip_s": {k: float(v.max()) for k, v in errors.items()},
             "word_start_error_at_each_clips_rate_s": {k: float(v.mean()) for k, v in stretched.items()}}

@@ -118,7 +118,8 @@ def _saved_config(meta: dict, where: Path) -> Config:
 # no weights depend on them
 READING_FIELDS = ("orchestrator.reading", "orchestrator.plan", "orchestrator.lookahead_words", "stream.history_seconds")
 # switched on, each adds weights (under this prefix) that leave the model's output as it was: zero-initialised, or a training head
-GROWN_FIELDS = {"dit.audio_to_video": "model.dit.audio_to_video.", "dit.mouth_head": "model.dit.mouth_head."}
+GROWN_FIELDS = {"dit.audio_to_video": "model.dit.audio_to_video.", "dit.mouth_head": "model.dit.mouth_head.",
+                "orchestrator.durations": "model.orchestrator.durations."}
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:

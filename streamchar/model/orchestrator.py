@@ -28,6 +28,7 @@ from torch import nn
 
 from streamchar.config.schema import OrchestratorConfig
 from streamchar.errors import StreamcharError
+from streamchar.model.durations import DurationHead, starts_from
 
 if TYPE_CHECKING:
     from transformers import DynamicCache
@@ -125,6 +126,10 @@ class Orchestrator(nn.Module):
         self.condition_out = nn.Linear(h, cond_dim)
         self.pointer = ProgressPointer(h, cond_dim)
         self.phoneme_head = nn.Linear(h, cfg.phoneme_classes) if cfg.phoneme_classes else None
+        self.durations = None
+        if cfg.durations is not None:
+            with torch.random.fork_rng(devices=[]):  # drawn aside: every other weight starts as it would without the head
+                self.durations = DurationHead(cfg.durations, h, audio_channels)
         self._match_embedding_scale()
 
     @torch.no_grad()
@@ -246,6 +251,33 @@ class Orchestrator(nn.Module):
         finally:
             prefix.cache.crop(n - prefix.cache.get_seq_length())  # drop the chunk's entries: the prefix alone for the next step
         return self._outputs(x, torch.cat([prefix.hidden, out], dim=1), prefix.n_ref, prefix.n_txt)
+
+    def text_states(self, reference_audio: torch.Tensor, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """(B, Lt, H) the transcript's hidden states from a pass over [e_ref, E_txt] alone. The
+        pass is causal and the transcript comes before any audio latent, so these are the states a
+        chunk's full pass has at the same tokens."""
+        ref = self._audio(reference_audio, "reference")
+        embeds = torch.cat([ref, self.backbone.embed_tokens(text_ids)], dim=1)
+        mask = torch.cat([torch.ones(ref.shape[:2], dtype=torch.long, device=ref.device), text_mask.long()], dim=1)
+        positions = torch.arange(mask.shape[1], device=ref.device).expand(mask.shape[0], -1)
+        hidden = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+        return hidden[:, ref.shape[1] :]
+
+    @torch.no_grad()
+    def word_times(self, ids: list[int], word_numbers: list[int], words: int, reference_audio: torch.Tensor) -> list[tuple[float, float]]:
+        """Each word's (start, end) in seconds from the text's start, as the duration head plans
+        them for the voice `reference_audio` (1, C, n) speaking the tokens `ids`."""
+        if self.durations is None:
+            raise StreamcharError("this model has no word-duration head (orchestrator.durations); train one with `streamchar train "
+                                  "durations`, or read by another plan (orchestrator.plan.word_pace.durations: letters)")
+        device = reference_audio.device
+        voice = fit_reference_voice(reference_audio.float())
+        ids_t = torch.tensor([ids], dtype=torch.long, device=device)
+        mask = torch.ones_like(ids_t)
+        hidden = self.text_states(voice, ids_t, mask)
+        durations, pauses, lead, _ = self.durations(hidden, torch.tensor([word_numbers], device=device), mask, words, voice)
+        starts = starts_from(durations, pauses, lead)[0]
+        return [(float(a), float(a + d)) for a, d in zip(starts.cpu(), durations[0].cpu())]
 
     def encode_prefix(self, x: OrchestratorInput) -> OrchestratorPrefix:
         """One pass over [e_ref, E_txt, e_hist] for all of a chunk's sampler steps (inference)."""

@@ -27,6 +27,7 @@ from streamchar.streaming.inputs import (
     MIN_VOICE_SECONDS,
     StreamRequest,
     character_request,
+    silent_voice_request,
     check_transcript,
     load_reference_image,
     load_reference_voice,
@@ -59,7 +60,8 @@ class ServerState:
         first pass through every layer; without `max_sessions`, they measure how many sessions
         this machine keeps real time, which is then the limit."""
         def open_stream(k: int) -> LiveStream:
-            return self._open(lambda: self.character_request(self.characters[k % len(self.characters)], "Hello."), k)
+            # a made-up voice: the server warms up, and serves uploaded voices, without a speech engine
+            return self._open(lambda: silent_voice_request(self.characters[k % len(self.characters)], "Hello.", self.pipe.cfg), k)
 
         if self.settings.max_sessions is not None:
             stream = open_stream(0)

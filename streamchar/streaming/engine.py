@@ -47,6 +47,7 @@ class ChunkLatents:
     closing: bool  # the stream's last chunk
     timings: dict[str, float] = field(default_factory=dict)
     play_seconds: float | None = None  # a last chunk that plays only this far (the word plan's tail); None: all of it
+    pointer_words: float = 0.0  # the pointer's reading of the words spoken by the chunk's end (cut + pointer), read or not
 
 
 @dataclass
@@ -102,7 +103,7 @@ class StreamSession:
         self.model, self.cfg, self.settings = model, model.cfg, settings
         self.conditions = conditions
         self.tokenizer = tokenizer or model.tokenizer or build_tokenizer(self.cfg)
-        self.reader: TranscriptReader = make_reader(self.cfg, self.tokenizer)
+        self.reader: TranscriptReader = make_reader(self.cfg, self.tokenizer, self._word_timer())
         if transcript.strip() or not listening:
             self.reader.append(transcript)  # (an empty transcript is refused here)
         self.generator = torch.Generator().manual_seed(settings.seed)
@@ -110,6 +111,19 @@ class StreamSession:
         self.sink: torch.Tensor | None = None
         self.motion: torch.Tensor | None = None
         self.last_context: ChunkContext | None = None
+
+    def _word_timer(self):  # noqa: ANN202 - a WordTimer, or None
+        """The learned plan's timer: the model's duration head with this session's reference voice."""
+        plan = self.cfg.orchestrator.plan
+        if plan is None or plan.word_pace is None or plan.word_pace.durations != "learned":
+            return None
+        orchestrator, voice, tokenizer = self.model.orchestrator, self.conditions.reference_audio, self.tokenizer
+
+        def timer(text: str) -> list[tuple[float, float]]:
+            tokens = tokenizer.encode(text)
+            return orchestrator.word_times(tokens.ids, tokens.word_numbers, tokens.words, voice)
+
+        return timer
 
     # what the session reads ---------------------------------------------------------------
     @property
@@ -216,15 +230,15 @@ class StreamSession:
                   timings: dict[str, float]) -> ChunkLatents:
         """Take the sampled chunk: the reader counts its words; it joins the history, and becomes
         the motion latents (and, the first time, the sink)."""
-        pointer_words = float(pointer.detach()) if self.reader.reads_pointer else 0.0
-        words_spoken = self.reader.finish_chunk(int(self.last_context.cut), pointer_words)
+        reading = float(pointer.detach())
+        words_spoken = self.reader.finish_chunk(int(self.last_context.cut), reading if self.reader.reads_pointer else 0.0)
         self.history.append(audio.detach())
         if len(self.history) > self.cfg.stream.history_chunks:
             self.history.pop(0)
         if self.sink is None:
             self.sink = video.detach()
         self.motion = video.detach()
-        return ChunkLatents(index, video, audio, words_spoken, self.words_total, False, timings)
+        return ChunkLatents(index, video, audio, words_spoken, self.words_total, False, timings, pointer_words=self.last_context.cut + reading)
 
     def chunks(self) -> Iterator[ChunkLatents]:
         """Until the reader says the last word is spoken, then one closing chunk; with the word

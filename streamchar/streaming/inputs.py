@@ -66,13 +66,10 @@ def check_voice(audio: np.ndarray, cfg: Config) -> np.ndarray:
     return np.asarray(audio[: int(MAX_VOICE_SECONDS * cfg.audio.sample_rate)], np.float32)
 
 
-def character_request(character: str, transcript: str, cfg: Config, seed: int = 0, allow_empty: bool = False) -> StreamRequest:
+def _character(character: str, cfg: Config, seed: int):  # noqa: ANN202 - data.character.Character
     """A SynthTalk character by id: `unseen-K` / `train-K` (the K-th character of the set made
-    with `seed`) or a bare character seed. It supplies image, voice and prompt."""
+    with `seed`) or a bare character seed."""
     from streamchar.data.character import make_character
-    from streamchar.data.clip import neutral_frame
-    from streamchar.data.harvard import split_sentences
-    from streamchar.data.speech import synthesize
     from streamchar.data.synth import character_seeds
 
     train, unseen = character_seeds(seed, cfg)
@@ -86,10 +83,29 @@ def character_request(character: str, transcript: str, cfg: Config, seed: int = 
     except (ValueError, IndexError):
         raise StreamcharError(f"unknown character {character!r}: use unseen-0..unseen-{len(unseen) - 1}, "
                               f"train-0..train-{len(train) - 1} or a character seed") from None  # fmt: skip
-    ch = make_character(char_seed)
+    return make_character(char_seed)
+
+
+def character_request(character: str, transcript: str, cfg: Config, seed: int = 0, allow_empty: bool = False) -> StreamRequest:
+    """A SynthTalk character (`_character`): it supplies image, voice (spoken by its engine) and prompt."""
+    from streamchar.data.clip import neutral_frame
+    from streamchar.data.harvard import split_sentences
+    from streamchar.data.speech import synthesize
+
+    ch = _character(character, cfg, seed)
     voice = synthesize(" ".join(split_sentences("val")[:2]), ch.voice, cfg.audio.sample_rate).audio
     prompt = f"{ch.describe()} talks {ch.scene()}"
     return StreamRequest(check_transcript(transcript, allow_empty), neutral_frame(ch, cfg), check_voice(voice, cfg), prompt)
+
+
+def silent_voice_request(character: str, transcript: str, cfg: Config, seed: int = 0) -> StreamRequest:
+    """A SynthTalk character's picture and prompt with a made-up voice (quiet noise): a request
+    no speech engine is needed for, for warming a server up."""
+    from streamchar.data.clip import neutral_frame
+
+    ch = _character(character, cfg, seed)
+    voice = (0.01 * np.random.default_rng(0).standard_normal(2 * cfg.audio.sample_rate)).astype(np.float32)
+    return StreamRequest(check_transcript(transcript), neutral_frame(ch, cfg), check_voice(voice, cfg), f"{ch.describe()} talks {ch.scene()}")
 
 
 def file_request(transcript: str, image: Path, voice: Path, prompt: str, cfg: Config) -> StreamRequest:

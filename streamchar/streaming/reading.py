@@ -7,26 +7,38 @@ each chunk has spoken and when the stream ends.
   stream ends one chunk after the pointer reaches the last word.
 - `PlanReader` (`reading: plan`, the tiny preset): a plan places every latent in the text at one
   even pace, `text_rate` tokens per latent; the plan cuts the history and counts the words.
-- `WordPlanReader` (`reading: plan` with `word_pace`): the plan times each word by espeak-ng's
-  phonemes or its letters, a piece at a time as the stream goes, and ends the stream
-  `tail_seconds` after the last word.
+- `WordPlanReader` (`reading: plan` with `word_pace`): the plan times each word (by the
+  orchestrator's duration head, its letters or espeak-ng's phonemes), a piece at a time as the
+  stream goes, and ends the stream `tail_seconds` after the last word.
+- `PlanPointerReader` (`reading: plan-pointer`, the tiny preset): the word plan places each
+  latent, and the pointer reads back where the speech is at each chunk's end: that reading counts
+  the words spoken, cuts the history, says when the last word is spoken, and re-times the words
+  not yet begun when it and the plan disagree.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
 from streamchar.config import Config
 from streamchar.model.alignment import (paced_word_times, planned_positions, spoken_positions, transcript_word_spans, window_positions,
                                         word_spans, words_done)
+from streamchar.errors import StreamcharError
 from streamchar.model.tokenizer import CharacterTokenizer, Tokens
 from streamchar.streaming.inputs import check_transcript
 
 PLAN_AHEAD_SECONDS = 10.0  # the word plan reaches at least this far past the chunk being made
 PLAN_PIECE_WORDS = 64  # words timed at once, so that a long script does not hold the first chunk back
 PLAN_CONTEXT_WORDS = 8  # words timed with a piece before and after it (and dropped), so that it is timed as spoken among them
+RETIME_DEADBAND_SECONDS = 0.25  # plan and reading this close agree: the plan is left as it is
+RETIME_GAIN = 0.5  # share of the disagreement the words ahead are moved by, each chunk
+RETIME_MOST_SECONDS = 1.0  # most the words ahead move after one chunk
+OVERRUN_CHUNKS = 2  # chunks a stream may run past its plan's end while the reading has not heard the last word
+
+WordTimer = Callable[[str], list[tuple[float, float]]]  # a text's words' (start, end), s from its start
 
 
 class TranscriptReader:
@@ -178,9 +190,12 @@ class WordPlanReader(PlanReader):
     """The plan times each word (`word_pace`), a piece at a time: a half-hour script timed at
     once would hold the first chunk back by seconds."""
 
-    def __init__(self, cfg: Config, tokenizer: CharacterTokenizer):
+    def __init__(self, cfg: Config, tokenizer: CharacterTokenizer, timer: WordTimer | None = None):
         super().__init__(cfg, tokenizer)
         self.pace = cfg.orchestrator.plan.word_pace
+        if timer is None and self.pace.durations == "learned":
+            raise StreamcharError("the learned word plan needs the model's duration head and the reference voice to time words")
+        self.timer: WordTimer = timer or (lambda text: paced_word_times(text, self.pace))
         self._times: list[tuple[float, float]] = []  # each planned word's (start, end), s from the stream's start
 
     def word_times(self, first: int = 0) -> list[tuple[float, float]]:
@@ -227,7 +242,7 @@ class WordPlanReader(PlanReader):
         since = spans[done - context][0] if done else 0
         after = min(upto + PLAN_CONTEXT_WORDS, n)  # and the words after them, timed and left for the next piece
         until = spans[after][0] if after < n else len(self.transcript)
-        part = paced_word_times(self.transcript[since:until], self.pace)
+        part = self.timer(self.transcript[since:until])
         new = part[context : context + upto - done]
         if not new:
             return False
@@ -247,9 +262,72 @@ class WordPlanReader(PlanReader):
         return self._times[-1][1] + self.pace.tail_seconds
 
 
-def make_reader(cfg: Config, tokenizer: CharacterTokenizer) -> TranscriptReader:
-    """The reader `orchestrator.reading` names."""
+class PlanPointerReader(WordPlanReader):
+    """The word plan places the latents; the pointer's reading at each chunk's end counts the
+    words spoken, cuts the history (never past a word the plan has not finished), ends the stream
+    and, where it and the plan disagree by more than `RETIME_DEADBAND_SECONDS`, moves the words not
+    yet begun toward it."""
+
+    reads_pointer = True
+
+    def _progress(self, cut: int, pointer: float) -> float:
+        return pointer
+
+    def cut(self) -> int:
+        first = self.window_start()
+        read = math.floor(self.spoken[first - 1] + 1e-6) if first > 0 else 0
+        return min(read, super().cut())
+
+    def finish_chunk(self, cut: int, pointer: float) -> float:
+        spoken = super().finish_chunk(cut, pointer)
+        self._retime(spoken)
+        return spoken
+
+    def lag_seconds(self, reading: float) -> float:
+        """How far the speech is behind the plan at the end of the chunks made (negative: ahead):
+        that time less the time the plan finishes `reading` words."""
+        now = len(self.spoken) * self.cfg.stream.chunk_seconds
+        knots = [self._times[0][0]] + [b for _, b in self._times]
+        return now - float(np.interp(reading, np.arange(len(knots)), knots))
+
+    def _retime(self, reading: float) -> None:
+        if not self._times:
+            return
+        lag = self.lag_seconds(reading)
+        if abs(lag) < RETIME_DEADBAND_SECONDS:
+            return
+        now = len(self.spoken) * self.cfg.stream.chunk_seconds
+        ahead = next((i for i, (a, _) in enumerate(self._times) if a >= now), len(self._times))
+        if ahead == len(self._times):
+            return
+        shift = float(np.clip(RETIME_GAIN * lag, -RETIME_MOST_SECONDS, RETIME_MOST_SECONDS))
+        floor = max(now, self._times[ahead - 1][1] if ahead else 0.0)
+        shift = max(shift, floor - self._times[ahead][0])  # not before now, nor into the word before
+        self._times[ahead:] = [(a + shift, b + shift) for a, b in self._times[ahead:]]
+
+    def end_seconds(self) -> float | None:
+        """The plan's end, moved by the reading: a tail after the chunk in which the reading heard
+        the last word at the latest, and while it has not, a chunk at a time past the plan's end
+        (at most `OVERRUN_CHUNKS`)."""
+        end = super().end_seconds()
+        if end is None or math.isinf(end) or not self.spoken:
+            return end
+        period = self.cfg.stream.chunk_seconds
+        made = len(self.spoken) * period
+        if self.spoken[-1] >= self.words_total - 0.5:
+            return min(end, made + self.pace.tail_seconds)
+        if end <= made < end + OVERRUN_CHUNKS * period:
+            return made + period
+        return end
+
+
+def make_reader(cfg: Config, tokenizer: CharacterTokenizer, timer: WordTimer | None = None) -> TranscriptReader:
+    """The reader `orchestrator.reading` names; `timer` times words for the learned plan."""
     plan = cfg.orchestrator.plan
     if cfg.orchestrator.reading == "pointer":
         return PointerReader(cfg, tokenizer)
-    return WordPlanReader(cfg, tokenizer) if plan.word_pace is not None else PlanReader(cfg, tokenizer)
+    if cfg.orchestrator.reading == "plan-pointer":
+        if plan.word_pace is None:
+            raise StreamcharError("reading plan-pointer moves a word plan; give orchestrator.plan.word_pace")
+        return PlanPointerReader(cfg, tokenizer, timer)
+    return WordPlanReader(cfg, tokenizer, timer) if plan.word_pace is not None else PlanReader(cfg, tokenizer)

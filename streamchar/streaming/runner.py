@@ -46,6 +46,7 @@ class ChunkRecord:
     closing: bool
     played_s: float  # of the chunk's 1.375 s; less for a last chunk cut at the stream's planned end
     prepare_s: float = 0.0  # the chunk's inputs (noise, transcript window, history) and its bookkeeping after sampling
+    pointer_words: float = 0.0  # the pointer's own reading of the words spoken by the chunk's end, whatever the reader counts
 
 
 @dataclass
@@ -129,7 +130,8 @@ def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: fl
         prepare = chunk.timings.get("prepare_s", 0.0)
         compute = chunk.timings["orchestrator_s"] + chunk.timings["dit_s"] + prepare + (t1 - t0) + (t2 - t1)
         rec = ChunkRecord(chunk.index, chunk.timings["orchestrator_s"], chunk.timings["dit_s"], t1 - t0, t2 - t1, compute,
-                          compute / period, written, due, stall, chunk.words_spoken, chunk.words_total, chunk.closing, played, prepare)  # fmt: skip
+                          compute / period, written, due, stall, chunk.words_spoken, chunk.words_total, chunk.closing, played, prepare,
+                          chunk.pointer_words)  # fmt: skip
         report.chunks.append(rec)
         if on_chunk:
             on_chunk(rec)

@@ -1,0 +1,84 @@
+"""`streamchar train durations`: the orchestrator's word-duration head on the data's word timings
+(SynthTalk's, or forced alignment's for prepared footage), with every other weight frozen, so the
+model generates exactly what it did and the head learns from the hidden states it streams with.
+
+A training example is a clip's transcript from its first word (the lead is learned there) or,
+half the time, from a word drawn at random: a stream plans a long script a piece at a time, and
+a piece starts mid-text. Its target is each word's true (start, end).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamchar.config import Config
+from streamchar.errors import StreamcharError
+from streamchar.model.durations import duration_loss
+from streamchar.model.orchestrator import fit_reference_voice
+from streamchar.training.settings import TrainSettings
+from streamchar.training.trainer import Trainer
+from streamchar.training.windows import word_times
+from streamchar.utils.text import word_matches
+
+
+class DurationTrainer(Trainer):
+    stages = ("durations",)
+
+    def __init__(self, stage: str, cfg: Config, s: TrainSettings, run: Path, command: str = ""):
+        if cfg.orchestrator.durations is None:
+            raise StreamcharError("the model config has no word-duration head to train (orchestrator.durations); the tiny preset has one")
+        super().__init__(stage, cfg, s, run, command)
+        head = self.model.orchestrator.durations
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        for p in head.parameters():
+            p.requires_grad_(True)
+        self.opt = torch.optim.AdamW(head.parameters(), lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, 0.99))
+        cache = self.source.cache
+        self.clips = [i for i, rec in enumerate(cache.records) if rec["split"] == "train" and rec.get("words")]
+        if not self.clips:
+            raise StreamcharError(f"the latent cache {cache.root} has no timed train clips to learn word durations from")
+        self._examples: dict[int, tuple] = {}
+
+    def _clip(self, i: int) -> tuple:
+        """A clip's transcript, its words' character spans and times, and its reference voice."""
+        if i not in self._examples:
+            rec = self.source.cache.records[i]
+            voice = self.source.cache.tensors(i).get("reference_voice")
+            if voice is None or voice.shape[-1] == 0:
+                raise StreamcharError(f"clip {rec['clip_id']} of {self.source.cache.root} has no reference voice to learn a rate from")
+            text = rec["transcript"]
+            self._examples[i] = (text, [m.start() for m in word_matches(text)], word_times(rec), fit_reference_voice(voice[None])[0])
+        return self._examples[i]
+
+    def losses(self, step: int, micro: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.s.seed, step, micro, self.rank])
+        examples = []
+        for i in rng.integers(len(self.clips), size=self.s.batch):
+            text, starts, times, voice = self._clip(self.clips[int(i)])
+            first = int(rng.integers(1, len(starts))) if len(starts) > 1 and rng.random() < 0.5 else 0
+            tokens = self.tokenizer.encode(text[starts[first] :])
+            examples.append((tokens, times[first : first + tokens.words], first == 0, voice))
+        length, words = max(len(t.ids) for t, *_ in examples), max(t.words for t, *_ in examples)
+        ids = torch.zeros(len(examples), length, dtype=torch.long)
+        numbers, mask = torch.zeros_like(ids), torch.zeros_like(ids)
+        target = torch.zeros(len(examples), words, 2)
+        for b, (tokens, times, _, _) in enumerate(examples):
+            n = len(tokens.ids)
+            ids[b, :n], numbers[b, :n], mask[b, :n] = torch.tensor(tokens.ids), torch.tensor(tokens.word_numbers), 1
+            target[b, : len(times)] = torch.tensor(times)
+        voices = torch.stack([v for *_, v in examples]).to(self.device)
+        from_start = torch.tensor([f for _, _, f, _ in examples], device=self.device)
+        ids, numbers, mask, target = ids.to(self.device), numbers.to(self.device), mask.to(self.device), target.to(self.device)
+        orchestrator = self.model.orchestrator
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            hidden = orchestrator.text_states(voices, ids, mask)
+        durations, pauses, lead, real = orchestrator.durations(hidden, numbers, mask, words, voices)
+        return duration_loss(durations, pauses, lead, real, target, from_start)
+
+    def validate(self) -> Path:
+        """No stream to render: the head does not change what the model generates."""
+        return self.run
