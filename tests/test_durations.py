@@ -155,10 +155,11 @@ def test_generate_streams_a_picture_and_voice_without_espeak(tmp_path):
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_ESPEAK)
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
-    probe = subprocess.run([sys.executable, "-c", "from streamchar.data.speech import spoken_word_times, Voice; spoken_word_times('hi', Voice('en-us'))"],
-                           env=env, capture_output=True, text=True)  # fmt: skip
+    speak = "from streamchar.data.speech import spoken_word_times, Voice; spoken_word_times('hi', Voice('en-us'))"
+    probe = subprocess.run([sys.executable, "-c", speak], env=env, capture_output=True, text=True)
     assert probe.returncode != 0 and "espeak-ng library not found" in probe.stderr  # the block works
-    cmd = [sys.executable, "-m", "streamchar", "generate", "--checkpoint", str(tmp_path / "gen"), "--text", "Glue the sheet to the dark blue background.",
+    cmd = [sys.executable, "-m", "streamchar", "generate", "--checkpoint", str(tmp_path / "gen"),
+           "--text", "Glue the sheet to the dark blue background.",
            "--reference-image", str(tmp_path / "me.png"), "--reference-voice", str(tmp_path / "me.wav"), "--prompt", "a person talks",
            "--steps", "1", "--out", str(tmp_path / "out.mp4"), "--report", str(tmp_path / "out.json")]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

@@ -115,7 +115,7 @@ def test_the_wheel_is_small_and_holds_what_streaming_and_evaluation_need(tmp_pat
     (wheel,) = tmp_path.glob("streamchar-*.whl")
     assert wheel.stat().st_size <= 40 * 1024 * 1024, f"{wheel.stat().st_size / 2**20:.1f} MB"
     names = set(zipfile.ZipFile(wheel).namelist())
-    for folder in ("models/tiny-student", "codecs/tiny-video", "codecs/tiny-audio", "eval/synthtalk-sync", "eval/synthtalk-id"):
+    for folder in ("models/tiny-student", "codecs/tiny-video", "codecs/tiny-audio-3engines", "eval/synthtalk-sync", "eval/synthtalk-id"):
         assert {f"streamchar/assets/{folder}/model.safetensors", f"streamchar/assets/{folder}/config.json"} <= names, folder
     assert not [n for n in names if "tiny-teacher" in n or "tiny-video-anchored" in n or n.endswith((".jsonl", ".png"))]
     assert "streamchar/serving/static/index.html" in names

@@ -46,7 +46,8 @@ def train_identity_cmd(data: Path = DataOpt, run: Path = RunOpt, out: Path = Net
     _train("identity", data, run, out, steps, threads)
 
 
-def _systems(data: Optional[Path], split: str, ground_truth: Optional[Path], videos: list[str], limit: int) -> dict:
+def _systems(data: Optional[Path], split: str, ground_truth: Optional[Path], videos: list[str], limit: int, engine: Optional[str] = None) -> dict:
+    from streamchar.data.inspect import clip_engines
     from streamchar.evaluation.items import folder_items, named_folders, synthtalk_items
 
     systems = {}
@@ -60,6 +61,14 @@ def _systems(data: Optional[Path], split: str, ground_truth: Optional[Path], vid
         systems[name] = folder_items(folder, limit)
     if not systems:
         raise StreamcharError("nothing to evaluate: give --data or --ground-truth, and/or --videos NAME=FOLDER")
+    if engine is not None:
+        if data is None:
+            raise StreamcharError("--engine picks clips by the speech engine SynthTalk recorded for them; give --data")
+        engines = clip_engines(data)
+        systems = {k: [item for item in v if engines.get(item.name) == engine] for k, v in systems.items()}
+        if not systems["ground truth"]:
+            raise StreamcharError(f"none of the first {limit} {split} clips of {data} is spoken by {engine!r} "
+                                  f"(its engines: {', '.join(sorted(set(engines.values())))})")
     return systems
 
 
@@ -123,9 +132,10 @@ def eval_short(
     syncnet_v2: Optional[Path] = SyncOpt, identity_model: Optional[Path] = IdOpt, identity_threshold: Optional[float] = IdThrOpt,
     inception: Optional[Path] = InceptionOpt, i3d: Optional[Path] = I3dOpt, musiq: Optional[Path] = MusiqOpt, raft: Optional[Path] = RaftOpt,
     asr: str = AsrOpt,
+    engine: Optional[str] = typer.Option(None, "--engine", help="only the clips SynthTalk spoke with this engine (espeak, festival, flite)"),
 ) -> None:
     """Short-clip protocol (paper Table 1): WER beside ground truth's, Sync-C/D, identity, FID/FVD or FD-<name>."""
-    _run("short", _systems(data, split, ground_truth, videos, clips), out, threads,
+    _run("short", _systems(data, split, ground_truth, videos, clips, engine), out, threads,
          syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft, asr)
 
 

@@ -220,13 +220,13 @@ def data_encode(
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Encode a data set once into latent shards (safetensors), timings carried over."""
-    from streamchar.codecs.store import load_audio_codec, load_video_codec
+    from streamchar.codecs.store import DEFAULT, load_audio_codec, load_video_codec
     from streamchar.data.latents import encode_dataset
 
     cfg = load_config(preset, config)
     video = load_video_codec(cfg, video_codec)
     audio = load_audio_codec(cfg, audio_codec)
-    names = {"video": str(video_codec or "tiny-video"), "audio": str(audio_codec or "tiny-audio")}
+    names = {"video": str(video_codec or DEFAULT["video"]), "audio": str(audio_codec or DEFAULT["audio"])}
     with clip_progress("encoding clips") as update:
         summary = encode_dataset(data, out, cfg, video, audio, names, on_progress=update)
     console.print(json.dumps(summary))

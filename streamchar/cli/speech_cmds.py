@@ -18,7 +18,7 @@ ResultOpt = typer.Option(None, "--out", help="write the result JSON here")
 def bench_voices_cmd(
     voices: str = typer.Option("", "--voices", help="ENGINE:NAME,... (default: every engine's candidates)"),
     sentences: int = typer.Option(30, "--sentences", help="test-split Harvard sentences per voice"),
-    audio_codec: Optional[str] = typer.Option("tiny-audio", "--audio-codec", help="also WER after this codec's round trip ('' for none)"),
+    audio_codec: Optional[str] = typer.Option("tiny-audio-3engines", "--audio-codec", help="also WER after this codec's round trip ('' for none)"),
     out: Optional[Path] = ResultOpt,
 ) -> None:
     """WER of the project's judge on each engine's voices (and after the audio codec's round

@@ -12,7 +12,8 @@ import typer
 from streamchar.cli.common import console, invoked_command, step_progress
 from streamchar.errors import StreamcharError
 
-train_app = typer.Typer(help="Training: pretraining (orchestrator, joint), distillation (dmd, rollout) and the word-duration head (durations).", no_args_is_help=True)
+train_app = typer.Typer(help="Training: pretraining (orchestrator, joint), distillation (dmd, rollout) and the word-duration head (durations).",
+                        no_args_is_help=True)
 
 
 def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: bool, steps: Optional[int], init: Optional[str]) -> None:

@@ -27,6 +27,9 @@ CONFIG = "config.json"
 KINDS = ("tiny-video", "tiny-audio")
 # the shipped codecs by name: one per kind, the anchored video codec, and the audio decoder tuned on three speech engines
 SHIPPED = (*KINDS, "tiny-video-anchored", "tiny-audio-3engines")
+# what the tiny preset decodes with when no codec is named: the three-engine audio decoder (its
+# latents are tiny-audio's, so models trained on either read both)
+DEFAULT = {"video": "tiny-video", "audio": "tiny-audio-3engines"}
 
 
 def save_codec(codec: TinyVideoCodec | TinyAudioCodec, directory: Path, extra: dict | None = None) -> None:
@@ -108,7 +111,7 @@ def _load_for(cfg: Config, path: str | Path | None, modality: str, diffusers_cla
     if path is None:
         if cfg.preset != "tiny":
             raise StreamcharError(f"preset {cfg.preset!r} needs a {modality} VAE directory (a diffusers {diffusers_class}); pass its path")
-        path = f"tiny-{modality}"
+        path = DEFAULT[modality]
     if str(path) not in SHIPPED and _diffusers_class(Path(path)) == diffusers_class:
         from streamchar.codecs import paper
 

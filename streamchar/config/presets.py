@@ -73,7 +73,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                 # timings (`streamchar bench pace --cache runs/latents`, benchmarks/results/pace.json)
                 "word_pace": {"durations": "learned", "tail_seconds": 0.343},
             },
-            "durations": {"width": 128, "layers": 2, "heads": 4},
+            "durations": {"width": 64, "layers": 2, "heads": 4},
         },
     },
 }

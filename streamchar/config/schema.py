@@ -155,7 +155,7 @@ class DurationHeadConfig(Strict):
     the reference voice summed in by a convolution over its latents. Trained alone, the rest of the
     model frozen (`streamchar train durations`)."""
 
-    width: int = Field(128, gt=0, description="width of the word transformer and the voice convolution")
+    width: int = Field(64, gt=0, description="width of the word transformer and the voice convolution")
     layers: int = Field(2, gt=0, description="word transformer layers")
     heads: int = Field(4, gt=0, description="word transformer attention heads")
 

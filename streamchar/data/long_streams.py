@@ -67,7 +67,8 @@ def write_long_streams(out: Path, streams: int, seconds: float, seed: int, cfg: 
             write_mp4(tmp, s["frames"], cfg.stream.fps, s["audio"], cfg.audio.sample_rate)
             tmp.replace(mp4)
             meta = {"transcript": s["transcript"], "reference_image": f"{name}.png", "character_id": s["character_id"],
-                    "seconds": s["seconds"], "words": len(s["transcript"].split()), "kind": "stitched SynthTalk ground truth"}
+                    "seconds": s["seconds"], "words": len(s["transcript"].split()), "kind": "stitched SynthTalk ground truth",
+                    "engines": list(cfg.synthtalk.engines)}
             atomic_write_text(side, json.dumps(meta, indent=1))
         paths.append(mp4)
         if on_progress:

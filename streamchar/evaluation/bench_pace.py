@@ -158,7 +158,8 @@ def bench_pace(cache: Path, cfg: Config, split: str = "test-unseen", checkpoint:
     stretched = {k: _start_errors(v, stretch=True) for k, v in starts.items()}
     named = clip_engines(Path(latents.settings.get("data", "")))
     engines = np.array([named.get(rec["clip_id"], "unknown") for _, rec in held])
-    by_engine = {e: {"clips": int(np.sum(engines == e)), **{k: float(v[engines == e].mean()) for k, v in errors.items()}} for e in sorted(set(engines))}
+    by_engine = {e: {"clips": int(np.sum(engines == e)), **{k: float(v[engines == e].mean()) for k, v in errors.items()}}
+                 for e in sorted(set(engines))}
     return {"benchmark": "pace", "cache": str(cache), "split": split, "checkpoint": str(checkpoint) if checkpoint else None,
             "train_clips": len(_timed_words(train)), "clips": len(held), "fitted_word_pace": pace.model_dump(),
             "word_start_error_s": {k: float(v.mean()) for k, v in errors.items()},

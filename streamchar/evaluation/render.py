@@ -70,7 +70,9 @@ def long_render_items(folder: Path, pipe: Pipeline, limit: int | None = None) ->
             raise StreamcharError(f"{side} names no SynthTalk character (character_id char<seed>), so its voice cannot be made")
         transcript = str(meta.get("transcript", ""))
         ref = side.parent / meta["reference_image"] if meta.get("reference_image") else None
-        items.append(RenderItem(side.stem, lambda t=transcript, c=char: character_request(c[4:], t, pipe.cfg), ref, char))
+        # the character's voice from the engines its set drew from (older streams: espeak-ng's)
+        cfg = pipe.cfg.model_copy(update={"synthtalk": pipe.cfg.synthtalk.model_copy(update={"engines": meta.get("engines", ["espeak"])})})
+        items.append(RenderItem(side.stem, lambda t=transcript, c=char, cfg=cfg: character_request(c[4:], t, cfg), ref, char))
     return items
 
 

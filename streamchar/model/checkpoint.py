@@ -118,8 +118,9 @@ def _saved_config(meta: dict, where: Path) -> Config:
 # no weights depend on them
 READING_FIELDS = ("orchestrator.reading", "orchestrator.plan", "orchestrator.lookahead_words", "stream.history_seconds")
 # switched on, each adds weights (under this prefix) that leave the model's output as it was: zero-initialised, or a training head
-GROWN_FIELDS = {"dit.audio_to_video": "model.dit.audio_to_video.", "dit.mouth_head": "model.dit.mouth_head.",
-                "orchestrator.durations": "model.orchestrator.durations."}
+GROWN_FIELDS = {"dit.audio_to_video": "model.dit.audio_to_video.", "dit.mouth_head": "model.dit.mouth_head."}
+# changed (added, resized or removed), the weights under this prefix start afresh: a head nothing generated depends on
+FRESH_FIELDS = {"orchestrator.durations": "model.orchestrator.durations."}
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -159,7 +160,9 @@ def _grown_prefixes(path: Path, saved: Config, config: Config) -> list[str]:
     """The weights `config`'s aids add to the saved model; an error where `config` differs from
     the saved config in anything the weights depend on."""
     changed = [f for f in config_differences(saved.model_dump(), config.model_dump()) if not f.startswith(READING_FIELDS)]  # a field or one inside it
-    grown = [GROWN_FIELDS[f] for f in changed if f in GROWN_FIELDS and _field(config, f) and not _field(saved, f)]
+    fresh = sorted({p for f in changed for field, p in FRESH_FIELDS.items() if f == field or f.startswith(field + ".")})
+    changed = [f for f in changed if not f.startswith(tuple(FRESH_FIELDS))]
+    grown = [GROWN_FIELDS[f] for f in changed if f in GROWN_FIELDS and _field(config, f) and not _field(saved, f)] + fresh
     changed = [f for f in changed if f not in GROWN_FIELDS or GROWN_FIELDS[f] not in grown]
     if changed:
         raise StreamcharError(f"{path} was trained with another model config (differs in {', '.join(changed)})")
@@ -184,7 +187,7 @@ def load_generator(name_or_dir: str | Path, config: Config | str | Path | None =
         raise StreamcharError(f"{path / WEIGHTS} is damaged: {e}") from None
     model, prompt = new_generator(cfg, folder=path)
     for module, prefix in _parts_in_weights(model, prompt):
-        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and not k.startswith(tuple(grown))}
         try:
             missing, unexpected = module.load_state_dict(part, strict=False)
         except RuntimeError as e:

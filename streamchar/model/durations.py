@@ -2,8 +2,9 @@
 the orchestrator's hidden states of the transcript and the reference voice (`word_pace.durations:
 learned`).
 
-Each word is read from the hidden states of its tokens (their mean, and its last token, which is
-the space or punctuation before the next word and so sees the pause coming); the reference
+Each word is read from the hidden states of its tokens (their mean, its last token, which is the
+space or punctuation before the next word and so sees the pause coming, and how many there
+are, which a mean does not keep); the reference
 voice's latents, through a small strided convolution pooled over time, give the speaker's rate
 and style. A transformer over the words mixes them, and each word gets its duration and the
 pause after it; the start token, with the voice, gives the silence before the first word.
@@ -34,7 +35,7 @@ class DurationHead(nn.Module):
             nn.Conv1d(w, w, 5, stride=2, padding=2), nn.GELU(),
             nn.Conv1d(w, w, 5, stride=2, padding=2), nn.GELU(),
         )  # fmt: skip
-        self.word_in = nn.Linear(2 * hidden + 2 * w, w)
+        self.word_in = nn.Linear(2 * hidden + 2 * w + 1, w)
         layer = nn.TransformerEncoderLayer(w, cfg.heads, 2 * w, dropout=0.0, batch_first=True, norm_first=True)
         self.mix = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.word_out = nn.Linear(w, 2)
@@ -55,7 +56,7 @@ class DurationHead(nn.Module):
             last_index = (member * torch.arange(h.shape[1], device=h.device)).amax(dim=2).long()  # (B, W)
             last = torch.gather(h, 1, last_index[..., None].expand(-1, -1, h.shape[2]))
             real = count[..., 0] > 0
-            x = self.word_in(torch.cat([mean, last, voice[:, None].expand(-1, words, -1)], dim=2))
+            x = self.word_in(torch.cat([mean, last, voice[:, None].expand(-1, words, -1), count.log1p()], dim=2))
             x = self.mix(x, src_key_padding_mask=~real) if words else x
             out = self.word_out(x)
             durations = F.softplus(out[..., 0]) + MIN_SECONDS

@@ -68,7 +68,7 @@ def check_voice(audio: np.ndarray, cfg: Config) -> np.ndarray:
 
 def _character(character: str, cfg: Config, seed: int):  # noqa: ANN202 - data.character.Character
     """A SynthTalk character by id: `unseen-K` / `train-K` (the K-th character of the set made
-    with `seed`) or a bare character seed."""
+    with `seed`) or a bare character seed; its voice drawn from `cfg.synthtalk.engines`."""
     from streamchar.data.character import make_character
     from streamchar.data.synth import character_seeds
 
@@ -83,7 +83,7 @@ def _character(character: str, cfg: Config, seed: int):  # noqa: ANN202 - data.c
     except (ValueError, IndexError):
         raise StreamcharError(f"unknown character {character!r}: use unseen-0..unseen-{len(unseen) - 1}, "
                               f"train-0..train-{len(train) - 1} or a character seed") from None  # fmt: skip
-    return make_character(char_seed)
+    return make_character(char_seed, tuple(cfg.synthtalk.engines))
 
 
 def character_request(character: str, transcript: str, cfg: Config, seed: int = 0, allow_empty: bool = False) -> StreamRequest:

@@ -283,6 +283,12 @@ class PlanPointerReader(WordPlanReader):
         self._retime(spoken)
         return spoken
 
+    def _truncated(self, keep: int) -> None:
+        """The plan decides which words an interrupt keeps (the model speaks to it); a reading
+        past them is brought back, so that the words given next are counted from there."""
+        super()._truncated(keep)
+        self.spoken = [min(s, float(keep)) for s in self.spoken]
+
     def lag_seconds(self, reading: float) -> float:
         """How far the speech is behind the plan at the end of the chunks made (negative: ahead):
         that time less the time the plan finishes `reading` words."""
