@@ -124,9 +124,11 @@ def test_eval_short_reports_bad_items_and_goes_on(small_set, clips, tmp_path):
     assert "25 fps" in reasons["fps25"] and "empty transcript" in reasons["untold"]
     assert copy["summary"]["evaluated"] == 2
     assert report["systems"]["ground truth"]["summary"]["evaluated"] >= 1
+    assert list(copy["by_group"]) == ["espeak"]  # each engine's clips apart: this set has espeak-ng's only
+    assert all(copy["by_group"]["espeak"][k] == copy["summary"][k] for k in ("evaluated", "wer", "sync_c", "identity_similarity"))
     assert report["metrics"]["sync"] == "synthtalk-sync" and report["metrics"]["frame_fd"] == "FD-tinyvae"
     table = (out / "eval-short.md").read_text()
-    assert "| copy |" in table and "FD-tinyvae" in table and "FID" not in table.split("\n")[0]
+    assert "| copy |" in table and "| copy · espeak |" in table and "FD-tinyvae" in table and "FID" not in table.split("\n")[0]
     assert (out / "eval-short.png").stat().st_size > 1000
 
 

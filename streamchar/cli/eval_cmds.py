@@ -46,8 +46,7 @@ def train_identity_cmd(data: Path = DataOpt, run: Path = RunOpt, out: Path = Net
     _train("identity", data, run, out, steps, threads)
 
 
-def _systems(data: Optional[Path], split: str, ground_truth: Optional[Path], videos: list[str], limit: int, engine: Optional[str] = None) -> dict:
-    from streamchar.data.inspect import clip_engines
+def _systems(data: Optional[Path], split: str, ground_truth: Optional[Path], videos: list[str], limit: int) -> dict:
     from streamchar.evaluation.items import folder_items, named_folders, synthtalk_items
 
     systems = {}
@@ -61,19 +60,11 @@ def _systems(data: Optional[Path], split: str, ground_truth: Optional[Path], vid
         systems[name] = folder_items(folder, limit)
     if not systems:
         raise StreamcharError("nothing to evaluate: give --data or --ground-truth, and/or --videos NAME=FOLDER")
-    if engine is not None:
-        if data is None:
-            raise StreamcharError("--engine picks clips by the speech engine SynthTalk recorded for them; give --data")
-        engines = clip_engines(data)
-        systems = {k: [item for item in v if engines.get(item.name) == engine] for k, v in systems.items()}
-        if not systems["ground truth"]:
-            raise StreamcharError(f"none of the first {limit} {split} clips of {data} is spoken by {engine!r} "
-                                  f"(its engines: {', '.join(sorted(set(engines.values())))})")
     return systems
 
 
 def _run(protocol: str, systems: dict, out: Path, threads: int, syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft,
-         asr: str = "pocketsphinx") -> None:
+         asr: str = "pocketsphinx", groups: dict[str, str] | None = None) -> None:
     import time
 
     import torch
@@ -97,7 +88,7 @@ def _run(protocol: str, systems: dict, out: Path, threads: int, syncnet_v2, iden
             done[0] += 1
             update(done[0], total)
 
-        report = run_protocol(protocol, systems, scorers, cfg.stream.fps, on_item=on_item, asr=asr)
+        report = run_protocol(protocol, systems, scorers, cfg.stream.fps, on_item=on_item, asr=asr, groups=groups)
     report["wall_seconds"] = time.perf_counter() - t0
     paths = write_report(report, out)
     from streamchar.evaluation.report import markdown_table
@@ -132,11 +123,13 @@ def eval_short(
     syncnet_v2: Optional[Path] = SyncOpt, identity_model: Optional[Path] = IdOpt, identity_threshold: Optional[float] = IdThrOpt,
     inception: Optional[Path] = InceptionOpt, i3d: Optional[Path] = I3dOpt, musiq: Optional[Path] = MusiqOpt, raft: Optional[Path] = RaftOpt,
     asr: str = AsrOpt,
-    engine: Optional[str] = typer.Option(None, "--engine", help="only the clips SynthTalk spoke with this engine (espeak, festival, flite)"),
 ) -> None:
-    """Short-clip protocol (paper Table 1): WER beside ground truth's, Sync-C/D, identity, FID/FVD or FD-<name>."""
-    _run("short", _systems(data, split, ground_truth, videos, clips, engine), out, threads,
-         syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft, asr)
+    """Short-clip protocol (paper Table 1): WER beside ground truth's, Sync-C/D, identity, FID/FVD or FD-<name>;
+    with --data, each row again for each speech engine's clips (the JSON's by_group)."""
+    from streamchar.data.inspect import clip_engines
+
+    _run("short", _systems(data, split, ground_truth, videos, clips), out, threads,
+         syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft, asr, clip_engines(data) if data else None)
 
 
 @eval_app.command("long")
@@ -150,9 +143,12 @@ def eval_long(
     inception: Optional[Path] = InceptionOpt, i3d: Optional[Path] = I3dOpt, musiq: Optional[Path] = MusiqOpt, raft: Optional[Path] = RaftOpt,
     asr: str = AsrOpt,
 ) -> None:
-    """Long-stream protocol (paper Table 2): transcript coverage, identity, Quality Drift, Dynamic, with curves over time."""
+    """Long-stream protocol (paper Table 2): transcript coverage, identity, Quality Drift, Dynamic, with curves over time;
+    each row again for each speech engine where the ground truth names its characters' engines."""
+    from streamchar.data.long_streams import stream_engines
+
     _run("long", _systems(None, "", ground_truth, videos, streams), out, threads,
-         syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft, asr)
+         syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft, asr, stream_engines(ground_truth) if ground_truth else None)
 
 
 @eval_app.command("render")

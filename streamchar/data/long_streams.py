@@ -74,3 +74,18 @@ def write_long_streams(out: Path, streams: int, seconds: float, seed: int, cfg: 
         if on_progress:
             on_progress(i + 1, streams)
     return paths
+
+
+def stream_engines(folder: Path) -> dict[str, str] | None:
+    """Each long stream's speech engine (name -> engine), from its character and the engines its
+    set drew voices from; None for streams made before they were recorded."""
+    from streamchar.data.character import make_character
+
+    out = {}
+    for side in sorted(Path(folder).glob("*.json")):
+        meta = json.loads(side.read_text())
+        char = str(meta.get("character_id", ""))
+        if "engines" not in meta or not char.startswith("char"):
+            return None
+        out[side.stem] = make_character(int(char[4:]), tuple(meta["engines"])).voice.engine
+    return out or None

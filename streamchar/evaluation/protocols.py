@@ -60,6 +60,13 @@ class SystemResult:
     frame_features: list[np.ndarray] = field(default_factory=list)
     clip_features: list[np.ndarray] = field(default_factory=list)
 
+    def subset(self, names: set[str]) -> SystemResult:
+        """The items named (and the failures among them)."""
+        keep = [k for k, item in enumerate(self.items) if item["name"] in names]
+        pick = lambda values: [values[k] for k in keep]  # noqa: E731
+        return SystemResult(pick(self.items), [f for f in self.failed if f["name"] in names], pick(self.hypotheses), pick(self.references),
+                            pick(self.frame_features), pick(self.clip_features))
+
 
 def _timeline(loaded: LoadedItem, per_frame_quality: np.ndarray, identity: np.ndarray, stride: int, words: list, matches: tuple) -> dict:
     """Per chunk (33 frames): mean quality and identity; transcript position over time."""
@@ -157,9 +164,11 @@ def aggregate(res: SystemResult, reference: SystemResult | None) -> dict:
 
 
 def run_protocol(protocol_name: str, systems: dict[str, list[EvalItem]], scorers: Scorers, fps: float,
-                 ground_truth: str = "ground truth", on_item: Callable[[], None] | None = None, asr: str = "pocketsphinx") -> dict:
+                 ground_truth: str = "ground truth", on_item: Callable[[], None] | None = None, asr: str = "pocketsphinx",
+                 groups: dict[str, str] | None = None) -> dict:
     """Every system is scored; the first named `ground_truth` (when present) is the reference.
-    `asr`: the judge (`evaluation/asr.py: make_recognizer`)."""
+    `asr`: the judge (`evaluation/asr.py: make_recognizer`). `groups` (item name -> group, such
+    as SynthTalk's speech engine): each system's row again for each group's items alone."""
     if protocol_name not in PROTOCOLS:
         raise StreamcharError(f"unknown protocol {protocol_name!r}; accepted: {', '.join(PROTOCOLS)}")
     protocol = PROTOCOLS[protocol_name]
@@ -170,9 +179,15 @@ def run_protocol(protocol_name: str, systems: dict[str, list[EvalItem]], scorers
     raw = {name: evaluate_system(items, scorers, recognizer, protocol, fps, on_item) for name, items in systems.items()}
     reference = raw.get(ground_truth)
     report = {"protocol": protocol_name, "metrics": scorers.names(), "asr": asr, "fps": fps, "systems": {}}
+    members: dict[str, set[str]] = {}
+    for item, group in (groups or {}).items():
+        members.setdefault(group, set()).add(item)
     for name, res in raw.items():
+        against = None if name == ground_truth else reference
+        by_group = {g: aggregate(res.subset(m), against.subset(m) if against else None) for g, m in sorted(members.items())}
         report["systems"][name] = {
-            "summary": aggregate(res, None if name == ground_truth else reference),
+            "summary": aggregate(res, against),
+            **({"by_group": {g: row for g, row in by_group.items() if row["evaluated"]}} if groups else {}),
             "items": res.items,
             "failed": res.failed,
         }

@@ -15,14 +15,22 @@ def _fmt(v: float | None, digits: int = 2) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def _labelled(report: dict) -> list[tuple[str, dict]]:
+    """Each system's row, then its rows by group (`by_group`, e.g. by speech engine)."""
+    out = []
+    for name, s in report["systems"].items():
+        out.append((name, s["summary"]))
+        out += [(f"{name} · {group}", row) for group, row in s.get("by_group", {}).items()]
+    return out
+
+
 def markdown_table(report: dict) -> str:
     m = report["metrics"]
     rows = []
     if report["protocol"] == "short":
         head = ["Method", "WER (%) ↓", "Sync-C ↑", "Sync-D ↓", "Offset", f"Identity ({m['identity']}) ↑",
                 "ID consistent ↑", f"{m['frame_fd']} ↓", f"{m['video_fd']} ↓", "Clips", "Failed"]  # fmt: skip
-        for name, s in report["systems"].items():
-            r = s["summary"]
+        for name, r in _labelled(report):
             if not r.get("evaluated"):
                 rows.append([name] + ["–"] * (len(head) - 3) + ["0", str(r.get("failed", 0))])
                 continue
@@ -32,8 +40,7 @@ def markdown_table(report: dict) -> str:
     else:
         head = ["Method", "Coverage ↑", "Omitted ↓", "Repeated ↓", "WER (%) ↓", f"Identity ({m['identity']}) ↑",
                 f"Quality Drift ({m['quality']}) ↓", "Dynamic ↑", "Sync-C ↑", "Streams", "Failed"]  # fmt: skip
-        for name, s in report["systems"].items():
-            r = s["summary"]
+        for name, r in _labelled(report):
             if not r.get("evaluated"):
                 rows.append([name] + ["–"] * (len(head) - 3) + ["0", str(r.get("failed", 0))])
                 continue

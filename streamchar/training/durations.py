@@ -4,7 +4,8 @@ model generates exactly what it did and the head learns from the hidden states i
 
 A training example is a clip's transcript from its first word (the lead is learned there) or,
 half the time, from a word drawn at random: a stream plans a long script a piece at a time, and
-a piece starts mid-text. Its target is each word's true (start, end).
+a piece starts mid-text. Its target is each word's true (start, end). Its voice is the clip's
+reference voice or, half the time, 3 s of the clip's own speech.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from streamchar.config import Config
 from streamchar.errors import StreamcharError
 from streamchar.model.durations import duration_loss
-from streamchar.model.orchestrator import fit_reference_voice
+from streamchar.model.orchestrator import REFERENCE_VOICE_LATENTS, fit_reference_voice
 from streamchar.training.settings import TrainSettings
 from streamchar.training.trainer import Trainer
 from streamchar.training.windows import word_times
@@ -51,14 +52,27 @@ class DurationTrainer(Trainer):
             if voice is None or voice.shape[-1] == 0:
                 raise StreamcharError(f"clip {rec['clip_id']} of {self.source.cache.root} has no reference voice to learn a rate from")
             text = rec["transcript"]
-            self._examples[i] = (text, [m.start() for m in word_matches(text)], word_times(rec), fit_reference_voice(voice[None])[0])
+            own = self.source.cache.tensors(i)["audio"]
+            self._examples[i] = (text, [m.start() for m in word_matches(text)], word_times(rec), fit_reference_voice(voice[None])[0], own)
         return self._examples[i]
+
+    @staticmethod
+    def _voice(reference: torch.Tensor, own: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """The reference voice, or half the time 3 s of the clip's own speech from a random start:
+        the same speaker at the same rate saying other words, so that the rate is learned from
+        how the voice sounds, not from the few reference clips there are."""
+        n = REFERENCE_VOICE_LATENTS
+        if own.shape[-1] <= n or rng.random() < 0.5:
+            return reference
+        start = int(rng.integers(0, own.shape[-1] - n + 1))
+        return own[:, start : start + n]
 
     def losses(self, step: int, micro: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.s.seed, step, micro, self.rank])
         examples = []
         for i in rng.integers(len(self.clips), size=self.s.batch):
-            text, starts, times, voice = self._clip(self.clips[int(i)])
+            text, starts, times, reference, own = self._clip(self.clips[int(i)])
+            voice = self._voice(reference, own, rng)
             first = int(rng.integers(1, len(starts))) if len(starts) > 1 and rng.random() < 0.5 else 0
             tokens = self.tokenizer.encode(text[starts[first] :])
             examples.append((tokens, times[first : first + tokens.words], first == 0, voice))
