@@ -225,7 +225,7 @@ def test_the_duration_stage_trains_the_head_alone_toward_the_clips_timings(cache
 
     cfg = load_config("tiny")
     model, prompt = new_generator(cfg, seed=0)
-    save_generator(tmp_path / "init", model, prompt, {"stage": "joint", "step": 0})
+    save_generator(tmp_path / "init", model, prompt, {"stage": "rollout", "step": 0, "sampling_steps": 4})
     settings = TrainSettings(cache=str(cache), steps=60, batch=4, lr=3e-3, warmup=5, ema_decay=0.0, save_every=30, log_every=10,
                              init=str(tmp_path / "init"), threads=2)  # fmt: skip
     trainer = DurationTrainer("durations", cfg, settings, tmp_path / "run")
@@ -233,7 +233,8 @@ def test_the_duration_stage_trains_the_head_alone_toward_the_clips_timings(cache
     trainer.export(tmp_path / "out")
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["start"] < log[0]["start"] and log[-1]["duration"] < log[0]["duration"]
-    trained, _, _ = load_generator(tmp_path / "out")
+    trained, _, meta = load_generator(tmp_path / "out")
+    assert meta["stage"] == "durations" and meta["sampling_steps"] == 4  # a student still streams with its own steps
     before, after = model.state_dict(), trained.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(".durations." in k for k in changed)  # nothing the model generates with moved

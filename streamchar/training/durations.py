@@ -43,6 +43,11 @@ class DurationTrainer(Trainer):
         if not self.clips:
             raise StreamcharError(f"the latent cache {cache.root} has no timed train clips to learn word durations from")
         self._examples: dict[int, tuple] = {}
+        from streamchar.model.checkpoint import read_generator_config
+
+        _, meta, _ = read_generator_config(s.init) if s.init else (None, {}, None)
+        # how the model streams (a student's sampling steps, its teacher): the head changes none of it
+        self._carried = {k: v for k, v in meta.items() if k not in ("format", "preset", "config", "stage", "step", "ema")}
 
     def _clip(self, i: int) -> tuple:
         """A clip's transcript, its words' character spans and times, and its reference voice."""
@@ -92,6 +97,9 @@ class DurationTrainer(Trainer):
             hidden = orchestrator.text_states(voices, ids, mask)
         durations, pauses, lead, real = orchestrator.durations(hidden, numbers, mask, words, voices)
         return duration_loss(durations, pauses, lead, real, target, from_start)
+
+    def export_meta(self) -> dict:
+        return {**self._carried, "durations_init": str(self.s.init)}
 
     def validate(self) -> Path:
         """No stream to render: the head does not change what the model generates."""
