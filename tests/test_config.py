@@ -95,10 +95,14 @@ def test_a_config_file_changes_how_a_checkpoint_reads_and_nothing_its_weights_ne
     from streamchar.model.checkpoint import load_generator
 
     even = tmp_path / "even.yaml"
-    even.write_text("orchestrator:\n  plan:\n    word_pace: null\n")
+    even.write_text("orchestrator:\n  reading: plan\n  plan:\n    word_pace: null\n")
     model, _, _ = load_generator("tiny-student", even)
     assert model.cfg.orchestrator.reading == "plan" and model.cfg.orchestrator.plan.word_pace is None
     assert model.cfg.orchestrator.plan.text_rate == load_config("tiny").orchestrator.plan.text_rate  # the rest is the checkpoint's
+    unplanned = tmp_path / "unplanned.yaml"
+    unplanned.write_text("orchestrator:\n  plan:\n    word_pace: null\n")  # plan-pointer moves a word plan: it needs one
+    with pytest.raises(StreamcharError, match="word_pace"):
+        load_generator("tiny-student", unplanned)
     deeper = tmp_path / "deeper.yaml"
     deeper.write_text("dit:\n  num_layers: 2\n")
     with pytest.raises(StreamcharError, match="differs in dit.num_layers"):

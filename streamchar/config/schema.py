@@ -199,6 +199,8 @@ class OrchestratorConfig(Strict):
             raise ValueError(f"plan: reading {self.reading} needs it" if self.plan is None
                              else "plan: reading is pointer, which reads no plan; set reading: plan or plan-pointer, or drop plan")
         pace = self.plan.word_pace if self.plan is not None else None
+        if self.reading == "plan-pointer" and pace is None:
+            raise ValueError("plan.word_pace: reading plan-pointer moves the words of a timed plan; give word_pace, or read by plan")
         if pace is not None and pace.durations == "learned" and self.durations is None:
             raise ValueError("durations: word_pace.durations learned reads the orchestrator's duration head; give durations")
         return self

@@ -333,7 +333,5 @@ def make_reader(cfg: Config, tokenizer: CharacterTokenizer, timer: WordTimer | N
     if cfg.orchestrator.reading == "pointer":
         return PointerReader(cfg, tokenizer)
     if cfg.orchestrator.reading == "plan-pointer":
-        if plan.word_pace is None:
-            raise StreamcharError("reading plan-pointer moves a word plan; give orchestrator.plan.word_pace")
         return PlanPointerReader(cfg, tokenizer, timer)
     return WordPlanReader(cfg, tokenizer, timer) if plan.word_pace is not None else PlanReader(cfg, tokenizer)
