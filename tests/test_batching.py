@@ -32,7 +32,8 @@ def test_batched_sessions_get_the_chunks_they_would_get_alone(shipped_pipeline):
         want = [s.next_chunk(i) for s, i in zip(alone, indices)]
         got = next_chunks(batched, indices)
         for w, g in zip(want, got):
-            assert g.index == w.index and g.words_spoken == w.words_spoken and g.words_total == w.words_total
+            # the pointer's reading counts the words: a float the batch moves by a rounding error
+            assert g.index == w.index and abs(g.words_spoken - w.words_spoken) < 1e-4 and g.words_total == w.words_total
             torch.testing.assert_close(g.video, w.video, rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(g.audio, w.audio, rtol=1e-4, atol=1e-4)
         assert [c.timings["batch"] for c in got] == ([3, 3, 3, 1] if step == 0 else [4] * 4)  # a first chunk runs apart, then joins

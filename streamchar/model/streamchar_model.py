@@ -47,7 +47,7 @@ class StreamCharModel(nn.Module):
     # The streaming engine's calls, one per part so that it can time them. Root methods, not
     # `self.dit` or `self.orchestrator` directly: under FSDP2 (`sharding.shard_model` registers
     # them) the root's own parameters are gathered for them as they are for `forward`.
-    ENGINE_METHODS = ("condition_cache", "encode_prefix", "orchestrate", "dit_velocity")
+    ENGINE_METHODS = ("condition_cache", "encode_prefix", "orchestrate", "dit_velocity", "word_times")
 
     def condition_cache(self, conditions: ConditionInput, prompt: torch.Tensor) -> ConditionCache | None:
         return self.dit.condition_cache(conditions, prompt)
@@ -59,6 +59,11 @@ class StreamCharModel(nn.Module):
     def orchestrate(self, x: OrchestratorInput, prefix: OrchestratorPrefix | None = None) -> OrchestratorOutput:
         self.check_orchestrator_window(x)
         return self.orchestrator(x, prefix=prefix)
+
+    def word_times(self, ids: list[int], word_numbers: list[int], words: int, reference_audio: torch.Tensor) -> list[tuple[float, float]]:
+        """The learned plan's (start, end) of each word (`Orchestrator.word_times`), through the
+        root so that a sharded model gathers its weights first."""
+        return self.orchestrator.word_times(ids, word_numbers, words, reference_audio)
 
     def dit_velocity(self, video: VideoInput, timestep: torch.Tensor, prompt: torch.Tensor, audio: AudioInput,
                      cache: ConditionCache | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -117,11 +117,11 @@ class StreamSession:
         plan = self.cfg.orchestrator.plan
         if plan is None or plan.word_pace is None or plan.word_pace.durations != "learned":
             return None
-        orchestrator, voice, tokenizer = self.model.orchestrator, self.conditions.reference_audio, self.tokenizer
+        model, voice, tokenizer = self.model, self.conditions.reference_audio, self.tokenizer
 
         def timer(text: str) -> list[tuple[float, float]]:
             tokens = tokenizer.encode(text)
-            return orchestrator.word_times(tokens.ids, tokens.word_numbers, tokens.words, voice)
+            return model.word_times(tokens.ids, tokens.word_numbers, tokens.words, voice)
 
         return timer
 

@@ -279,7 +279,11 @@ class PlanPointerReader(WordPlanReader):
         return min(read, super().cut())
 
     def finish_chunk(self, cut: int, pointer: float) -> float:
+        """A reading within half a word of the last is the whole transcript (the engine's end):
+        the pointer's estimate of the last word is a fraction short of it."""
         spoken = super().finish_chunk(cut, pointer)
+        if spoken >= self.words_total - 0.5:
+            spoken = self.spoken[-1] = float(self.words_total)
         self._retime(spoken)
         return spoken
 
