@@ -24,8 +24,8 @@ CHUNK_SECONDS = CHUNK_AUDIO_LATENTS / AUDIO_LATENT_RATE
 
 
 def stream_errors(side: dict, audio: np.ndarray, rate: int) -> dict:
-    """Per chunk of one rendered stream: words aligned as finished, the reader's count and the
-    pointer's reading, and how far each is from the alignment (in words)."""
+    """Per chunk of one rendered stream: the words alignment finds finished by its end, the
+    reader's count and the pointer's reading."""
     words = align_words(side["transcript"], audio, rate)
     ends = np.array([w.end for w in words])
     rows = []
@@ -39,8 +39,7 @@ def bench_pointer(videos: Path, engines: dict[str, str] | None = None, limit: in
                   on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Mean absolute error in words at chunk ends, of the pointer's reading and of the reader's
     count, over every stream and by engine (`engines`: stream name -> engine)."""
-    sides = sorted(Path(videos).glob("*.json"))[:limit] if limit else sorted(Path(videos).glob("*.json"))
-    sides = [s for s in sides if (s.with_suffix(".mp4")).is_file()]
+    sides = [s for s in sorted(Path(videos).glob("*.json")) if s.with_suffix(".mp4").is_file()][:limit]
     if not sides:
         raise StreamcharError(f"{videos} holds no rendered streams (<name>.mp4 with its <name>.json from `streamchar eval render`)")
     per: dict[str, list] = {}

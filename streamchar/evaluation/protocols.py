@@ -184,7 +184,7 @@ def run_protocol(protocol_name: str, systems: dict[str, list[EvalItem]], scorers
         members.setdefault(group, set()).add(item)
     for name, res in raw.items():
         against = None if name == ground_truth else reference
-        by_group = {g: aggregate(res.subset(m), against.subset(m) if against else None) for g, m in sorted(members.items())}
+        by_group = {g: aggregate(res.subset(m), against.subset(m) if against is not None else None) for g, m in sorted(members.items())}
         report["systems"][name] = {
             "summary": aggregate(res, against),
             **({"by_group": {g: row for g, row in by_group.items() if row["evaluated"]}} if groups else {}),

@@ -61,6 +61,11 @@ class TranscriptReader:
     def spans(self) -> list[tuple[int, int]]:
         return transcript_word_spans(self.transcript)
 
+    @property
+    def seconds_made(self) -> float:
+        """Stream time covered by the chunks made: when the next chunk starts."""
+        return len(self.spoken) * self.cfg.stream.chunk_seconds
+
     def window_start(self) -> int:
         """The first chunk of the history window the next chunk reads."""
         return max(0, len(self.spoken) - self.cfg.stream.history_chunks)
@@ -214,8 +219,7 @@ class WordPlanReader(PlanReader):
             raise
 
     def _begun(self) -> int:
-        start = len(self.spoken) * self.cfg.stream.chunk_seconds
-        return sum(1 for a, _ in self._times if a < start)
+        return sum(1 for a, _ in self._times if a < self.seconds_made)
 
     def _truncated(self, keep: int) -> None:
         del self._times[keep:]
@@ -246,7 +250,7 @@ class WordPlanReader(PlanReader):
         new = part[context : context + upto - done]
         if not new:
             return False
-        now = len(self.spoken) * self.cfg.stream.chunk_seconds
+        now = self.seconds_made
         shift = max(0.0, now - new[0][0])  # a live stream's first words, given after it began, start when the next chunk does
         if done:
             shift = max(self._times[-1][1] - part[context - 1][1], now - new[0][0])
@@ -296,9 +300,8 @@ class PlanPointerReader(WordPlanReader):
     def lag_seconds(self, reading: float) -> float:
         """How far the speech is behind the plan at the end of the chunks made (negative: ahead):
         that time less the time the plan finishes `reading` words."""
-        now = len(self.spoken) * self.cfg.stream.chunk_seconds
         knots = [self._times[0][0]] + [b for _, b in self._times]
-        return now - float(np.interp(reading, np.arange(len(knots)), knots))
+        return self.seconds_made - float(np.interp(reading, np.arange(len(knots)), knots))
 
     def _retime(self, reading: float) -> None:
         if not self._times:
@@ -306,7 +309,7 @@ class PlanPointerReader(WordPlanReader):
         lag = self.lag_seconds(reading)
         if abs(lag) < RETIME_DEADBAND_SECONDS:
             return
-        now = len(self.spoken) * self.cfg.stream.chunk_seconds
+        now = self.seconds_made
         ahead = next((i for i, (a, _) in enumerate(self._times) if a >= now), len(self._times))
         if ahead == len(self._times):
             return
@@ -322,9 +325,8 @@ class PlanPointerReader(WordPlanReader):
         end = super().end_seconds()
         if end is None or math.isinf(end) or not self.spoken:
             return end
-        period = self.cfg.stream.chunk_seconds
-        made = len(self.spoken) * period
-        if self.spoken[-1] >= self.words_total - 0.5:
+        period, made = self.cfg.stream.chunk_seconds, self.seconds_made
+        if self.spoken[-1] >= self.words_total:  # (`finish_chunk` counts a reading within half a word of the end as all)
             return min(end, made + self.pace.tail_seconds)
         if end <= made < end + OVERRUN_CHUNKS * period:
             return made + period

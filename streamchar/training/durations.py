@@ -38,27 +38,26 @@ class DurationTrainer(Trainer):
         for p in head.parameters():
             p.requires_grad_(True)
         self.opt = torch.optim.AdamW(head.parameters(), lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, 0.99))
+        if self.ema is not None:  # frozen weights' averages are the weights: average the head's alone, each step
+            self.ema = {n: v for n, v in self.ema.items() if n.startswith("orchestrator.durations.")}
         cache = self.source.cache
         self.clips = [i for i, rec in enumerate(cache.records) if rec["split"] == "train" and rec.get("words")]
         if not self.clips:
             raise StreamcharError(f"the latent cache {cache.root} has no timed train clips to learn word durations from")
         self._examples: dict[int, tuple] = {}
-        from streamchar.model.checkpoint import read_generator_config
-
-        _, meta, _ = read_generator_config(s.init) if s.init else (None, {}, None)
         # how the model streams (a student's sampling steps, its teacher): the head changes none of it
-        self._carried = {k: v for k, v in meta.items() if k not in ("format", "preset", "config", "stage", "step", "ema")}
+        self._carried = {k: v for k, v in self.init_meta.items() if k not in ("format", "preset", "config", "stage", "step", "ema")}
 
     def _clip(self, i: int) -> tuple:
-        """A clip's transcript, its words' character spans and times, and its reference voice."""
+        """A clip's transcript, its words' character spans and times, its reference voice and its own speech."""
         if i not in self._examples:
-            rec = self.source.cache.records[i]
-            voice = self.source.cache.tensors(i).get("reference_voice")
+            rec, tensors = self.source.cache.records[i], self.source.cache.tensors(i)
+            voice = tensors.get("reference_voice")
             if voice is None or voice.shape[-1] == 0:
                 raise StreamcharError(f"clip {rec['clip_id']} of {self.source.cache.root} has no reference voice to learn a rate from")
             text = rec["transcript"]
-            own = self.source.cache.tensors(i)["audio"]
-            self._examples[i] = (text, [m.start() for m in word_matches(text)], word_times(rec), fit_reference_voice(voice[None])[0], own)
+            self._examples[i] = (text, [m.start() for m in word_matches(text)], word_times(rec), fit_reference_voice(voice[None])[0],
+                                 tensors["audio"])
         return self._examples[i]
 
     @staticmethod

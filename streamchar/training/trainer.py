@@ -98,8 +98,9 @@ class Trainer:
         if s.threads:
             torch.set_num_threads(s.threads)
         cache = LatentCache(Path(s.cache))
+        self.init_meta: dict = {}  # the --init checkpoint's metadata (its stage, a student's sampling steps)
         if s.init:
-            self.model, self.prompt, _ = load_generator(s.init, config=cfg)
+            self.model, self.prompt, self.init_meta = load_generator(s.init, config=cfg)
         else:  # the Qwen2.5 directory's tokenizer goes with its weights, and into the checkpoints
             self.model, self.prompt = new_generator(cfg, s.seed, tokenizer=check_vocabulary(QwenTokenizer(s.qwen), cfg) if s.qwen else None)
             if s.wan:
@@ -163,10 +164,11 @@ class Trainer:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip))
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        if self.ema is not None:
+        if self.ema is not None:  # the weights it averages (a stage may keep some only: those it trains)
             with torch.no_grad():
                 for n, p in self.model.named_parameters():
-                    self.ema[n].lerp_(p.detach().float(), 1 - self.s.ema_decay)
+                    if n in self.ema:
+                        self.ema[n].lerp_(p.detach().float(), 1 - self.s.ema_decay)
         return grad_norm
 
     def extra_parts(self) -> dict[str, tuple[StreamCharModel, torch.optim.Optimizer]]:
