@@ -15,6 +15,9 @@ command -v chromium >/dev/null || APT+=(chromium)
 command -v festival >/dev/null && [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] && [ -d /usr/share/festival/voices/english/kal_diphone ] \
   || APT+=(festival festvox-us-slt-hts festvox-kallpc16k)
 command -v flite >/dev/null || APT+=(flite)
+# SynthTalk's open-English corpus (streamchar/data/corpus.py): quotations and WordNet's example sentences
+[ -f /usr/share/games/fortunes/wisdom ] || APT+=(fortunes)
+[ -f /usr/share/wordnet/data.noun ] || APT+=(wordnet-base)
 if [ ${#APT[@]} -gt 0 ]; then
   echo "[install] apt: ${APT[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -33,4 +36,4 @@ if ! python -c "import torch" >/dev/null 2>&1; then
   pip install -q "torch==2.13.0"
 fi
 echo "[install] pip: streamchar and its pinned dependencies"
-pip install -q -e ".[train,eval,serve,cluster,gpu,test]"
+pip install -q -e ".[train,eval,serve,cluster,gpu,phonemes,test]"
