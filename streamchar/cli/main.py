@@ -14,6 +14,7 @@ from rich.table import Table
 
 from streamchar.cli.common import (AudioCodecOpt, ConfigOpt, PresetOpt, VideoCodecOpt, clip_progress, console, err_console, invoked_command, report,
                                    missing_extra, step_progress)
+from streamchar.cli.data_cmds import data_corpus_cmd
 from streamchar.cli.eval_cmds import eval_app
 from streamchar.cli.generate_cmd import GenerateOptions, generate, stream_generate
 from streamchar.cli.paper_cmds import bench_paper, bench_stream_cmd, checkpoint_app
@@ -45,6 +46,7 @@ bench_app.command("voices")(bench_voices_cmd)
 bench_app.command("align")(bench_align_cmd)
 bench_app.command("pointer")(bench_pointer_cmd)
 data_app.command("prepare")(data_prepare_cmd)
+data_app.command("corpus")(data_corpus_cmd)
 
 @config_app.command("reference")
 def config_reference_cmd() -> None:
@@ -81,7 +83,7 @@ def data_synth(
     engines: Optional[str] = typer.Option(None, "--engines", help="speech engines the characters' voices come from "
                                           "(default: espeak,festival,flite, unless a --config names synthtalk.engines)"),
 ) -> None:
-    """Make a SynthTalk set: clips of a procedurally drawn character speaking Harvard sentences."""
+    """Make a SynthTalk set: clips of a procedurally drawn character speaking Harvard sentences or open English (synthtalk.text)."""
     from streamchar.data.synth import synthesize_set
 
     cfg = load_config(preset, config)

@@ -175,7 +175,9 @@ class OrchestratorConfig(Strict):
     vocab_size: int = Field(gt=0, description="token vocabulary (qwen2: Qwen2.5's; characters: the project's)")
     context_window: int = Field(gt=0, description="most positions the orchestrator reads: reference + transcript + history + chunk")
     lookahead_words: int = Field(48, gt=0, description="transcript words after the history window's cut that the orchestrator reads")
-    tokenizer: Literal["qwen2", "characters"] = Field(description="qwen2: Qwen2.5's, loaded from tokenizer_directory; characters: the project's own")
+    tokenizer: Literal["qwen2", "characters", "phonemes"] = Field(
+        description="qwen2: Qwen2.5's, loaded from tokenizer_directory; characters: the project's own, one token per character; "
+        "phonemes: each word's phonemes from gruut's English lexicon and g2p (pip install 'streamchar[phonemes]')")
     tokenizer_directory: str | None = Field(None, description="qwen2: the directory its tokenizer loads from (AutoTokenizer), relative "
                                             "to the checkpoint's folder or absolute")
     phoneme_classes: int = Field(0, ge=0, description="classes of the frame-level phoneme head (training aid, 0: no head)")
@@ -194,7 +196,7 @@ class OrchestratorConfig(Strict):
             raise ValueError(f"num_kv_heads: {self.num_kv_heads} must divide num_heads={self.num_heads}")
         if (self.tokenizer == "qwen2") != bool(self.tokenizer_directory):
             raise ValueError("tokenizer_directory: the qwen2 tokenizer loads from a directory; name it" if self.tokenizer == "qwen2"
-                             else "tokenizer_directory: the characters tokenizer reads no directory; drop it")
+                             else f"tokenizer_directory: the {self.tokenizer} tokenizer reads no directory; drop it")
         if (self.reading != "pointer") != (self.plan is not None):
             raise ValueError(f"plan: reading {self.reading} needs it" if self.plan is None
                              else "plan: reading is pointer, which reads no plan; set reading: plan or plan-pointer, or drop plan")
@@ -209,8 +211,14 @@ class OrchestratorConfig(Strict):
 class SynthTalkConfig(Strict):
     """How SynthTalk clips are made (docs/architecture.md, "SynthTalk")."""
 
-    min_sentences: int = Field(1, ge=1, le=4, description="fewest Harvard sentences in a clip")
-    max_sentences: int = Field(4, ge=1, le=4, description="most Harvard sentences in a clip")
+    text: list[Literal["harvard", "everyday", "wordnet", "fortunes", "chatterbot"]] = Field(
+        ["harvard"], min_length=1, description="the sources transcripts are drawn from (data/corpus.py; docs/data-card.md): harvard "
+        "alone, split by list, as the first sets; with any other source, every source is split by document and chatterbot, "
+        "when named, is held out entirely as the open split")  # fmt: skip
+    open_fraction: float = Field(0.0, ge=0, lt=1, description="share of clips in the open split: seen characters speaking the "
+                                 "held-out source's sentences (needs chatterbot in text)")  # fmt: skip
+    min_sentences: int = Field(1, ge=1, le=4, description="fewest sentences in a clip")
+    max_sentences: int = Field(4, ge=1, le=4, description="most sentences in a clip")
     max_seconds: float = Field(20.0, gt=0, le=20.0, description="longest clip (s); the paper trains on clips up to 20 s")
     clips_per_shard: int = Field(64, ge=1, description="clips per MP4 shard folder")
     train_characters: int = Field(48, ge=1, description="characters that appear in training")
@@ -228,8 +236,12 @@ class SynthTalkConfig(Strict):
     def _ranges(self) -> SynthTalkConfig:
         if self.min_sentences > self.max_sentences:
             raise ValueError("min_sentences: must not exceed max_sentences")
-        if self.val_fraction + self.test_fraction + self.unseen_fraction >= 1:
-            raise ValueError("val_fraction + test_fraction + unseen_fraction must be below 1")
+        if self.val_fraction + self.test_fraction + self.unseen_fraction + self.open_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction + unseen_fraction + open_fraction must be below 1")
+        if self.open_fraction and "chatterbot" not in self.text:
+            raise ValueError("open_fraction: the open split speaks the held-out chatterbot source; add chatterbot to text")
+        if len(set(self.text)) != len(self.text):
+            raise ValueError("text: name each source once")
         return self
 
 

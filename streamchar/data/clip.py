@@ -18,6 +18,7 @@ from streamchar.data.motion import PoseTrack, make_pose_track
 from streamchar.data.mp4 import aac_rate, write_mp4
 from streamchar.data.render import CharacterRenderer
 from streamchar.data.speech import Speech, synthesize
+from streamchar.utils.spoken import spoken_text
 from streamchar.errors import StreamcharError
 
 CLIP_FILES = {
@@ -82,13 +83,15 @@ def build_clip(plan: ClipPlan, cfg: Config) -> dict:
     fps, sr, spf = cfg.stream.fps, cfg.audio.sample_rate, cfg.samples_per_frame
     character = make_character(plan.character_seed, tuple(syn.engines))
     rng = np.random.default_rng([plan.seed, 0xC11])
-    sentences = list(plan.sentences)
+    typed = list(plan.sentences)
+    sentences = [spoken_text(x) for x in typed]  # what the voice says and the model reads: "3" as "three"
     lead, tail = float(rng.uniform(0.1, 0.3)), 0.3
     while True:
         speech = synthesize(" ".join(sentences), character.voice, sr)
         if lead + speech.duration + tail <= syn.max_seconds or len(sentences) == 1:
             break
         sentences.pop()
+        typed.pop()
     if lead + speech.duration + tail > syn.max_seconds:
         raise StreamcharError(f"{plan.clip_id}: one sentence takes {speech.duration:.1f} s, longer than max_seconds")
     audio, n_frames = _place(speech, lead, tail, spf, fps)
@@ -98,7 +101,7 @@ def build_clip(plan: ClipPlan, cfg: Config) -> dict:
     frames = renderer.render_all(pose)
     reference = renderer.render(PoseTrack.neutral(), 0)
 
-    ref_speech = synthesize(" ".join(plan.reference_sentences), character.voice, sr)
+    ref_speech = synthesize(spoken_text(" ".join(plan.reference_sentences)), character.voice, sr)
     ref_audio, _ = _place(ref_speech, 0.1, 0.2, spf, fps)
 
     record = {
@@ -109,6 +112,7 @@ def build_clip(plan: ClipPlan, cfg: Config) -> dict:
         "voice": character.voice.describe(),
         "transcript": " ".join(sentences),
         "sentences": sentences,
+        "typed_transcript": " ".join(typed),
         "prompt": make_prompt(character, pose),
         "words": _timed(speech.words, "word", lead),
         "phonemes": _timed(speech.phonemes, "phoneme", lead),

@@ -24,15 +24,17 @@ import numpy as np
 
 from streamchar.config import Config
 from streamchar.data.clip import RECORD, ClipPlan, build_clip, write_clip
+from streamchar.data.corpus import corpus_sentences
 from streamchar.data.harvard import split_sentences
 from streamchar.errors import Interrupted, StreamcharError
+from streamchar.utils.spoken import spoken_text
 
 FORMAT = "synthtalk"
 FORMAT_VERSION = 1
 MANIFEST = "synthtalk.json"
 INDEX = "index.json"
 LOCK = ".lock"
-SPLITS = ("train", "val", "test", "test-unseen")
+SPLITS = ("train", "val", "test", "test-unseen", "open")
 # espeak's speaking rate on Harvard sentences, in characters per second; for planning only
 _CHARS_PER_SECOND = 15.0
 
@@ -47,7 +49,15 @@ def character_seeds(seed: int, cfg: Config) -> tuple[list[int], list[int]]:
 
 
 def _estimate_seconds(sentences: list[str]) -> float:
-    return sum(len(x) for x in sentences) / _CHARS_PER_SECOND + 0.4 * len(sentences)
+    return sum(len(spoken_text(x)) for x in sentences) / _CHARS_PER_SECOND + 0.4 * len(sentences)
+
+
+def text_pool(split: str, cfg: Config) -> list[str]:
+    """The sentences a split's clips speak: Harvard's by list, or the open-English corpus's."""
+    sources = tuple(cfg.synthtalk.text)
+    if split == "open" and "chatterbot" not in sources:
+        return []
+    return split_sentences(split) if sources == ("harvard",) else corpus_sentences(split, sources)
 
 
 def plan_set(clips: int, seed: int, cfg: Config, target_seconds: float | None = None) -> list[ClipPlan]:
@@ -60,12 +70,13 @@ def plan_set(clips: int, seed: int, cfg: Config, target_seconds: float | None = 
         "test-unseen": int(clips * s.unseen_fraction + 0.5),
         "val": int(clips * s.val_fraction + 0.5),
         "test": int(clips * s.test_fraction + 0.5),
+        "open": int(clips * s.open_fraction + 0.5),
     }
     counts["train"] = clips - sum(counts.values())
     splits = np.array([name for name in SPLITS for _ in range(counts[name])])
     splits = splits[rng.permutation(clips)]
     train_chars, unseen_chars = character_seeds(seed, cfg)
-    pools = {name: split_sentences(name) for name in SPLITS}
+    pools = {name: text_pool(name, cfg) for name in SPLITS}
     order = {name: list(rng.permutation(len(pools[name]))) for name in SPLITS}
     cursor = dict.fromkeys(SPLITS, 0)
     char_order = {"seen": list(rng.permutation(len(train_chars))), "unseen": list(rng.permutation(len(unseen_chars)))}

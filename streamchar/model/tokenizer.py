@@ -5,6 +5,10 @@ progress-aware pointer turns into transcript positions.
   text (letters, digits, space, common punctuation), with padding, start and end tokens.
   Words are counted as `normalize_words` counts them, so the pointer's word numbers agree
   with the word timings and with WER.
+- `phonemes` (tiny, the alternative to `characters`): one token per phoneme of each word, from
+  gruut's English lexicon with its learned guess for words the lexicon lacks, so that a small
+  model need not learn English spelling to speak words it never saw; a word-boundary token and
+  the pauses' punctuation between words.
 - `qwen2` (paper preset): the Qwen2.5 tokenizer from its local directory (`AutoTokenizer`),
   word numbers from its character offsets.
 """
@@ -16,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from streamchar.config import Config
 from streamchar.errors import StreamcharError
+from streamchar.model.phonemes import PHONEMES, require_gruut, word_phonemes
 from streamchar.utils.files import in_folder
 from streamchar.utils.text import word_matches
-
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,52 @@ class CharacterTokenizer:
         return Tokens([self.BOS] + [self._index[c] for c in low] + [self.EOS], [0] + numbers + [words], words)
 
 
+class PhonemeTokenizer:
+    """Each word as gruut pronounces it (`streamchar.model.phonemes`), one token per phoneme with
+    its stress (70 en-us symbols fit the tiny vocabulary; stress shapes a word's length and
+    loudness, and a token of its own would lengthen the text). Between words, the pauses'
+    punctuation, then one word-boundary token; quotes and parentheses fold into one token, a
+    dash is a pause but a hyphen inside a compound ("well-known") is only a boundary. Anything
+    else outside words (a digit) gives no token: words are `word_matches`' alone."""
+
+    PAD, BOS, EOS, BOUNDARY = 0, 1, 2, 3
+    MARKS = ',;:.!?"-'
+    _FOLDED = {"'": '"', "(": '"', ")": '"', "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"}
+
+    def __init__(self) -> None:
+        require_gruut()
+        self._marks = {m: 4 + i for i, m in enumerate(self.MARKS)}
+        self._phonemes = {p: 4 + len(self.MARKS) + i for i, p in enumerate(PHONEMES)}
+        self.vocab_size = 4 + len(self.MARKS) + len(PHONEMES)
+
+    def encode(self, text: str) -> Tokens:
+        clean = text.replace("\u2019", "'")
+        ids, spans, end = [self.BOS], [], 0
+        for k, m in enumerate(word_matches(clean)):
+            self._gap(clean, end, m.start(), k > 0, ids, spans)
+            phonemes = [self._phonemes[p] for p in word_phonemes(m.group())]
+            ids += phonemes
+            spans += [(m.start(), m.end())] * len(phonemes)
+            end = m.end()
+        self._gap(clean, end, len(clean), False, ids, spans)
+        numbers, words = _word_numbers(clean, spans)
+        return Tokens(ids + [self.EOS], [0] + numbers + [words], words)
+
+    def _gap(self, text: str, start: int, end: int, between: bool, ids: list[int], spans: list[tuple[int, int]]) -> None:
+        """The tokens of text[start:end], the stretch before a word (`between`: after another)."""
+        compound = between and text[start:end] == "-"
+        last = None
+        for i in range(start, end):
+            mark = self._FOLDED.get(text[i], text[i])
+            if mark in self._marks and mark != last and not compound:
+                ids.append(self._marks[mark])
+                spans.append((i, i + 1))
+                last = mark
+        if between:
+            ids.append(self.BOUNDARY)
+            spans.append((end - 1, end))
+
+
 class QwenTokenizer:
     def __init__(self, directory: str | Path):
         from transformers import AutoTokenizer
@@ -91,7 +141,7 @@ class QwenTokenizer:
         return Tokens(list(enc["input_ids"]), numbers, words)
 
 
-Tokenizer = CharacterTokenizer | QwenTokenizer
+Tokenizer = CharacterTokenizer | PhonemeTokenizer | QwenTokenizer
 
 
 def tokenizer_directory(cfg: Config, folder: Path | None) -> Path:
@@ -105,6 +155,8 @@ def build_tokenizer(cfg: Config, folder: Path | None = None) -> Tokenizer:
     oc = cfg.orchestrator
     if oc.tokenizer == "characters":
         return CharacterTokenizer(oc.vocab_size)
+    if oc.tokenizer == "phonemes":
+        return check_vocabulary(PhonemeTokenizer(), cfg)
     return check_vocabulary(QwenTokenizer(tokenizer_directory(cfg, folder)), cfg)
 
 

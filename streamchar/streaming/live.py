@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from streamchar.model.alignment import transcript_word_spans
 from streamchar.streaming.batching import next_chunks
 from streamchar.streaming.engine import ChunkLatents, SessionSettings, StreamSession
 from streamchar.streaming.pipeline import Pipeline
@@ -92,8 +91,9 @@ class LiveStream:
         return max(0.0, self.session.words_total - (self.session.progress[-1] if self.session.progress else 0.0))
 
     def transcript_words(self) -> list[str]:
-        t = self.session.transcript
-        return [t[a:b] for a, b in transcript_word_spans(t)]
+        """The typed transcript as shown, one entry per spoken word ("" where a typed token such
+        as "$3" is spoken as more than one word)."""
+        return list(self.session.reader.typed_words)
 
     # chunks ------------------------------------------------------------------------------
     def generate(self) -> tuple[ChunkLatents, list[tuple[int, float, float]]]:

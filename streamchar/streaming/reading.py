@@ -29,6 +29,7 @@ from streamchar.model.alignment import (paced_word_times, planned_positions, spo
 from streamchar.errors import StreamcharError
 from streamchar.model.tokenizer import CharacterTokenizer, Tokens
 from streamchar.streaming.inputs import check_transcript
+from streamchar.utils.spoken import to_spoken
 
 PLAN_AHEAD_SECONDS = 10.0  # the word plan reaches at least this far past the chunk being made
 PLAN_PIECE_WORDS = 64  # words timed at once, so that a long script does not hold the first chunk back
@@ -50,7 +51,8 @@ class TranscriptReader:
 
     def __init__(self, cfg: Config, tokenizer: CharacterTokenizer):
         self.cfg, self.tokenizer = cfg, tokenizer
-        self.transcript = ""
+        self.transcript = ""  # the spoken form (utils.spoken), which the model reads
+        self.typed_words: list[str] = []  # what a viewer reads for each of its words (Spoken.shown_words)
         self.tokens: Tokens = tokenizer.encode("")
         self.spoken: list[float] = []
 
@@ -73,15 +75,21 @@ class TranscriptReader:
     # text ---------------------------------------------------------------------------------
     def append(self, text: str) -> None:
         """Extend the transcript; the next chunk reads the new words. Text that cannot be taken
-        (empty, characters the tokenizer cannot encode, a plan that failed) leaves it as it was."""
-        joined = f"{self.transcript} {check_transcript(text)}".strip()
+        (empty, nothing to speak, a plan that failed) leaves it as it was. The text is read aloud by
+        the normaliser first: "3" is spoken as "three"."""
+        spoken = to_spoken(check_transcript(text))
+        if not spoken.sources:
+            raise StreamcharError(f"the text {text[:40]!r} has no words to speak (give English words, numbers or symbols such as $ or %)")
+        joined = f"{self.transcript} {spoken.text}".strip()
         tokens = self.tokenizer.encode(joined)
-        old = self.transcript, self.tokens
+        old = self.transcript, self.tokens, len(self.typed_words)
         self.transcript, self.tokens = joined, tokens
+        self.typed_words += spoken.shown_words()
         try:
             self._extended()
         except BaseException:
-            self.transcript, self.tokens = old
+            self.transcript, self.tokens = old[:2]
+            del self.typed_words[old[2] :]
             raise
 
     def _extended(self) -> None:
@@ -100,6 +108,7 @@ class TranscriptReader:
         else:
             self.transcript = ""
         self.tokens = self.tokenizer.encode(self.transcript)
+        del self.typed_words[keep:]
         self._truncated(keep)
         return keep
 

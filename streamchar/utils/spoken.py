@@ -17,6 +17,8 @@ from functools import lru_cache
 
 from num2words import num2words
 
+from streamchar.utils.text import word_matches
+
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december")
 _MONTH_ABBREVIATIONS = {m[:3]: m for m in MONTHS} | {"sept": "september"}
 # a word, then a full stop, read as these words (a stop that also ends the sentence is kept)
@@ -81,6 +83,11 @@ class Spoken:
     def typed_words(self) -> list[str]:
         """The typed token behind each spoken word."""
         return [self.typed[a:b] for a, b in self.sources]
+
+    def shown_words(self) -> list[str]:
+        """What a page shows for each spoken word: its typed token at the token's first spoken
+        word, "" at the others ("$3" is shown once, lit while "three" and "dollars" are heard)."""
+        return ["" if k and span == self.sources[k - 1] else self.typed[span[0] : span[1]] for k, span in enumerate(self.sources)]
 
 
 def _words(n: float | int, kind: str = "cardinal") -> str:
@@ -216,6 +223,11 @@ def fold_unicode(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
+@lru_cache(maxsize=1024)
+def _fold_character(c: str) -> str:
+    return fold_unicode(c)
+
+
 def _gap(text: str) -> str:
     """What is kept between two tokens: spoken punctuation; anything else is a space."""
     kept = "".join(c if c in SPOKEN_PUNCTUATION else " " for c in text)
@@ -225,11 +237,9 @@ def _gap(text: str) -> str:
 @lru_cache(maxsize=4096)
 def to_spoken(typed: str) -> Spoken:
     """`typed` (whitespace folded) with its spoken form and each spoken word's typed source."""
-    from streamchar.utils.text import word_matches
-
     typed = " ".join(typed.split())
     # folded character by character, so that each folded character knows its typed one (… -> ...)
-    folds = [fold_unicode(c) for c in typed]
+    folds = list(typed) if typed.isascii() and "`" not in typed else [_fold_character(c) for c in typed]
     folded = "".join(folds)
     index = [i for i, f in enumerate(folds) for _ in f] or [0]
     pieces: list[str] = []

@@ -1,5 +1,6 @@
-"""The one text normalisation used for every WER and coverage number, and for the tokenizer's
-word count and the stream's word plan, so that all of them count the same words."""
+"""The one way words are counted, used for every WER and coverage number, and for the tokenizer's
+word count and the stream's word plan, so that all of them count the same words. Typed text is
+first read aloud by the normaliser (`utils.spoken`): "3" and "three" are the same word."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ def word_matches(text: str) -> list[re.Match[str]]:
 
 
 def normalize_words(text: str) -> list[str]:
-    """Lower-case words; punctuation dropped, inner apostrophes kept ("it's" stays one word),
-    hyphenated words split ("well-known" -> "well", "known"); a typographic apostrophe is one,
-    as it is to the tokenizer ("don\u2019t" stays one word)."""
-    return [m.group() for m in word_matches(text)]
+    """The spoken form's lower-case words; punctuation dropped, inner apostrophes kept ("it's"
+    stays one word), hyphenated words split ("well-known" -> "well", "known"), numbers and
+    symbols as words ("$3" -> "three", "dollars"), accents dropped ("caf\u00e9" -> "cafe")."""
+    from streamchar.utils.spoken import to_spoken
+
+    return [m.group() for m in word_matches(to_spoken(text).text)]

@@ -167,7 +167,12 @@ function setWords(first, list) {
 function renderTranscript() {
   const box = $("transcript");
   box.textContent = "";
-  spans = words.map((w) => { const s = document.createElement("span"); s.textContent = w; box.append(s, " "); return s; });
+  // one span per typed token; the later words of a token spoken as several ("$3": "three dollars") share its span
+  spans = [];
+  words.forEach((w) => {
+    if (w === "" && spans.length) { spans.push(spans[spans.length - 1]); return; }
+    const s = document.createElement("span"); s.textContent = w; box.append(s, " "); spans.push(s);
+  });
 }
 
 function tick() {
@@ -176,7 +181,9 @@ function tick() {
   while (heard < wordTimes.length && wordTimes[heard] && wordTimes[heard][1] <= t) heard += 1;
   if (wordTimes[heard] && wordTimes[heard][0] <= t) now = heard;
   if (heard !== stats.words_spoken || now !== tick.now) {
-    spans.forEach((s, i) => { s.className = i === now ? "now" : i < heard ? "heard" : ""; });
+    spans.forEach((s) => { s.className = ""; });
+    spans.forEach((s, i) => { if (i < heard) s.className = "heard"; });
+    if (spans[now]) spans[now].className = "now";
     if (spans[now]) spans[now].scrollIntoView({ block: "nearest" });
     tick.now = now;
   }
