@@ -6,6 +6,7 @@ import ctypes.util
 import importlib.util
 import subprocess
 import sys
+from contextlib import closing
 
 import pytest
 
@@ -74,7 +75,7 @@ def test_the_inventory_is_gruuts_english_symbols():
 
     from gruut_lang_en import get_lang_dir
 
-    with sqlite3.connect(f"{(get_lang_dir() / 'lexicon.db').as_uri()}?mode=ro", uri=True) as db:
+    with closing(sqlite3.connect(f"{(get_lang_dir() / 'lexicon.db').as_uri()}?mode=ro", uri=True)) as db:
         found = {p for (row,) in db.execute("SELECT phonemes FROM word_phonemes") for p in row.split()}
     assert found == set(PHONEMES) and list(PHONEMES) == sorted(PHONEMES) and len(PHONEMES) == 70
     model = phonemes._load().guess

@@ -183,8 +183,9 @@ def test_report_accounts_every_chunk(parts):
 def test_bad_text_fails_before_work(parts):
     with pytest.raises(StreamcharError, match="empty"):
         _session(parts, text="   ")
-    with pytest.raises(StreamcharError, match="cannot encode"):
-        _session(parts, text="naïve café")
+    with pytest.raises(StreamcharError, match="no words to speak"):
+        _session(parts, text="\U0001f600 *** ~")
+    assert _session(parts, text="A naïve café at 3pm.").transcript == "A naive cafe at three p m."  # read aloud by the normaliser
 
 
 def test_a_decoder_that_reads_the_reference_gets_the_requests_image(parts):
@@ -228,7 +229,7 @@ def test_generate_cli_and_its_errors(checkpoint, tmp_path, monkeypatch):
     assert len(read_mp4(out).frames) % 33 == 0 and json.loads((tmp_path / "r.json").read_text())["summary"]["chunks"] >= 1
     cases = [
         (["--text", "  ", "--character", "unseen-0"], "empty"),
-        (["--text", "naïve", "--character", "unseen-0"], "cannot encode"),
+        (["--text", "\u2603 \u2603", "--character", "unseen-0"], "no words to speak"),
         (["--text", "hi", "--character", "unseen-99"], "unknown character"),
         (["--text", "hi", "--reference-image", str(img), "--reference-voice", str(short)], "at least 1 s"),
         (["--text", "hi", "--character", "unseen-0", "--out", "/proc/nope/o.mp4"], "cannot write"),

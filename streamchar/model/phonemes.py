@@ -14,6 +14,7 @@ import importlib.util
 import os
 import sqlite3
 import threading
+from contextlib import closing
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -67,7 +68,7 @@ def _load() -> _Gruut:
         raise StreamcharError(f"the phonemes tokenizer needs {GRUUT}, but gruut does not import ({e}); install them with: {INSTALL}") from None
     folder = gruut_lang_en.get_lang_dir()
     memory = sqlite3.connect(":memory:", check_same_thread=False)
-    with sqlite3.connect(f"{(folder / 'lexicon.db').as_uri()}?mode=ro", uri=True) as shipped:
+    with closing(sqlite3.connect(f"{(folder / 'lexicon.db').as_uri()}?mode=ro", uri=True)) as shipped:
         shipped.backup(memory)
     memory.execute("CREATE INDEX word_index ON word_phonemes(word)")
     lexicon = SqlitePhonemizer(memory, word_transform_funcs=[remove_non_word_chars])

@@ -57,7 +57,7 @@ _NUMBER = r"\d+(?:,\d{3})*(?:\.\d+)?|\.\d+"
 _TOKEN = re.compile(
     rf"(?P<money>[$£€¥]\s?(?:{_NUMBER})(?:\s?(?:thousand|million|billion|trillion|[kmb]n?)\b)?)"
     r"|(?P<date>\d{4}-\d{1,2}-\d{1,2}\b|\d{1,2}/\d{1,2}/\d{2,4}\b)"
-    r"|(?P<time>\d{1,2}:\d{2}(?:\s?[ap]\.?m\b\.?)?|\d{1,2}\s?[ap]\.?m\b\.?)"
+    r"|(?P<time>\d{1,2}(?::\d{2}(?:\s?(?:[ap]\.m\.|[ap]m\b))?|\s?(?:[ap]\.m\.|[ap]m\b)))"
     r"|(?P<phone>\d{3}-\d{3}-\d{4}\b|\d{3}-\d{4}\b)"
     r"|(?P<decade>'?(?:\d{2})?\d0'?s\b)"
     r"|(?P<ordinal>\d+(?:st|nd|rd|th)\b)"
@@ -223,6 +223,17 @@ def fold_unicode(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
+def _ends_sentence(match: re.Match[str], text: str) -> bool:
+    """Whether an abbreviation's or a time's full stop ("etc.", "5 p.m.") also ends a sentence:
+    at the end of the text, or (not after a title such as "Dr.") before a capital."""
+    token = match.group()
+    if not token.endswith(".") or match.lastgroup not in ("abbreviation", "time"):
+        return False
+    rest = text[match.end() :].lstrip()
+    title = token.lower().rstrip(".") in ("mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "no", "mt", "vs")
+    return not rest or (rest[0].isupper() and not title)
+
+
 @lru_cache(maxsize=1024)
 def _fold_character(c: str) -> str:
     return fold_unicode(c)
@@ -248,8 +259,7 @@ def to_spoken(typed: str) -> Spoken:
     end = 0
     for i, m in enumerate(matches):
         gap = _gap(folded[end : m.start()])
-        # an abbreviation's stop that also ends the text still ends a sentence
-        stop = "." if m.lastgroup == "abbreviation" and m.group().endswith(".") and not folded[m.end() :].strip() else ""
+        stop = "." if _ends_sentence(m, folded) else ""
         before = matches[i - 1].group() if i and not folded[matches[i - 1].end() : m.start()].strip() else ""
         after_text = folded[m.end() :].lstrip()
         after = _TOKEN.match(after_text).group() if after_text and _TOKEN.match(after_text) else ""
