@@ -64,3 +64,20 @@ def test_harvard_sentences_are_spoken_as_typed() -> None:
 def test_wer_words_match_digits_and_words() -> None:
     assert normalize_words("I have 3 cats and $20.") == normalize_words("i have three cats and twenty dollars")
     assert normalize_words("At 10:15 a.m.") == ["at", "ten", "fifteen", "a", "m"]
+
+
+def test_a_stream_reads_the_spoken_form_and_shows_the_typed_one() -> None:
+    from streamchar.config import load_config
+    from streamchar.config.load import override_config
+    from streamchar.model.tokenizer import build_tokenizer
+    from streamchar.streaming.reading import make_reader
+
+    cfg = override_config(load_config("tiny"), {"orchestrator": {"reading": "plan", "plan": {"word_pace": {"durations": "letters"}}}})
+    reader = make_reader(cfg, build_tokenizer(cfg))
+    reader.append("Coffee is $3.")
+    reader.append("See you at 5pm!")
+    assert reader.transcript == "Coffee is three dollars. See you at five p m!"
+    assert reader.words_total == len(reader.typed_words) == 10
+    assert reader.typed_words == ["Coffee", "is", "$3", "", "See", "you", "at", "5pm", "", ""]
+    reader.interrupt()  # nothing spoken yet: every word is dropped, the shown words with them
+    assert reader.words_total == 0 and reader.typed_words == []

@@ -64,7 +64,7 @@ def _systems(data: Optional[Path], split: str, ground_truth: Optional[Path], vid
 
 
 def _run(protocol: str, systems: dict, out: Path, threads: int, syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft,
-         asr: str = "pocketsphinx", groups: dict[str, str] | None = None) -> None:
+         asr: str = "auto", groups: dict[str, str] | None = None) -> None:
     import time
 
     import torch
@@ -88,7 +88,7 @@ def _run(protocol: str, systems: dict, out: Path, threads: int, syncnet_v2, iden
             done[0] += 1
             update(done[0], total)
 
-        report = run_protocol(protocol, systems, scorers, cfg.stream.fps, on_item=on_item, asr=asr, groups=groups)
+        report = run_protocol(protocol, systems, scorers, cfg.stream.fps, on_item=on_item, asr=asr, groups=groups, threads=threads)
     report["wall_seconds"] = time.perf_counter() - t0
     paths = write_report(report, out)
     from streamchar.evaluation.report import markdown_table
@@ -108,7 +108,16 @@ InceptionOpt = typer.Option(None, "--inception", help="TorchScript Inception (in
 I3dOpt = typer.Option(None, "--i3d", help="TorchScript I3D (i3d_torchscript.pt) for FVD; default: FD-tinyvae-video")
 MusiqOpt = typer.Option(None, "--musiq", help="TorchScript MUSIQ for per-frame quality; default: SCC")
 RaftOpt = typer.Option(None, "--raft", help="TorchScript RAFT for dynamic degree; default: OpenCV Farneback")
-AsrOpt = typer.Option("pocketsphinx", "--asr", help="the WER judge: pocketsphinx (closed vocabulary) or whisper:DIR (a local faster-whisper model)")
+AsrOpt = typer.Option("auto", "--asr", help="the WER judge: auto (Whisper base when installed, else pocketsphinx), whisper (Whisper base, "
+                      "from the eval extra), whisper:DIR (a local faster-whisper model) or pocketsphinx (closed vocabulary); "
+                      "where Whisper judges, pocketsphinx's WER is a second column")
+
+
+def _judge(asr: str) -> str:
+    """The judge `--asr` names, checked (and `auto` decided) before any video or network is loaded."""
+    from streamchar.evaluation.asr import resolve_asr
+
+    return resolve_asr(asr)
 
 
 @eval_app.command("short")
@@ -128,6 +137,7 @@ def eval_short(
     with --data, each row again for each speech engine's clips (the JSON's by_group)."""
     from streamchar.data.inspect import clip_engines
 
+    asr = _judge(asr)
     _run("short", _systems(data, split, ground_truth, videos, clips), out, threads,
          syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft, asr, clip_engines(data) if data else None)
 
@@ -147,6 +157,7 @@ def eval_long(
     each row again for each speech engine where the ground truth names its characters' engines."""
     from streamchar.data.long_streams import stream_engines
 
+    asr = _judge(asr)
     _run("long", _systems(None, "", ground_truth, videos, streams), out, threads,
          syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft, asr, stream_engines(ground_truth) if ground_truth else None)
 

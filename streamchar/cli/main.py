@@ -373,10 +373,10 @@ def main() -> None:
     try:
         app()
     except Interrupted as e:
-        err_console.print(f"[bold red]interrupted:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]interrupted:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(130)
     except StreamcharError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]", highlight=False)

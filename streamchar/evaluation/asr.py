@@ -200,7 +200,7 @@ def whisper_base_installed() -> bool:
 def resolve_asr(spec: str) -> str:
     """The judge `spec` names, `auto` decided, checked before anything is loaded: `whisper`,
     `whisper:DIR` or `pocketsphinx`."""
-    kind, sep, directory = spec.partition(":")
+    kind, _, directory = spec.partition(":")
     if spec == "auto":
         return "whisper" if whisper_base_installed() else "pocketsphinx"
     if spec == "whisper" and not whisper_base_installed():

@@ -1,5 +1,6 @@
 """The paper's two evaluation protocols (§5.3) on any set of systems: ground truth and folders
-of generated MP4s, all scored by the same networks and the same recogniser.
+of generated MP4s, all scored by the same networks and the same recogniser (and, where Whisper
+judges, pocketsphinx's WER beside it).
 
 - short: clips of about 10 s (paper: 150 clips from original transcripts and first frames);
   Table 1's metrics: WER (beside ground truth's), Sync-C/D, identity, FID/FVD or FD-<name>.
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from streamchar.errors import StreamcharError
-from streamchar.evaluation.asr import Judge, make_recognizer, word_error_rate
+from streamchar.evaluation.asr import Judge, Recognizer, make_judges, word_error_rate
 from streamchar.evaluation.coverage import transcript_coverage
 from streamchar.evaluation.frechet import GaussianStats, frechet_distance
 from streamchar.evaluation.items import EvalItem, LoadedItem, load_item
@@ -48,7 +49,7 @@ class Scorers:
     def names(self) -> dict:
         return {"sync": self.sync.name, "identity": self.identity.name, "frame_fd": self.features.frame_name,
                 "video_fd": self.features.video_name, "quality": self.quality.name,
-                "flow": "RAFT" if self.raft else "Farneback", "asr": "pocketsphinx en-US, closed-vocabulary bigram LM"}
+                "flow": "RAFT" if self.raft else "Farneback"}
 
 
 @dataclass
@@ -77,7 +78,9 @@ def _timeline(loaded: LoadedItem, per_frame_quality: np.ndarray, identity: np.nd
     return {"chunk_seconds": CHUNK_FRAMES / loaded.fps, "quality": q, "identity": ident, "transcript_position": spoken}
 
 
-def evaluate_loaded(loaded: LoadedItem, scorers: Scorers, recognizer: Judge, protocol: Protocol) -> tuple[dict, np.ndarray, np.ndarray]:
+def evaluate_loaded(loaded: LoadedItem, scorers: Scorers, recognizer: Judge, protocol: Protocol,
+                    second: Recognizer | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """An item's scores; `second` (pocketsphinx where Whisper judges) adds its own hypothesis."""
     item, frames, fps = loaded.item, loaded.frames, loaded.fps
     words = recognizer.transcribe_words(loaded.audio, loaded.sample_rate)
     hyp = " ".join(w for w, _, _ in words)
@@ -94,18 +97,20 @@ def evaluate_loaded(loaded: LoadedItem, scorers: Scorers, recognizer: Judge, pro
         "quality": float(q.mean()), "quality_drift": drift, "drift_points": drift_points,
         "dynamic": dyn["dynamic"], "moving_pairs": dyn["moving_pairs"], "flow_pairs": dyn["pairs"], **cov.summary(),
     }  # fmt: skip
+    if second is not None:
+        result["recognised_pocketsphinx"] = second.transcribe(loaded.audio, loaded.sample_rate)
     if protocol.timeline:
         result["timeline"] = _timeline(loaded, q, ident["per_frame"], scorers.identity.stride, words, cov.matches)
     return result, scorers.features.frames(frames), scorers.features.clips(frames, starts)
 
 
 def evaluate_system(items: list[EvalItem], scorers: Scorers, recognizer: Judge, protocol: Protocol, fps: float,
-                    on_item: Callable[[], None] | None = None) -> SystemResult:
+                    on_item: Callable[[], None] | None = None, second: Recognizer | None = None) -> SystemResult:
     out = SystemResult()
     for item in items:
         try:
             loaded = load_item(item, fps)
-            result, ff, cf = evaluate_loaded(loaded, scorers, recognizer, protocol)
+            result, ff, cf = evaluate_loaded(loaded, scorers, recognizer, protocol, second)
         except StreamcharError as e:
             out.failed.append({"name": item.name, "video": str(item.video), "reason": str(e)})
         else:
@@ -147,9 +152,12 @@ def aggregate(res: SystemResult, reference: SystemResult | None) -> dict:
         fd_video = _fd(res.clip_features, reference.clip_features)
     w = word_error_rate(res.references, res.hypotheses)
     items = res.items
+    second = {}
+    if all("recognised_pocketsphinx" in i for i in items):  # where Whisper judges
+        second["wer_pocketsphinx"] = 100 * word_error_rate(res.references, [i["recognised_pocketsphinx"] for i in items]).wer
     return {
         "evaluated": len(items), "failed": len(res.failed), "seconds": float(sum(i["seconds"] for i in items)),
-        "wer": 100 * w.wer, "wer_words": w.reference_words,
+        "wer": 100 * w.wer, "wer_words": w.reference_words, **second,
         "sync_c": _mean([i["sync_c"] for i in items]), "sync_d": _mean([i["sync_d"] for i in items]),
         "sync_offset_median": float(np.median([i["offset"] for i in items])),
         "sync_offset_within_1": float(np.mean([abs(i["offset"]) <= 1 for i in items])),
@@ -164,21 +172,25 @@ def aggregate(res: SystemResult, reference: SystemResult | None) -> dict:
 
 
 def run_protocol(protocol_name: str, systems: dict[str, list[EvalItem]], scorers: Scorers, fps: float,
-                 ground_truth: str = "ground truth", on_item: Callable[[], None] | None = None, asr: str = "pocketsphinx",
-                 groups: dict[str, str] | None = None) -> dict:
+                 ground_truth: str = "ground truth", on_item: Callable[[], None] | None = None, asr: str = "auto",
+                 groups: dict[str, str] | None = None, threads: int = 0) -> dict:
     """Every system is scored; the first named `ground_truth` (when present) is the reference.
-    `asr`: the judge (`evaluation/asr.py: make_recognizer`). `groups` (item name -> group, such
-    as SynthTalk's speech engine): each system's row again for each group's items alone."""
+    `asr`: the judge (`evaluation/asr.py: resolve_asr`); the report's `asr` is the one that ran,
+    and where Whisper judges each row also has `wer_pocketsphinx`. `groups` (item name -> group,
+    such as SynthTalk's speech engine): each system's row again for each group's items alone."""
     if protocol_name not in PROTOCOLS:
         raise StreamcharError(f"unknown protocol {protocol_name!r}; accepted: {', '.join(PROTOCOLS)}")
     protocol = PROTOCOLS[protocol_name]
     transcripts = sorted({i.transcript for items in systems.values() for i in items if i.transcript.strip()})
     if not transcripts:
         raise StreamcharError("no item has a transcript")
-    recognizer = make_recognizer(asr, transcripts)
-    raw = {name: evaluate_system(items, scorers, recognizer, protocol, fps, on_item) for name, items in systems.items()}
+    judges = make_judges(asr, transcripts, threads)
+    raw = {name: evaluate_system(items, scorers, judges.main, protocol, fps, on_item, judges.second) for name, items in systems.items()}
     reference = raw.get(ground_truth)
-    report = {"protocol": protocol_name, "metrics": scorers.names(), "asr": asr, "fps": fps, "systems": {}}
+    metrics = {**scorers.names(), "asr": judges.main.name, **({"asr_second": judges.second.name} if judges.second else {})}
+    report = {"protocol": protocol_name, "metrics": metrics, "asr": judges.spec, "fps": fps, "systems": {}}
+    if judges.second is not None:
+        report["asr_second"] = "pocketsphinx"
     members: dict[str, set[str]] = {}
     for item, group in (groups or {}).items():
         members.setdefault(group, set()).add(item)

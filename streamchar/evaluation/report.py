@@ -4,6 +4,7 @@ Table 2 (long), and PNG plots."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,36 +25,40 @@ def _labelled(report: dict) -> list[tuple[str, dict]]:
     return out
 
 
+def _columns(report: dict) -> list[tuple[str, Callable[[dict], str]]]:
+    """The metric columns of the protocol's table, each a header and how a row shows it; where
+    Whisper judged, pocketsphinx's WER follows the judge's (older reports have no such column)."""
+    m = report["metrics"]
+    wer = [("WER (%) ↓", lambda r: _fmt(r["wer"]))]
+    if m.get("asr_second"):
+        wer.append(("WER pocketsphinx (%) ↓", lambda r: _fmt(r.get("wer_pocketsphinx"))))
+    identity = (f"Identity ({m['identity']}) ↑", lambda r: _fmt(r["identity_similarity"], 3))
+    if report["protocol"] == "short":
+        return [*wer, ("Sync-C ↑", lambda r: _fmt(r["sync_c"])), ("Sync-D ↓", lambda r: _fmt(r["sync_d"])),
+                ("Offset", lambda r: _fmt(r["sync_offset_median"], 0)), identity,
+                ("ID consistent ↑", lambda r: _fmt(r["identity_consistent"], 3)), (f"{m['frame_fd']} ↓", lambda r: _fmt(r["fd_frames"])),
+                (f"{m['video_fd']} ↓", lambda r: _fmt(r["fd_video"]))]  # fmt: skip
+    return [("Coverage ↑", lambda r: _fmt(r["coverage"], 3)), ("Omitted ↓", lambda r: str(r["omitted"])),
+            ("Repeated ↓", lambda r: str(r["repeated"])), *wer, identity,
+            (f"Quality Drift ({m['quality']}) ↓", lambda r: _fmt(r["quality_drift"], 4)), ("Dynamic ↑", lambda r: _fmt(r["dynamic"])),
+            ("Sync-C ↑", lambda r: _fmt(r["sync_c"]))]  # fmt: skip
+
+
 def markdown_table(report: dict) -> str:
     m = report["metrics"]
+    columns = _columns(report)
+    head = ["Method"] + [h for h, _ in columns] + ["Clips" if report["protocol"] == "short" else "Streams", "Failed"]
     rows = []
-    if report["protocol"] == "short":
-        head = ["Method", "WER (%) ↓", "Sync-C ↑", "Sync-D ↓", "Offset", f"Identity ({m['identity']}) ↑",
-                "ID consistent ↑", f"{m['frame_fd']} ↓", f"{m['video_fd']} ↓", "Clips", "Failed"]  # fmt: skip
-        for name, r in _labelled(report):
-            if not r.get("evaluated"):
-                rows.append([name] + ["–"] * (len(head) - 3) + ["0", str(r.get("failed", 0))])
-                continue
-            rows.append([name, _fmt(r["wer"]), _fmt(r["sync_c"]), _fmt(r["sync_d"]), _fmt(r["sync_offset_median"], 0),
-                         _fmt(r["identity_similarity"], 3), _fmt(r["identity_consistent"], 3), _fmt(r["fd_frames"]),
-                         _fmt(r["fd_video"]), str(r["evaluated"]), str(r["failed"])])  # fmt: skip
-    else:
-        head = ["Method", "Coverage ↑", "Omitted ↓", "Repeated ↓", "WER (%) ↓", f"Identity ({m['identity']}) ↑",
-                f"Quality Drift ({m['quality']}) ↓", "Dynamic ↑", "Sync-C ↑", "Streams", "Failed"]  # fmt: skip
-        for name, r in _labelled(report):
-            if not r.get("evaluated"):
-                rows.append([name] + ["–"] * (len(head) - 3) + ["0", str(r.get("failed", 0))])
-                continue
-            rows.append([name, _fmt(r["coverage"], 3), str(r["omitted"]), str(r["repeated"]), _fmt(r["wer"]),
-                         _fmt(r["identity_similarity"], 3), _fmt(r["quality_drift"], 4), _fmt(r["dynamic"]), _fmt(r["sync_c"]),
-                         str(r["evaluated"]), str(r["failed"])])  # fmt: skip
+    for name, r in _labelled(report):
+        shown = [show(r) for _, show in columns] if r.get("evaluated") else ["–"] * len(columns)
+        rows.append([name, *shown, str(r.get("evaluated", 0)), str(r.get("failed", 0))])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     notes = [
         "",
         f"Protocol `{report['protocol']}`, {report['fps']:g} fps. Networks: sync {m['sync']}; identity {m['identity']}; "
         f"frame Fréchet distance {m['frame_fd']}; video Fréchet distance {m['video_fd']}; per-frame quality {m['quality']}; "
-        f"optical flow {m['flow']}; ASR {m['asr']}.",
+        f"optical flow {m['flow']}; ASR {m['asr']}" + (f"; second WER column {m['asr_second']}." if m.get("asr_second") else "."),
         "Fréchet distances are to the ground truth; the ground-truth row compares its two halves.",
     ]
     failed = [(name, f) for name, s in report["systems"].items() for f in s["failed"]]

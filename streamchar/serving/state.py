@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from streamchar.errors import StreamcharError
 from streamchar.utils.devices import bf16_is_native
-from streamchar.utils.text import word_matches
+from streamchar.utils.text import normalize_words
 from streamchar.serving.guard import ApiError, SessionNotFound
 from streamchar.serving.capacity import Capacity, measure_capacity
 from streamchar.serving.scheduler import Scheduler
@@ -131,7 +131,7 @@ class ServerState:
         limit = self.settings.max_text_chars
         if len(text) > limit:
             raise ApiError(413, f"the text is {len(text)} characters; at most {limit} may be sent at once")
-        words = len(word_matches(text))
+        words = len(normalize_words(text))  # spoken words: "$3" waits as two
         if pending + words > self.settings.max_pending_words:
             raise ApiError(429, f"{pending + words:.0f} words would wait to be spoken; a session holds at most "
                                 f"{self.settings.max_pending_words}: send more once some are spoken")  # fmt: skip
