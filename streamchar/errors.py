@@ -7,3 +7,8 @@ class StreamcharError(Exception):
 
 class Interrupted(StreamcharError):
     """The user pressed Ctrl-C; what was finished is kept."""
+
+
+class UnspeakableText(StreamcharError):
+    """A speech engine could not speak this text as written (its words did not match the
+    transcript's, or one sentence is longer than a clip): the text's fault, not the machine's."""

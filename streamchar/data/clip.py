@@ -19,7 +19,7 @@ from streamchar.data.mp4 import aac_rate, write_mp4
 from streamchar.data.render import CharacterRenderer
 from streamchar.data.speech import Speech, synthesize
 from streamchar.utils.spoken import spoken_text
-from streamchar.errors import StreamcharError
+from streamchar.errors import UnspeakableText
 
 CLIP_FILES = {
     "video": "clip.mp4",
@@ -93,7 +93,7 @@ def build_clip(plan: ClipPlan, cfg: Config) -> dict:
         sentences.pop()
         typed.pop()
     if lead + speech.duration + tail > syn.max_seconds:
-        raise StreamcharError(f"{plan.clip_id}: one sentence takes {speech.duration:.1f} s, longer than max_seconds")
+        raise UnspeakableText(f"{plan.clip_id}: one sentence takes {speech.duration:.1f} s, longer than max_seconds")
     audio, n_frames = _place(speech, lead, tail, spf, fps)
     shifted = Speech(audio, sr, speech.words, speech.phonemes)
     pose = make_pose_track(shifted, lead, n_frames, fps, spf, rng)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from streamchar.data.audio import read_wav
-from streamchar.errors import StreamcharError
+from streamchar.errors import StreamcharError, UnspeakableText
 
 ENGINE_PACKAGES = {"festival": "festival festvox-us-slt-hts festvox-kallpc16k", "flite": "flite"}
 
@@ -109,7 +109,7 @@ def group_phones(words: list[str], phones: list[tuple[str, float]], pronunciatio
         start = end
     counts = [len(p) for p in pronunciations]
     if sum(counts) != len(spoken) or min(counts, default=1) == 0:
-        raise StreamcharError(f"flite spoke {len(spoken)} phones for words that have {sum(counts)}: {' '.join(words)[:80]!r}")
+        raise UnspeakableText(f"flite spoke {len(spoken)} phones for words that have {sum(counts)}: {' '.join(words)[:80]!r}")
     out, k = [], 0
     for n in counts:
         out.append((spoken[k][0], spoken[k + n - 1][1]))
@@ -128,7 +128,7 @@ def _festival_words(tokens: list[str], words: list[tuple[str, float, float]]) ->
             have += letters(words[k][0])
             k += 1
         if have != want:
-            raise StreamcharError(f"festival's words do not match the transcript at {token!r} (it said {have!r})")
+            raise UnspeakableText(f"festival's words do not match the transcript at {token!r} (it said {have!r})")
         out.append((words[first][1], words[k - 1][2]))
     return out
 

@@ -3,6 +3,7 @@
 Layout of a set folder:
     synthtalk.json          how the set was made (seed, clip count, config); checked on resume
     index.json              every finished clip: id, split, character, duration, path
+    skipped.json            clips the last run skipped (their voice's engine could not speak the text as written), and why
     shard-00000/clip-000000/{clip.mp4, audio.wav, reference.png, reference_voice.wav, clip.json}
 """
 
@@ -26,7 +27,7 @@ from streamchar.config import Config
 from streamchar.data.clip import RECORD, ClipPlan, build_clip, write_clip
 from streamchar.data.corpus import corpus_sentences
 from streamchar.data.harvard import split_sentences
-from streamchar.errors import Interrupted, StreamcharError
+from streamchar.errors import Interrupted, StreamcharError, UnspeakableText
 from streamchar.utils.spoken import spoken_text
 
 FORMAT = "synthtalk"
@@ -34,6 +35,7 @@ FORMAT_VERSION = 1
 MANIFEST = "synthtalk.json"
 INDEX = "index.json"
 LOCK = ".lock"
+SKIPPED = "skipped.json"  # clips of the last run whose engine could not speak their text as written, and why
 SPLITS = ("train", "val", "test", "test-unseen", "open")
 # espeak's speaking rate on Harvard sentences, in characters per second; for planning only
 _CHARS_PER_SECOND = 15.0
@@ -182,18 +184,23 @@ def clip_dir(out: Path, plan: ClipPlan) -> Path:
     return out / plan.shard / plan.clip_id
 
 
-def _work(args: tuple[ClipPlan, Config, str]) -> tuple[str, float]:
+def _work(args: tuple[ClipPlan, Config, str]) -> tuple[str, float, str | None]:
+    """A clip made and written: (id, seconds, None); or (id, 0, why) where its voice's engine
+    cannot speak its text as written, which skips the clip and lets the set go on."""
     plan, cfg, out = args
     try:
         clip = build_clip(plan, cfg)
+    except UnspeakableText as e:
+        return plan.clip_id, 0.0, str(e)
+    except StreamcharError as e:
+        raise StreamcharError(f"{plan.clip_id}: {e}") from None
+    try:
         final = clip_dir(Path(out), plan)
         final.parent.mkdir(parents=True, exist_ok=True)
         write_clip(clip, final, cfg)
-    except StreamcharError as e:
-        raise StreamcharError(f"{plan.clip_id}: {e}") from None
     except OSError as e:
         raise StreamcharError(f"{plan.clip_id}: could not write the clip: {e.strerror or e}") from None
-    return plan.clip_id, float(clip["record"]["duration"])
+    return plan.clip_id, float(clip["record"]["duration"]), None
 
 
 def _ignore_interrupts() -> None:
@@ -262,10 +269,17 @@ def synthesize_set(
         workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
         t0 = time.perf_counter()
         seconds = 0.0
+        skipped: dict[str, str] = {}
+
+        def took(result: tuple[str, float, str | None]) -> float:
+            if result[2] is not None:
+                skipped[result[0]] = result[2]
+            return result[1]
+
         try:
             if workers == 1:
                 for p in todo:
-                    seconds += _work((p, cfg, str(out)))[1]
+                    seconds += took(_work((p, cfg, str(out))))
                     done += 1
                     if on_progress:
                         on_progress(done, len(plans))
@@ -274,7 +288,7 @@ def synthesize_set(
                 try:
                     futures = [pool.submit(_work, (p, cfg, str(out))) for p in todo]
                     for f in as_completed(futures):
-                        seconds += f.result()[1]
+                        seconds += took(f.result())
                         done += 1
                         if on_progress:
                             on_progress(done, len(plans))
@@ -291,11 +305,13 @@ def synthesize_set(
                 write_index(out)
             raise
         entries = write_index(out)
+        _atomic_json(out / SKIPPED, dict(sorted(skipped.items())))
     wall = time.perf_counter() - t0
     return {
         "out": str(out),
         "clips": len(entries),
-        "made_now": len(todo),
+        "made_now": len(todo) - len(skipped),
+        "skipped": len(skipped),
         "resumed_from": len(plans) - len(todo),
         "wall_seconds": wall,
         "made_seconds_of_video": seconds,

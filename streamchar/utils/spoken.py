@@ -240,9 +240,12 @@ def _fold_character(c: str) -> str:
 
 
 def _gap(text: str) -> str:
-    """What is kept between two tokens: spoken punctuation; anything else is a space."""
+    """What is kept between two tokens: spoken punctuation, with a space after a stop or comma
+    ("myth...But" -> "myth... But", which no engine reads as "dot"); anything else is a space."""
     kept = "".join(c if c in SPOKEN_PUNCTUATION else " " for c in text)
-    return kept if kept.strip() else (" " if text else "")
+    if not kept.strip():
+        return " " if text else ""
+    return kept + " " if kept[-1] in ".,;:!?" else kept
 
 
 @lru_cache(maxsize=4096)

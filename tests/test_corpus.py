@@ -1,0 +1,76 @@
+"""SynthTalk's open-English text: split by document, the open source held out, every sentence speakable."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamchar.data.corpus import _split_of, corpus, corpus_sentences, corpus_stats, speakable
+from streamchar.data.everyday import everyday_sentences
+from streamchar.data.harvard import split_sentences
+from streamchar.utils.spoken import to_spoken
+from streamchar.utils.text import normalize_words
+
+SMALL = ("harvard", "chatterbot")
+
+
+def test_harvard_keeps_its_lists_and_the_open_split_is_the_held_out_source() -> None:
+    c = corpus(SMALL)
+    assert {s.source for s in c["open"]} == {"chatterbot"}
+    assert all(s.source == "harvard" for split in ("train", "val", "test") for s in c[split])
+    assert corpus_sentences("test-unseen", SMALL)[:5] == split_sentences("test")[:5]
+    train = {" ".join(normalize_words(s)) for s in corpus_sentences("train", SMALL)}
+    assert not train & {" ".join(normalize_words(s)) for s in corpus_sentences("open", SMALL)}, "a sentence is in one split only"
+
+
+def test_a_document_goes_to_one_split_whatever_else_is_read() -> None:
+    assert {_split_of("fortunes", "wisdom-7") for _ in range(3)} == {_split_of("fortunes", "wisdom-7")}
+    splits = [_split_of("wordnet", f"noun-{k}") for k in range(4000)]
+    assert 0.05 < (splits.count("val") + splits.count("test")) / len(splits) < 0.11  # 8% held out
+    assert _split_of("chatterbot", "greetings-0") == "open" and _split_of("harvard", "list-57") == "test"
+
+
+def test_everyday_sentences_are_seeded_and_read_aloud() -> None:
+    assert everyday_sentences(40, seed=3) == everyday_sentences(40, seed=3) != everyday_sentences(40, seed=4)
+    said = [to_spoken(s).text for s in everyday_sentences(200, seed=0)]
+    assert not any(ch.isdigit() or ch in "$£€%°&" for s in said for ch in s), "numbers and symbols are spoken as words"
+
+
+def test_what_is_not_speech_stays_out() -> None:
+    def ok(text: str) -> bool:
+        return speakable(text, normalize_words(text))
+
+    assert ok("Turn left after 3 blocks.")
+    assert not ok("Visit https://example.com today.") and not ok("Use x = {a: 1} in code.")
+    assert not ok("Yes.") and not ok(" ".join(["word"] * 40)), "too short or longer than a clip holds"
+    assert not ok("What the fuck is this?")
+
+
+@pytest.mark.slow
+def test_the_whole_corpus_is_broad() -> None:
+    stats = corpus_stats()
+    assert stats["all"]["sentences"] >= 20000 and stats["all"]["distinct_words"] >= 20000
+    for split in ("train", "val", "test", "open"):
+        assert stats[split]["sentences"] > 500
+    assert stats["open"]["distinct_words_not_in_train"] > 100, "the open split has words training never speaks"
+    for needed in ("i", "me", "hello", "please", "thanks", "name", "today"):
+        assert needed in {w for s in corpus_sentences("train") for w in normalize_words(s)}, needed
+
+
+def test_a_clip_its_engine_cannot_speak_is_skipped_and_the_set_goes_on(tmp_path, monkeypatch) -> None:
+    import json
+
+    from streamchar.config import load_config
+    from streamchar.data import synth
+    from streamchar.errors import UnspeakableText
+
+    real = synth.build_clip
+
+    def build(plan, cfg):
+        if plan.index == 1:
+            raise UnspeakableText("festival's words do not match the transcript at 'But' (it said 'dot')")
+        return real(plan, cfg)
+
+    monkeypatch.setattr(synth, "build_clip", build)
+    summary = synth.synthesize_set(tmp_path / "set", 3, 0, load_config("tiny"), workers=1, target_seconds=1.0)
+    assert summary["clips"] == 2 and summary["skipped"] == 1
+    assert "it said 'dot'" in json.loads((tmp_path / "set" / synth.SKIPPED).read_text())["clip-000001"]
