@@ -9,6 +9,7 @@ import sys
 from contextlib import closing
 
 import pytest
+import torch
 
 from streamchar.config import load_config
 from streamchar.errors import StreamcharError
@@ -151,3 +152,18 @@ def test_a_word_nothing_pronounces_is_spelled(monkeypatch):
     word_phonemes.cache_clear()
     assert word_phonemes("zqa") == ("z", "ˈi", "k", "j", "ˈu", "ˈeɪ")  # the letter a, not the article
     word_phonemes.cache_clear()
+
+
+def test_a_checkpoint_goes_on_with_another_tokenizer_and_a_fresh_token_embedding() -> None:
+    """`--init` from a character-reading model with `tokenizer: phonemes`: the token embedding
+    starts afresh, every other weight is the checkpoint's."""
+    from streamchar.config.load import override_config
+    from streamchar.model.checkpoint import load_generator, read_generator_config
+
+    _, _, saved = read_generator_config("tiny-teacher")
+    chars, _, _ = load_generator("tiny-teacher")
+    phon, _, _ = load_generator("tiny-teacher", config=override_config(saved, {"orchestrator": {"tokenizer": "phonemes"}}))
+    assert isinstance(phon.tokenizer, PhonemeTokenizer)
+    a, b = chars.orchestrator.backbone, phon.orchestrator.backbone
+    assert not torch.equal(a.embed_tokens.weight, b.embed_tokens.weight)
+    assert torch.equal(a.layers[0].self_attn.q_proj.weight, b.layers[0].self_attn.q_proj.weight)

@@ -119,8 +119,9 @@ def _saved_config(meta: dict, where: Path) -> Config:
 READING_FIELDS = ("orchestrator.reading", "orchestrator.plan", "orchestrator.lookahead_words", "stream.history_seconds")
 # switched on, each adds weights (under this prefix) that leave the model's output as it was: zero-initialised, or a training head
 GROWN_FIELDS = {"dit.audio_to_video": "model.dit.audio_to_video.", "dit.mouth_head": "model.dit.mouth_head."}
-# changed (added, resized or removed), the weights under this prefix start afresh: a head nothing generated depends on
-FRESH_FIELDS = {"orchestrator.durations": "model.orchestrator.durations."}
+# changed, the weights under this prefix start afresh: a head nothing generated depends on (added, resized or
+# removed), or the token embedding of another tokenizer of the same vocabulary size (the rest of the model goes on)
+FRESH_FIELDS = {"orchestrator.durations": "model.orchestrator.durations.", "orchestrator.tokenizer": "model.orchestrator.backbone.embed_tokens."}
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
