@@ -63,7 +63,8 @@ def _reader(times, text=None):
     from streamchar.model.tokenizer import build_tokenizer
 
     words = len(times)
-    text = text or " ".join(f"w{i}" for i in range(words)) + "."
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    text = text or " ".join(f"w{letters[i // 26]}{letters[i % 26]}" for i in range(words)) + "."  # words of letters: "w1" is two words
     reader = make_reader(cfg, build_tokenizer(cfg), lambda t: list(times)[: len(t.split())])
     reader.append(text)
     return reader

@@ -141,7 +141,7 @@ def test_limits_are_named_and_the_server_keeps_serving(live_server):
         bad = [c.post("/api/sessions", content=b"{not json", headers={"content-type": "application/json"}),
                c.post("/api/sessions", json={"character": "unseen-0", "voice": "loud"}),
                c.post(f"/api/sessions/{a['id']}/append", json={"text": "   "}),
-               c.post(f"/api/sessions/{a['id']}/append", json={"text": "naïve ☃"}),
+               c.post(f"/api/sessions/{a['id']}/append", json={"text": "☃ ☃"}),
                c.post("/api/sessions/nope/append", json={"text": "hi"})]  # fmt: skip
         assert [r.status_code for r in bad] == [422, 422, 400, 400, 404]
         assert "JSON" in bad[0].json()["error"] and "voice" in bad[1].json()["error"] and "empty" in bad[2].json()["error"]
