@@ -23,6 +23,7 @@ CASES = [
     ("Half: 1/2 cup, OK? The USA.", "Half: one half cup, okay? The u s a."),
     ("Emoji \U0001f600 * ~ | gone", "Emoji gone"),
     ("No. 5 is on the 21st of May.", "Number five is on the twenty first of May."),
+    ("Henry IV and World War II; Scott Morgan MD.", "Henry the fourth and World War two; Scott Morgan m d."),
 ]
 
 
@@ -39,7 +40,7 @@ def test_every_spoken_word_knows_its_typed_token(typed: str, _: str) -> None:
     for word, (a, b) in zip(words, s.sources):
         assert 0 <= a < b <= len(s.typed)
         typed_token = s.typed[a:b]
-        if typed_token.isalpha() and typed_token.isascii() and typed_token.lower() not in {"ok", "usa"}:
+        if typed_token.isalpha() and typed_token.isascii() and typed_token.lower() not in {"ok", "usa", "iv", "ii", "md"}:
             assert word == typed_token.lower()  # a plain word is its own source
 
 

@@ -47,7 +47,12 @@ SCALES = {"thousand", "million", "billion", "trillion"}
 SYMBOLS = {"&": "and", "+": "plus", "=": "equals", "@": "at", "#": "number", "×": "times", "°": "degrees", "%": "percent"}
 # spelled letter by letter when typed in capitals (the rest of the capitals are read as words)
 INITIALISMS = {"usa", "uk", "us", "eu", "un", "tv", "ai", "fbi", "cia", "ceo", "bbc", "pc", "pdf", "faq", "dj", "id", "gps", "atm", "diy", "vip",
-               "nba", "nfl", "dvd", "cd", "html", "url", "usb", "sms", "bmw", "phd", "mba", "ok"}  # fmt: skip
+               "nba", "nfl", "dvd", "cd", "html", "url", "usb", "sms", "bmw", "phd", "mba", "ok", "md", "dc", "nyc", "jfk"}  # fmt: skip
+# Roman numerals after a capitalised word: "Henry IV" is "Henry the fourth"; after these, a number ("World War two")
+ROMAN_COUNTED = {"war", "chapter", "part", "act", "scene", "phase", "type", "volume", "level", "stage", "class", "article", "section",
+                 "psalm", "apollo", "book", "round", "step", "grade", "series", "mark"}  # fmt: skip
+_ROMAN = re.compile(r"(?=[XVI])X{0,3}(I[XV]|V?I{0,3})")  # II to XXXIX: "MD" and "CD" stay letters
+_ROMAN_VALUES = {"X": 10, "V": 5, "I": 1}
 _PUNCTUATION = {"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"',
                 "\u2033": '"', "\u00ab": '"', "\u00bb": '"', "\u2013": " - ", "\u2014": " - ", "\u2015": " - ", "\u2212": "-",
                 "\u2026": "...", "\u00a0": " ", "\u2009": " ", "\u202f": " ", "`": "'", "\u00b4": "'"}  # fmt: skip
@@ -210,11 +215,23 @@ def _token_words(match: re.Match[str], before: str, after: str) -> str:
     if kind == "symbol":
         return SYMBOLS[token]
     low = token.lower()
+    roman = _roman(token, before)
+    if roman:
+        return roman
     if token.isupper() and low in INITIALISMS:
         return "okay" if low == "ok" else _spelled(token)
     if low in _MONTH_ABBREVIATIONS and after[:1].isdigit():
         return _MONTH_ABBREVIATIONS[low].capitalize()
     return token
+
+
+def _roman(token: str, before: str) -> str | None:
+    """A Roman numeral of two letters or more after a capitalised word, read aloud."""
+    if len(token) < 2 or not before[:1].isupper() or not _ROMAN.fullmatch(token):
+        return None
+    values = [_ROMAN_VALUES[c] for c in token]
+    value = sum(-v if i + 1 < len(values) and v < values[i + 1] else v for i, v in enumerate(values))
+    return _words(value) if before.lower() in ROMAN_COUNTED else "the " + _words(value, "ordinal")
 
 
 def fold_unicode(text: str) -> str:
