@@ -74,3 +74,22 @@ def test_a_clip_its_engine_cannot_speak_is_skipped_and_the_set_goes_on(tmp_path,
     summary = synth.synthesize_set(tmp_path / "set", 3, 0, load_config("tiny"), workers=1, target_seconds=1.0)
     assert summary["clips"] == 2 and summary["skipped"] == 1
     assert "it said 'dot'" in json.loads((tmp_path / "set" / synth.SKIPPED).read_text())["clip-000001"]
+
+
+def test_long_streams_speak_the_open_split_when_asked(tmp_path) -> None:
+    import json
+
+    from streamchar.config import load_config
+    from streamchar.config.load import override_config
+    from streamchar.data.long_streams import write_long_streams
+    from streamchar.errors import StreamcharError
+
+    harvard = load_config("tiny")
+    with pytest.raises(StreamcharError, match="chatterbot"):
+        write_long_streams(tmp_path / "no", 1, 3.0, 0, harvard, split="open")
+    cfg = override_config(harvard, {"synthtalk": {"text": ["harvard", "chatterbot"]}})
+    write_long_streams(tmp_path / "open", 1, 3.0, 0, cfg, split="open")
+    meta = json.loads((tmp_path / "open" / "long-000.json").read_text())
+    spoken = {" ".join(normalize_words(s)) for s in corpus_sentences("open", ("harvard", "chatterbot"))}
+    assert meta["split"] == "open" and meta["seconds"] >= 3.0
+    assert any(key in " ".join(normalize_words(meta["transcript"])) for key in spoken)

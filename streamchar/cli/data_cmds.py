@@ -1,4 +1,5 @@
-"""`streamchar data corpus`: SynthTalk's open-English text, its sizes and its splits."""
+"""`streamchar data corpus` (SynthTalk's open-English text, its sizes and its splits) and
+`streamchar data long` (ground-truth long streams)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from streamchar.cli.common import console
+from streamchar.cli.common import ConfigOpt, PresetOpt, clip_progress, console
+from streamchar.config import load_config
 from streamchar.errors import StreamcharError
 
 
@@ -41,3 +43,22 @@ def data_corpus_cmd(
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({"sources": list(chosen), "splits": stats}, indent=1))
+
+
+def data_long_cmd(
+    out: Path = typer.Option(..., "--out", help="folder for the streams (<name>.mp4, .json, .png); existing streams are kept"),
+    streams: int = typer.Option(50, "--streams", min=1, help="number of streams (paper: 50)"),
+    seconds: float = typer.Option(300.0, "--seconds", min=1.0, help="length of each stream (paper: five minutes)"),
+    seed: int = typer.Option(0, "--seed", help="the seed of the SynthTalk set whose unseen characters speak"),
+    split: str = typer.Option("test", "--split", help="whose sentences they speak: test, or open (the held-out source; "
+                              "needs chatterbot in synthtalk.text)"),  # fmt: skip
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Ground-truth long streams for `eval long`: unseen characters speaking test (or open) sentences, stitched from clips."""
+    from streamchar.data.long_streams import write_long_streams
+
+    cfg = load_config(preset, config)
+    with clip_progress("long streams") as update:
+        paths = write_long_streams(out, streams, seconds, seed, cfg, split=split, on_progress=update)
+    console.print(f"{len(paths)} streams in {out}")

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from streamchar.cli.common import (AudioCodecOpt, ConfigOpt, PresetOpt, VideoCodecOpt, clip_progress, console, err_console, invoked_command, report,
                                    missing_extra, step_progress)
-from streamchar.cli.data_cmds import data_corpus_cmd
+from streamchar.cli.data_cmds import data_corpus_cmd, data_long_cmd
 from streamchar.cli.eval_cmds import eval_app
 from streamchar.cli.generate_cmd import GenerateOptions, generate, stream_generate
 from streamchar.cli.paper_cmds import bench_paper, bench_stream_cmd, checkpoint_app
@@ -47,6 +47,7 @@ bench_app.command("align")(bench_align_cmd)
 bench_app.command("pointer")(bench_pointer_cmd)
 data_app.command("prepare")(data_prepare_cmd)
 data_app.command("corpus")(data_corpus_cmd)
+data_app.command("long")(data_long_cmd)
 
 @config_app.command("reference")
 def config_reference_cmd() -> None:
@@ -192,24 +193,6 @@ def codec_train(
     with step_progress(f"training {kind} codec", steps) as on_step:
         summary = train_codec(kind, data, run, out, cfg, settings, on_step=on_step, command=invoked_command())
     console.print(json.dumps(summary))
-
-
-@data_app.command("long")
-def data_long(
-    out: Path = typer.Option(..., "--out", help="folder for the streams (<name>.mp4, .json, .png); existing streams are kept"),
-    streams: int = typer.Option(50, "--streams", help="number of streams (paper: 50)"),
-    seconds: float = typer.Option(300.0, "--seconds", help="length of each stream (paper: five minutes)"),
-    seed: int = typer.Option(0, "--seed", help="the seed of the SynthTalk set whose unseen characters speak"),
-    preset: Optional[str] = PresetOpt,
-    config: Optional[Path] = ConfigOpt,
-) -> None:
-    """Ground-truth long streams for `eval long`: unseen characters speaking test sentences, stitched from clips."""
-    from streamchar.data.long_streams import write_long_streams
-
-    cfg = load_config(preset, config)
-    with clip_progress("long streams") as update:
-        paths = write_long_streams(out, streams, seconds, seed, cfg, on_progress=update)
-    console.print(f"{len(paths)} streams in {out}")
 
 
 @data_app.command("encode")

@@ -2,8 +2,8 @@
 
 The paper's long protocol runs 50 five-minute streams from transcripts of more than 300 words.
 SynthTalk clips are at most 20 s, so a long ground-truth stream is stitched from consecutive
-clips of one unseen character speaking test sentences in order (a fresh shuffle of the test
-pool per stream, cycled when a stream needs more). Speech and lips stay aligned throughout;
+clips of one unseen character speaking a split's sentences in order (test, or the open split's
+held-out source; a fresh shuffle of the pool per stream, cycled when a stream needs more). Speech and lips stay aligned throughout;
 the pose restarts at each joint, which a generated stream does not have to imitate.
 Written in the folder layout the evaluation reads: `<name>.mp4`, `<name>.json`, `<name>.png`.
 """
@@ -20,17 +20,16 @@ from PIL import Image
 from streamchar.utils.files import atomic_write_text
 from streamchar.config import Config
 from streamchar.data.clip import ClipPlan, build_clip
-from streamchar.data.harvard import split_sentences
 from streamchar.data.mp4 import write_mp4
-from streamchar.data.synth import character_seeds
+from streamchar.data.synth import character_seeds, text_pool
 from streamchar.errors import StreamcharError
 
 
-def build_long_stream(index: int, seconds: float, seed: int, cfg: Config) -> dict:
+def build_long_stream(index: int, seconds: float, seed: int, cfg: Config, split: str = "test") -> dict:
     rng = np.random.default_rng([seed, 0x10A6, index])
     _, unseen = character_seeds(seed, cfg)
     character_seed = unseen[index % len(unseen)]
-    pool = split_sentences("test")
+    pool = text_pool(split, cfg)
     order = list(rng.permutation(len(pool)))
     frames, audio, sentences, ref, char_id = [], [], [], None, None
     total, k = 0.0, 0
@@ -49,11 +48,14 @@ def build_long_stream(index: int, seconds: float, seed: int, cfg: Config) -> dic
             "reference": ref, "character_id": char_id, "seconds": total}
 
 
-def write_long_streams(out: Path, streams: int, seconds: float, seed: int, cfg: Config,
+def write_long_streams(out: Path, streams: int, seconds: float, seed: int, cfg: Config, split: str = "test",
                        on_progress: Callable[[int, int], None] | None = None) -> list[Path]:
     """Resumable: a stream whose MP4 and JSON are both there is kept."""
     if streams <= 0 or seconds <= 0:
-        raise StreamcharError("--streams and --seconds must be positive")
+        raise StreamcharError(f"a long stream set needs at least one stream of some length, got {streams} streams of {seconds:g} s")
+    if split not in ("test", "open") or not text_pool(split, cfg):
+        raise StreamcharError(f"long streams speak the test split or the open one (whose source, chatterbot, synthtalk.text "
+                              f"must name); got {split!r} with text {cfg.synthtalk.text}")  # fmt: skip
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -61,14 +63,14 @@ def write_long_streams(out: Path, streams: int, seconds: float, seed: int, cfg: 
         name = f"long-{i:03d}"
         mp4, side = out / f"{name}.mp4", out / f"{name}.json"
         if not (mp4.exists() and side.exists()):
-            s = build_long_stream(i, seconds, seed, cfg)
+            s = build_long_stream(i, seconds, seed, cfg, split)
             Image.fromarray(s["reference"]).save(out / f"{name}.png")
             tmp = out / f".{name}.tmp.mp4"
             write_mp4(tmp, s["frames"], cfg.stream.fps, s["audio"], cfg.audio.sample_rate)
             tmp.replace(mp4)
             meta = {"transcript": s["transcript"], "reference_image": f"{name}.png", "character_id": s["character_id"],
                     "seconds": s["seconds"], "words": len(s["transcript"].split()), "kind": "stitched SynthTalk ground truth",
-                    "engines": list(cfg.synthtalk.engines)}
+                    "engines": list(cfg.synthtalk.engines), "split": split}
             atomic_write_text(side, json.dumps(meta, indent=1))
         paths.append(mp4)
         if on_progress:
