@@ -281,8 +281,8 @@ def to_spoken(typed: str) -> Spoken:
         gap = _gap(folded[end : m.start()])
         stop = "." if _ends_sentence(m, folded) else ""
         before = matches[i - 1].group() if i and not folded[matches[i - 1].end() : m.start()].strip() else ""
-        after_text = folded[m.end() :].lstrip()
-        after = _TOKEN.match(after_text).group() if after_text and _TOKEN.match(after_text) else ""
+        following = _TOKEN.match(folded[m.end() :].lstrip())
+        after = following.group() if following else ""
         said = _token_words(m, before, after)
         if pieces and not gap and pieces[-1][-1:].isalpha():
             gap = " "
