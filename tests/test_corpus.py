@@ -74,6 +74,10 @@ def test_a_clip_its_engine_cannot_speak_is_skipped_and_the_set_goes_on(tmp_path,
     summary = synth.synthesize_set(tmp_path / "set", 3, 0, load_config("tiny"), workers=1, target_seconds=1.0)
     assert summary["clips"] == 2 and summary["skipped"] == 1
     assert "it said 'dot'" in json.loads((tmp_path / "set" / synth.SKIPPED).read_text())["clip-000001"]
+    from streamchar.data.inspect import clip_engines
+
+    voices = clip_engines(tmp_path / "set", voice=True)
+    assert set(voices) == {"clip-000000", "clip-000002"} and all(v.startswith("espeak:en-us+") for v in voices.values())
 
 
 def test_long_streams_speak_the_open_split_when_asked(tmp_path) -> None:
@@ -93,3 +97,24 @@ def test_long_streams_speak_the_open_split_when_asked(tmp_path) -> None:
     spoken = {" ".join(normalize_words(s)) for s in corpus_sentences("open", ("harvard", "chatterbot"))}
     assert meta["split"] == "open" and meta["seconds"] >= 3.0
     assert any(key in " ".join(normalize_words(meta["transcript"])) for key in spoken)
+
+
+def test_a_held_out_voice_is_never_a_training_characters() -> None:
+    from streamchar.config import load_config
+    from streamchar.config.load import override_config
+    from streamchar.data.character import make_character
+    from streamchar.data.synth import character_seeds, voice_key
+    from streamchar.errors import StreamcharError
+
+    cfg = override_config(load_config("tiny"), {"synthtalk": {"engines": ["espeak", "flite"], "train_characters": 40}})
+    held = override_config(cfg, {"synthtalk": {"held_out_voices": ["flite:awb"]}})
+    (train, unseen), (train_held, unseen_held) = character_seeds(3, cfg), character_seeds(3, held)
+
+    def voices(seeds: list[int]) -> list[str]:
+        return [voice_key(make_character(s, ("espeak", "flite")).voice) for s in seeds]
+
+    assert "flite:awb" in voices(train) and "flite:awb" not in voices(train_held)
+    assert unseen_held == unseen and len(set(train_held)) == len(train_held) == 40
+    assert [s for s in train_held if s in train] == [s for s, v in zip(train, voices(train)) if v != "flite:awb"]
+    with pytest.raises(StreamcharError, match="festival:kal_diphone"):
+        character_seeds(3, override_config(cfg, {"synthtalk": {"held_out_voices": ["festival:kal_diphone"]}}))

@@ -132,14 +132,16 @@ def eval_short(
     syncnet_v2: Optional[Path] = SyncOpt, identity_model: Optional[Path] = IdOpt, identity_threshold: Optional[float] = IdThrOpt,
     inception: Optional[Path] = InceptionOpt, i3d: Optional[Path] = I3dOpt, musiq: Optional[Path] = MusiqOpt, raft: Optional[Path] = RaftOpt,
     asr: str = AsrOpt,
+    by_voice: bool = typer.Option(False, "--by-voice", help="group the rows by each clip's voice (engine:name, e.g. flite:awb, "
+                                  "a voice held out of training) instead of by its engine"),  # fmt: skip
 ) -> None:
     """Short-clip protocol (paper Table 1): WER beside ground truth's, Sync-C/D, identity, FID/FVD or FD-<name>;
-    with --data, each row again for each speech engine's clips (the JSON's by_group)."""
+    with --data, each row again for each speech engine's (or voice's) clips (the JSON's by_group)."""
     from streamchar.data.inspect import clip_engines
 
     asr = _judge(asr)
-    _run("short", _systems(data, split, ground_truth, videos, clips), out, threads,
-         syncnet_v2, identity_model, identity_threshold, inception, i3d, musiq, raft, asr, clip_engines(data) if data else None)
+    _run("short", _systems(data, split, ground_truth, videos, clips), out, threads, syncnet_v2, identity_model, identity_threshold,
+         inception, i3d, musiq, raft, asr, clip_engines(data, voice=by_voice) if data else None)
 
 
 @eval_app.command("long")

@@ -217,6 +217,8 @@ class SynthTalkConfig(Strict):
         "when named, is held out entirely as the open split")  # fmt: skip
     open_fraction: float = Field(0.0, ge=0, lt=1, description="share of clips in the open split: seen characters speaking the "
                                  "held-out source's sentences (needs chatterbot in text)")  # fmt: skip
+    held_out_voices: list[str] = Field([], description="voices no training character speaks with, as engine:name (flite:awb): "
+                                       "unseen characters may, so that a voice the model never heard can be evaluated")  # fmt: skip
     min_sentences: int = Field(1, ge=1, le=4, description="fewest sentences in a clip")
     max_sentences: int = Field(4, ge=1, le=4, description="most sentences in a clip")
     max_seconds: float = Field(20.0, gt=0, le=20.0, description="longest clip (s); the paper trains on clips up to 20 s")

@@ -77,6 +77,12 @@ ENGINE_VOICES = {
 ENGINES = ("espeak", *ENGINE_VOICES)
 
 
+def engine_voices(engines: tuple[str, ...]) -> set[str]:
+    """Every voice the engines give characters, as engine:name."""
+    voices = {f"espeak:{v}" for v in FEMALE_VOICES + MALE_VOICES} if "espeak" in engines else set()
+    return voices | {f"{e}:{v}" for e in engines if e in ENGINE_VOICES for names in ENGINE_VOICES[e].values() for v in names}
+
+
 @dataclass(frozen=True)
 class Character:
     seed: int

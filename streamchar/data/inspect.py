@@ -30,14 +30,16 @@ def load_records(root: Path) -> list[dict]:
     return [json.loads((root / e["path"] / RECORD).read_text()) | {"_dir": str(root / e["path"])} for e in entries]
 
 
-def clip_engines(root: Path) -> dict[str, str]:
-    """Each clip's speech engine (clip id -> espeak, festival or flite); {} where `root` is not a
-    finished SynthTalk set (real clips have no engine)."""
+def clip_engines(root: Path, voice: bool = False) -> dict[str, str]:
+    """Each clip's speech engine (clip id -> espeak, festival or flite), or with `voice` its voice
+    (engine:name, as synthtalk.held_out_voices names it); {} where `root` is not a finished
+    SynthTalk set (real clips have no engine)."""
     try:
         records = load_records(Path(root))
     except StreamcharError:
         return {}
-    return {r["clip_id"]: r.get("character", {}).get("voice", {}).get("engine", "espeak") for r in records}
+    voices = {r["clip_id"]: r.get("character", {}).get("voice", {}) for r in records}
+    return {clip: f"{v.get('engine', 'espeak')}:{v.get('name')}" if voice else v.get("engine", "espeak") for clip, v in voices.items()}
 
 
 def set_statistics(records: list[dict]) -> dict:

@@ -42,12 +42,35 @@ _CHARS_PER_SECOND = 15.0
 
 
 def character_seeds(seed: int, cfg: Config) -> tuple[list[int], list[int]]:
-    """Seeds of the training characters and of the characters never seen in training."""
+    """Seeds of the training characters and of the characters never seen in training. A seen
+    character whose voice is held out (`synthtalk.held_out_voices`) is replaced by a fresh one,
+    so that training never hears that voice; unseen characters keep theirs."""
     s = cfg.synthtalk
     rng = np.random.default_rng([seed, 0xC4A2])
     pool = rng.choice(2**31 - 1, size=s.train_characters + s.unseen_characters, replace=False)
     pool = [int(x) for x in pool]
-    return pool[: s.train_characters], pool[s.train_characters :]
+    train, unseen = pool[: s.train_characters], pool[s.train_characters :]
+    if s.held_out_voices:
+        from streamchar.data.character import engine_voices, make_character
+
+        held, engines, taken = set(s.held_out_voices), tuple(s.engines), set(pool)
+        unknown = sorted(held - engine_voices(engines))
+        if unknown:
+            raise StreamcharError(f"synthtalk.held_out_voices names {unknown}, which are not voices of the engines {list(engines)}; "
+                                  f"accepted: {', '.join(sorted(engine_voices(engines)))}")  # fmt: skip
+        fresh = np.random.default_rng([seed, 0xC4A3])
+        for k, character in enumerate(train):
+            while voice_key(make_character(character, engines).voice) in held:
+                character = int(fresh.integers(2**31 - 1))
+                character = character if character not in taken else train[k]
+            taken.add(character)
+            train[k] = character
+    return train, unseen
+
+
+def voice_key(voice) -> str:  # noqa: ANN001 - data.speech.Voice
+    """A voice's engine and name, as `synthtalk.held_out_voices` names it: "flite:awb"."""
+    return f"{voice.engine}:{voice.name}"
 
 
 def _estimate_seconds(sentences: list[str]) -> float:
