@@ -64,7 +64,7 @@ def invoked_command() -> str:
 # the extra (`pip install 'streamchar[<extra>]'`) that brings each module the core install lacks
 EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "websockets": "serve", "multipart": "serve", "python_multipart": "serve",
           "matplotlib": "train", "tensorboard": "train", "pocketsphinx": "eval", "jiwer": "eval", "python_speech_features": "eval",
-          "cv2": "eval", "playwright": "test", "httpx": "test", "ray": "cluster", "faker": "train", "chatterbot_corpus": "train",
+          "cv2": "eval", "playwright": "test", "httpx": "serve", "ray": "cluster", "faker": "train", "chatterbot_corpus": "train",
           "gruut": "phonemes", "faster_whisper": "eval"}
 
 

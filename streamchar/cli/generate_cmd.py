@@ -79,6 +79,10 @@ def stream_generate(o: GenerateOptions) -> None:
         raise StreamcharError("give --character, or --reference-image and --reference-voice (with --prompt)")
     if o.steps is not None and o.steps <= 0:
         raise StreamcharError(f"--steps must be positive, got {o.steps}")
+    if o.guidance < 0:
+        raise StreamcharError(f"--guidance must be 0 or more (1 turns it off), got {o.guidance}")
+    if not str(text).strip():
+        raise StreamcharError(f"{'--text' if o.text is not None else '--text-file ' + str(o.text_file)} is empty; give the words to speak")
     _check_output(o.out)
     torch.set_num_threads(o.threads)
     pipe = Pipeline.load(o.checkpoint, o.video_codec, o.audio_codec, o.config)

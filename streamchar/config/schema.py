@@ -135,7 +135,7 @@ class WordPaceConfig(Strict):
 
 
 class TextPlanConfig(Strict):
-    """How a stream that reads by the plan (`orchestrator.reading: plan`, the tiny preset) places
+    """How a stream that reads by a plan (`orchestrator.reading: plan`, or `plan-pointer` as the tiny preset does) places
     its audio latents in the transcript. The orchestrator's RoPE puts each audio latent beside the
     token spoken then (from word timings in training, from the plan in streams), and a Gaussian
     bias points its attention there: a small orchestrator trained from scratch finds the text by

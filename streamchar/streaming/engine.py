@@ -280,6 +280,6 @@ class StreamSession:
 
 def _check(settings: SessionSettings) -> None:
     if settings.steps <= 0:
-        raise StreamcharError(f"--steps must be positive, got {settings.steps}")
+        raise StreamcharError(f"the number of denoising steps per chunk must be positive, got {settings.steps}")
     if settings.guidance < 0:
-        raise StreamcharError(f"--guidance must be 0 or more (1 turns it off), got {settings.guidance}")
+        raise StreamcharError(f"the guidance scale must be 0 or more (1 turns it off), got {settings.guidance}")

@@ -30,7 +30,7 @@ def check_transcript(text: str, allow_empty: bool = False) -> str:
     """Whitespace folded; empty only where `allow_empty` (a live session may start listening)."""
     clean = " ".join(text.split())
     if not clean and not allow_empty:
-        raise StreamcharError("the transcript is empty; give the words to speak with --text or --text-file")
+        raise StreamcharError("the transcript is empty; give at least one word to speak")
     return clean
 
 

@@ -5,7 +5,7 @@ each chunk has spoken and when the stream ends.
 - `PointerReader` (the paper's): the orchestrator's progress pointer says how many words are
   spoken; the history is cut at the pointer's word for the chunk before the window, and the
   stream ends one chunk after the pointer reaches the last word.
-- `PlanReader` (`reading: plan`, the tiny preset): a plan places every latent in the text at one
+- `PlanReader` (`reading: plan` without `word_pace`): a plan places every latent in the text at one
   even pace, `text_rate` tokens per latent; the plan cuts the history and counts the words.
 - `WordPlanReader` (`reading: plan` with `word_pace`): the plan times each word (by the
   orchestrator's duration head, its letters or espeak-ng's phonemes), a piece at a time as the
