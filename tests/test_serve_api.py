@@ -37,7 +37,7 @@ def _create(client: httpx.Client, **body) -> dict:
 
 @pytest.mark.slow
 def test_a_session_lives_speaks_is_interrupted_and_closes(live_server):
-    host, state = live_server()
+    host, state = live_server(measure_mouth=True)
     with httpx.Client(base_url=f"http://{host}", timeout=30) as c:
         s = _create(c, text=TEXT)
         assert s["words_total"] == 8 and s["words"][:2] == ["The", "birch"] and len(s["id"]) >= 24

@@ -56,6 +56,8 @@ def serve(
                                          "machine has bfloat16 instructions), bf16 or fp32"),
     video_codec: Optional[Path] = VideoCodecOpt,
     audio_codec: Optional[Path] = AudioCodecOpt,
+    measure_mouth: bool = typer.Option(False, "--measure-mouth", help="measure each chunk's mouth opening for the sessions' status "
+                                       "(a benchmark's check: `bench serve` asks for it)"),  # fmt: skip
     ray: bool = typer.Option(False, "--ray", help="serve on Ray Serve: a gateway and --replicas replicas, each session on one replica "
                              "(needs streamchar[cluster])"),
     replicas: int = typer.Option(2, "--replicas", min=1, help="with --ray: replicas holding sessions, one per GPU or group of cores"),
@@ -67,7 +69,8 @@ def serve(
     """Serve the character live: open the printed address in a browser, type, and watch it speak."""
     token = read_token(token_file, host)
     settings = _settings(max_sessions=max_sessions, max_batch=max_batch, buffer_seconds=buffer, idle_timeout_seconds=idle_timeout,
-                         decode_precision=decode_precision, **({"threads": threads} if threads is not None else {}))  # fmt: skip
+                         decode_precision=decode_precision, measure_mouth=measure_mouth,
+                         **({"threads": threads} if threads is not None else {}))  # fmt: skip
     load = {"checkpoint": checkpoint, "video_codec": video_codec, "audio_codec": audio_codec, "config": config}
     if ray:
         _serve_ray(host, port, token, settings, load, replicas, replica_cpus, replica_gpus, ray_address)

@@ -56,8 +56,8 @@ class ServerProcess:
         self.host = f"127.0.0.1:{self.port}"
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
         limit = ["--max-sessions", str(max_sessions)] if max_sessions else []  # none: the server measures its capacity
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamchar", "serve", "--port", str(self.port), *limit, "--max-batch", str(max_batch),
-                                      "--idle-timeout", "60", *extra], stdout=self.log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        args = ["serve", "--port", str(self.port), *limit, "--max-batch", str(max_batch), "--idle-timeout", "60", "--measure-mouth", *extra]
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamchar", *args], stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -28,6 +28,8 @@ class ServerSettings(BaseModel):
                          "one torch thread each (default: one per core)")
     max_batch: int = Field(4, ge=1, description="sessions whose next chunks go through the model together (1: one at a time); "
                            "4 kept the most sessions real time on 2 cores (docs/serving.md)")
+    measure_mouth: bool = Field(False, description="measure each chunk's mouth opening for the sessions' status (mouth_speaking, "
+                                "mouth_silent): a benchmark's check, a pass over every frame, off unless asked for")
     decode_precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="the video decoder's precision: bf16 decodes "
                                                               "a chunk in about half the time where the CPU or GPU has bfloat16 "
                                                               "instructions (auto: there), with frames within a few levels of fp32's")

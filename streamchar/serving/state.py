@@ -108,7 +108,7 @@ class ServerState:
         finally:
             self._opening -= 1
         assert self.loop is not None
-        session = LiveSession(stream, self.loop, character, t_request, self.id_prefix)
+        session = LiveSession(stream, self.loop, character, t_request, self.id_prefix, self.settings.measure_mouth)
         self.sessions[session.id] = session
         self.scheduler.add(session)
         return session
