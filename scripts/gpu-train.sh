@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu-train}
-JOINT=${JOINT:-1500} DURATIONS=${DURATIONS:-600} DMD=${DMD:-600} ROLLOUT=${ROLLOUT:-400}
+JOINT=${JOINT:-1200} DURATIONS=${DURATIONS:-600} DMD=${DMD:-600} ROLLOUT=${ROLLOUT:-400}
 PY=${PY:-python3}
 [ -x .venv/bin/python ] && [ -z "${PACKAGES:-}" ] && PY=.venv/bin/python
 if [ -n "${PACKAGES:-}" ]; then
