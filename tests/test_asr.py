@@ -10,11 +10,11 @@ from streamchar.data.speech import Voice, synthesize
 from streamchar.errors import StreamcharError
 from streamchar.evaluation import asr
 from streamchar.evaluation.asr import Recognizer, assemble_model, resolve_asr, whisper_base_dir, word_error_rate
+from streamchar.evaluation.lm import bigram_arpa
 from streamchar.evaluation.protocols import SystemResult, aggregate
 from streamchar.evaluation.report import markdown_table
-from streamchar.evaluation.lm import bigram_arpa
-from streamchar.utils.text import normalize_words
 from streamchar.model.tokenizer import CharacterTokenizer
+from streamchar.utils.text import normalize_words
 
 SENTENCES = [
     "The birch canoe slid on the smooth planks.",

@@ -71,10 +71,9 @@ def test_capacity_counts_batches_and_renders():
 
 @pytest.mark.slow
 def test_a_server_admits_what_it_measured_it_can_keep_real_time(shipped_pipeline):
+    from streamchar.serving.capacity import BUDGET
     from streamchar.serving.settings import ServerSettings
     from streamchar.serving.state import ServerState
-
-    from streamchar.serving.capacity import BUDGET
 
     state = ServerState(shipped_pipeline, ServerSettings(max_batch=4, threads=2))
     state.warm_up()

@@ -1,7 +1,7 @@
-import pytest
 import subprocess
 import sys
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 

@@ -5,9 +5,8 @@ only when a change of behaviour is meant). Float tolerance covers another CPU's 
 import json
 
 import torch
-from safetensors import safe_open
-
 from demo_stream import FIXTURE, demo_stream
+from safetensors import safe_open
 
 
 def test_the_demo_stream_is_unchanged(shipped_pipeline):

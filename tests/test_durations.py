@@ -176,11 +176,10 @@ def test_serve_streams_an_uploaded_picture_and_voice_without_espeak(tmp_path):
 
     import httpx
     from PIL import Image
+    from serve_viewer import Viewer
 
     from streamchar.data.audio import write_wav
     from streamchar.model.checkpoint import save_generator
-    from serve_viewer import Viewer
-
     from streamchar.serving.bench import free_port
 
     model, prompt = new_generator(load_config("tiny"), seed=0)
@@ -218,8 +217,8 @@ def test_serve_streams_an_uploaded_picture_and_voice_without_espeak(tmp_path):
 
 @pytest.mark.slow
 def test_the_duration_stage_trains_the_head_alone_toward_the_clips_timings(cache, tmp_path):
-    from streamchar.evaluation.bench_pace import learned_planner, _planned_starts, _start_errors
     from streamchar.data.latents import LatentCache
+    from streamchar.evaluation.bench_pace import _planned_starts, _start_errors, learned_planner
     from streamchar.model.checkpoint import load_generator, save_generator
     from streamchar.training.durations import DurationTrainer
     from streamchar.training.settings import TrainSettings

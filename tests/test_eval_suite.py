@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from streamchar.cli.main import app
 from streamchar.data.mp4 import read_mp4, write_mp4
+from streamchar.errors import StreamcharError
 from streamchar.evaluation.asr import Recognizer, word_error_rate
 from streamchar.evaluation.frechet import GaussianStats, frechet_distance
-from streamchar.errors import StreamcharError
 from streamchar.evaluation.items import named_folders, synthtalk_items
 from streamchar.evaluation.quality import FrameQuality, quality_drift
 from streamchar.evaluation.scorers import FrechetFeatures, IdentityScorer, SyncScorer, read_reference

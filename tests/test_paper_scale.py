@@ -19,10 +19,10 @@ from streamchar.model.assemble import Parts, assemble_checkpoint
 from streamchar.model.checkpoint import load_generator
 from streamchar.model.stand_ins import oobleck, write_stand_ins
 from streamchar.model.tokenizer import QwenTokenizer
+from streamchar.streaming.bench import random_request
 from streamchar.streaming.engine import SessionSettings
 from streamchar.streaming.memory import apply_memory_mode
 from streamchar.streaming.pipeline import Pipeline
-from streamchar.streaming.bench import random_request
 
 SMALL = {**REDUCED, "video": {"height": 32, "width": 32}}  # the VAEs' strides and channels as the paper's; frames small
 

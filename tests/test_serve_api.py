@@ -16,14 +16,14 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from serve_viewer import Viewer
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from streamchar.cli.serve_cmd import read_token
 from streamchar.errors import StreamcharError
-from streamchar.utils.text import word_matches
 from streamchar.serving.sessions import LiveSession
-from serve_viewer import Viewer
+from streamchar.utils.text import word_matches
 
 TEXT = "The birch canoe slid on the smooth planks."
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")

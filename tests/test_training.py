@@ -129,9 +129,8 @@ def test_bad_input_is_refused_before_training(cache, tmp_path):
 
 
 def _fsdp_worker(rank, world, port, cache, run):
-    import os
-
     import faulthandler
+    import os
 
     import torch.distributed as dist
 

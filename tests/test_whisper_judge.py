@@ -13,8 +13,17 @@ import pytest
 from streamchar.data.harvard import split_sentences
 from streamchar.data.speech import Voice, synthesize
 from streamchar.errors import StreamcharError
-from streamchar.evaluation.asr import (WHISPER_BASE_NAME, Recognizer, WhisperRecognizer, _whisper_base_data, make_judges, make_recognizer,
-                                       resolve_asr, whisper_base_dir, word_error_rate)  # fmt: skip
+from streamchar.evaluation.asr import (
+    WHISPER_BASE_NAME,
+    Recognizer,
+    WhisperRecognizer,
+    _whisper_base_data,
+    make_judges,
+    make_recognizer,
+    resolve_asr,  # fmt: skip
+    whisper_base_dir,
+    word_error_rate,
+)
 
 pytest.importorskip("faster_whisper")
 SPECIAL = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>",

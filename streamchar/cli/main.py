@@ -12,8 +12,19 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from streamchar.cli.common import (AudioCodecOpt, ConfigOpt, PresetOpt, VideoCodecOpt, clip_progress, console, err_console, invoked_command, report,
-                                   missing_extra, step_progress)
+from streamchar.cli.common import (
+    AudioCodecOpt,
+    ConfigOpt,
+    PresetOpt,
+    VideoCodecOpt,
+    clip_progress,
+    console,
+    err_console,
+    invoked_command,
+    missing_extra,
+    report,
+    step_progress,
+)
 from streamchar.cli.data_cmds import data_corpus_cmd, data_long_cmd
 from streamchar.cli.eval_cmds import eval_app
 from streamchar.cli.generate_cmd import GenerateOptions, generate, stream_generate

@@ -18,8 +18,8 @@ from streamchar.data.motion import PoseTrack, make_pose_track
 from streamchar.data.mp4 import aac_rate, write_mp4
 from streamchar.data.render import CharacterRenderer
 from streamchar.data.speech import Speech, synthesize
-from streamchar.utils.spoken import spoken_text
 from streamchar.errors import UnspeakableText
+from streamchar.utils.spoken import spoken_text
 
 CLIP_FILES = {
     "video": "clip.mp4",

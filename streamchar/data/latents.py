@@ -21,10 +21,10 @@ import torch
 from safetensors.torch import load_file
 
 from streamchar.codecs.base import AudioCodec, VideoCodec
-from streamchar.utils.files import atomic_save_file, atomic_write_text
 from streamchar.config import Config
 from streamchar.data.dataset import ClipDataset, codec_frames
 from streamchar.errors import StreamcharError
+from streamchar.utils.files import atomic_save_file, atomic_write_text
 
 MANIFEST = "latents.json"
 KEEP = ("clip_id", "split", "character_id", "transcript", "prompt", "words", "phonemes")

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from streamchar.utils.files import atomic_write_text
 from streamchar.config import Config
 from streamchar.data.clip import ClipPlan, build_clip
 from streamchar.data.mp4 import write_mp4
 from streamchar.data.synth import character_seeds, text_pool
 from streamchar.errors import StreamcharError
+from streamchar.utils.files import atomic_write_text
 
 
 def build_long_stream(index: int, seconds: float, seed: int, cfg: Config, split: str = "test") -> dict:

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from streamchar.config import Config, load_config
+from streamchar.data.mp4 import read_mp4
 from streamchar.errors import StreamcharError
 from streamchar.model.assemble import Parts, assemble_checkpoint
-from streamchar.data.mp4 import read_mp4
 from streamchar.streaming.bench import random_request
 from streamchar.streaming.engine import SessionSettings
 from streamchar.streaming.inputs import StreamRequest

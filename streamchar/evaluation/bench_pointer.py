@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamchar.config.schema import CHUNK_AUDIO_LATENTS, AUDIO_LATENT_RATE
+from streamchar.config.schema import AUDIO_LATENT_RATE, CHUNK_AUDIO_LATENTS
 from streamchar.data.align import align_words
 from streamchar.data.mp4 import read_mp4
 from streamchar.errors import StreamcharError

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from streamchar.utils.shipped import shipped_dir
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
 from streamchar.errors import StreamcharError
 from streamchar.evaluation.syncnet import VIDEO_WINDOW
+from streamchar.utils.shipped import shipped_dir
 
 # (top, bottom, left, right) as fractions of the frame
 MOUTH_REGION = (0.39, 0.64, 0.34, 0.66)

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from streamchar.utils.files import atomic_write_text
 from streamchar.data.audio import read_wav
 from streamchar.data.inspect import load_records
 from streamchar.errors import StreamcharError
 from streamchar.streaming.engine import SessionSettings
 from streamchar.streaming.inputs import StreamRequest, character_request, check_transcript, check_voice
 from streamchar.streaming.pipeline import Pipeline
+from streamchar.utils.files import atomic_write_text
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from streamchar.utils.files import atomic_save_file, atomic_write_text
-from streamchar.training.records import export_training_record
 from streamchar.data.inspect import load_records
 from streamchar.data.mp4 import read_mp4
 from streamchar.errors import StreamcharError
@@ -31,6 +29,8 @@ from streamchar.evaluation.nets import (
     crop_region,
 )
 from streamchar.evaluation.syncnet import mfcc_frames, window_starts
+from streamchar.training.records import export_training_record
+from streamchar.utils.files import atomic_save_file, atomic_write_text
 
 VSHIFT = 15
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from streamchar.config.schema import WordPaceConfig
 from streamchar.data.speech import Voice, speakable_text, spoken_word_times, transcript_words
-from streamchar.utils.text import word_matches
 from streamchar.model.tokenizer import Tokens
+from streamchar.utils.text import word_matches
 
 EPS = 1e-4  # s: keeps the time knots strictly increasing where one word ends as the next begins
 

@@ -12,15 +12,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from streamchar.utils.files import atomic_save_file, atomic_write_text
 from streamchar.config import Config
 from streamchar.config.load import override_config
 from streamchar.config.presets import PRESETS
 from streamchar.errors import StreamcharError
-from streamchar.utils.shipped import shipped_dir
 from streamchar.model.prompt import PromptEncoder, UMT5PromptEncoder, build_prompt_encoder
 from streamchar.model.streamchar_model import StreamCharModel, build_model
 from streamchar.model.tokenizer import QwenTokenizer, Tokenizer, build_tokenizer
+from streamchar.utils.files import atomic_save_file, atomic_write_text
+from streamchar.utils.shipped import shipped_dir
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 

@@ -11,8 +11,8 @@ from torch import nn
 from streamchar.config import Config
 from streamchar.errors import StreamcharError
 from streamchar.model.dit import AudioInput, ConditionCache, ConditionInput, JointDiT, VideoInput
-from streamchar.model.tokenizer import Tokenizer
 from streamchar.model.orchestrator import Orchestrator, OrchestratorInput, OrchestratorOutput, OrchestratorPrefix
+from streamchar.model.tokenizer import Tokenizer
 
 
 class StreamCharModel(nn.Module):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 from pathlib import Path
+
 from streamchar.config import Config
 from streamchar.errors import StreamcharError
 from streamchar.model.phonemes import PHONEMES, require_gruut, word_phonemes

@@ -12,28 +12,28 @@ from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
+from streamchar.data.audio import read_wav
 from streamchar.errors import StreamcharError
-from streamchar.utils.devices import bf16_is_native
-from streamchar.utils.text import normalize_words
-from streamchar.serving.guard import ApiError, SessionNotFound
 from streamchar.serving.capacity import Capacity, measure_capacity
+from streamchar.serving.guard import ApiError, SessionNotFound
 from streamchar.serving.scheduler import Scheduler
 from streamchar.serving.sessions import LiveSession, Message
 from streamchar.serving.settings import ServerSettings
 from streamchar.streaming.engine import SessionSettings
-from streamchar.data.audio import read_wav
 from streamchar.streaming.inputs import (
     MAX_VOICE_SECONDS,
     MIN_VOICE_SECONDS,
     StreamRequest,
     character_request,
-    silent_voice_request,
     check_transcript,
     load_reference_image,
     load_reference_voice,
+    silent_voice_request,
 )
 from streamchar.streaming.live import LiveStream
 from streamchar.streaming.pipeline import Pipeline
+from streamchar.utils.devices import bf16_is_native
+from streamchar.utils.text import normalize_words
 
 RETRY_AFTER_SECONDS = 30
 REAP_EVERY_SECONDS = 2.0

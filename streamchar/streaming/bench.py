@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from streamchar.config import Config
-from streamchar.data.harvard import split_sentences
 from streamchar.config.schema import PromptConfig
+from streamchar.data.harvard import split_sentences
 from streamchar.model.checkpoint import new_generator
 from streamchar.streaming.engine import SessionSettings
 from streamchar.streaming.inputs import StreamRequest

@@ -21,8 +21,8 @@ import torch
 
 from streamchar.streaming.batching import next_chunks
 from streamchar.streaming.engine import ChunkLatents, SessionSettings, StreamSession
-from streamchar.streaming.pipeline import Pipeline
 from streamchar.streaming.inputs import StreamRequest
+from streamchar.streaming.pipeline import Pipeline
 from streamchar.streaming.runner import to_frames
 from streamchar.streaming.writers import Mp4FragmentStream
 

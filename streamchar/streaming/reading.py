@@ -24,9 +24,16 @@ from collections.abc import Callable
 import numpy as np
 
 from streamchar.config import Config
-from streamchar.model.alignment import (paced_word_times, planned_positions, spoken_positions, transcript_word_spans, window_positions,
-                                        word_spans, words_done)
 from streamchar.errors import StreamcharError
+from streamchar.model.alignment import (
+    paced_word_times,
+    planned_positions,
+    spoken_positions,
+    transcript_word_spans,
+    window_positions,
+    word_spans,
+    words_done,
+)
 from streamchar.model.tokenizer import CharacterTokenizer, Tokens
 from streamchar.streaming.inputs import check_transcript
 from streamchar.utils.spoken import to_spoken

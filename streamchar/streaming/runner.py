@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamchar.utils.files import atomic_write_text
 from streamchar.errors import Interrupted, StreamcharError
 from streamchar.streaming.engine import ChunkLatents, StreamSession
 from streamchar.streaming.writers import ChunkWriter
+from streamchar.utils.files import atomic_write_text
 
 
 @dataclass

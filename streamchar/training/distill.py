@@ -32,11 +32,11 @@ from streamchar.diffusion.dmd import clean_estimate, dmd_loss, sample_score_time
 from streamchar.diffusion.flow import flow_loss, guided, noisy, sample_times, velocity_target
 from streamchar.errors import StreamcharError
 from streamchar.model.checkpoint import load_generator
+from streamchar.model.context import DenoiseContext
 from streamchar.model.dit import VideoInput
 from streamchar.model.orchestrator import fit_reference_voice, pointer_loss
 from streamchar.model.streamchar_model import StreamCharModel
 from streamchar.streaming.engine import SessionSettings, StreamSession
-from streamchar.model.context import DenoiseContext
 from streamchar.training.batch import Batch, collate, sample_t
 from streamchar.training.settings import TrainSettings
 from streamchar.training.trainer import Trainer, _to

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from streamchar.utils.files import atomic_save_file, atomic_write_text
 from streamchar.config import Config
 from streamchar.data.harvard import split_sentences
 from streamchar.data.latents import LatentCache
@@ -42,6 +41,7 @@ from streamchar.streaming.pipeline import Pipeline
 from streamchar.training.batch import collate, pretraining_loss
 from streamchar.training.settings import TrainSettings
 from streamchar.training.windows import WindowSource
+from streamchar.utils.files import atomic_save_file, atomic_write_text
 
 STAGES = ("orchestrator", "joint")
 

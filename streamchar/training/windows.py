@@ -32,10 +32,10 @@ import torch
 from streamchar.config import Config
 from streamchar.data.latents import LatentCache
 from streamchar.errors import StreamcharError
-from streamchar.utils.text import normalize_words
 from streamchar.model.alignment import spoken_positions, window_positions
 from streamchar.model.tokenizer import CharacterTokenizer, QwenTokenizer
 from streamchar.training.phonemes import frame_phonemes, latent_mouth_cells, latent_mouth_shapes
+from streamchar.utils.text import normalize_words
 
 CHUNK_FRAMES = 33
 
