@@ -78,7 +78,7 @@ def test_a_stream_reads_the_spoken_form_and_shows_the_typed_one() -> None:
     reader.append("Coffee is $3.")
     reader.append("See you at 5pm!")
     assert reader.transcript == "Coffee is three dollars. See you at five p m!"
-    assert reader.words_total == len(reader.typed_words) == 10
-    assert reader.typed_words == ["Coffee", "is", "$3", "", "See", "you", "at", "5pm", "", ""]
+    assert reader.words_total == len(reader.shown_words) == 10
+    assert reader.shown_words == ["Coffee", "is", "$3", "", "See", "you", "at", "5pm", "", ""]
     reader.interrupt()  # nothing spoken yet: every word is dropped, the shown words with them
-    assert reader.words_total == 0 and reader.typed_words == []
+    assert reader.words_total == 0 and reader.shown_words == []

@@ -93,7 +93,7 @@ class LiveStream:
     def transcript_words(self) -> list[str]:
         """The typed transcript as shown, one entry per spoken word ("" where a typed token such
         as "$3" is spoken as more than one word)."""
-        return list(self.session.reader.typed_words)
+        return list(self.session.reader.shown_words)
 
     # chunks ------------------------------------------------------------------------------
     def generate(self) -> tuple[ChunkLatents, list[tuple[int, float, float]]]:

@@ -59,7 +59,7 @@ class TranscriptReader:
     def __init__(self, cfg: Config, tokenizer: CharacterTokenizer):
         self.cfg, self.tokenizer = cfg, tokenizer
         self.transcript = ""  # the spoken form (utils.spoken), which the model reads
-        self.typed_words: list[str] = []  # what a viewer reads for each of its words (Spoken.shown_words)
+        self.shown_words: list[str] = []  # what a viewer reads for each of its words (Spoken.shown_words)
         self.tokens: Tokens = tokenizer.encode("")
         self.spoken: list[float] = []
 
@@ -89,14 +89,14 @@ class TranscriptReader:
             raise StreamcharError(f"the text {text[:40]!r} has no words to speak (give English words, numbers or symbols such as $ or %)")
         joined = f"{self.transcript} {spoken.text}".strip()
         tokens = self.tokenizer.encode(joined)
-        old = self.transcript, self.tokens, len(self.typed_words)
+        old = self.transcript, self.tokens, len(self.shown_words)
         self.transcript, self.tokens = joined, tokens
-        self.typed_words += spoken.shown_words()
+        self.shown_words += spoken.shown_words()
         try:
             self._extended()
         except BaseException:
             self.transcript, self.tokens = old[:2]
-            del self.typed_words[old[2] :]
+            del self.shown_words[old[2] :]
             raise
 
     def _extended(self) -> None:
@@ -115,7 +115,7 @@ class TranscriptReader:
         else:
             self.transcript = ""
         self.tokens = self.tokenizer.encode(self.transcript)
-        del self.typed_words[keep:]
+        del self.shown_words[keep:]
         self._truncated(keep)
         return keep
 
