@@ -13,13 +13,13 @@ from streamchar.errors import StreamcharError
 
 @pytest.mark.slow
 def test_decoder_only_training_keeps_the_encoder_and_its_latents(small_set, tmp_path):
-    from streamchar.training.codec_training import TrainSettings, train_codec
+    from streamchar.training.codec_training import CodecSettings, train_codec
 
     root, cfg = small_set
     base = dict(batch=2, lr=1e-3, save_every=2, log_every=1, max_clips=2, threads=2)
-    train_codec("video", root, tmp_path / "run-a", tmp_path / "a", cfg, TrainSettings(steps=2, **base))
+    train_codec("video", root, tmp_path / "run-a", tmp_path / "a", cfg, CodecSettings(steps=2, **base))
     a = load_codec(tmp_path / "a")
-    train_codec("video", root, tmp_path / "run-b", tmp_path / "b", cfg, TrainSettings(steps=2, init=str(tmp_path / "a"), decoder_only=True, **base))
+    train_codec("video", root, tmp_path / "run-b", tmp_path / "b", cfg, CodecSettings(steps=2, init=str(tmp_path / "a"), decoder_only=True, **base))
     b = load_codec(tmp_path / "b")
     sa, sb = a.state_dict(), b.state_dict()
     kept = [k for k in sa if k.startswith(("enc.", "latents_"))]
@@ -34,20 +34,20 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latents(small_set, tmp_
                                         ("g", {"previous_latent": True, "frame_blend": True, "seam_loss": 1.0}, "reads_previous_frame",
                                          "blend_gates.2.weight")):  # fmt: skip
         train_codec("video", root, tmp_path / f"run-{name}", tmp_path / name, cfg,
-                    TrainSettings(steps=2, init=str(tmp_path / "a"), decoder_only=True, **extra, **base))
+                    CodecSettings(steps=2, init=str(tmp_path / "a"), decoder_only=True, **extra, **base))
         codec = load_codec(tmp_path / name)
         sd = codec.state_dict()
         assert getattr(codec, reads) and all(torch.equal(sa[k], sd[k]) for k in kept)
         assert sd[new_out].abs().sum() > 0  # the new input's last layer started at zero; left there, it would read nothing
     # onto the blending decoder: the gates toward the next latent, trained with the forward gates alone
     gates = dict(decoder_only=True, previous_latent=True, frame_blend=True, blend_next=True, seam_loss=1.0)
-    train_codec("video", root, tmp_path / "run-i", tmp_path / "i", cfg, TrainSettings(steps=2, init=str(tmp_path / "g"), **gates, **base))
+    train_codec("video", root, tmp_path / "run-i", tmp_path / "i", cfg, CodecSettings(steps=2, init=str(tmp_path / "g"), **gates, **base))
     sg, si = load_codec(tmp_path / "g").state_dict(), load_codec(tmp_path / "i").state_dict()
     assert load_codec(tmp_path / "i").reads_next_frame and all(torch.equal(sg[k], si[k]) == (not k.startswith("blend_gates.")) for k in sg)
     assert si["blend_back_gates.2.weight"].abs().sum() > 0
     # and then both again, trained for blending the first frames a second time
     train_codec("video", root, tmp_path / "run-j", tmp_path / "j", cfg,
-                TrainSettings(steps=2, init=str(tmp_path / "i"), reblend=True, **gates, **base))
+                CodecSettings(steps=2, init=str(tmp_path / "i"), reblend=True, **gates, **base))
     j = load_codec(tmp_path / "j")
     sj = j.state_dict()
     assert j.reblends and all(torch.equal(si[k], sj[k]) == (not k.startswith(("blend_gates.", "blend_back_gates."))) for k in si)
@@ -71,9 +71,9 @@ def test_decoder_only_training_keeps_the_encoder_and_its_latents(small_set, tmp_
     ("image", {}, "unknown codec kind 'image'"),
 ])  # fmt: skip
 def test_training_flags_are_checked_first(tmp_path, kind, flags, error):
-    from streamchar.training.codec_training import TrainSettings, train_codec
+    from streamchar.training.codec_training import CodecSettings, train_codec
 
-    settings = TrainSettings(**{"steps": 1, "batch": 2, "lr": 1e-3, **flags})
+    settings = CodecSettings(**{"steps": 1, "batch": 2, "lr": 1e-3, **flags})
     with pytest.raises(StreamcharError, match=error):  # before the data is read: there is none here
         train_codec(kind, tmp_path / "no-data", tmp_path / "run", tmp_path / "out", load_config("tiny"), settings)
     assert not (tmp_path / "run").exists()
@@ -81,14 +81,14 @@ def test_training_flags_are_checked_first(tmp_path, kind, flags, error):
 
 @pytest.mark.slow
 def test_anchored_training_moves_the_encoder_and_keeps_the_statistics(small_set, tmp_path):
-    from streamchar.training.codec_training import TrainSettings, train_codec
+    from streamchar.training.codec_training import CodecSettings, train_codec
 
     root, cfg = small_set
     base = dict(batch=2, lr=1e-3, save_every=2, log_every=1, max_clips=2, threads=2)
     for kind in ("video", "audio"):
-        train_codec(kind, root, tmp_path / f"run-{kind}", tmp_path / kind, cfg, TrainSettings(steps=1, **base))
+        train_codec(kind, root, tmp_path / f"run-{kind}", tmp_path / kind, cfg, CodecSettings(steps=1, **base))
         train_codec(kind, root, tmp_path / f"run-{kind}-anchored", tmp_path / f"{kind}-anchored", cfg,
-                    TrainSettings(steps=3, init=str(tmp_path / kind), anchor=1.0, **base))
+                    CodecSettings(steps=3, init=str(tmp_path / kind), anchor=1.0, **base))
         sa, sb = load_codec(tmp_path / kind).state_dict(), load_codec(tmp_path / f"{kind}-anchored").state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in ("latents_mean", "latents_std"))  # the normalisation models learned stays
         assert any(not torch.equal(sa[k], sb[k]) for k in sa if k.startswith("enc."))

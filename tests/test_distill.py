@@ -11,8 +11,10 @@ from streamchar.config import load_config
 from streamchar.diffusion.dmd import clean_estimate, dmd_loss
 from streamchar.errors import StreamcharError
 from streamchar.model.checkpoint import load_generator, new_generator, save_generator
-from streamchar.training.distill import DistillTrainer
+from streamchar.training.distill import DistillObjective
+from streamchar.training.loop import Runtime
 from streamchar.training.settings import load_train_config
+from streamchar.training.stages import generator_loop
 
 pytestmark = pytest.mark.slow  # training loops and several processes: the slow tier
 
@@ -57,42 +59,43 @@ def _params(model):
 def test_a_step_moves_student_and_fake_score_but_not_the_teacher(cache, teacher, tmp_path, stage):
     torch.set_num_threads(2)
     cfg, s = load_train_config(_config(tmp_path, cache, teacher))
-    t = DistillTrainer(stage, cfg, s, tmp_path / "run")
-    before = {"student": _params(t.model), "fake": _params(t.fake), "teacher": _params(t.teacher)}
-    parts = t.train_step(0)
+    t = generator_loop(stage, cfg, s, tmp_path / "run")
+    o = t.objective
+    before = {"student": _params(o.model), "fake": _params(o.fake), "teacher": _params(o.teacher)}
+    parts = o.train_step(0, t)
     assert all(torch.isfinite(torch.tensor(v)) for v in parts.values()) and parts["dmd_video"] > 0 and parts["fake_flow"] > 0
     assert ("pointer" in parts) == (stage == "dmd")
     moved = {k: max((p.detach() - before[k][n]).abs().max().item() for n, p in m.named_parameters())
-             for k, m in (("student", t.model), ("fake", t.fake), ("teacher", t.teacher))}  # fmt: skip
+             for k, m in (("student", o.model), ("fake", o.fake), ("teacher", o.teacher))}  # fmt: skip
     assert moved["student"] > 0 and moved["fake"] > 0 and moved["teacher"] == 0
 
 
 def test_rollout_scores_the_last_chunks_from_the_first_scored_chunks_context(cache, teacher, tmp_path):
     cfg, s = load_train_config(_config(tmp_path, cache, teacher))
-    t = DistillTrainer("rollout", cfg, s, tmp_path / "run")
-    sample = t._rollout_sample(0, 0)
+    t = generator_loop("rollout", cfg, s, tmp_path / "run")
+    sample = t.objective._rollout_sample(0, 0)
     assert sample.video.shape[2] == 2 * 9 and sample.audio.shape[2] == 2 * 33 and sample.video.requires_grad
     c = sample.context
     assert c.history.shape[2] == 33 and c.conditions.motion is not None and c.conditions.sink is not None  # one chunk before the span
     cfg, s = load_train_config(_config(tmp_path, cache, teacher, sink=False, score_chunks=1))
-    ablation = DistillTrainer("rollout", cfg, s, tmp_path / "ab")._rollout_sample(0, 0)
+    ablation = generator_loop("rollout", cfg, s, tmp_path / "ab").objective._rollout_sample(0, 0)
     assert ablation.video.shape[2] == 9 and ablation.context.conditions.sink is None and ablation.context.history.shape[2] == 66
 
 
 def test_distillation_resumes_exactly_and_exports_a_four_step_student(cache, teacher, tmp_path):
     cfg, s = load_train_config(_config(tmp_path, cache, teacher))
-    straight = DistillTrainer("dmd", cfg, s, tmp_path / "a")
+    straight = generator_loop("dmd", cfg, s, tmp_path / "a")
     straight.train()
-    broken = DistillTrainer("dmd", cfg, s, tmp_path / "b")
+    broken = generator_loop("dmd", cfg, s, tmp_path / "b")
     broken.train(stop_after=1)
-    resumed = DistillTrainer("dmd", cfg, s, tmp_path / "b")
+    resumed = generator_loop("dmd", cfg, s, tmp_path / "b")
     assert resumed.resume() == 1
     resumed.train()
     log_a = [json.loads(x) for x in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
     log_b = [json.loads(x) for x in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
     for ra, rb in zip(log_a, log_b):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5) and ra["fake_flow"] == pytest.approx(rb["fake_flow"], rel=1e-5)
-    assert (tmp_path / "b" / "checkpoints" / "step-0000002" / "fake" / "model.safetensors").is_file()
+    assert (tmp_path / "b" / "checkpoints" / "step-0000002" / "fake.safetensors").is_file()
     resumed.export(tmp_path / "student")
     meta = load_generator(tmp_path / "student")[2]
     assert meta["stage"] == "dmd" and meta["sampling_steps"] == 4
@@ -104,11 +107,11 @@ def test_distillation_resumes_exactly_and_exports_a_four_step_student(cache, tea
 def test_distillation_refuses_bad_settings(cache, teacher, tmp_path):
     cfg, s = load_train_config(_config(tmp_path, cache, teacher))
     with pytest.raises(StreamcharError, match="--init"):
-        DistillTrainer("dmd", cfg, s.model_copy(update={"init": None}), tmp_path / "x")
+        generator_loop("dmd", cfg, s.model_copy(update={"init": None}), tmp_path / "x")
     with pytest.raises(StreamcharError, match="score_chunks"):
         load_train_config(_config(tmp_path, cache, teacher, score_chunks=4))
     with pytest.raises(StreamcharError, match="unknown stage"):
-        DistillTrainer("joint", cfg, s, tmp_path / "y")
+        DistillObjective("joint", cfg, s, Runtime.create())
 
 
 def _fsdp_worker(rank, world, port, stage, config, run):
@@ -120,7 +123,7 @@ def _fsdp_worker(rank, world, port, stage, config, run):
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))  # a mismatch fails, not hangs
     torch.set_num_threads(1)
     cfg, s = load_train_config(config)
-    t = DistillTrainer(stage, cfg, s, run)
+    t = generator_loop(stage, cfg, s, run)
     t.train(stop_after=1)
     dist.barrier()
     dist.destroy_process_group()
@@ -145,6 +148,6 @@ def test_two_process_fsdp_distillation_trains_and_saves(cache, teacher, tmp_path
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1] and all(torch.isfinite(torch.tensor(r["dmd_video"])) for r in log)
     step = tmp_path / "run" / "checkpoints" / "step-0000001"
-    student, start = load_file(step / "model" / "model.safetensors"), load_file(teacher / "model.safetensors")
-    assert any(not torch.equal(v, start[k]) for k, v in student.items() if k in start)  # the student moved
-    assert (step / "fake" / "model.safetensors").is_file()
+    student, start = load_file(step / "model.safetensors"), load_file(teacher / "model.safetensors")
+    assert any(not torch.equal(v, start[f"model.{k}"]) for k, v in student.items() if f"model.{k}" in start)  # the student moved
+    assert (step / "fake.safetensors").is_file()

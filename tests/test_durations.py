@@ -220,15 +220,17 @@ def test_the_duration_stage_trains_the_head_alone_toward_the_clips_timings(cache
     from streamchar.data.latents import LatentCache
     from streamchar.evaluation.bench_pace import _planned_starts, _start_errors, learned_planner
     from streamchar.model.checkpoint import load_generator, save_generator
-    from streamchar.training.durations import DurationTrainer
+    from streamchar.training.durations import DurationObjective
+    from streamchar.training.loop import Runtime
     from streamchar.training.settings import TrainSettings
+    from streamchar.training.stages import generator_loop
 
     cfg = load_config("tiny")
     model, prompt = new_generator(cfg, seed=0)
     save_generator(tmp_path / "init", model, prompt, {"stage": "rollout", "step": 0, "sampling_steps": 4})
     settings = TrainSettings(cache=str(cache), steps=60, batch=4, lr=3e-3, warmup=5, ema_decay=0.0, save_every=30, log_every=10,
                              init=str(tmp_path / "init"), threads=2)  # fmt: skip
-    trainer = DurationTrainer("durations", cfg, settings, tmp_path / "run")
+    trainer = generator_loop("durations", cfg, settings, tmp_path / "run")
     trainer.train()
     trainer.export(tmp_path / "out")
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
@@ -243,5 +245,5 @@ def test_the_duration_stage_trains_the_head_alone_toward_the_clips_timings(cache
     errors = [_start_errors(_planned_starts(clips, learned_planner(p, latents)), stretch=False).mean() for p in (tmp_path / "init", tmp_path / "out")]
     assert errors[1] < 0.5 * errors[0]  # the plan moved toward the clips' own timings
     with pytest.raises(StreamcharError, match="no word-duration head"):
-        DurationTrainer("durations", load_config("tiny", {"orchestrator": {"durations": None, "plan": {"word_pace": {"durations": "letters"}}}}),
-                        settings, tmp_path / "run2")
+        DurationObjective("durations", load_config("tiny", {"orchestrator": {"durations": None, "plan": {"word_pace": {"durations": "letters"}}}}),
+                          settings, Runtime.create())

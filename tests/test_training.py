@@ -16,8 +16,9 @@ from streamchar.data.mp4 import read_mp4
 from streamchar.errors import StreamcharError
 from streamchar.model.streamchar_model import build_model
 from streamchar.model.tokenizer import CharacterTokenizer
+from streamchar.training.generator import check_memory
 from streamchar.training.settings import TrainSettings, load_train_config
-from streamchar.training.trainer import Trainer, check_memory
+from streamchar.training.stages import generator_loop
 from streamchar.training.windows import WindowSource, word_end_times
 
 pytestmark = pytest.mark.slow  # training loops and several processes: the slow tier
@@ -54,11 +55,11 @@ def _config(tmp_path, cache, **train):
 def test_resume_repeats_the_uninterrupted_run(cache, tmp_path, stage):
     cfg, s = load_train_config(_config(tmp_path, cache))
     torch.set_num_threads(2)
-    straight = Trainer(stage, cfg, s, tmp_path / "a")
+    straight = generator_loop(stage, cfg, s, tmp_path / "a")
     straight.train()
-    broken = Trainer(stage, cfg, s, tmp_path / "b")
+    broken = generator_loop(stage, cfg, s, tmp_path / "b")
     broken.train(stop_after=2)
-    resumed = Trainer(stage, cfg, s, tmp_path / "b")
+    resumed = generator_loop(stage, cfg, s, tmp_path / "b")
     assert resumed.resume() == 2
     resumed.train()
     log_a = [json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
@@ -66,26 +67,26 @@ def test_resume_repeats_the_uninterrupted_run(cache, tmp_path, stage):
     assert [r["step"] for r in log_b] == [1, 2, 3, 4]
     for ra, rb in zip(log_a, log_b):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5, abs=1e-6), (ra, rb)
-    a = load_file(tmp_path / "a" / "checkpoints" / "step-0000004" / "model" / "model.safetensors")
-    b = load_file(tmp_path / "b" / "checkpoints" / "step-0000004" / "model" / "model.safetensors")
+    a = load_file(tmp_path / "a" / "checkpoints" / "step-0000004" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "checkpoints" / "step-0000004" / "model.safetensors")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     assert set(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == {"step-0000002", "step-0000004"}
 
 
 def test_speech_only_stage_trains_the_audio_path(cache, tmp_path):
     cfg, s = load_train_config(_config(tmp_path, cache, steps=1, ema_decay=0))
-    t = Trainer("orchestrator", cfg, s, tmp_path / "o")
-    out = t.losses(0, 0)
+    t = generator_loop("orchestrator", cfg, s, tmp_path / "o")
+    out = t.objective.losses(0, 0)
     assert "video" not in out and out["audio"] > 0 and out["pointer"] >= 0
     out["loss"].backward()
-    assert t.model.dit.patch_embedding.weight.grad is None and t.model.dit.blocks[0].ffn_audio.net[0].proj.weight.grad is not None
+    assert t.objective.model.dit.patch_embedding.weight.grad is None and t.objective.model.dit.blocks[0].ffn_audio.net[0].proj.weight.grad is not None
 
 
 def test_validation_renders_a_stream_through_the_engine(cache, tmp_path, monkeypatch):
     small = TinyVideoCodec(TinyVideoConfig(encoder_channels=(8, 8, 8, 8), decoder_channels=(8, 8, 8, 8))).eval()
     monkeypatch.setattr("streamchar.streaming.pipeline.load_video_codec", lambda cfg, path: small)
     cfg, s = load_train_config(_config(tmp_path, cache, steps=1))
-    out = Trainer("joint", cfg, s, tmp_path / "v").validate()
+    out = generator_loop("joint", cfg, s, tmp_path / "v").validate()
     video = read_mp4(out)
     frames = len(video.frames)  # whole chunks, the last one cut where the word pace ends the stream
     assert out.parent == tmp_path / "v" / "validation" and frames > 33
@@ -94,11 +95,11 @@ def test_validation_renders_a_stream_through_the_engine(cache, tmp_path, monkeyp
 
 def test_a_damaged_checkpoint_is_named_with_the_previous_one(cache, tmp_path):
     cfg, s = load_train_config(_config(tmp_path, cache))
-    Trainer("joint", cfg, s, tmp_path / "r").train()
-    newest = tmp_path / "r" / "checkpoints" / "step-0000004" / "model" / "model.safetensors"
+    generator_loop("joint", cfg, s, tmp_path / "r").train()
+    newest = tmp_path / "r" / "checkpoints" / "step-0000004" / "model.safetensors"
     newest.write_bytes(newest.read_bytes()[:1000])
     with pytest.raises(StreamcharError, match=r"step-0000004 is damaged.*previous one is .*step-0000002"):
-        Trainer("joint", cfg, s, tmp_path / "r").resume()
+        generator_loop("joint", cfg, s, tmp_path / "r").resume()
 
 
 def test_bad_input_is_refused_before_training(cache, tmp_path):
@@ -140,9 +141,9 @@ def _fsdp_worker(rank, world, port, cache, run):
     torch.set_num_threads(1)
     cfg = load_config("tiny")
     s = TrainSettings(cache=str(cache), steps=2, batch=1, lr=1e-3, warmup=1, save_every=1, log_every=1, seed=3)
-    t = Trainer("joint", cfg, s, run)
+    t = generator_loop("joint", cfg, s, run)
     t.train(stop_after=1)
-    t2 = Trainer("joint", cfg, s, run)
+    t2 = generator_loop("joint", cfg, s, run)
     assert t2.resume() == 1
     t2.train()
     dist.barrier()
@@ -163,8 +164,8 @@ def test_two_process_fsdp_training_saves_and_resumes(cache, tmp_path, monkeypatc
     mp.spawn(_fsdp_worker, args=(2, port, str(cache), str(tmp_path / "fsdp")), nprocs=2, join=True)
     log = [json.loads(line) for line in (tmp_path / "fsdp" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
-    saved = load_file(tmp_path / "fsdp" / "checkpoints" / "step-0000002" / "model" / "model.safetensors")
-    assert saved["model.dit.blocks.0.attn1.to_q.weight"].shape == (128, 128)  # whole tensors, gathered from the shards
+    saved = load_file(tmp_path / "fsdp" / "checkpoints" / "step-0000002" / "model.safetensors")
+    assert saved["dit.blocks.0.attn1.to_q.weight"].shape == (128, 128)  # whole tensors, gathered from the shards
 
 
 def test_cli_stages_chain_and_keep_both_training_records(cache, tmp_path, monkeypatch):

@@ -49,11 +49,12 @@ def report(result: dict, out: Optional[Path]) -> None:
 
 @contextmanager
 def step_progress(label: str, total: int) -> Iterator:
-    """A progress bar over training steps with the current loss; yields on_step(done, total, loss)."""
+    """A progress bar over training steps with the current loss; yields on_step(done, total, row),
+    `row` the step's numbers (its `loss` shown)."""
     with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err_console) as progress:
         task = progress.add_task(label, total=total, loss=float("nan"))
-        yield lambda done, _total, loss: progress.update(task, completed=done, loss=loss)
+        yield lambda done, _total, row: progress.update(task, completed=done, loss=row.get("loss", float("nan")))
 
 
 def invoked_command() -> str:

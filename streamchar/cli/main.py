@@ -194,10 +194,10 @@ def codec_train(
     --previous-latent, then blend gates trained alone (--frame-blend, then --blend-next, then --reblend, each with
     the ones before; --seam-loss weighs the change across blended frames). --anchor trains --init's encoder too,
     held near its latents, whose statistics stay --init's."""
-    from streamchar.training.codec_training import TrainSettings, check_settings, train_codec
+    from streamchar.training.codec_training import CodecSettings, check_settings, train_codec
 
     cfg = load_config(preset, config)
-    settings = TrainSettings(steps=steps, batch=batch, lr=lr, max_clips=max_clips, threads=threads, init=init, crop=crop or None,
+    settings = CodecSettings(steps=steps, batch=batch, lr=lr, max_clips=max_clips, threads=threads, init=init, crop=crop or None,
                              mouth_crops=mouth_crops, decoder_only=decoder_only, reference=reference, previous_latent=previous_latent,
                              frame_blend=frame_blend, blend_next=blend_next, reblend=reblend, seam_loss=seam_loss, anchor=anchor)
     check_settings(kind, settings)  # before the progress bar shows

@@ -21,7 +21,7 @@ def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: boo
 
     from streamchar.training.records import carry_training_record, export_training_record
     from streamchar.training.settings import load_train_config
-    from streamchar.training.trainer import Trainer
+    from streamchar.training.stages import generator_loop
 
     overrides = {k: v for k, v in {"steps": steps, "init": init}.items() if v is not None}
     cfg, settings = load_train_config(config, overrides)
@@ -32,24 +32,15 @@ def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: boo
     found = sorted((run / "checkpoints").glob("step-*"))
     if found and not resume:
         raise StreamcharError(f"{run} already holds checkpoints (newest {found[-1].name}); pass --resume to continue, or choose another --run")
-    if stage in ("dmd", "rollout"):
-        from streamchar.training.distill import DistillTrainer
-
-        trainer = DistillTrainer(stage, cfg, settings, run, command=invoked_command())
-    elif stage == "durations":
-        from streamchar.training.durations import DurationTrainer
-
-        trainer = DurationTrainer(stage, cfg, settings, run, command=invoked_command())
-    else:
-        trainer = Trainer(stage, cfg, settings, run, command=invoked_command())
+    loop = generator_loop(stage, cfg, settings, run, command=invoked_command())
     if resume:
-        start = trainer.resume()
+        start = loop.resume()
         console.print(f"resumed at step {start}" if start else "no checkpoint to resume; starting at step 0")
     with step_progress(f"{stage} stage", settings.steps) as on_step:
-        last = trainer.train(on_step=lambda d, t, parts: on_step(d, t, parts.get("loss", float("nan"))))
+        last = loop.train(on_step=on_step)
     if out is not None:
-        trainer.export(out)
-        if trainer.rank == 0:
+        loop.export(out)
+        if loop.rt.rank == 0:
             export_training_record(run, out, f"{stage} stage")
             if init is not None:
                 from streamchar.model.checkpoint import resolve_generator_path

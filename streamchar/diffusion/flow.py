@@ -3,8 +3,6 @@ sample shared by both modalities. The DiT takes t scaled to Wan's timestep range
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
@@ -38,20 +36,6 @@ def sample_times(steps: int, shift: float = 1.0) -> list[float]:
     ts = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
     ts = shift * ts / (1 + (shift - 1) * ts)
     return [float(t) for t in ts]
-
-
-def euler_sample(velocity: Callable[[torch.Tensor, torch.Tensor | None, float], tuple[torch.Tensor, torch.Tensor | None]],
-                 video_noise: torch.Tensor, audio_noise: torch.Tensor | None, steps: int,
-                 shift: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Integrate dx/dt = v from t = 1 to 0. `velocity(video, audio, t)` returns both velocities."""
-    v, a = video_noise, audio_noise
-    ts = sample_times(steps, shift)
-    for t0, t1 in zip(ts, ts[1:]):
-        dv, da = velocity(v, a, t0)
-        v = v + (t1 - t0) * dv
-        if a is not None and da is not None:
-            a = a + (t1 - t0) * da
-    return v, a
 
 
 def guided(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:

@@ -1,13 +1,13 @@
 """Training the SynthTalk evaluation networks (`streamchar eval train-sync`, `eval train-identity`).
 
-Both train in a few minutes on two cores from the train split's ground-truth clips; the log,
-its curves, the command and the weights are written next to each other, like the codecs'.
+Both train in a few minutes on two cores from the train split's ground-truth clips, as objectives
+of the one training loop (`training/loop.py`; resumable like the codecs); the log, its curves,
+the command and the weights are written next to each other.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from streamchar.data.inspect import load_records
 from streamchar.data.mp4 import read_mp4
@@ -29,6 +30,7 @@ from streamchar.evaluation.nets import (
     crop_region,
 )
 from streamchar.evaluation.syncnet import mfcc_frames, window_starts
+from streamchar.training.loop import LoopSettings, Objective, Part, Runtime, TrainLoop
 from streamchar.training.records import export_training_record
 from streamchar.utils.files import atomic_save_file, atomic_write_text
 
@@ -48,121 +50,136 @@ def _save(model: torch.nn.Module, out: Path, config: dict, extra: dict, run: Pat
     export_training_record(run, out, title)
 
 
-class _Logger:
-    def __init__(self, run: Path, tag: str, command: str):
-        from torch.utils.tensorboard import SummaryWriter
+class _NetStage(Objective):
+    """What both networks share: AdamW (weight decay 1e-4), unclipped; their data drawn from one
+    generator, kept in checkpoints."""
 
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "train_log.jsonl").write_text("")
-        if command:
-            (run / "commands.txt").write_text(command + "\n")
-        self.run, self.tag, self.writer, self.t0 = run, tag, SummaryWriter(str(run / "tensorboard")), time.perf_counter()
+    def __init__(self, lr: float, seed: int):
+        torch.manual_seed(seed)
+        self.lr, self.rng = lr, np.random.default_rng(seed)
 
-    def log(self, step: int, values: dict) -> None:
-        row = {"step": step, **values, "steps_per_s": step / (time.perf_counter() - self.t0)}
-        with open(self.run / "train_log.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        for k, v in values.items():
-            self.writer.add_scalar(f"{self.tag}/{k}", v, step)
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
 
-    def close(self) -> None:
-        self.writer.close()
+    def load_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
 
 
-def train_sync(data: Path, run: Path, out: Path, steps: int = 3000, batch: int = 16, lr: float = 1e-3, max_clips: int = 300,
-               seed: int = 0, on_step: Callable[[int, int, float], None] | None = None, command: str = "") -> dict:
+class _Contrast(nn.Module):
+    """The sync network with the temperature of its contrast, trained together."""
+
+    def __init__(self, net: SynthTalkSyncNet):
+        super().__init__()
+        self.net, self.scale = net, nn.Parameter(torch.tensor(2.0))
+
+
+class SyncStage(_NetStage):
     """Contrastive over offsets: for a video window, the aligned audio window must be the nearest
     of the 31 windows at offsets -15..15 (cross-entropy over negative distances)."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    clips = []
-    for r in _records(data, "train", max_clips):
-        dec = read_mp4(Path(r["_dir"]) / r["files"]["video"])
-        mfcc = mfcc_frames(dec.audio, dec.sample_rate)
-        starts = window_starts(len(dec.frames), mfcc.shape[1], dec.fps)
-        if len(starts) > 2 * VSHIFT + 1:
-            clips.append((crop_region(dec.frames, MOUTH_REGION, MOUTH_SIZE).half(), mfcc, starts))
-    if not clips:
-        raise StreamcharError(f"no training clip in {data} is long enough for a ±{VSHIFT}-frame window")
-    model = SynthTalkSyncNet()
-    allm = np.concatenate([m for _, m, _ in clips], axis=1)
-    model.mfcc_mean.copy_(torch.from_numpy(allm.mean(1)))
-    model.mfcc_std.copy_(torch.from_numpy(allm.std(1) + 1e-3))
-    scale = torch.nn.Parameter(torch.tensor(2.0))
-    opt = torch.optim.AdamW([*model.parameters(), scale], lr=lr, weight_decay=1e-4)
-    log = _Logger(run, "sync", command)
-    model.train()
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + np.cos(np.pi * step / steps))
-        vids, auds = [], []
-        for _ in range(batch):
-            mouth, mfcc, starts = clips[int(rng.integers(len(clips)))]
+
+    tag = "sync"
+
+    def __init__(self, data: Path, batch: int, lr: float, max_clips: int, seed: int):
+        super().__init__(lr, seed)
+        self.batch, self.clips = batch, []
+        for r in _records(data, "train", max_clips):
+            dec = read_mp4(Path(r["_dir"]) / r["files"]["video"])
+            mfcc = mfcc_frames(dec.audio, dec.sample_rate)
+            starts = window_starts(len(dec.frames), mfcc.shape[1], dec.fps)
+            if len(starts) > 2 * VSHIFT + 1:
+                self.clips.append((crop_region(dec.frames, MOUTH_REGION, MOUTH_SIZE).half(), mfcc, starts))
+        if not self.clips:
+            raise StreamcharError(f"no training clip in {data} is long enough for a ±{VSHIFT}-frame window")
+        self.net = SynthTalkSyncNet()
+        allm = np.concatenate([m for _, m, _ in self.clips], axis=1)
+        self.net.mfcc_mean.copy_(torch.from_numpy(allm.mean(1)))
+        self.net.mfcc_std.copy_(torch.from_numpy(allm.std(1) + 1e-3))
+        self.module = _Contrast(self.net)
+
+    def parts(self) -> dict[str, Part]:
+        return {"model": Part(self.module, self.lr, weight_decay=1e-4)}
+
+    def losses(self, step: int, micro: int) -> dict[str, torch.Tensor]:
+        vids, auds, rng = [], [], self.rng
+        for _ in range(self.batch):
+            mouth, mfcc, starts = self.clips[int(rng.integers(len(self.clips)))]
             i = int(rng.integers(VSHIFT, len(starts) - VSHIFT))
             vids.append(mouth[i : i + 5].float())
             auds += [torch.from_numpy(mfcc[:, s : s + 20]) for s in starts[i - VSHIFT : i + VSHIFT + 1]]
-        v = model.forward_lip(torch.stack(vids))
-        a = model.forward_aud(torch.stack(auds)).reshape(batch, 2 * VSHIFT + 1, -1)
+        v = self.net.forward_lip(torch.stack(vids))
+        a = self.net.forward_aud(torch.stack(auds)).reshape(self.batch, 2 * VSHIFT + 1, -1)
         dist = (v[:, None] - a).norm(dim=-1)
-        loss = F.cross_entropy(-dist * scale, torch.full((batch,), VSHIFT))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if (step + 1) % 20 == 0 or step + 1 == steps:
-            acc = (dist.argmin(1) == VSHIFT).float().mean().item()
-            log.log(step + 1, {"loss": loss.item(), "top1": acc})
-        if on_step:
-            on_step(step + 1, steps, loss.item())
-    log.close()
-    model.eval()
-    _save(model, out, {}, {"trained_steps": steps, "train_clips": len(clips), "command": command}, run, "SynthTalk sync network")
-    return {"steps": steps, "clips": len(clips), "out": str(out)}
+        loss = F.cross_entropy(-dist * self.module.scale, torch.full((self.batch,), VSHIFT))
+        return {"loss": loss, "top1": (dist.argmin(1) == VSHIFT).float().mean()}
+
+    def export(self, loop: TrainLoop, out: Path, command: str = "") -> None:
+        _save(self.net, out, {}, {"trained_steps": loop.s.steps, "train_clips": len(self.clips), "command": command}, loop.run,
+              "SynthTalk sync network")
+
+
+class IdentityStage(_NetStage):
+    """CosFace-style classification of the training characters (scale 16, margin 0.2); the
+    threshold for "same character" is then set on the val split (see `_calibrate`)."""
+
+    tag = "identity"
+
+    def __init__(self, data: Path, batch: int, lr: float, max_clips: int, seed: int):
+        super().__init__(lr, seed)
+        self.data, self.batch = data, batch
+        records = _records(data, "train", max_clips)
+        self.ids = sorted({r["character_id"] for r in records})
+        heads, labels = [], []
+        for r in records:
+            frames = read_mp4(Path(r["_dir"]) / r["files"]["video"]).frames[::6]
+            heads.append(_pad_heads(frames))
+            labels.append(np.full(len(frames), self.ids.index(r["character_id"])))
+        self.x_all, self.y_all = torch.cat(heads), torch.from_numpy(np.concatenate(labels))
+        self.net = SynthTalkIdentityNet(classes=len(self.ids))
+
+    def parts(self) -> dict[str, Part]:
+        return {"model": Part(self.net, self.lr, weight_decay=1e-4)}
+
+    def losses(self, step: int, micro: int) -> dict[str, torch.Tensor]:
+        h, w = HEAD_SIZE
+        rng = self.rng
+        idx = torch.from_numpy(rng.integers(len(self.x_all), size=self.batch))
+        dy, dx = rng.integers(0, 7, size=2)  # the head moves a few pixels in generated video too
+        x = self.x_all[idx, :, dy : dy + h, dx : dx + w].float()
+        x = x * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.05, 0.05))
+        cos = self.net(x) @ F.normalize(self.net.classifier, dim=1).T
+        onehot = F.one_hot(self.y_all[idx], len(self.ids)).float()
+        loss = F.cross_entropy(16 * (cos - 0.2 * onehot), self.y_all[idx])
+        return {"loss": loss, "top1": (cos.argmax(1) == self.y_all[idx]).float().mean()}
+
+    def export(self, loop: TrainLoop, out: Path, command: str = "") -> None:
+        self.calibration = calib = _calibrate(self.net, _records(self.data, "val", 200))
+        self.net.threshold.fill_(calib["threshold"])
+        _save(self.net, out, {"classes": len(self.ids)},
+              {"trained_steps": loop.s.steps, "train_characters": len(self.ids), "calibration": calib, "command": command},
+              loop.run, "SynthTalk identity embedding")
+
+
+def _train(stage: _NetStage, run: Path, out: Path, steps: int, on_step: Callable[[int, int, dict], None] | None, command: str) -> TrainLoop:
+    loop = TrainLoop(stage, LoopSettings(steps=steps, warmup=100, log_every=20, save_every=500, keep_checkpoints=1), run,
+                     Runtime.create(device="cpu"), command)  # fmt: skip
+    loop.resume()
+    loop.train(on_step=on_step)
+    loop.export(out, command=command)
+    return loop
+
+
+def train_sync(data: Path, run: Path, out: Path, steps: int = 3000, batch: int = 16, lr: float = 1e-3, max_clips: int = 300,
+               seed: int = 0, on_step: Callable[[int, int, dict], None] | None = None, command: str = "") -> dict:
+    stage = SyncStage(data, batch, lr, max_clips, seed)
+    _train(stage, run, out, steps, on_step, command)
+    return {"steps": steps, "clips": len(stage.clips), "out": str(out)}
 
 
 def train_identity(data: Path, run: Path, out: Path, steps: int = 2000, batch: int = 64, lr: float = 1e-3, max_clips: int = 400,
-                   seed: int = 0, on_step: Callable[[int, int, float], None] | None = None, command: str = "") -> dict:
-    """CosFace-style classification of the training characters (scale 16, margin 0.2); the
-    threshold for "same character" is then set on the val split (see `_calibrate`)."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    records = _records(data, "train", max_clips)
-    ids = sorted({r["character_id"] for r in records})
-    heads, labels = [], []
-    for r in records:
-        frames = read_mp4(Path(r["_dir"]) / r["files"]["video"]).frames[::6]
-        heads.append(_pad_heads(frames))
-        labels.append(np.full(len(frames), ids.index(r["character_id"])))
-    x_all, y_all = torch.cat(heads), torch.from_numpy(np.concatenate(labels))
-    model = SynthTalkIdentityNet(classes=len(ids))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    log = _Logger(run, "identity", command)
-    model.train()
-    h, w = HEAD_SIZE
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + np.cos(np.pi * step / steps))
-        idx = torch.from_numpy(rng.integers(len(x_all), size=batch))
-        dy, dx = rng.integers(0, 7, size=2)  # the head moves a few pixels in generated video too
-        x = x_all[idx, :, dy : dy + h, dx : dx + w].float()
-        x = x * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.05, 0.05))
-        emb = model(x)
-        cos = emb @ F.normalize(model.classifier, dim=1).T
-        onehot = F.one_hot(y_all[idx], len(ids)).float()
-        loss = F.cross_entropy(16 * (cos - 0.2 * onehot), y_all[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if (step + 1) % 20 == 0 or step + 1 == steps:
-            log.log(step + 1, {"loss": loss.item(), "top1": (cos.argmax(1) == y_all[idx]).float().mean().item()})
-        if on_step:
-            on_step(step + 1, steps, loss.item())
-    log.close()
-    model.eval()
-    calib = _calibrate(model, _records(data, "val", 200))
-    model.threshold.fill_(calib["threshold"])
-    _save(model, out, {"classes": len(ids)}, {"trained_steps": steps, "train_characters": len(ids), "calibration": calib, "command": command},
-          run, "SynthTalk identity embedding")
-    return {"steps": steps, "characters": len(ids), "calibration": calib, "out": str(out)}
+                   seed: int = 0, on_step: Callable[[int, int, dict], None] | None = None, command: str = "") -> dict:
+    stage = IdentityStage(data, batch, lr, max_clips, seed)
+    _train(stage, run, out, steps, on_step, command)
+    return {"steps": steps, "characters": len(stage.ids), "calibration": stage.calibration, "out": str(out)}
 
 
 def _pad_heads(frames: np.ndarray) -> torch.Tensor:

@@ -4,6 +4,7 @@ modalities with the condition tokens' keys and values computed once for the chun
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class SampledChunk:
     audio: torch.Tensor
     pointer: torch.Tensor  # (B,) the orchestrator's progress output after the last step (words since the window's cut)
     timings: dict[str, float]
+    pointer_raw: torch.Tensor  # the same before clamping, for training's pointer loss
 
 
 def device_clock(device: torch.device) -> Callable[[], float]:
@@ -55,11 +57,13 @@ def sample_chunk(model: StreamCharModel, x: DenoiseContext, empty_prompt: torch.
         return _sample(model, x, empty_prompt, video, audio, s, exit_step, grad)
 
 
-def _autocast(model: StreamCharModel, device: torch.device) -> torch.autocast:
+def _autocast(model: StreamCharModel, device: torch.device) -> contextlib.AbstractContextManager:
     """A model kept in bfloat16 (or stored lower, cast up layer by layer) computes in bfloat16 on
-    the float32 latents and conditions the stream holds; a float32 model as it is."""
-    low = next(model.parameters()).dtype != torch.float32
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=low)
+    the float32 latents and conditions the stream holds; a float32 model as it is, or as the
+    caller's autocast has it (training's bf16 on CUDA)."""
+    if next(model.parameters()).dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def _sample(model: StreamCharModel, x: DenoiseContext, empty_prompt: torch.Tensor | None, video: torch.Tensor, audio: torch.Tensor,
@@ -74,7 +78,7 @@ def _sample(model: StreamCharModel, x: DenoiseContext, empty_prompt: torch.Tenso
             free_cache = model.condition_cache(x.conditions.without_reference(), empty_prompt)
     timings["dit_s"] += now() - t0
     ts = sample_times(s.steps, s.shift)
-    prefix, pointer = None, None
+    prefix, orch = None, None
     for k, (a, b) in enumerate(zip(ts[:steps], ts[1 : steps + 1])):
         last = k == steps - 1
         with torch.set_grad_enabled(grad and last):
@@ -96,5 +100,5 @@ def _sample(model: StreamCharModel, x: DenoiseContext, empty_prompt: torch.Tenso
                 video, audio = video + (b - a) * dv, audio + (b - a) * da
             timings["orchestrator_s"] += t1 - t0
             timings["dit_s"] += now() - t1
-            pointer = orch.progress
-    return SampledChunk(video, audio, pointer, timings)
+    assert orch is not None
+    return SampledChunk(video, audio, orch.progress, timings, orch.progress_raw)

@@ -1,9 +1,9 @@
 """Training the tiny codecs on SynthTalk (`streamchar codec train --kind video|audio`).
 
-Resumable: a checkpoint (model, optimizer, step, RNG) is written atomically every
-`save_every` steps to `<run>/checkpoint/`; rerunning the same command continues from it.
-At the end, per-channel latent statistics are measured on training data and stored with
-the weights, and the codec is written to `--out`.
+An objective of the one training loop (`training/loop.py`): resumable, a checkpoint every
+`save_every` steps in `<run>/checkpoints/`; rerunning the same command continues from the
+newest. At the end, per-channel latent statistics are measured on training data and stored
+with the weights, and the codec is written to `--out`.
 
 The shipped video codec was made in steps, each starting from the last (`--init`): its
 encoder first, then, with `--decoder-only`, decoders that add a part each (`--reference`,
@@ -19,16 +19,12 @@ still read its own.
 from __future__ import annotations
 
 import copy
-import json
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from streamchar.codecs.store import codec_path, load_codec, save_codec
 from streamchar.codecs.tiny import TinyAudioCodec, TinyAudioConfig, TinyVideoCodec, TinyVideoConfig
@@ -36,15 +32,15 @@ from streamchar.config import Config
 from streamchar.errors import StreamcharError
 from streamchar.training.codec_data import AudioSegments, VideoGroups, train_records
 from streamchar.training.codec_objectives import AudioObjective, CodecObjective, VideoObjective
+from streamchar.training.loop import LoopSettings, Objective, Part, Runtime, TrainLoop
 from streamchar.training.records import carry_training_record, export_training_record
-from streamchar.utils.files import atomic_save_file, atomic_write_text
 
 SEED = 0
 REFERENCE_CHANNELS = (32, 64, 128)  # H/2, H/4, H/8: fine detail; the latents hold H/16 (and the codec stays under 10 MB)
 
 
 @dataclass
-class TrainSettings:
+class CodecSettings:
     steps: int
     batch: int
     lr: float
@@ -87,7 +83,7 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def check_settings(kind: str, s: TrainSettings) -> None:
+def check_settings(kind: str, s: CodecSettings) -> None:
     """Settings that cannot work, refused before anything is read or written."""
     if kind not in ("video", "audio"):
         raise StreamcharError(f"unknown codec kind {kind!r}; accepted: video, audio")
@@ -107,7 +103,7 @@ def check_settings(kind: str, s: TrainSettings) -> None:
         raise StreamcharError("--anchor holds a training encoder near --init's: not with --decoder-only, which freezes it")
 
 
-def build_codec(kind: str, cfg: Config, s: TrainSettings) -> TinyVideoCodec | TinyAudioCodec:
+def build_codec(kind: str, cfg: Config, s: CodecSettings) -> TinyVideoCodec | TinyAudioCodec:
     """A new codec, or `--init`'s with the parts the flags add (which start untrained)."""
     init = load_codec(s.init) if s.init is not None else None
     if init is not None and init.kind != f"tiny-{kind}":
@@ -126,7 +122,7 @@ def build_codec(kind: str, cfg: Config, s: TrainSettings) -> TinyVideoCodec | Ti
     return model
 
 
-def _trained_parameters(model: TinyVideoCodec | TinyAudioCodec, s: TrainSettings) -> list[torch.nn.Parameter]:
+def _freeze(model: TinyVideoCodec | TinyAudioCodec, s: CodecSettings) -> None:
     """With --decoder-only the encoder is frozen; with blend gates to train, everything else is
     too: trained with a blend, the decoder learned to overshoot frames to make up for it."""
     if s.decoder_only:
@@ -136,10 +132,9 @@ def _trained_parameters(model: TinyVideoCodec | TinyAudioCodec, s: TrainSettings
         model.requires_grad_(False)
         for name in gates:
             getattr(model, name).requires_grad_(True)
-    return [p for p in model.parameters() if p.requires_grad]
 
 
-def _objective(model: TinyVideoCodec | TinyAudioCodec, records: list[dict], rng: np.random.Generator, s: TrainSettings,
+def _objective(model: TinyVideoCodec | TinyAudioCodec, records: list[dict], rng: np.random.Generator, s: CodecSettings,
                anchor: torch.nn.Module | None) -> CodecObjective:
     """With --frame-blend, each group is decoded with the groups a stream decodes around it,
     blended as the codec blends them."""
@@ -150,85 +145,6 @@ def _objective(model: TinyVideoCodec | TinyAudioCodec, records: list[dict], rng:
     return VideoObjective(model, source, s.batch, s.seam_loss, anchor, s.anchor)
 
 
-def _cosine(step: int, total: int, warmup: int, lr: float) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    p = (step - warmup) / max(1, total - warmup)
-    return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
-
-
-def _save_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, rng: np.random.Generator) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    for i, st in opt.state_dict()["state"].items():
-        for name, v in st.items():
-            tensors[f"opt.{i}.{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    atomic_save_file(tensors, run / "checkpoint" / "state.safetensors")
-    atomic_write_text(run / "checkpoint" / "progress.json", json.dumps({"step": step, "rng": rng.bit_generator.state}, default=int))
-
-
-def _load_checkpoint(run: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator) -> int:
-    path = run / "checkpoint" / "state.safetensors"
-    prog = run / "checkpoint" / "progress.json"
-    if not path.exists() or not prog.exists():
-        return 0
-    try:
-        tensors = load_file(path)
-        progress = json.loads(prog.read_text())
-    except Exception as e:  # noqa: BLE001 - any damage means the same thing to the user
-        raise StreamcharError(f"checkpoint in {run / 'checkpoint'} is damaged ({e}); delete it to start over") from None
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state = opt.state_dict()
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, i, name = key.split(".", 2)
-            state["state"].setdefault(int(i), {})[name] = v
-    opt.load_state_dict(state)
-    rng.bit_generator.state = progress["rng"]
-    return int(progress["step"])
-
-
-class _Log:
-    """Every `log_every` steps and at the last: a line of `train_log.jsonl` and TensorBoard scalars."""
-
-    def __init__(self, run: Path, kind: str, start: int):
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer, self.path, self.kind = SummaryWriter(str(run / "tensorboard")), run / "train_log.jsonl", kind
-        self.start, self.t0, self.last = start, time.perf_counter(), {}
-
-    def write(self, done: int, loss: float, lr: float, parts: dict) -> None:
-        rate = (done - self.start) / (time.perf_counter() - self.t0)
-        self.last = {"step": done, "loss": loss, "lr": lr, "steps_per_s": rate, **parts}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(self.last) + "\n")
-        for k, v in self.last.items():
-            if k != "step":
-                self.writer.add_scalar(f"{self.kind}/{k}", v, done)
-
-
-def _train_steps(model: torch.nn.Module, objective: CodecObjective, opt: torch.optim.Optimizer, log: _Log, run: Path, rng: np.random.Generator,
-                 s: TrainSettings, on_step: Callable[[int, int, float], None] | None) -> None:
-    model.train()
-    for step in range(log.start, s.steps):
-        lr = _cosine(step, s.steps, min(200, s.steps // 10 + 1), s.lr)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        loss, parts = objective.loss()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        done = step + 1
-        if done % s.log_every == 0 or done == s.steps:
-            log.write(done, loss.item(), lr, parts)
-        if on_step:
-            on_step(done, s.steps, loss.item())
-        if done % s.save_every == 0 or done == s.steps:
-            _save_checkpoint(run, model, opt, done, rng)
-    log.writer.close()
-    model.eval()
-
-
 @torch.no_grad()
 def _set_latent_statistics(model: torch.nn.Module, objective: CodecObjective) -> None:
     """Per-channel mean and std of the raw latents over training data, stored as buffers."""
@@ -237,7 +153,7 @@ def _set_latent_statistics(model: torch.nn.Module, objective: CodecObjective) ->
     model.latents_std.copy_(allz.std(dim=1).clamp(min=1e-4))  # type: ignore[operator]
 
 
-def _codec_meta(kind: str, data: Path, s: TrainSettings, clips: int, command: str) -> dict:
+def _codec_meta(kind: str, data: Path, s: CodecSettings, clips: int, command: str) -> dict:
     meta = {"stage": "decoder" if s.decoder_only else kind, "trained_steps": s.steps, "train_clips": clips, "data": str(data), "command": command}
     if s.decoder_only:
         meta["decoder_only_from"] = s.init
@@ -246,33 +162,56 @@ def _codec_meta(kind: str, data: Path, s: TrainSettings, clips: int, command: st
     return meta
 
 
-def train_codec(kind: str, data: Path, run: Path, out: Path, cfg: Config, settings: TrainSettings,
-                on_step: Callable[[int, int, float], None] | None = None, command: str = "") -> dict:
+class CodecStage(Objective):
+    """A tiny codec's training as the loop runs it: its loss from `CodecObjective`, AdamW without
+    weight decay, clipped to norm 1; its data drawn from one generator, kept in checkpoints."""
+
+    def __init__(self, kind: str, data: Path, cfg: Config, s: CodecSettings):
+        check_settings(kind, s)
+        torch.manual_seed(SEED)
+        self.kind, self.data, self.s, self.tag, self.rng = kind, Path(data), s, kind, np.random.default_rng(SEED)
+        self.records = train_records(self.data, s.max_clips)
+        self.model = build_codec(kind, cfg, s)
+        _freeze(self.model, s)
+        anchor = copy.deepcopy(self.model).requires_grad_(False) if s.anchor else None  # init's codec, frozen
+        self.objective = _objective(self.model, self.records, self.rng, s, anchor)
+
+    def parts(self) -> dict[str, Part]:
+        return {"model": Part(self.model, self.s.lr, weight_decay=0.0, clip=1.0)}
+
+    def losses(self, step: int, micro: int) -> dict[str, torch.Tensor]:
+        loss, parts = self.objective.loss()
+        return {"loss": loss, **{k: torch.tensor(v) for k, v in parts.items()}}
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+    def meta(self) -> dict:
+        return {"stage": self.kind, "settings": vars(self.s)}
+
+    def export(self, loop: TrainLoop, out: Path, command: str = "") -> None:
+        if not self.s.decoder_only and not self.s.anchor:  # else the statistics stay init's, loaded with its weights
+            _set_latent_statistics(self.model, self.objective)
+        save_codec(self.model, out, _codec_meta(self.kind, self.data, self.s, len(self.records), command))
+        export_training_record(loop.run, out, f"tiny {self.kind} codec")
+        if self.s.init is not None:
+            carry_training_record(codec_path(self.s.init), out)
+
+
+def train_codec(kind: str, data: Path, run: Path, out: Path, cfg: Config, settings: CodecSettings,
+                on_step: Callable[[int, int, dict], None] | None = None, command: str = "") -> dict:
     """Train (or resume training) a tiny codec; returns a summary. `command` is recorded beside
     the weights so that the shipped codec says how it was made."""
     s = settings
-    check_settings(kind, s)
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    torch.manual_seed(SEED)
-    rng = np.random.default_rng(SEED)
-    records = train_records(Path(data), s.max_clips)
-    model = build_codec(kind, cfg, s)
-    params = _trained_parameters(model, s)
-    anchor = copy.deepcopy(model).requires_grad_(False) if s.anchor else None  # init's codec, frozen
-    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
-    run.mkdir(parents=True, exist_ok=True)
-    if command:
-        with open(run / "commands.txt", "a") as f:
-            f.write(command + "\n")
-    start = _load_checkpoint(run, model, opt, rng)
-    objective = _objective(model, records, rng, s, anchor)
-    log = _Log(run, kind, start)
-    _train_steps(model, objective, opt, log, run, rng, s, on_step)
-    if not s.decoder_only and not s.anchor:  # else the statistics stay init's, loaded with its weights
-        _set_latent_statistics(model, objective)
-    save_codec(model, out, _codec_meta(kind, data, s, len(records), command))
-    export_training_record(run, out, f"tiny {kind} codec")
-    if s.init is not None:
-        carry_training_record(codec_path(s.init), out)
-    return {"steps": s.steps, "resumed_from": start, "last": log.last, "out": str(out)}
+    rt = Runtime.create(threads=s.threads, device="cpu")
+    stage = CodecStage(kind, data, cfg, s)
+    loop_settings = LoopSettings(steps=s.steps, warmup=min(200, s.steps // 10 + 1), min_lr_ratio=0.02, log_every=s.log_every,
+                                 save_every=s.save_every, keep_checkpoints=1)  # fmt: skip
+    loop = TrainLoop(stage, loop_settings, run, rt, command)
+    start = loop.resume()
+    last = loop.train(on_step=on_step)
+    loop.export(out, command=command)
+    return {"steps": s.steps, "resumed_from": start, "last": last, "out": str(out)}

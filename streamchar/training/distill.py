@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,7 +28,7 @@ import torch.distributed as dist
 
 from streamchar.config import Config
 from streamchar.diffusion.dmd import clean_estimate, dmd_loss, sample_score_times
-from streamchar.diffusion.flow import flow_loss, guided, noisy, sample_times, velocity_target
+from streamchar.diffusion.flow import flow_loss, guided, noisy, velocity_target
 from streamchar.errors import StreamcharError
 from streamchar.model.checkpoint import load_generator
 from streamchar.model.context import DenoiseContext
@@ -37,9 +36,11 @@ from streamchar.model.dit import VideoInput
 from streamchar.model.orchestrator import fit_reference_voice, pointer_loss
 from streamchar.model.streamchar_model import StreamCharModel
 from streamchar.streaming.engine import SessionSettings, StreamSession
+from streamchar.streaming.sampler import SamplerSettings, sample_chunk
 from streamchar.training.batch import Batch, collate, sample_t
+from streamchar.training.generator import GeneratorObjective, to_device
+from streamchar.training.loop import Part, Runtime, TrainLoop
 from streamchar.training.settings import TrainSettings
-from streamchar.training.trainer import Trainer, _to
 
 DISTILL_STAGES = ("dmd", "rollout")
 
@@ -59,34 +60,36 @@ def velocity(model: StreamCharModel, ctx: DenoiseContext, video: torch.Tensor, a
     return dv, da
 
 
-class DistillTrainer(Trainer):
+class DistillObjective(GeneratorObjective):
     stages = DISTILL_STAGES
 
-    def __init__(self, stage: str, cfg: Config, s: TrainSettings, run: Path, command: str = ""):
+    def __init__(self, stage: str, cfg: Config, s: TrainSettings, rt: Runtime):
         if not s.init:
             raise StreamcharError("distillation starts from a trained generator: give --init (the teacher for dmd, the Stage I student for rollout)")
-        super().__init__(stage, cfg, s, run, command)
+        super().__init__(stage, cfg, s, rt)
         d = self.d = s.distill
         teacher_path = d.teacher or s.init
         self.teacher, _, _ = load_generator(teacher_path)
         if self.teacher.cfg.model_dump() != cfg.model_dump():
             raise StreamcharError(f"the teacher {teacher_path} has another model config than this run's")
-        self.fake = copy.deepcopy(self.teacher).to(self.device).train()  # the fake score starts as the teacher
-        self.teacher.to(self.device).eval().requires_grad_(False)
-        if self.world > 1:
-            from streamchar.model.sharding import shard_model
-
-            shard_model(self.fake)
-        self.fake_opt = torch.optim.AdamW(self.fake.parameters(), lr=d.fake_lr, weight_decay=s.weight_decay, betas=(0.0, 0.99))
+        self.fake = copy.deepcopy(self.teacher)  # the fake score starts as the teacher
+        self.teacher.to(rt.device).eval().requires_grad_(False)
         with torch.no_grad():
-            self.empty_prompt = self.prompt([""]).to(self.device)
+            self.empty_prompt = self.prompt([""]).to(rt.device)
         self.teacher_name = str(teacher_path)
         if stage == "rollout":
             self.prepare_rollouts()
 
+    def _shard_fake(self, module: torch.nn.Module) -> None:
+        from streamchar.model.sharding import shard_model
+
+        shard_model(module)  # type: ignore[arg-type]
+
     # what is saved and exported beside the student --------------------------------------
-    def extra_parts(self) -> dict:
-        return {"fake": (self.fake, self.fake_opt)}
+    def parts(self) -> dict[str, Part]:
+        """The student, and the fake score at its own constant learning rate, without momentum."""
+        fake = Part(self.fake, self.d.fake_lr, self.s.weight_decay, (0.0, 0.99), self.s.grad_clip, scheduled=False, shard=self._shard_fake)
+        return {**super().parts(), "fake": fake}
 
     def export_meta(self) -> dict:
         return {"sampling_steps": self.d.student_steps, "teacher": self.teacher_name, "sink": self.d.sink,
@@ -98,15 +101,15 @@ class DistillTrainer(Trainer):
 
     # samples -------------------------------------------------------------------------------
     def _generator(self, step: int, micro: int, part: int) -> tuple[torch.Generator, np.random.Generator]:
-        seed = int(np.random.SeedSequence([self.s.seed, step, micro, self.rank, part]).generate_state(1)[0])
+        seed = int(np.random.SeedSequence([self.s.seed, step, micro, self.rt.rank, part]).generate_state(1)[0])
         return torch.Generator().manual_seed(seed), np.random.default_rng(seed)
 
     def _exit_step(self, rng: np.random.Generator) -> int:
         """Rank 0's draw on every rank: under FSDP each sampler step gathers the student's shards,
         so all ranks must run the same number of steps."""
         k = int(rng.integers(1, self.d.student_steps + 1))
-        if self.world > 1:
-            shared = torch.tensor([k], device=self.device)
+        if self.rt.world > 1:
+            shared = torch.tensor([k], device=self.rt.device)
             dist.broadcast(shared, src=0)
             k = int(shared.item())
         return k
@@ -114,23 +117,13 @@ class DistillTrainer(Trainer):
     def _window_sample(self, step: int, micro: int) -> StudentSample:
         """Stage I: a batch of single chunks from the cache, generated by the student."""
         g, rng = self._generator(step, micro, 0)
-        batch: Batch = _to(collate(self._windows(step, micro), generator=g), self.device)
-        ctx = batch.context(self.prompt(batch.prompts).to(self.device))
-        xv = torch.randn(batch.video.shape, generator=g).to(self.device)
-        xa = torch.randn(batch.audio.shape, generator=g).to(self.device)
-        exit_step = self._exit_step(rng)
-        ts = sample_times(self.d.student_steps, self.d.shift)
-        b = xv.shape[0]
-        for k in range(exit_step):
-            a, nxt = ts[k], ts[k + 1]
-            last = k == exit_step - 1
-            with torch.set_grad_enabled(last):
-                dv, da, orch = self.model.velocity(VideoInput(xv), ctx.orchestrator_input(xa, torch.full((b,), a, device=self.device)),
-                                                   ctx.prompt, conditions=ctx.conditions)  # fmt: skip
-            if last:
-                return StudentSample(xv - a * dv, xa - a * da, ctx, pointer_loss(orch.progress_raw, batch.spoken))
-            xv, xa = xv + (nxt - a) * dv, xa + (nxt - a) * da
-        raise AssertionError("unreachable")
+        batch: Batch = to_device(collate(self.windows(step, micro), generator=g), self.rt.device)
+        ctx = batch.context(self.prompt(batch.prompts).to(self.rt.device))
+        xv = torch.randn(batch.video.shape, generator=g).to(self.rt.device)
+        xa = torch.randn(batch.audio.shape, generator=g).to(self.rt.device)
+        sampler = SamplerSettings(self.d.student_steps, self.d.shift)
+        chunk = sample_chunk(self.model, ctx, None, xv, xa, sampler, exit_step=self._exit_step(rng), grad=True)
+        return StudentSample(chunk.video, chunk.audio, ctx, pointer_loss(chunk.pointer_raw, batch.spoken))
 
     def _rollout_sample(self, step: int, micro: int) -> StudentSample:
         """Stage II: K chunks streamed by the student; the last `score_chunks` are the sample."""
@@ -142,11 +135,11 @@ class DistillTrainer(Trainer):
         text = []
         while sum(len(x.split()) for x in text) < words_needed:
             text.append(self.rollout_texts[int(rng.integers(len(self.rollout_texts)))])
-        voice = fit_reference_voice(t.get("reference_voice", torch.zeros(t["audio"].shape[0], 0))[None]).to(self.device)
+        voice = fit_reference_voice(t.get("reference_voice", torch.zeros(t["audio"].shape[0], 0))[None]).to(self.rt.device)
         with torch.no_grad():
-            prompt = self.prompt([rec.get("prompt", "")]).to(self.device)
+            prompt = self.prompt([rec.get("prompt", "")]).to(self.rt.device)
         settings = SessionSettings(steps=d.student_steps, sink=d.sink, shift=d.shift, seed=int(rng.integers(2**31)))
-        session = StreamSession.from_latents(self.model, settings, " ".join(text), prompt, t["reference"][None].to(self.device), voice,
+        session = StreamSession.from_latents(self.model, settings, " ".join(text), prompt, t["reference"][None].to(self.rt.device), voice,
                                              tokenizer=self.tokenizer)  # fmt: skip
         exit_step = self._exit_step(rng)
         scored, context = [], None
@@ -169,9 +162,9 @@ class DistillTrainer(Trainer):
     # losses --------------------------------------------------------------------------------
     def _scores(self, sample: StudentSample, g: torch.Generator) -> dict[str, torch.Tensor]:
         b = sample.video.shape[0]
-        t = sample_score_times(b, self.d.score_t_min, self.d.score_t_max, g).to(self.device)
-        xv = noisy(sample.video.detach(), torch.randn(sample.video.shape, generator=g).to(self.device), t)
-        xa = noisy(sample.audio.detach(), torch.randn(sample.audio.shape, generator=g).to(self.device), t)
+        t = sample_score_times(b, self.d.score_t_min, self.d.score_t_max, g).to(self.rt.device)
+        xv = noisy(sample.video.detach(), torch.randn(sample.video.shape, generator=g).to(self.rt.device), t)
+        xa = noisy(sample.audio.detach(), torch.randn(sample.audio.shape, generator=g).to(self.rt.device), t)
         ctx = sample.context
         with torch.no_grad():
             rv, ra = velocity(self.teacher, ctx, xv, xa, t)
@@ -191,15 +184,16 @@ class DistillTrainer(Trainer):
     def _fake_loss(self, sample: StudentSample, g: torch.Generator) -> torch.Tensor:
         """The fake score learns the student's current distribution by flow matching."""
         b = sample.video.shape[0]
-        t = sample_t(b, g).to(self.device)
-        ev = torch.randn(sample.video.shape, generator=g).to(self.device)
-        ea = torch.randn(sample.audio.shape, generator=g).to(self.device)
+        t = sample_t(b, g).to(self.rt.device)
+        ev = torch.randn(sample.video.shape, generator=g).to(self.rt.device)
+        ea = torch.randn(sample.audio.shape, generator=g).to(self.rt.device)
         z_v, z_a = sample.video.detach(), sample.audio.detach()
         dv, da = velocity(self.fake, sample.context, noisy(z_v, ev, t), noisy(z_a, ea, t), t)
         return flow_loss(dv, velocity_target(z_v, ev), da, velocity_target(z_a, ea))["loss"]
 
-    def train_step(self, step: int) -> dict[str, float]:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+    def train_step(self, step: int, loop: TrainLoop) -> dict[str, float]:
+        """The student's update on its samples' DMD loss, then the fake score's on the same samples."""
+        with self.rt.autocast_context():
             samples, parts = [], {}
             for micro in range(self.s.grad_accum):
                 sample = self._window_sample(step, micro) if self.stage == "dmd" else self._rollout_sample(step, micro)
@@ -209,7 +203,7 @@ class DistillTrainer(Trainer):
                 for k, v in out.items():
                     parts[k] = parts.get(k, 0.0) + float(v.detach()) / self.s.grad_accum
                 samples.append(replace(sample, video=sample.video.detach(), audio=sample.audio.detach(), pointer=None))
-            parts["grad_norm"] = self.optimizer_step()
+            parts["grad_norm"] = loop.update("model")
             fake = 0.0
             for j in range(self.d.fake_updates):
                 for micro, sample in enumerate(samples):
@@ -217,9 +211,7 @@ class DistillTrainer(Trainer):
                     loss = self._fake_loss(sample, g) / len(samples)
                     loss.backward()
                     fake += float(loss.detach()) / self.d.fake_updates
-                torch.nn.utils.clip_grad_norm_(self.fake.parameters(), self.s.grad_clip)
-                self.fake_opt.step()
-                self.fake_opt.zero_grad(set_to_none=True)
+                loop.update("fake")
             parts["fake_flow"] = fake
         return parts
 
