@@ -20,6 +20,43 @@ def test_help_on_every_command():
         assert r.exit_code == 0 and "Usage" in r.output, cmd
 
 
+def test_every_group_lists_its_commands():
+    import typer
+    from typer._click import Context
+
+    groups = {
+        "": ["generate", "serve", "info", "demo", "config", "data", "bench", "codec", "eval", "train", "checkpoint"],
+        "config": ["reference", "show"],
+        "data": ["prepare", "corpus", "long", "synth", "inspect", "encode"],
+        "bench": ["paper", "stream", "voices", "align", "pointer", "synth", "codec", "pace", "dit", "text", "serve"],
+        "codec": ["train"],
+        "eval": ["train-sync", "train-identity", "short", "long", "render"],
+        "train": ["orchestrator", "joint", "dmd", "rollout", "durations"],
+        "checkpoint": ["assemble"],
+    }
+    root = typer.main.get_command(app)
+    for name, commands in groups.items():
+        group = root.get_command(Context(root), name) if name else root
+        assert list(group.list_commands(Context(group))) == commands, name
+
+
+def test_ranges_are_refused_before_any_work(tmp_path):
+    cases = [
+        (["data", "synth", "--out", str(tmp_path / "x"), "--clips", "0"], "--clips"),
+        (["data", "prepare", "--in", str(tmp_path), "--out", str(tmp_path / "y"), "--workers", "0"], "--workers"),
+        (["bench", "text", "--cache", str(tmp_path), "--windows", "1"], "--windows"),
+        (["bench", "serve", "--trials", "0"], "--trials"),
+        (["bench", "paper", "--chunks", "1"], "--chunks"),
+        (["generate", "--text", "hi", "--character", "unseen-0", "--steps", "0"], "--steps"),
+        (["generate", "--text", "hi", "--character", "unseen-0", "--guidance", "-1"], "--guidance"),
+        (["eval", "render", "--out", str(tmp_path / "z"), "--threads", "0"], "--threads"),
+    ]
+    for args, option in cases:
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2 and f"Invalid value for '{option}'" in r.output, (args, r.output)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
+
+
 def test_config_show_prints_the_resolved_yaml():
     r = run("config", "show", "--preset", "paper")
     assert r.returncode == 0
@@ -31,7 +68,7 @@ def test_config_show_prints_the_resolved_yaml():
 def test_errors_are_one_line(tmp_path):
     cases = [
         (["config", "show", "--preset", "huge"], "unknown preset 'huge'; accepted: paper, tiny"),
-        (["data", "synth", "--out", str(tmp_path / "x"), "--clips", "0"], "positive number of clips"),
+        (["data", "synth", "--out", str(tmp_path / "x"), "--clips", "1", "--seconds", "0"], "--seconds must be in (0, "),
         (["data", "inspect", str(tmp_path)], "is not a SynthTalk set"),
         (["bench", "pace", "--cache", str(tmp_path)], "is not a latent cache"),
     ]

@@ -1,4 +1,4 @@
-"""What every `streamchar` command shares: consoles, the preset options, progress and reports."""
+"""What every `streamchar` command shares: consoles, the options several commands take, progress and reports."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ VideoCodecOpt = typer.Option(None, "--video-codec", help="video codec directory 
 AudioCodecOpt = typer.Option(None, "--audio-codec", help="audio codec directory (default: the shipped tiny codec)")
 CheckpointConfigOpt = typer.Option(None, "--config", help="YAML of fields layered on the checkpoint's config, e.g. orchestrator.reading "
                          "(fields its weights depend on are refused)")
+CheckpointOpt = typer.Option(None, "--checkpoint", help="generator directory or shipped name (default: the shipped student)")
+ResultOpt = typer.Option(None, "--out", help="write the result JSON here")
+ThreadsOpt = typer.Option(2, "--threads", min=1, help="torch CPU threads")
+WorkersOpt = typer.Option(None, "--workers", min=1, help="processes (default: all cores)")
+SeedOpt = typer.Option(0, "--seed")
+HeldOutSplitOpt = typer.Option("test-unseen", "--split", help="held-out split (test-unseen: unseen sentences and characters)")
 
 
 @contextmanager
@@ -43,8 +49,6 @@ def report(result: dict, out: Optional[Path]) -> None:
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
-
-
 
 
 @contextmanager

@@ -1,5 +1,5 @@
-"""`streamchar data corpus` (SynthTalk's open-English text, its sizes and its splits) and
-`streamchar data long` (ground-truth long streams)."""
+"""`streamchar data …`: your own clips as a training set (prepare), SynthTalk's text (corpus), long
+ground-truth streams (long), SynthTalk sets (synth, inspect) and latent shards (encode)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,34 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from streamchar.cli.common import ConfigOpt, PresetOpt, clip_progress, console
+from streamchar.cli.common import AudioCodecOpt, ConfigOpt, PresetOpt, VideoCodecOpt, WorkersOpt, clip_progress, console, err_console
 from streamchar.config import load_config
+from streamchar.config.load import override_config, read_overrides
 from streamchar.errors import StreamcharError
 
+data_app = typer.Typer(help="Make and inspect data sets (SynthTalk).", no_args_is_help=True)
 
+
+@data_app.command("prepare")
+def data_prepare_cmd(
+    src: Path = typer.Option(..., "--in", help="folder of <name>.mp4 videos, each with its transcript <name>.txt", show_default=False),
+    out: Path = typer.Option(..., "--out", help="the training folder (created; rerun to resume)", show_default=False),
+    workers: int = typer.Option(1, "--workers", min=1, help="processes"),
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Your own talking-head footage as a training set: face-centred crops at the preset's size
+    and 24 fps, audio resampled, word timings by forced alignment."""
+    from streamchar.data.prepare import REPORT, prepare_folder
+
+    with clip_progress("clips") as update:
+        result = prepare_folder(src, out, load_config(preset, config), workers, on_progress=update)
+    for name, reason in sorted(result["skipped"].items()):
+        err_console.print(f"[yellow]skipped[/] {name}: {reason}")
+    console.print(f"{len(result['prepared'])} clips prepared in {out}, {len(result['skipped'])} skipped (listed in {out / REPORT})")
+
+
+@data_app.command("corpus")
 def data_corpus_cmd(
     sources: str = typer.Option("harvard,everyday,wordnet,fortunes,chatterbot", "--sources", help="comma-separated text sources"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the counts as JSON"),
@@ -45,6 +68,7 @@ def data_corpus_cmd(
         json_out.write_text(json.dumps({"sources": list(chosen), "splits": stats}, indent=1))
 
 
+@data_app.command("long")
 def data_long_cmd(
     out: Path = typer.Option(..., "--out", help="folder for the streams (<name>.mp4, .json, .png); existing streams are kept"),
     streams: int = typer.Option(50, "--streams", min=1, help="number of streams (paper: 50)"),
@@ -62,3 +86,81 @@ def data_long_cmd(
     with clip_progress("long streams") as update:
         paths = write_long_streams(out, streams, seconds, seed, cfg, split=split, on_progress=update)
     console.print(f"{len(paths)} streams in {out}")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., "--out", help="folder for the set (created; an unfinished set there is resumed)"),
+    clips: int = typer.Option(..., "--clips", min=1, help="number of clips"),
+    seed: int = typer.Option(0, "--seed", help="the same seed gives the same data"),
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    workers: Optional[int] = WorkersOpt,
+    seconds: Optional[float] = typer.Option(None, "--seconds", help="aim each clip at about this many seconds (default: 1-4 sentences at random)"),
+    engines: Optional[str] = typer.Option(None, "--engines", help="speech engines the characters' voices come from "
+                                          "(default: espeak,festival,flite, unless a --config names synthtalk.engines)"),
+) -> None:
+    """Make a SynthTalk set: clips of a procedurally drawn character speaking Harvard sentences or open English (synthtalk.text)."""
+    from streamchar.data.synth import synthesize_set
+
+    cfg = load_config(preset, config)
+    if engines is not None or "engines" not in read_overrides(config).get("synthtalk", {}):
+        chosen = [e.strip() for e in (engines or "espeak,festival,flite").split(",") if e.strip()]
+        cfg = override_config(cfg, {"synthtalk": {"engines": chosen}})
+    if seconds is not None and not 0 < seconds <= cfg.synthtalk.max_seconds:  # the bound is the config's
+        raise StreamcharError(f"--seconds must be in (0, {cfg.synthtalk.max_seconds:g}], got {seconds:g}")
+    with clip_progress("synthesising clips") as update:
+        summary = synthesize_set(out, clips, seed, cfg, workers=workers, target_seconds=seconds, on_progress=update)
+    console.print(
+        f"{summary['clips']} clips in {out} ({summary['made_now']} made now, {summary['resumed_from']} already there); "
+        f"{summary['made_seconds_of_video']:.0f} s of video in {summary['wall_seconds']:.1f} s"
+    )
+
+
+def _print_stats(stats: dict) -> None:
+    table = Table(title="SynthTalk set", show_header=False)
+    for key, value in stats.items():
+        shown = json.dumps(value) if isinstance(value, (dict, list)) else f"{value:.3g}" if isinstance(value, float) else str(value)
+        table.add_row(key.replace("_", " "), shown)
+    console.print(table)
+
+
+@data_app.command("inspect")
+def data_inspect(
+    root: Path = typer.Argument(..., help="a SynthTalk set folder"),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="contact sheet PNG (default: ROOT/contact_sheet.png)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the statistics as JSON"),
+) -> None:
+    """Print a set's statistics and write a contact sheet of its characters and mouth shapes."""
+    from streamchar.data.inspect import contact_sheet, load_records, set_statistics
+
+    records = load_records(root)
+    stats = set_statistics(records)
+    _print_stats(stats)
+    path = contact_sheet(records, sheet or root / "contact_sheet.png")
+    console.print(f"contact sheet: {path}")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(stats, indent=1))
+
+
+@data_app.command("encode")
+def data_encode(
+    data: Path = typer.Option(..., "--data", help="a SynthTalk set or a folder of real clips"),
+    out: Path = typer.Option(..., "--out", help="folder for the latent shards (resumed if present)"),
+    video_codec: Optional[Path] = VideoCodecOpt,
+    audio_codec: Optional[Path] = AudioCodecOpt,
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Encode a data set once into latent shards (safetensors), timings carried over."""
+    from streamchar.codecs.store import DEFAULT, load_audio_codec, load_video_codec
+    from streamchar.data.latents import encode_dataset
+
+    cfg = load_config(preset, config)
+    video = load_video_codec(cfg, video_codec)
+    audio = load_audio_codec(cfg, audio_codec)
+    names = {"video": str(video_codec or DEFAULT["video"]), "audio": str(audio_codec or DEFAULT["audio"])}
+    with clip_progress("encoding clips") as update:
+        summary = encode_dataset(data, out, cfg, video, audio, names, on_progress=update)
+    console.print(json.dumps(summary))

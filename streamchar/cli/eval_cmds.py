@@ -8,7 +8,18 @@ from typing import Optional
 
 import typer
 
-from streamchar.cli.common import AudioCodecOpt, CheckpointConfigOpt, VideoCodecOpt, clip_progress, console, invoked_command, step_progress
+from streamchar.cli.common import (
+    AudioCodecOpt,
+    CheckpointConfigOpt,
+    CheckpointOpt,
+    SeedOpt,
+    ThreadsOpt,
+    VideoCodecOpt,
+    clip_progress,
+    console,
+    invoked_command,
+    step_progress,
+)
 from streamchar.errors import StreamcharError
 
 eval_app = typer.Typer(help="Evaluation: the paper's short and long protocols, and the networks they use on SynthTalk.", no_args_is_help=True)
@@ -19,8 +30,6 @@ def _train(kind: str, data: Path, run: Path, out: Path, steps: int, threads: int
 
     from streamchar.evaluation.train_nets import train_identity, train_sync
 
-    if steps <= 0 or threads <= 0:
-        raise StreamcharError("--steps and --threads must be positive")
     torch.set_num_threads(threads)
     train = train_sync if kind == "sync" else train_identity
     with step_progress(f"training {kind} network", steps) as on_step:
@@ -30,18 +39,17 @@ def _train(kind: str, data: Path, run: Path, out: Path, steps: int, threads: int
 DataOpt = typer.Option(..., "--data", help="a SynthTalk set (train split to learn; identity: val split to set the threshold)")
 RunOpt = typer.Option(..., "--run", help="folder for the training log and TensorBoard")
 NetOutOpt = typer.Option(..., "--out", help="where the network is written")
+NetStepsOpt = typer.Option(1500, "--steps", min=1)
 
 
 @eval_app.command("train-sync")
-def train_sync_cmd(data: Path = DataOpt, run: Path = RunOpt, out: Path = NetOutOpt, steps: int = typer.Option(1500, "--steps"),
-                   threads: int = typer.Option(2, "--threads")) -> None:
+def train_sync_cmd(data: Path = DataOpt, run: Path = RunOpt, out: Path = NetOutOpt, steps: int = NetStepsOpt, threads: int = ThreadsOpt) -> None:
     """Train the SynthTalk lip-sync network (SyncNet-style; shifted audio as negatives)."""
     _train("sync", data, run, out, steps, threads)
 
 
 @eval_app.command("train-identity")
-def train_identity_cmd(data: Path = DataOpt, run: Path = RunOpt, out: Path = NetOutOpt, steps: int = typer.Option(1500, "--steps"),
-                       threads: int = typer.Option(2, "--threads")) -> None:
+def train_identity_cmd(data: Path = DataOpt, run: Path = RunOpt, out: Path = NetOutOpt, steps: int = NetStepsOpt, threads: int = ThreadsOpt) -> None:
     """Train the SynthTalk identity embedding (which character is this?)."""
     _train("identity", data, run, out, steps, threads)
 
@@ -128,7 +136,7 @@ def eval_short(
     videos: list[str] = VideosOpt,
     clips: int = typer.Option(150, "--clips", help="items per system (paper: 150)"),
     out: Path = typer.Option(Path("out/eval"), "--out", help="folder for eval-short.json/.md/.png"),
-    threads: int = typer.Option(2, "--threads"),
+    threads: int = ThreadsOpt,
     syncnet_v2: Optional[Path] = SyncOpt, identity_model: Optional[Path] = IdOpt, identity_threshold: Optional[float] = IdThrOpt,
     inception: Optional[Path] = InceptionOpt, i3d: Optional[Path] = I3dOpt, musiq: Optional[Path] = MusiqOpt, raft: Optional[Path] = RaftOpt,
     asr: str = AsrOpt,
@@ -150,7 +158,7 @@ def eval_long(
     videos: list[str] = VideosOpt,
     streams: int = typer.Option(50, "--streams", help="streams per system (paper: 50)"),
     out: Path = typer.Option(Path("out/eval"), "--out", help="folder for eval-long.json/.md/.png"),
-    threads: int = typer.Option(2, "--threads"),
+    threads: int = ThreadsOpt,
     syncnet_v2: Optional[Path] = SyncOpt, identity_model: Optional[Path] = IdOpt, identity_threshold: Optional[float] = IdThrOpt,
     inception: Optional[Path] = InceptionOpt, i3d: Optional[Path] = I3dOpt, musiq: Optional[Path] = MusiqOpt, raft: Optional[Path] = RaftOpt,
     asr: str = AsrOpt,
@@ -167,17 +175,17 @@ def eval_long(
 @eval_app.command("render")
 def eval_render(
     out: Path = typer.Option(..., "--out", help="folder for <name>.mp4/.json/.png, evaluated with --videos NAME=FOLDER"),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator directory or shipped name (default: the shipped student)"),
+    checkpoint: Optional[str] = CheckpointOpt,
     config: Optional[Path] = CheckpointConfigOpt,
     data: Optional[Path] = typer.Option(None, "--data", help="SynthTalk set: render its split's clips"),
     split: str = SplitOpt,
     ground_truth: Optional[Path] = typer.Option(None, "--ground-truth", help="or: long ground-truth streams (`streamchar data long`)"),
-    clips: int = typer.Option(150, "--clips", help="items to render (paper: 150 short, 50 long)"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="denoising steps per chunk (default: the checkpoint's)"),
+    clips: int = typer.Option(150, "--clips", min=1, help="items to render (paper: 150 short, 50 long)"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="denoising steps per chunk (default: the checkpoint's)"),
     no_sink: bool = typer.Option(False, "--no-sink", help="do not attend to the first chunk (ablation)"),
     guidance: float = typer.Option(1.0, "--guidance", help="classifier-free guidance on prompt and reference (1: off)"),
-    seed: int = typer.Option(0, "--seed"),
-    threads: int = typer.Option(2, "--threads"),
+    seed: int = SeedOpt,
+    threads: int = ThreadsOpt,
     video_codec: Optional[Path] = VideoCodecOpt,
     audio_codec: Optional[Path] = AudioCodecOpt,
 ) -> None:
@@ -190,8 +198,6 @@ def eval_render(
 
     if (data is None) == (ground_truth is None):
         raise StreamcharError("give exactly one of --data (a SynthTalk split) or --ground-truth (long streams)")
-    if clips <= 0 or threads <= 0 or (steps is not None and steps <= 0):
-        raise StreamcharError("--clips, --threads and --steps must be positive")
     torch.set_num_threads(threads)
     pipe = Pipeline.load(checkpoint, video_codec, audio_codec, config)
     items = synthtalk_render_items(data, split, pipe, clips) if data is not None else long_render_items(ground_truth, pipe, clips)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""`streamchar generate`: stream a character speaking a transcript into a playable MP4."""
+"""`streamchar generate` and `streamchar demo`: stream a character speaking a transcript into a playable MP4."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from streamchar.cli.common import AudioCodecOpt, CheckpointConfigOpt, VideoCodecOpt, console, err_console
+from streamchar.cli.common import AudioCodecOpt, CheckpointConfigOpt, CheckpointOpt, SeedOpt, ThreadsOpt, VideoCodecOpt, console, err_console
 from streamchar.errors import StreamcharError
 
 
@@ -77,10 +77,6 @@ def stream_generate(o: GenerateOptions) -> None:
             raise StreamcharError(f"cannot read --text-file {o.text_file}: {e}") from None
     if o.character is None and (o.reference_image is None or o.reference_voice is None):
         raise StreamcharError("give --character, or --reference-image and --reference-voice (with --prompt)")
-    if o.steps is not None and o.steps <= 0:
-        raise StreamcharError(f"--steps must be positive, got {o.steps}")
-    if o.guidance < 0:
-        raise StreamcharError(f"--guidance must be 0 or more (1 turns it off), got {o.guidance}")
     if not str(text).strip():
         raise StreamcharError(f"{'--text' if o.text is not None else '--text-file ' + str(o.text_file)} is empty; give the words to speak")
     _check_output(o.out)
@@ -110,15 +106,16 @@ def generate(
     reference_image: Optional[Path] = typer.Option(None, "--reference-image", help="or: the character's picture (PNG)"),
     reference_voice: Optional[Path] = typer.Option(None, "--reference-voice", help="and a WAV of its voice (1-10 s)"),
     prompt: str = typer.Option("", "--prompt", help="and a description of the scene"),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator directory or shipped name (default: the shipped student)"),
+    checkpoint: Optional[str] = CheckpointOpt,
     config: Optional[Path] = CheckpointConfigOpt,
-    steps: Optional[int] = typer.Option(None, "--steps", help="denoising steps per chunk (default: the checkpoint's, student 4, teacher 50)"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="denoising steps per chunk (default: the checkpoint's, student 4, teacher 50)"),
     no_sink: bool = typer.Option(False, "--no-sink", help="do not attend to the first chunk (ablation)"),
-    guidance: float = typer.Option(1.0, "--guidance", help="classifier-free guidance on prompt and reference (1: off; doubles the DiT's work)"),
+    guidance: float = typer.Option(1.0, "--guidance", min=0.0, help="classifier-free guidance on prompt and reference (1: off; doubles the "
+                                   "DiT's work)"),
     out: Path = typer.Option(Path("out/stream.mp4"), "--out", help="fragmented MP4, playable while it is written"),
     report_path: Optional[Path] = typer.Option(None, "--report", help="real-time accounting as JSON"),
-    seed: int = typer.Option(0, "--seed"),
-    threads: int = typer.Option(2, "--threads"),
+    seed: int = SeedOpt,
+    threads: int = ThreadsOpt,
     video_codec: Optional[Path] = VideoCodecOpt,
     audio_codec: Optional[Path] = AudioCodecOpt,
 ) -> None:
@@ -127,3 +124,18 @@ def generate(
                                     reference_voice=reference_voice, prompt=prompt, checkpoint=checkpoint, steps=steps, no_sink=no_sink,
                                     guidance=guidance, out=out, report_path=report_path, seed=seed, threads=threads,
                                     video_codec=video_codec, audio_codec=audio_codec, config=config))  # fmt: skip
+
+
+def demo(
+    out: Path = typer.Option(Path("out/demo.mp4"), "--out", help="the stream (fragmented MP4) and, beside it, its report"),
+    text: Optional[str] = typer.Option(None, "--text", help="the words to speak (default: three held-out Harvard sentences)"),
+    character: str = typer.Option("unseen-0", "--character", help="a SynthTalk character never seen in training"),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="default: the shipped student, else the shipped teacher"),
+    seed: int = SeedOpt,
+) -> None:
+    """The main job: the shipped model streams a character it never saw speaking sentences it never heard."""
+    from streamchar.data.harvard import split_sentences
+
+    stream_generate(GenerateOptions(text=text or " ".join(split_sentences("test")[:3]), character=character, checkpoint=checkpoint,
+                                    out=out, report_path=out.with_suffix(".json"), seed=seed))
+    console.print(f"the stream is at {out.resolve()} (play it with any video player); its report is at {out.with_suffix('.json').resolve()}")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from streamchar.cli.common import AudioCodecOpt, CheckpointConfigOpt, VideoCodecOpt, console
+from streamchar.cli.common import AudioCodecOpt, CheckpointConfigOpt, CheckpointOpt, VideoCodecOpt, console
 from streamchar.errors import StreamcharError
 
 MIN_TOKEN_CHARS = 16
@@ -42,7 +42,7 @@ def read_token(path: Path | None, host: str) -> str | None:
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (anything but loopback needs --token-file)"),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="generator directory or shipped name (default: the shipped student)"),
+    checkpoint: Optional[str] = CheckpointOpt,
     config: Optional[Path] = CheckpointConfigOpt,
     max_sessions: Optional[int] = typer.Option(None, "--max-sessions", help="sessions at once; one more is answered 503 with a retry "
                                                "hint (default: as many as stay real time, measured at start-up)"),
