@@ -88,55 +88,69 @@ def to_frames(video: torch.Tensor) -> np.ndarray:
     return ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 
+class _Finisher:
+    """Decodes a chunk's latents and writes them, on the decoding thread (on a GPU, on a CUDA
+    stream of its own, beside the next chunk's generation), and accounts the chunk."""
+
+    def __init__(self, session: StreamSession, writers: list[ChunkWriter], report: StreamReport, t_request: float,
+                 on_chunk: Callable[[ChunkRecord], None] | None):
+        self.writers, self.report, self.t_request, self.on_chunk = writers, report, t_request, on_chunk
+        self.period = session.cfg.stream.chunk_seconds
+        self.audio_decoder = session.audio_codec.stream_decoder()
+        self.video_decoder = session.video_codec.stream_decoder(session.decode_reference)
+        self.side = torch.cuda.Stream(session.reference.device) if session.reference.is_cuda else None
+        self.stalled = 0.0
+
+    @torch.no_grad()
+    def _decode(self, chunk: ChunkLatents, ready: torch.cuda.Event | None) -> tuple[np.ndarray, np.ndarray, float]:
+        side = self.side
+        with torch.cuda.stream(side) if side is not None else nullcontext():
+            if ready is not None and side is not None:
+                side.wait_event(ready)
+                chunk.video.record_stream(side)  # made on the generating stream, read on this one
+                chunk.audio.record_stream(side)
+            frames = to_frames(self.video_decoder.decode(chunk.video))
+            audio = self.audio_decoder.decode(chunk.audio)[0].float().cpu().numpy()
+        played = self.period
+        if chunk.play_seconds is not None:  # the stream's end falls inside its last chunk: whole frames up to it
+            whole = len(frames)
+            keep = max(1, min(whole, round(chunk.play_seconds * whole / self.period)))
+            frames, audio = frames[:keep], audio[: keep * len(audio) // whole]
+            played = keep * self.period / whole
+        return frames, audio, played
+
+    def __call__(self, chunk: ChunkLatents, ready: torch.cuda.Event | None) -> ChunkRecord:
+        t0 = time.perf_counter()
+        frames, audio, played = self._decode(chunk, ready)
+        t1 = time.perf_counter()
+        for w in self.writers:
+            w.write(frames, audio)
+        t2 = time.perf_counter()
+        report, written = self.report, t2 - self.t_request
+        if report.first_chunk_latency_s is None:
+            report.first_chunk_latency_s = written
+        due = report.first_chunk_latency_s + chunk.index * self.period + self.stalled
+        stall = max(0.0, written - due)
+        self.stalled += stall
+        prepare = chunk.timings.get("prepare_s", 0.0)
+        compute = chunk.timings["orchestrator_s"] + chunk.timings["dit_s"] + prepare + (t1 - t0) + (t2 - t1)
+        rec = ChunkRecord(chunk.index, chunk.timings["orchestrator_s"], chunk.timings["dit_s"], t1 - t0, t2 - t1, compute,
+                          compute / self.period, written, due, stall, chunk.words_spoken, chunk.words_total, chunk.closing, played, prepare,
+                          chunk.pointer_words)  # fmt: skip
+        report.chunks.append(rec)
+        if self.on_chunk:
+            self.on_chunk(rec)
+        return rec
+
+
 def run_stream(session: StreamSession, writers: list[ChunkWriter], t_request: float | None = None,
                on_chunk: Callable[[ChunkRecord], None] | None = None) -> StreamReport:
     """Generate, decode and write the whole stream. Writers are closed at the end, also on an
     interrupt or a write error, so that what was written stays playable."""
     t_request = time.perf_counter() if t_request is None else t_request
-    period = session.cfg.stream.chunk_seconds
-    report = StreamReport(period, setup_s=session.setup_seconds)
-    audio_decoder = session.audio_codec.stream_decoder()
-    video_decoder = session.video_codec.stream_decoder(session.decode_reference)
-    stalled = [0.0]
-
-    side = torch.cuda.Stream(session.reference.device) if session.reference.is_cuda else None
-
-    @torch.no_grad()
-    def finish(chunk: ChunkLatents, ready: torch.cuda.Event | None) -> ChunkRecord:
-        t0 = time.perf_counter()
-        with torch.cuda.stream(side) if side is not None else nullcontext():  # on a GPU, beside the next chunk's generation
-            if ready is not None:
-                side.wait_event(ready)
-                chunk.video.record_stream(side)  # made on the generating stream, read on this one
-                chunk.audio.record_stream(side)
-            frames = to_frames(video_decoder.decode(chunk.video))
-            audio = audio_decoder.decode(chunk.audio)[0].float().cpu().numpy()
-        played = period
-        if chunk.play_seconds is not None:  # the stream's end falls inside its last chunk: whole frames up to it
-            whole = len(frames)
-            keep = max(1, min(whole, round(chunk.play_seconds * whole / period)))
-            frames, audio = frames[:keep], audio[: keep * len(audio) // whole]
-            played = keep * period / whole
-        t1 = time.perf_counter()
-        for w in writers:
-            w.write(frames, audio)
-        t2 = time.perf_counter()
-        written = t2 - t_request
-        if report.first_chunk_latency_s is None:
-            report.first_chunk_latency_s = written
-        due = report.first_chunk_latency_s + chunk.index * period + stalled[0]
-        stall = max(0.0, written - due)
-        stalled[0] += stall
-        prepare = chunk.timings.get("prepare_s", 0.0)
-        compute = chunk.timings["orchestrator_s"] + chunk.timings["dit_s"] + prepare + (t1 - t0) + (t2 - t1)
-        rec = ChunkRecord(chunk.index, chunk.timings["orchestrator_s"], chunk.timings["dit_s"], t1 - t0, t2 - t1, compute,
-                          compute / period, written, due, stall, chunk.words_spoken, chunk.words_total, chunk.closing, played, prepare,
-                          chunk.pointer_words)  # fmt: skip
-        report.chunks.append(rec)
-        if on_chunk:
-            on_chunk(rec)
-        return rec
-
+    report = StreamReport(session.cfg.stream.chunk_seconds, setup_s=session.setup_seconds)
+    finish = _Finisher(session, writers, report, t_request, on_chunk)
+    side = finish.side
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamchar-decode")
     pending: Future | None = None
     try:

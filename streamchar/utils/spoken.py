@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -186,34 +187,39 @@ def _spelled(word: str) -> str:
     return " ".join(word.lower())
 
 
+def _decade(token: str) -> str:
+    digits = token.strip("'s")
+    said = year_words(int(digits)) if len(digits) == 4 else _words(int(digits))
+    return said[:-1] + "ies" if said.endswith("y") else said + "s"
+
+
+def _fraction(token: str) -> str:
+    top, bottom = (int(p) for p in token.split("/"))
+    if bottom in (2, 4) and top < bottom:
+        return f"{_words(top)} {'half' if bottom == 2 else 'quarter' if top == 1 else 'quarters'}"
+    return f"{_words(top)} over {_words(bottom)}"
+
+
+def _abbreviation(token: str) -> str:
+    said = ABBREVIATIONS[token.lower().rstrip(".")]
+    return said[0].upper() + said[1:] if token[0].isupper() else said
+
+
+# the token kinds read aloud from the token alone
+_READERS: dict[str, Callable[[str], str]] = {
+    "money": lambda t: _money(t), "date": lambda t: _date(t), "time": lambda t: _time(t),
+    "phone": lambda t: " ".join(_words(int(d)) for d in t if d.isdigit()), "decade": _decade,
+    "ordinal": lambda t: _words(int(t[:-2]), "ordinal"), "fraction": _fraction, "abbreviation": _abbreviation,
+    "symbol": lambda t: SYMBOLS[t],
+}  # fmt: skip
+
+
 def _token_words(match: re.Match[str], before: str, after: str) -> str:
     kind, token = match.lastgroup, match.group()
     if kind == "unit" or match.group("number") is not None:
         return _number(match.group("number"), match.group("unit") or "", before, after)
-    if kind == "money":
-        return _money(token)
-    if kind == "date":
-        return _date(token)
-    if kind == "time":
-        return _time(token)
-    if kind == "phone":
-        return " ".join(_words(int(d)) for d in token if d.isdigit())
-    if kind == "decade":
-        digits = token.strip("'s")
-        said = year_words(int(digits)) if len(digits) == 4 else _words(int(digits))
-        return said[:-1] + "ies" if said.endswith("y") else said + "s"
-    if kind == "ordinal":
-        return _words(int(token[:-2]), "ordinal")
-    if kind == "fraction":
-        top, bottom = (int(p) for p in token.split("/"))
-        if bottom in (2, 4) and top < bottom:
-            return f"{_words(top)} {'half' if bottom == 2 else 'quarter' if top == 1 else 'quarters'}"
-        return f"{_words(top)} over {_words(bottom)}"
-    if kind == "abbreviation":
-        said = ABBREVIATIONS[token.lower().rstrip(".")]
-        return said[0].upper() + said[1:] if token[0].isupper() else said
-    if kind == "symbol":
-        return SYMBOLS[token]
+    if kind in _READERS:
+        return _READERS[kind](token)
     low = token.lower()
     roman = _roman(token, before)
     if roman:
