@@ -53,7 +53,7 @@ class TrainSettings(BaseModel):
     warmup: int = Field(100, ge=0, description="steps of linear warm-up")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decay ends at lr x this")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
-    ema_decay: float = Field(0.999, ge=0, lt=1, description="0 turns the EMA off")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="the EMA's decay, reached as (1 + n)/(10 + n) grows with the step n; 0 turns the EMA off")
     grad_clip: float = Field(1.0, gt=0, description="gradients clipped to this norm")
     save_every: int = Field(200, gt=0, description="steps between resumable checkpoints")
     keep_checkpoints: int = Field(3, gt=0, description="checkpoints kept in the run folder")
