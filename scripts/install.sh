@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs streamchar and everything it needs on a fresh Debian/Ubuntu machine, into ./.venv.
-# torch: a GPU machine's existing torch is kept (the venv sees system packages); elsewhere the
-# CPU build 2.13.0 is installed first, so that no dependency pulls a CUDA build.
+# Python packages: the versions and hashes of requirements/cpu-py311.lock (CPU Linux, Python
+# 3.11, torch 2.13.0's CPU build), into a venv that sees no system packages. On a GPU machine,
+# name the torch to keep: TORCH_SPEC="torch==2.9.1+cu128" (any pip requirement, or a wheel's
+# path); the rest then installs at the lock's versions, without its hashes.
+# NEWEST=1 installs the newest versions pyproject.toml's ranges allow instead (CI's check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,14 +29,29 @@ fi
 
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
-if [ ! -x .venv/bin/python ]; then
-  echo "[install] venv: .venv ($($PY --version))"
-  "$PY" -m venv --system-site-packages .venv
+VENV=${VENV:-.venv}
+if [ -f "$VENV/pyvenv.cfg" ] && grep -q "include-system-site-packages = true" "$VENV/pyvenv.cfg"; then
+  echo "[install] $VENV saw the system's packages: made again without them"
+  rm -rf "$VENV"
 fi
-. .venv/bin/activate
-if ! python -c "import torch" >/dev/null 2>&1; then
-  echo "[install] pip: torch==2.13.0 (CPU)"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[install] venv: $VENV ($($PY --version))"
+  "$PY" -m venv "$VENV"
+fi
+. "$VENV/bin/activate"
+EXTRAS="train,eval,serve,cluster,gpu,phonemes,test"
+LOCK=requirements/cpu-py311.lock
+if [ -n "${NEWEST:-}" ]; then
+  echo "[install] pip: the newest versions the ranges allow"
   pip install -q "torch==2.13.0"
+  pip install -q --upgrade --upgrade-strategy eager -e ".[$EXTRAS]"
+elif [ -n "${TORCH_SPEC:-}" ]; then
+  echo "[install] pip: $TORCH_SPEC, then the lock's versions"
+  pip install -q "$TORCH_SPEC"
+  grep -E '^[A-Za-z0-9_.-]+==' "$LOCK" | sed 's/ .*//' | grep -v '^torch==' > "$VENV/constraints.txt"
+  pip install -q -c "$VENV/constraints.txt" -e ".[$EXTRAS]"
+else
+  echo "[install] pip: $LOCK (hashes checked)"
+  pip install -q --require-hashes -r "$LOCK"
+  pip install -q --no-deps -e .
 fi
-echo "[install] pip: streamchar and its pinned dependencies"
-pip install -q -e ".[train,eval,serve,cluster,gpu,phonemes,test]"
