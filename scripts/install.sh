@@ -52,6 +52,9 @@ elif [ -n "${TORCH_SPEC:-}" ]; then
   pip install -q -c "$VENV/constraints.txt" -e ".[$EXTRAS]"
 else
   echo "[install] pip: $LOCK (hashes checked)"
-  pip install -q --require-hashes -r "$LOCK"
+  # torch's CPU build is on PyTorch's own index, unless pip is configured with a place that has it
+  FROM=()
+  { pip config list 2>/dev/null | grep -q "find-links" || [ -n "${PIP_FIND_LINKS:-}" ]; } || FROM=(--extra-index-url https://download.pytorch.org/whl/cpu)
+  pip install -q --require-hashes "${FROM[@]}" -r "$LOCK"
   pip install -q --no-deps -e .
 fi

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The fast tier on the newest versions the dependency ranges allow, in a venv of its own
+# (.venv-newest): says what breaks and which versions differ from the lock. Exits 1 on a failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p out
+if ! VENV=.venv-newest NEWEST=1 bash scripts/install.sh > out/newest-install.log 2>&1; then
+  echo "[newest] the install failed:"; tail -20 out/newest-install.log; exit 1
+fi
+.venv-newest/bin/pip freeze --exclude-editable | sort > out/newest-freeze.txt
+grep -E '^[A-Za-z0-9_.-]+==' requirements/cpu-py311.lock | sed 's/ .*//' | sort > out/locked.txt
+echo "[newest] versions that differ from the lock (< locked, > newest):"
+diff out/locked.txt out/newest-freeze.txt | grep -E '^[<>]' || echo "  none"
+if .venv-newest/bin/python -m pytest -m "not slow" -p no:cacheprovider > out/newest-tests.log 2>&1; then
+  echo "[newest] the fast tier passes: $(tail -1 out/newest-tests.log)"
+else
+  echo "[newest] the fast tier fails on the newest versions:"; grep -E "^(FAILED|ERROR)" out/newest-tests.log; tail -1 out/newest-tests.log; exit 1
+fi
