@@ -83,6 +83,7 @@ def test_errors_are_one_line(tmp_path):
         assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # it makes a set
 def test_synth_and_inspect(tmp_path):
     out = tmp_path / "set"
     r = run("data", "synth", "--out", str(out), "--clips", "2", "--seed", "1", "--workers", "1")

@@ -2,6 +2,7 @@
 on a loopback port. New sessions go to the replica with most room; every call about a session
 reaches the replica that holds it; bad input gets the same answers as from one server."""
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -15,8 +16,9 @@ from serve_viewer import Viewer
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-pytest.importorskip("ray.serve")
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")]
+# ray is looked for, not imported: importing ray.serve takes a second of every collection, the fast tier's too
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager"),
+              pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the cluster extra (ray[serve])")]
 TEXT = "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background."
 
 

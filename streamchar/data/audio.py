@@ -7,7 +7,6 @@ import wave
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from streamchar.errors import StreamcharError
 
@@ -17,6 +16,8 @@ def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarra
     if source_rate == target_rate:
         return np.asarray(audio, dtype=np.float32)
     g = math.gcd(source_rate, target_rate)
+    from scipy.signal import resample_poly  # here, not at the top: scipy.signal takes over a second to import
+
     return resample_poly(audio, target_rate // g, source_rate // g, axis=-1).astype(np.float32)
 
 
