@@ -7,10 +7,21 @@ mkdir -p out
 if ! VENV=.venv-newest NEWEST=1 bash scripts/install.sh > out/newest-install.log 2>&1; then
   echo "[newest] the install failed:"; tail -20 out/newest-install.log; exit 1
 fi
-.venv-newest/bin/pip freeze --exclude-editable | sort > out/newest-freeze.txt
-grep -E '^[A-Za-z0-9_.-]+==' requirements/cpu-py311.lock | sed 's/ .*//' | sort > out/locked.txt
-echo "[newest] versions that differ from the lock (< locked, > newest):"
-diff out/locked.txt out/newest-freeze.txt | grep -E '^[<>]' || echo "  none"
+.venv-newest/bin/pip freeze --all --exclude-editable > out/newest-freeze.txt
+echo "[newest] versions that differ from the lock:"
+.venv-newest/bin/python - <<'PY'
+import re
+def pins(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r"([A-Za-z0-9_.-]+)==([^ \\;]+)", line)
+        if m:
+            out[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
+    return out
+locked, newest = pins("requirements/cpu-py311.lock"), pins("out/newest-freeze.txt")
+moved = [f"  {n}: {locked[n]} -> {newest[n]}" for n in sorted(locked) if n in newest and newest[n] != locked[n]]
+print("\n".join(moved) or "  none")
+PY
 if .venv-newest/bin/python -m pytest -m "not slow" -p no:cacheprovider > out/newest-tests.log 2>&1; then
   echo "[newest] the fast tier passes: $(tail -1 out/newest-tests.log)"
 else
