@@ -12,3 +12,9 @@ class Interrupted(StreamcharError):
 class UnspeakableText(StreamcharError):
     """A speech engine could not speak this text as written (its words did not match the
     transcript's, or one sentence is longer than a clip): the text's fault, not the machine's."""
+
+
+class TooLarge(StreamcharError):
+    """An input over a size limit (a server answers 413)."""
+
+    status = 413

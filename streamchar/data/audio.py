@@ -38,9 +38,11 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
             if w.getsampwidth() != 2:
                 raise StreamcharError(f"{path}: only 16-bit PCM WAV is accepted, this one is {8 * w.getsampwidth()}-bit")
             rate, channels, n = w.getframerate(), w.getnchannels(), w.getnframes()
-            data = np.frombuffer(w.readframes(n), dtype="<i2").astype(np.float32) / 32768.0
+            raw = w.readframes(n)
     except (OSError, EOFError, wave.Error) as e:
         raise StreamcharError(f"cannot read WAV file {path}: {e}") from None
+    frame = 2 * channels
+    data = np.frombuffer(raw[: len(raw) // frame * frame], dtype="<i2").astype(np.float32) / 32768.0  # whole frames only: a cut file
     if channels > 1:
         data = data.reshape(-1, channels).mean(axis=1)
     return data, rate

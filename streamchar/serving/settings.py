@@ -20,6 +20,8 @@ class ServerSettings(BaseModel):
     max_text_chars: int = Field(2000, ge=1, description="characters of text in one request")
     max_pending_words: int = Field(600, ge=1, description="words given and not yet spoken, per session")
     max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="size of an uploaded reference image or voice")
+    max_image_pixels: int = Field(24_000_000, ge=4096, description="pixels of an uploaded reference image (width x height), "
+                                  "read from its header and refused before it is decoded")
     max_prompt_chars: int = Field(500, ge=0, description="characters of an uploaded character's prompt")
     idle_timeout_seconds: float = Field(120.0, gt=0, description="a session with no viewer connected and no request for this "
                                         "long is closed")

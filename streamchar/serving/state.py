@@ -25,6 +25,7 @@ from streamchar.streaming.inputs import (
     MIN_VOICE_SECONDS,
     StreamRequest,
     character_request,
+    check_image_size,
     check_transcript,
     load_reference_image,
     load_reference_voice,
@@ -38,6 +39,7 @@ from streamchar.utils.text import normalize_words
 RETRY_AFTER_SECONDS = 30
 REAP_EVERY_SECONDS = 2.0
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+MIN_VOICE_RATE, MAX_VOICE_RATE = 8_000, 192_000  # telephone speech to studio recordings
 
 
 class ServerState:
@@ -148,12 +150,15 @@ class ServerState:
             raise ApiError(415, "the reference image must be a PNG or JPEG file")
         if not (voice[:4] == b"RIFF" and voice[8:12] == b"WAVE"):
             raise ApiError(415, "the reference voice must be a WAV file (16-bit PCM, 1-10 s)")
+        check_image_size(image, self.settings.max_image_pixels)
         cfg = self.pipe.cfg
         with tempfile.TemporaryDirectory(prefix="streamchar-upload-") as tmp:
             (Path(tmp) / "image").write_bytes(image)
             (Path(tmp) / "voice.wav").write_bytes(voice)
             raw, rate = read_wav(Path(tmp) / "voice.wav")
-            seconds = len(raw) / rate if rate else 0.0
+            if not MIN_VOICE_RATE <= rate <= MAX_VOICE_RATE:
+                raise ApiError(422, f"the reference voice's sample rate is {rate} Hz; {MIN_VOICE_RATE}-{MAX_VOICE_RATE} Hz are accepted")
+            seconds = len(raw) / rate
             if not MIN_VOICE_SECONDS <= seconds <= MAX_VOICE_SECONDS:
                 raise ApiError(422, f"the reference voice is {seconds:.2f} s long; {MIN_VOICE_SECONDS:g}-{MAX_VOICE_SECONDS:g} s are accepted")
             img, notes = load_reference_image(Path(tmp) / "image", cfg)

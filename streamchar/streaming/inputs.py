@@ -11,7 +11,7 @@ from PIL import Image
 
 from streamchar.config import Config
 from streamchar.data.audio import read_wav, resample
-from streamchar.errors import StreamcharError
+from streamchar.errors import StreamcharError, TooLarge
 
 MIN_VOICE_SECONDS = 1.0
 MAX_VOICE_SECONDS = 10.0
@@ -32,6 +32,26 @@ def check_transcript(text: str, allow_empty: bool = False) -> str:
     if not clean and not allow_empty:
         raise StreamcharError("the transcript is empty; give at least one word to speak")
     return clean
+
+
+def check_image_size(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """An image's (width, height) from its header, refused over `max_pixels` before a pixel is
+    decoded (a small file can say it is huge)."""
+    import io
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit here is the caller's
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+    except Image.DecompressionBombError as e:
+        raise TooLarge(f"the reference image is too large to open ({e}); at most {max_pixels:,} pixels are accepted") from None
+    except (OSError, ValueError) as e:
+        raise StreamcharError(f"cannot read the reference image: {e}") from None
+    if width * height > max_pixels:
+        raise TooLarge(f"the reference image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted")
+    return width, height
 
 
 def load_reference_image(path: Path, cfg: Config) -> tuple[np.ndarray, list[str]]:
