@@ -379,3 +379,27 @@ def test_interrupt_by_the_pointer_keeps_the_words_it_passed(parts, monkeypatch):
         s.next_chunk(0)
     assert s.progress[-1] == pytest.approx(2.5)
     assert s.interrupt() == 3 and s.transcript == "the birch canoe."
+
+
+def test_a_written_stream_puts_frame_k_at_k_over_24_with_its_sound(tmp_path):
+    """The AAC encoder's priming is signalled (an edit list), not moved into the video timeline."""
+    from streamchar.streaming.writers import FragmentedMp4Writer
+
+    out = tmp_path / "s.mp4"
+    writer = FragmentedMp4Writer(out, 24, 24000, 64, 64)
+    rng = np.random.default_rng(0)
+    for chunk in range(2):
+        audio = np.zeros(33_000, np.float32)
+        if chunk == 0:
+            audio[240:480] = 0.5  # a click 10 ms in
+        writer.write(rng.integers(0, 255, (33, 64, 64, 3), dtype=np.uint8), audio)
+    writer.close()
+    with av.open(str(out)) as c:
+        times = [float(f.pts * f.time_base) for f in c.decode(video=0)]
+    with av.open(str(out)) as c:
+        first = next(c.decode(audio=0))
+        start = float(first.pts * first.time_base)
+    with av.open(str(out)) as c:
+        sound = np.concatenate([f.to_ndarray().ravel() for f in c.decode(audio=0)])
+    assert len(times) == 66 and max(abs(t - k / 24) for k, t in enumerate(times)) < 1e-3
+    assert abs(start) < 1e-3 and abs(np.argmax(np.abs(sound) > 0.2) / 24000 - 0.010) < 1e-3  # sample 0 plays with frame 0

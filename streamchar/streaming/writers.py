@@ -26,8 +26,12 @@ from streamchar.errors import StreamcharError
 # One fragment per keyframe. Every chunk starts with a keyframe and its last frame is one too, so
 # when a chunk has been written all of it but the muxer's interleaving tail (about 9 frames) is
 # final on disk; the tail follows with the next chunk or at close. (Per-frame fragments would be
-# final sooner, but FFmpeg's demuxer then loses frames at the end.)
-FRAGMENT_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+# final sooner, but FFmpeg's demuxer then loses frames at the end.) `delay_moov` writes the
+# header with the first fragment, when the AAC encoder's priming (its first 1,024 samples, at
+# negative times) is known: an edit list on the audio track then skips it, so frame k plays at
+# k/24 s beside the sound's sample at k/24 s. Without it the muxer moved every video frame but
+# the first 1,024 samples later, and the first frame showed for two frames.
+FRAGMENT_OPTIONS = {"movflags": "frag_keyframe+empty_moov+delay_moov+default_base_moof"}
 # A live stream cuts a fragment per frame and muxes each packet as it comes (no interleaving
 # wait): all of a chunk but the AAC encoder's lookahead is then playable as soon as the chunk is
 # written. A fragment per keyframe held part of each chunk back until the next chunk;
