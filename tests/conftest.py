@@ -81,8 +81,8 @@ def shipped_pipeline():
 
 @pytest.fixture
 def live_server(shipped_pipeline):
-    """Start a real uvicorn on a free loopback port with `ServerState(settings, token)`; yields
-    (base URL, state). Every server started is stopped at the end of the test."""
+    """Start a real uvicorn on a free loopback port with `ServerState(settings, token)`, warmed
+    up; yields (base URL, state). Every server started is stopped at the end of the test."""
     import socket
     import threading
     import time
@@ -97,6 +97,7 @@ def live_server(shipped_pipeline):
 
     def start(token=None, **limits):
         state = ServerState(shipped_pipeline, ServerSettings(**{"max_sessions": 4, **limits}), token)  # a fixed limit: no start-up measurement
+        state.warm_up()  # ready (/api/ready) before the first request, as `streamchar serve` is before it admits one
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

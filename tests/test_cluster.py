@@ -1,6 +1,7 @@
 """`streamchar serve --ray`: Ray Serve on this machine with two CPU replicas behind the gateway,
 on a loopback port. New sessions go to the replica with most room; every call about a session
-reaches the replica that holds it; bad input gets the same answers as from one server."""
+reaches the replica that holds it; bad input gets the same answers as from one server; the
+metrics are every replica's, and SIGTERM tells the viewers, as one server does."""
 
 import importlib.util
 import os
@@ -39,7 +40,7 @@ def cluster(tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"the Ray replicas did not all start:\n{log.read_text()[-4000:]}")
             time.sleep(0.5)
-        yield server.host
+        yield server
     finally:
         server.stop()  # SIGTERM: the server shuts Ray Serve and Ray down
         ray = shutil.which("ray", path=os.path.dirname(sys.executable))
@@ -50,7 +51,7 @@ def cluster(tmp_path_factory):
 
 
 def test_sessions_spread_over_replicas_and_each_is_served_by_its_own(cluster):
-    host = cluster
+    host = cluster.host
     with httpx.Client(base_url=f"http://{host}", timeout=60) as c:
         a = c.post("/api/sessions", json={"character": "unseen-0", "text": TEXT}).json()
         b = c.post("/api/sessions", json={"character": "unseen-3", "text": TEXT, "seed": 1}).json()
@@ -83,7 +84,7 @@ def test_sessions_spread_over_replicas_and_each_is_served_by_its_own(cluster):
 
 
 def test_bad_input_is_answered_as_by_one_server(cluster):
-    with httpx.Client(base_url=f"http://{cluster}", timeout=60) as c:
+    with httpx.Client(base_url=f"http://{cluster.host}", timeout=60) as c:
         assert c.get("/api/sessions/nosuchreplica.abc").status_code == 404
         assert c.get("/api/sessions/no-separator").status_code == 404
         assert c.post("/api/sessions", json={"text": "x" * 5000}).status_code == 413
@@ -95,6 +96,27 @@ def test_bad_input_is_answered_as_by_one_server(cluster):
         assert c.get(f"/api/sessions/{s['id']}").status_code == 404
         health = c.get("/api/health").json()
         assert health["max_sessions"] == 2  # each replica's limit
+
+
+def test_each_replica_in_the_metrics_and_a_closing_message_on_sigterm(cluster):
+    """Last in the module: it stops the server."""
+    import signal
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with httpx.Client(base_url=f"http://{cluster.host}", timeout=60) as c:
+        ready = c.get("/api/ready")
+        assert ready.status_code == 200 and ready.json()["ready"]
+        families = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
+        chunks = [s for s in families["streamchar_chunks"].samples if s.name == "streamchar_chunks_total"]
+        assert len({s.labels["replica"] for s in chunks}) == 2, "each replica's metrics, labelled with it"
+        v = Viewer(cluster.host, c.post("/api/sessions", json={"character": "unseen-0", "text": TEXT}).json())
+        v.chunks(1)
+        t0 = time.monotonic()
+        cluster.proc.send_signal(signal.SIGTERM)
+        assert v.until(lambda m: m["type"] == "closing", timeout=15)["reason"] == "the server is shutting down"
+        assert time.monotonic() - t0 < 10
+    cluster.proc.wait(timeout=120)
 
 
 def _ray_processes() -> list[str]:

@@ -195,10 +195,11 @@ def test_serve_streams_an_uploaded_picture_and_voice_without_espeak(tmp_path):
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 try:
-                    if c.get("/api/health").status_code == 200:
+                    if c.get("/api/ready").status_code == 200:
                         break
                 except httpx.TransportError:
-                    time.sleep(0.5)
+                    pass
+                time.sleep(0.5)
             png, wav = io.BytesIO(), io.BytesIO()
             Image.new("RGB", (96, 96), (180, 150, 120)).save(png, "PNG")
             write_wav(tmp_path / "v.wav", (0.1 * np.random.default_rng(0).standard_normal(2 * 24000)).astype(np.float32), 24000)

@@ -247,6 +247,8 @@ def test_a_token_guards_every_request(live_server, tmp_path):
         assert c.get("/static/app.js").status_code == 200, "the page's cookie lets its own scripts load"
         c.cookies.clear()
         auth = {"Authorization": f"Bearer {token}"}
+        assert c.get("/metrics").status_code == 401 and c.get("/api/ready").status_code == 401, "the operations' routes take the token too"
+        assert c.get("/metrics", headers=auth).status_code == 200 and c.get("/api/ready", headers=auth).status_code == 200
         s = c.post("/api/sessions", json={"character": "unseen-0", "text": TEXT}, headers=auth).json()
     with pytest.raises(InvalidStatus) as denied:
         connect(f"ws://{host}{s['media']}", open_timeout=10)
@@ -325,3 +327,154 @@ def test_an_api_error_crosses_processes_whole():
 
     e = pickle.loads(pickle.dumps(ApiError(503, "full", {"Retry-After": "30"})))
     assert (e.status, str(e), e.headers) == (503, "full", {"Retry-After": "30"})
+
+
+# operations: metrics, readiness, logs, shutdown -------------------------------------------------
+def _metrics(c: httpx.Client) -> dict[tuple[str, tuple], float]:
+    """/metrics as {(sample name, labels): value}, parsed as Prometheus parses it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = c.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(r.text) for s in f.samples}
+
+
+def test_metrics_count_chunks_refusals_and_readiness(live_server):
+    host, state = live_server(max_sessions=1)
+    with httpx.Client(base_url=f"http://{host}", timeout=30) as c:
+        ready = c.get("/api/ready")
+        assert ready.status_code == 200 and ready.json()["ready"] and ready.json()["max_sessions"] == 1
+        before = _metrics(c)
+        assert before[("streamchar_chunks_total", ())] == 0 and before[("streamchar_admitting", ())] == 1
+        s = _create(c, text=TEXT)
+        v = Viewer(host, s)
+        v.chunks(2)
+        first = _metrics(c)
+        v.chunks(2)
+        second = _metrics(c)
+        assert 2 <= first[("streamchar_chunks_total", ())] < second[("streamchar_chunks_total", ())], "the chunk counter grows as the session streams"
+        assert second[("streamchar_chunk_compute_seconds_count", ())] == second[("streamchar_chunks_total", ())]
+        assert second[("streamchar_chunk_real_time_factor_count", ())] == second[("streamchar_chunks_total", ())]
+        assert second[("streamchar_queue_wait_seconds_count", ())] >= 4 and second[("streamchar_buffer_at_delivery_seconds_count", ())] >= 3
+        assert second[("streamchar_sessions", ())] == 1 and second[("streamchar_sessions_admitted_total", ())] == 1
+        assert ("streamchar_buffered_seconds_min", ()) in second and ("streamchar_stalls_total", ()) in second
+        # one more than --max-sessions is refused, and counted by its reason
+        r = c.post("/api/sessions", json={"character": "unseen-1"})
+        assert r.status_code == 503 and "limit of 1 sessions" in r.json()["error"]
+        after = _metrics(c)
+        assert after[("streamchar_sessions_refused_total", (("reason", "limit"),))] == 1
+        assert after[("streamchar_sessions_refused_total", (("reason", "full"),))] == 0 and after[("streamchar_admitting", ())] == 0
+        v.close()
+
+
+def test_a_drain_delivers_the_chunk_in_hand_then_says_goodbye(live_server):
+    """What SIGTERM starts (`ServerState.drain`): no new session, the chunk being made reaches
+    its viewer whole, then the closing message, and the session ends."""
+    import asyncio
+
+    host, state = live_server()
+    with httpx.Client(base_url=f"http://{host}", timeout=30) as c:
+        s = _create(c, text=TEXT)
+        v = Viewer(host, s)
+        v.chunks(1)
+        session = state.sessions[s["id"]]
+        deadline = time.monotonic() + 20
+        while not state.scheduler.busy():
+            assert time.monotonic() < deadline, "no chunk was being made"
+            time.sleep(0.005)
+        in_hand = session.chunks
+        drained = asyncio.run_coroutine_threadsafe(state.drain(), state.loop)
+        assert v.until(lambda m: m["type"] == "closing")["reason"] == "the server is shutting down"
+        drained.result(timeout=10)
+        assert session.chunks > in_hand, "the chunk in hand was finished and delivered"
+        assert sum(m["bytes"] for m in v.messages if m["type"] == "chunk") == len(v.media)
+        assert not state.sessions and session.closed
+        r = c.post("/api/sessions", json={"character": "unseen-0"})
+        assert r.status_code == 503 and "shutting down" in r.json()["error"] and c.get("/api/ready").status_code == 503
+        assert _metrics(c)[("streamchar_sessions_refused_total", (("reason", "shutting_down"),))] == 1
+
+
+def test_a_server_not_yet_warm_is_alive_but_not_ready(shipped_pipeline):
+    """Before its warm-up (and capacity measurement) a server refuses sessions, saying why."""
+    import asyncio
+
+    from streamchar.serving.guard import ApiError
+    from streamchar.serving.settings import ServerSettings
+    from streamchar.serving.state import ServerState
+
+    state = ServerState(shipped_pipeline, ServerSettings(max_sessions=2))
+    answer = asyncio.run(state.readiness())
+    assert not answer["ready"] and "warm-up" in answer["waiting_for"] and "warm-up" in answer["error"]
+    assert asyncio.run(state.health())["sessions"] == 0
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(state.create_character("unseen-0", TEXT, 0))
+    assert refused.value.status == 503 and "not ready" in str(refused.value) and refused.value.headers["Retry-After"].isdigit()
+    counted = state.metrics.registry.get_sample_value
+    assert counted("streamchar_sessions_refused_total", {"reason": "warming"}) == 1 and counted("streamchar_sessions_admitted_total") == 0
+    state.draining = True
+    assert asyncio.run(state.readiness())["error"] == "the server is shutting down" and state.refusal()[0] == "shutting_down"
+
+
+def test_json_log_lines_carry_time_level_event_and_session():
+    import logging
+
+    from streamchar.serving.logs import JsonFormatter, MaskSecrets, event, log
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(MaskSecrets())
+    access = logging.getLogger("uvicorn.access")
+    saved = [(logger, logger.level, logger.propagate) for logger in (log, access)]
+    for logger in (log, access):
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    try:
+        event("session_created", "session %s created (%s)", "AbCdEfGh", "unseen-0", session="AbCdEfGh", character="unseen-0", setup_s=0.5)
+        event("stall", "session %s stalled", "AbCdEfGh", level=logging.WARNING, session="AbCdEfGh", stall_s=0.2)
+        event("shutting_down", "shutting down", sessions=3)
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/api/sessions/AbCdEfGhIjKlMnOp/media?token=s3cret-token-xyz", "1.1", 200)
+    finally:
+        for logger, level, propagate in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["event"] for r in lines] == ["session_created", "stall", "shutting_down", "http_request"]
+    for r in lines:
+        assert {"time", "level", "event", "message"} <= r.keys() and r["time"].endswith("Z")
+    assert lines[0]["session"] == "AbCdEfGh" and lines[0]["character"] == "unseen-0" and lines[0]["level"] == "info"
+    assert lines[1]["level"] == "warning" and lines[1]["stall_s"] == 0.2 and "session" not in lines[2] and lines[2]["sessions"] == 3
+    assert lines[3]["status"] == 200 and lines[3]["path"] == "/api/sessions/AbCdEfGh.../media?token=***"
+    assert "s3cret" not in out.getvalue() and "IjKlMnOp" not in out.getvalue(), "tokens and whole session ids stay out of the log"
+
+
+@pytest.mark.slow
+def test_sigterm_tells_each_viewer_and_exits_within_10_s(tmp_path):
+    """`streamchar serve` as a service manager stops it: the viewer gets its whole chunks, then
+    the closing message, and the process is gone within 10 s."""
+    import signal
+
+    from streamchar.serving.bench import ServerProcess
+
+    server = ServerProcess(2, tmp_path / "serve.log", extra=("--log-format", "json"))
+    try:
+        with httpx.Client(base_url=f"http://{server.host}", timeout=30) as c:
+            v = Viewer(server.host, _create(c, text=TEXT))
+            v.chunks(2)
+            t0 = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            closing = v.until(lambda m: m["type"] == "closing", timeout=10)
+            assert closing["reason"] == "the server is shutting down"
+            chunks = [m for m in v.messages if m["type"] == "chunk"]
+            assert sum(m["bytes"] for m in chunks) == len(v.media), "every chunk begun reaches the viewer whole"
+            rc = server.proc.wait(timeout=max(0.1, 10 - (time.monotonic() - t0)))
+            assert rc in (0, -signal.SIGTERM) and time.monotonic() - t0 < 10
+    finally:
+        server.stop()
+    events = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert "server_ready" in names and "session_created" in names and "shutting_down" in names
+    closed = [e for e in events if e["event"] == "session_closed"]
+    assert len(closed) == 1 and closed[0]["reason"] == "shutdown" and closed[0]["session"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +13,7 @@ from streamchar.cli.common import AudioCodecOpt, CheckpointConfigOpt, Checkpoint
 from streamchar.errors import StreamcharError
 
 MIN_TOKEN_CHARS = 16
+LOG_FORMATS = ("text", "json")
 
 
 def _is_loopback(host: str) -> bool:
@@ -58,6 +60,8 @@ def serve(
     audio_codec: Optional[Path] = AudioCodecOpt,
     measure_mouth: bool = typer.Option(False, "--measure-mouth", help="measure each chunk's mouth opening for the sessions' status "
                                        "(a benchmark's check: `bench serve` asks for it)"),  # fmt: skip
+    log_format: str = typer.Option("text", "--log-format", help="the log on stderr: text, or json (one object a line: time, level, "
+                                   "event, session, ...)"),
     ray: bool = typer.Option(False, "--ray", help="serve on Ray Serve: a gateway and --replicas replicas, each session on one replica "
                              "(needs streamchar[cluster])"),
     replicas: int = typer.Option(2, "--replicas", min=1, help="with --ray: replicas holding sessions, one per GPU or group of cores"),
@@ -67,15 +71,26 @@ def serve(
                                               "one; default: start one on this machine)"),
 ) -> None:
     """Serve the character live: open the printed address in a browser, type, and watch it speak."""
+    if log_format not in LOG_FORMATS:
+        raise StreamcharError(f"--log-format: {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     token = read_token(token_file, host)
     settings = _settings(max_sessions=max_sessions, max_batch=max_batch, buffer_seconds=buffer, idle_timeout_seconds=idle_timeout,
                          decode_precision=decode_precision, measure_mouth=measure_mouth,
                          **({"threads": threads} if threads is not None else {}))  # fmt: skip
     load = {"checkpoint": checkpoint, "video_codec": video_codec, "audio_codec": audio_codec, "config": config}
+    _log_to(log_format)
     if ray:
-        _serve_ray(host, port, token, settings, load, replicas, replica_cpus, replica_gpus, ray_address)
+        _serve_ray(host, port, token, settings, load, (replicas, replica_cpus, replica_gpus), ray_address, log_format)
     else:
         _serve_local(host, port, token, settings, load)
+
+
+def _log_to(log_format: str) -> None:
+    import logging.config
+
+    from streamchar.serving.logs import log_config
+
+    logging.config.dictConfig(log_config(log_format))
 
 
 def _settings(**fields: object):  # noqa: ANN202 - ServerSettings, imported with the serve extra
@@ -97,30 +112,40 @@ def _address(host: str, port: int, token: str | None) -> str:
 
 
 def _serve_local(host: str, port: int, token: str | None, settings, load: dict) -> None:  # noqa: ANN001
+    """The server answers at once (/api/health) and is ready (/api/ready) once warm: the warm-up,
+    or the measurement of how many sessions it keeps, runs beside it. Stopped, it ends its
+    sessions well (`GracefulServer`)."""
+    import threading
+
     import uvicorn
 
-    from streamchar.serving.app import create_app
-    from streamchar.serving.state import ServerState
+    from streamchar.serving.app import GracefulServer, create_app
+    from streamchar.serving.logs import event
+    from streamchar.serving.state import DRAIN_SECONDS, ServerState
     from streamchar.streaming.pipeline import Pipeline
 
     pipe = Pipeline.load(**load)
     state = ServerState(pipe, settings, token)
-    with console.status("warming up" if settings.max_sessions else "measuring how many sessions stay real time"):
-        state.warm_up()
-    if state.measured is not None:
-        m = state.measured
-        console.print(f"capacity: {state.capacity} sessions (a chunk: {m.generate_s[1]:.2f} s through the model alone, "
-                      f"{m.generate_s[max(m.generate_s)] / max(m.generate_s):.2f} s each in a batch of {max(m.generate_s)}, "
-                      f"{m.render_s:.2f} s to render, on {m.workers} workers; period {m.period_s:.3f} s)")
-    console.print(f"video decoding in {'bf16' if state.decode_bf16 else 'fp32'} (--decode-precision)")
     config = uvicorn.Config(create_app(state), host=host, port=port, ws_max_size=settings.max_message_bytes, log_level="info",
-                            ws="websockets-sansio")  # fmt: skip
-    console.print(f"streamchar serving {pipe.meta.get('name')} on {_address(host, port, token)}")
-    uvicorn.Server(config).run()
+                            ws="websockets-sansio", log_config=None, timeout_graceful_shutdown=1)  # fmt: skip
+    server = GracefulServer(config, state, DRAIN_SECONDS)
+    threading.Thread(target=_warm_up, args=(state, server), name="streamchar-warm-up", daemon=True).start()
+    event("serving", "streamchar serving %s on %s; ready for sessions once warm (/api/ready)", pipe.meta.get("name"),
+          _address(host, port, token), model=pipe.meta.get("name"), address=_address(host, port, None))  # fmt: skip
+    server.run()
 
 
-def _serve_ray(host: str, port: int, token: str | None, settings, load: dict, replicas: int, cpus: float, gpus: float,  # noqa: ANN001
-               address: str | None) -> None:
+def _warm_up(state, server) -> None:  # noqa: ANN001 - ServerState, GracefulServer
+    try:
+        state.warm_up()
+    except Exception:  # noqa: BLE001 - a server that cannot warm up stops, saying why
+        logging.getLogger("streamchar.serve").exception("the warm-up failed; the server stops")
+        server.should_exit = True
+
+
+def _serve_ray(host: str, port: int, token: str | None, settings, load: dict, shape: tuple[int, float, float],  # noqa: ANN001
+               address: str | None, log_format: str) -> None:
+    """`shape`: the replicas, and the cores and GPUs of each."""
     import signal
     import time
 
@@ -128,11 +153,13 @@ def _serve_ray(host: str, port: int, token: str | None, settings, load: dict, re
     from ray import serve
 
     from streamchar.serving.cluster import cluster_app
+    from streamchar.serving.state import DRAIN_SECONDS
 
+    replicas, cpus, gpus = shape
     ray.init(address=address, include_dashboard=False, configure_logging=False)
     serve.start(http_options={"host": host, "port": port})
     with console.status(f"starting {replicas} replicas on Ray Serve"):
-        serve.run(cluster_app(settings, token, load, replicas, cpus, gpus))
+        serve.run(cluster_app(settings, token, load, replicas, cpus, gpus, log_format), logging_config={"encoding": log_format.upper()})
     console.print(f"streamchar serving on Ray Serve ({replicas} replicas) on {_address(host, port, token)}")
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop shuts Serve and Ray down as Ctrl-C does
     try:
@@ -141,6 +168,10 @@ def _serve_ray(host: str, port: int, token: str | None, settings, load: dict, re
     except KeyboardInterrupt:
         pass
     finally:
+        try:  # the sessions end well first: each viewer is told, as by one server
+            serve.get_deployment_handle("Gateway", app_name="default").drain.remote(DRAIN_SECONDS).result(timeout_s=DRAIN_SECONDS + 2)
+        except Exception as e:  # noqa: BLE001 - Serve and Ray are shut down all the same
+            logging.getLogger("streamchar.serve").warning("the sessions could not all be ended well: %r", e)
         serve.shutdown()
         ray.shutdown()
 

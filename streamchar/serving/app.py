@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
+import uvicorn
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -18,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from streamchar.errors import StreamcharError
 from streamchar.serving.guard import ApiError, BodyLimit, SessionNotFound, TokenGuard, api_error
+from streamchar.serving.logs import log
+from streamchar.serving.metrics import CONTENT_TYPE
 from streamchar.serving.service import SessionService
 from streamchar.serving.sessions import Message
 
@@ -88,9 +91,19 @@ def _add_page_routes(app: FastAPI, service: SessionService) -> None:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/api/health", summary="Sessions held and the limit")
+    @app.get("/api/health", summary="Alive: sessions held and the limit (answers at once, warm or not)")
     async def health() -> dict:
         return await service.health()
+
+    @app.get("/api/ready", summary="Ready for sessions: 200 once the model is warm and the capacity measured, else 503 saying what it waits for",
+             responses={503: {"description": "warming up, or shutting down"}})  # fmt: skip
+    async def ready() -> JSONResponse:
+        answer = await service.readiness()
+        return JSONResponse(answer, status_code=200 if answer.get("ready") else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics: sessions, chunks, compute, stalls, buffers, queue wait, admissions and refusals")
+    async def metrics() -> Response:
+        return Response(await service.metrics_text(), media_type=CONTENT_TYPE)
 
     @app.get("/api/characters", summary="The shipped characters a session may take")
     async def characters() -> dict:
@@ -197,3 +210,21 @@ async def _send(stream: AsyncIterator[Message], greeting: Message, ws: WebSocket
             if m.data is not None:
                 await ws.send_bytes(m.data)
         await ws.close()
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn that, stopped (SIGTERM, Ctrl-C), first lets the service end its sessions well
+    (`SessionService.drain`: no new session, the chunks in hand delivered, each viewer told)
+    while the sockets are still open, and only then closes the connections as uvicorn does."""
+
+    def __init__(self, config: uvicorn.Config, service: SessionService, drain_seconds: float):
+        super().__init__(config)
+        self.service, self.drain_seconds = service, drain_seconds
+
+    async def shutdown(self, sockets: list | None = None) -> None:
+        if not self.force_exit:  # a second Ctrl-C skips it
+            try:
+                await asyncio.wait_for(self.service.drain(self.drain_seconds), self.drain_seconds + 1)
+            except Exception:  # noqa: BLE001 - the server stops all the same
+                log.exception("the sessions could not all be ended well")
+        await super().shutdown(sockets)

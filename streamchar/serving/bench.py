@@ -59,9 +59,9 @@ class ServerProcess:
         args = ["serve", "--port", str(self.port), *limit, "--max-batch", str(max_batch), "--idle-timeout", "60", "--measure-mouth", *extra]
         self.proc = subprocess.Popen([sys.executable, "-m", "streamchar", *args], stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
-        while True:
+        while True:  # until it is ready: warm, its capacity measured
             try:
-                r = httpx.get(f"http://{self.host}/api/health", timeout=5)
+                r = httpx.get(f"http://{self.host}/api/ready", timeout=5)
                 if r.status_code == 200 and "max_sessions" in r.text:  # this server's answer, not another's on the port
                     return
             except httpx.HTTPError:

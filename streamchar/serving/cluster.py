@@ -3,7 +3,9 @@ the sessions on `Character` replicas, one per GPU or per group of CPU cores, eac
 pipeline, a scheduler and its sessions (a whole `ServerState`). A session's id begins with its
 replica's id; `SessionRouter`, Ray Serve's request-router extension, sends every call about a
 session to that replica and a new session to the least loaded one, by the sessions and capacity
-each replica reports. Needs `pip install 'streamchar[cluster]'`."""
+each replica reports; a call naming a `replica_index` goes to that replica of the ones running (by
+id), which is how the gateway reads every replica's metrics and ends every replica's sessions
+when the server stops. Needs `pip install 'streamchar[cluster]'`."""
 
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ from ray.exceptions import RayTaskError
 from ray.serve.config import RequestRouterConfig
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
+from streamchar.serving.metrics import merge_labelled
 from streamchar.serving.sessions import Message
 from streamchar.serving.settings import ServerSettings
 
 ID_SEPARATOR = "."  # between the replica's id and the session's own (token_urlsafe never has one)
 STATS_PERIOD_SECONDS = 1.0  # how often each replica reports its sessions and capacity to the routers
 PLACED_MEMORY_SECONDS = 3.0  # a placement the router made counts against its replica until the replica's report shows it
+READY_WAIT_SECONDS = 5.0  # /api/ready waits this long for a replica's answer before saying it waits for one
 
 
 def session_replica(sid: str) -> str | None:
@@ -41,7 +45,11 @@ class SessionRouter(RequestRouter):
 
     async def choose_replicas(self, candidate_replicas: list[RunningReplica],
                               pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:  # fmt: skip
-        sid = pending_request.kwargs.get("sid") if pending_request is not None else None
+        kwargs = pending_request.kwargs if pending_request is not None else {}
+        if kwargs.get("replica_index") is not None:  # one replica in turn: the gateway asks each
+            ordered = sorted(candidate_replicas, key=lambda r: r.replica_id.unique_id)
+            return [[ordered[kwargs["replica_index"] % len(ordered)]]] if ordered else [candidate_replicas]
+        sid = kwargs.get("sid")
         if sid is not None:
             owner = session_replica(sid)
             held = [r for r in candidate_replicas if r.replica_id.unique_id == owner]
@@ -66,11 +74,16 @@ class SessionRouter(RequestRouter):
 class Character:
     """One replica: the model and the sessions it streams, as one `streamchar serve` holds them."""
 
-    def __init__(self, settings: dict, load: dict) -> None:
+    def __init__(self, settings: dict, load: dict, log_format: str = "text") -> None:
+        import logging.config
+
+        from streamchar.serving.logs import log_config
         from streamchar.serving.state import ServerState
         from streamchar.streaming.pipeline import Pipeline
 
+        logging.config.dictConfig(log_config(log_format))  # the replica's events, to its stderr (which Ray relays to the driver's)
         replica = serve.get_replica_context().replica_id.unique_id
+        self.replica = replica
         pipe = Pipeline.load(**{**load, "config": Path(load["config"]) if load.get("config") else None})
         self.state = ServerState(pipe, ServerSettings(**settings), id_prefix=replica + ID_SEPARATOR)
         self.state.warm_up()
@@ -87,6 +100,15 @@ class Character:
 
     async def health(self) -> dict:
         return await self._ready().health()
+
+    async def readiness(self) -> dict:
+        return await self._ready().readiness()
+
+    async def metrics_text(self, *, replica_index: int) -> tuple[str, bytes]:
+        return self.replica, await self._ready().metrics_text()
+
+    async def drain(self, *, replica_index: int, seconds: float) -> None:
+        await self._ready().drain(seconds)
 
     async def character_list(self) -> dict:
         return await self._ready().character_list()
@@ -125,8 +147,8 @@ class ClusterService:
     """The gateway's side of `SessionService`: each call forwarded to the replica that holds its
     session (or, for a new one, has most room), its error raised here as the replica raised it."""
 
-    def __init__(self, settings: ServerSettings, token: str | None) -> None:
-        self.settings, self.token = settings, token
+    def __init__(self, settings: ServerSettings, token: str | None, replicas: int = 1) -> None:
+        self.settings, self.token, self.replicas = settings, token, replicas
         self._handle: Any = None
 
     @property
@@ -152,6 +174,26 @@ class ClusterService:
 
     async def health(self) -> dict:
         return await self._call("health")
+
+    async def readiness(self) -> dict:
+        """Ready once a replica is (warm, capacity measured: it is running); each measures its own."""
+        try:
+            return await asyncio.wait_for(self._call("readiness"), READY_WAIT_SECONDS)
+        except TimeoutError:
+            return {"ready": False, "waiting_for": "a replica", "error": "not ready: waiting for a replica to start"}
+
+    async def _each_replica(self, method: str, **kwargs: Any) -> list:
+        return await asyncio.gather(*(self._call(method, replica_index=k, **kwargs) for k in range(self.replicas)))
+
+    async def metrics_text(self) -> bytes:
+        """Every replica's metrics, each sample labelled with its `replica`."""
+        texts = dict(await self._each_replica("metrics_text"))  # a replica asked twice (fewer running than configured) counts once
+        return merge_labelled(((replica, text.decode()) for replica, text in sorted(texts.items())), "replica")
+
+    async def drain(self, seconds: float) -> None:
+        """Have every replica end its sessions well, admitting no more: the streams relayed here
+        pass each viewer its closing message, and end."""
+        await asyncio.wait_for(self._each_replica("drain", seconds=seconds), seconds + 1)
 
     async def character_list(self) -> dict:
         return await self._call("character_list")
@@ -188,13 +230,14 @@ class ClusterService:
             response.cancel()  # the viewer went: the replica's side ends, and with it the session
 
 
-def cluster_app(settings: ServerSettings, token: str | None, load: dict, replicas: int, replica_cpus: float, replica_gpus: float) -> Any:
+def cluster_app(settings: ServerSettings, token: str | None, load: dict, replicas: int, replica_cpus: float, replica_gpus: float,
+                log_format: str = "text") -> Any:  # fmt: skip
     """The Ray Serve application: a gateway serving the page and the API, over `replicas`
     Character replicas, each loading its pipeline with `Pipeline.load(**load)` and given
     `replica_cpus` cores (its worker threads) and `replica_gpus` GPUs."""
     from streamchar.serving.app import create_app
 
-    service = ClusterService(settings, token)
+    service = ClusterService(settings, token, replicas)
 
     @serve.deployment(max_ongoing_requests=10_000, ray_actor_options={"num_cpus": 0})  # it only forwards: the cores are the replicas'
     @serve.ingress(create_app(service))
@@ -203,6 +246,12 @@ def cluster_app(settings: ServerSettings, token: str | None, load: dict, replica
             """`characters`: bound here so that the application holds the Character replicas;
             the app's service finds their handle by name."""
 
+        async def drain(self, seconds: float) -> None:
+            """The server is stopping (`serve --ray` on SIGTERM): every replica ends its sessions
+            well. (The app holds its own copy of the service, as Serve freezes it; this one only
+            reaches the replicas.)"""
+            await service.drain(seconds)
+
     workers = {**settings.model_dump(), "threads": max(1, int(replica_cpus))}
     characters = Character.options(num_replicas=replicas, ray_actor_options={"num_cpus": replica_cpus, "num_gpus": replica_gpus})
-    return Gateway.bind(characters.bind(workers, load))
+    return Gateway.bind(characters.bind(workers, load, log_format))

@@ -17,20 +17,23 @@ from functools import partial
 
 import torch
 
+from streamchar.serving.logs import event
+from streamchar.serving.metrics import ServerMetrics
 from streamchar.serving.sessions import LiveSession
 from streamchar.streaming.batching import condition_groups
 from streamchar.streaming.engine import ChunkLatents
 from streamchar.streaming.live import generate_together
 
-log = logging.getLogger("streamchar.serve")
 IDLE_WAIT_SECONDS = 0.02  # how often an idle worker looks again for a session that needs a chunk
+STOP_SECONDS = 5.0  # the workers are waited for this long in all when the server stops
 
 RenderItem = tuple[LiveSession, ChunkLatents | None, list]  # no chunk: close the session's stream
 
 
 class Scheduler:
-    def __init__(self, buffer_seconds: float, threads: int, max_batch: int = 1):
-        self.buffer_seconds, self.max_batch = buffer_seconds, max_batch
+    def __init__(self, buffer_seconds: float, threads: int, max_batch: int = 1, metrics: ServerMetrics | None = None):
+        self.buffer_seconds, self.max_batch, self.metrics = buffer_seconds, max_batch, metrics
+        self.holding = False  # no chunk is begun (the server is shutting down); those begun are finished
         self._sessions: dict[str, LiveSession] = {}
         self._work = threading.Condition()
         self._renders: deque[RenderItem] = deque()
@@ -46,8 +49,21 @@ class Scheduler:
     def stop(self) -> None:
         self._stop.set()
         self.wake()
+        deadline = time.monotonic() + STOP_SECONDS
         for w in self._workers:
-            w.join(timeout=10)
+            if w.ident is not None:  # started (a server stopped while warming up never started them)
+                w.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def hold(self) -> None:
+        """Begin no more chunks; those begun are made and rendered."""
+        with self._work:
+            self.holding = True
+            self._work.notify_all()
+
+    def busy(self) -> bool:
+        """A chunk is being made or rendered, or waits to be rendered."""
+        with self._work:
+            return bool(self._generating or self._rendering or any(chunk is not None for _, chunk, _ in self._renders))
 
     def add(self, session: LiveSession) -> None:
         with self._work:
@@ -76,13 +92,19 @@ class Scheduler:
                 self._renders.remove(item)
                 self._rendering.add(item[0].id)
                 return partial(self._render_one, *item), self._rendering, [item[0].id]
+        if self.holding:
+            return None
         now = time.monotonic()
         wanting = [(ahead, s) for s in self._sessions.values()
                    if s.id not in self._generating and (ahead := s.wants_chunk(now, self.buffer_seconds)) is not None]  # fmt: skip
         if not wanting:
             return None
-        batch = [s for _, s in sorted(wanting, key=lambda x: x[0])[: self.max_batch]]
-        group = [batch[i] for i in condition_groups([s.stream.session for s in batch])[0]]
+        batch = sorted(wanting, key=lambda x: x[0])[: self.max_batch]
+        taken = [batch[i] for i in condition_groups([s.stream.session for _, s in batch])[0]]
+        if self.metrics is not None:
+            for ahead, s in taken:
+                self.metrics.queue_wait.observe(s.queue_wait(now, ahead, self.buffer_seconds))
+        group = [s for _, s in taken]
         ids = [s.id for s in group]
         self._generating.update(ids)
         return partial(self._generate, group), self._generating, ids
@@ -110,9 +132,12 @@ class Scheduler:
         except Exception as e:  # noqa: BLE001 - a batch that fails ends its sessions, not the server
             results = [e] * len(group)
         made = []
+        done = time.monotonic()
         for session, result in zip(group, results):
+            session.free_from = done
             if isinstance(result, Exception):
-                log.error("session %s failed while generating: %r", session.id[:6], result)
+                event("session_failed", "session %s failed while generating: %r", session.tag, result, level=logging.ERROR, session=session.tag,
+                      error=repr(result))  # fmt: skip
                 session.fail(result)
             else:
                 made.append((session, *result))
@@ -126,5 +151,6 @@ class Scheduler:
             try:
                 session.deliver(session.stream.render(chunk, words, session.measure))
             except Exception as e:  # noqa: BLE001 - as above
-                log.exception("session %s failed while rendering", session.id[:6])
+                event("session_failed", "session %s failed while rendering: %r", session.tag, e, level=logging.ERROR, session=session.tag,
+                      error=repr(e), exc_info=True)  # fmt: skip
                 session.fail(e)

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamchar.serving.logs import event
+from streamchar.serving.metrics import ServerMetrics
 from streamchar.streaming.live import LiveChunk, LiveStream
 from streamchar.streaming.writers import Mp4FragmentStream
 
-log = logging.getLogger("streamchar.serve")
 RTF_WINDOW = 16  # chunks the reported real-time factor is averaged over
+TAG_CHARS = 8  # of a session's random id in its tag: enough to tell sessions apart in a log, far too few to guess the rest
 
 
 class PlaybackClock:
@@ -68,13 +70,17 @@ class Message:
 
 class LiveSession:
     def __init__(self, stream: LiveStream, loop: asyncio.AbstractEventLoop, character: str, t_request: float, id_prefix: str = "",
-                 measure_mouth: bool = False):
-        self.id = id_prefix + secrets.token_urlsafe(18)  # unguessable: knowing it is what lets a client use the session
+                 measure_mouth: bool = False, metrics: ServerMetrics | None = None):
+        secret = secrets.token_urlsafe(18)
+        self.id = id_prefix + secret  # unguessable: knowing it is what lets a client use the session
+        self.tag = id_prefix + secret[:TAG_CHARS]  # its name in the log and where else the id must not appear
+        self.metrics = metrics
         self.stream, self.loop, self.character = stream, loop, character
         self.measure = self._measure if measure_mouth else None  # a benchmark's check, off the serving path unless asked for
         self.clock = PlaybackClock()
         self.created = t_request
         self.last_active = time.monotonic()
+        self.free_from = self.last_active  # since when its next chunk could be begun: its last chunk made, or its viewer's arrival
         self.viewers = 0
         self.closed = False
         self.outbox: asyncio.Queue[Message | None] = asyncio.Queue()
@@ -95,6 +101,12 @@ class LiveSession:
         ahead = self.stream.media_generated - self.clock.position(now)
         return ahead if ahead < buffer_seconds else None
 
+    def queue_wait(self, now: float, ahead: float, buffer_seconds: float) -> float:
+        """How long this session has needed its next chunk, `ahead` being what `wants_chunk`
+        said: since its buffer fell under `buffer_seconds` as playback went on, or, if later,
+        since its last chunk was made or its viewer came."""
+        return max(0.0, min(now - self.free_from, buffer_seconds - ahead))
+
     def _measure(self, frames: np.ndarray, audio: np.ndarray) -> dict[str, float]:
         from streamchar.evaluation.synthtalk_checks import mouth_opening
 
@@ -102,16 +114,22 @@ class LiveSession:
 
     def deliver(self, chunk: LiveChunk) -> None:
         now = time.monotonic()
-        stalls = self.clock.stalls
+        stalls, stall_seconds = self.clock.stalls, self.clock.stall_seconds
+        left = self.clock.delivered - self.clock.position(now) if self.clock.anchor is not None else None  # media the viewer had
         self.clock.deliver(now, chunk.media_start + self.stream.period)
-        if self.clock.stalls > stalls:
-            log.warning("session %s stalled before chunk %d (%.3f s in all); its timings: %s", self.id[:6], chunk.index,
-                        self.clock.stall_seconds, {k: round(v, 3) for k, v in chunk.timings.items()})
+        stalled = self.clock.stall_seconds - stall_seconds if self.clock.stalls > stalls else None
+        if stalled is not None:
+            timings = {k: round(v, 3) for k, v in chunk.timings.items()}
+            event("stall", "session %s stalled %.3f s before chunk %d (%.3f s in all); its timings: %s", self.tag, stalled, chunk.index,
+                  self.clock.stall_seconds, timings, level=logging.WARNING, session=self.tag, chunk=chunk.index, stall_s=round(stalled, 3),
+                  stalls=self.clock.stalls, timings=timings)  # fmt: skip
         if self.first_chunk_s is None:
             self.first_chunk_s = now - self.created
         self.chunks += 1
         t = chunk.timings
         self._compute.append(t.get("generate_s", 0.0) + t.get("decode_s", 0.0) + t.get("mux_s", 0.0))
+        if self.metrics is not None:
+            self.metrics.chunk(self._compute[-1], self.stream.period, left, stalled)
         for i, _, end in chunk.words:
             if i == len(self._word_ends):
                 self._word_ends.append(end)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,6 +17,8 @@ from streamchar.data.audio import read_wav
 from streamchar.errors import StreamcharError
 from streamchar.serving.capacity import Capacity, measure_capacity
 from streamchar.serving.guard import ApiError, SessionNotFound
+from streamchar.serving.logs import event
+from streamchar.serving.metrics import ServerMetrics
 from streamchar.serving.scheduler import Scheduler
 from streamchar.serving.sessions import LiveSession, Message
 from streamchar.serving.settings import ServerSettings
@@ -37,6 +40,9 @@ from streamchar.utils.devices import bf16_is_native
 from streamchar.utils.text import normalize_words
 
 RETRY_AFTER_SECONDS = 30
+WARMING_RETRY_SECONDS = 5
+DRAIN_SECONDS = 6.0  # a shutdown waits this long at most for the chunks in hand and the viewers' goodbyes; the process exits within 10 s
+CLOSING = {"type": "closing", "reason": "the server is shutting down"}  # each viewer's last message when it does
 REAP_EVERY_SECONDS = 2.0
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 MIN_VOICE_RATE, MAX_VOICE_RATE = 8_000, 192_000  # telephone speech to studio recordings
@@ -47,9 +53,16 @@ class ServerState:
         self.pipe, self.settings, self.token = pipe, settings, token
         self.id_prefix = id_prefix  # before every session id: in a cluster, the replica that holds the session
         self.sessions: dict[str, LiveSession] = {}
-        self.scheduler = Scheduler(settings.buffer_seconds, settings.threads, settings.max_batch)
+        self.metrics = ServerMetrics()
+        self.metrics.observe(self)
+        self.scheduler = Scheduler(settings.buffer_seconds, settings.threads, settings.max_batch, self.metrics)
         self.capacity: int | None = settings.max_sessions  # sessions admitted at once; measured by `warm_up` when not given
         self.measured: Capacity | None = None
+        self.waiting_for: str | None = "the model's warm-up"  # what keeps the server from being ready; None once `warm_up` is done
+        self.draining = False  # shutting down: no session is admitted
+        self._warm = False
+        self._workers_lock = threading.Lock()
+        self._workers_started = False
         self.characters = [f"unseen-{i}" for i in range(pipe.cfg.synthtalk.unseen_characters)]
         self.loop: asyncio.AbstractEventLoop | None = None
         self._opening = 0  # sessions being set up, counted against the limit
@@ -66,25 +79,71 @@ class ServerState:
             return self._open(lambda: silent_voice_request(self.characters[k % len(self.characters)], "Hello.", self.pipe.cfg), k)
 
         if self.settings.max_sessions is not None:
+            self.waiting_for = "the model's warm-up"
+            event("warming_up", "warming up")
             stream = open_stream(0)
             for _ in range(2):
                 stream.render(*stream.generate())
             stream.close()
-            return
-        self.measured = measure_capacity(open_stream, self.pipe.cfg.stream.chunk_seconds, self.settings.max_batch, self.settings.threads)
-        self.capacity = self.measured.sessions
+        else:
+            self.waiting_for = "the model's warm-up and the measurement of how many sessions stay real time"
+            event("warming_up", "measuring how many sessions stay real time")
+            self.measured = measure_capacity(open_stream, self.pipe.cfg.stream.chunk_seconds, self.settings.max_batch, self.settings.threads)
+            self.capacity = self.measured.sessions
+        self._warm = True
+        self._start_workers()
+        self.waiting_for = None
+        self._log_ready()
+
+    def _log_ready(self) -> None:
+        m, fields = self.measured, {}
+        how = "(--max-sessions)"
+        if m is not None:
+            biggest = max(m.generate_s)
+            how = (f"(measured: a chunk takes {m.generate_s[1]:.2f} s through the model alone, {m.generate_s[biggest] / biggest:.2f} s each in "
+                   f"a batch of {biggest}, {m.render_s:.2f} s to render, on {m.workers} workers; period {m.period_s:.3f} s)")  # fmt: skip
+            fields = {"generate_s": {str(k): round(v, 4) for k, v in m.generate_s.items()}, "render_s": round(m.render_s, 4), "workers": m.workers}
+        event("server_ready", "ready: at most %s sessions at once %s; video decoding in %s", self.capacity, how,
+              "bf16" if self.decode_bf16 else "fp32", capacity=self.capacity, measured=m is not None, **fields)  # fmt: skip
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.scheduler.start()
+        self._start_workers()
         self._reaper = loop.create_task(self._reap())
+
+    def _start_workers(self) -> None:
+        """The scheduler's workers, once the loop runs and the warm-up is done (it may run beside
+        the server): `torch.set_num_threads`, which the measurement sets and restores, is the
+        process's, and each worker sets it to one as it starts."""
+        with self._workers_lock:
+            if self.loop is not None and self._warm and not self._workers_started:
+                self._workers_started = True
+                self.scheduler.start()
 
     def stop(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
         for session in list(self.sessions.values()):
-            self.end(session)
+            self.end(session, "server_stopped")
         self.scheduler.stop()
+
+    async def drain(self, seconds: float = DRAIN_SECONDS) -> None:
+        """Shut down well, within `seconds`: admit no one, begin no chunk, let the chunks in hand
+        reach their viewers, then tell each viewer the server is closing and end its session."""
+        deadline = time.monotonic() + seconds
+        self.draining = True
+        event("shutting_down", "shutting down: %d sessions end after the chunk in hand", len(self.sessions), sessions=len(self.sessions))
+        self.scheduler.hold()
+        while self.scheduler.busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        ending = list(self.sessions.values())
+        for session in ending:
+            session.post(Message(json=dict(CLOSING)))
+            self.end(session, "shutdown")
+        while any(s.viewers for s in ending) and time.monotonic() < deadline:  # each viewer's sender has handed its last message over
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)  # and its close frame
+        event("shut_down", "%d sessions closed; the server stops", len(ending), sessions=len(ending))
 
     async def _reap(self) -> None:
         while True:
@@ -97,12 +156,59 @@ class ServerState:
             raise SessionNotFound(sid)
         return session
 
+    # admission -------------------------------------------------------------------------------
+    def refusal(self) -> tuple[str, str, int | None] | None:
+        """Why a new session would be refused now, as (reason, message, seconds to retry in), or None."""
+        if self.draining:
+            return "shutting_down", "the server is shutting down: it admits no new session", None
+        if self.waiting_for is not None:
+            message = f"the server is not ready yet (waiting for {self.waiting_for}); try again in {WARMING_RETRY_SECONDS} s"
+            return "warming", message, WARMING_RETRY_SECONDS
+        limit = self.capacity or 1
+        if len(self.sessions) + self._opening < limit:
+            return None
+        if self.settings.max_sessions is not None:
+            reason, set_by = "limit", "--max-sessions"
+        else:
+            reason, set_by = "full", "measured at start-up; --max-sessions sets it"
+        return reason, f"the server is at its limit of {limit} sessions at once ({set_by}); try again in {RETRY_AFTER_SECONDS} s", RETRY_AFTER_SECONDS
+
+    def _admit(self, character: str) -> None:
+        refused = self.refusal()
+        if refused is None:
+            return
+        reason, message, retry = refused
+        self.metrics.refused.labels(reason).inc()
+        event("session_refused", "a new session (%r) was refused: %s", character, message, reason=reason, sessions=len(self.sessions))
+        raise ApiError(503, message, {"Retry-After": str(retry)} if retry else None)
+
+    # the observations /metrics reads (`metrics.Observed`)
+    def sessions_held(self) -> int:
+        return len(self.sessions)
+
+    def capacity_now(self) -> int | None:
+        return self.capacity
+
+    def admitting(self) -> bool:
+        return self.refusal() is None
+
+    def buffers(self) -> list[float]:
+        now = time.monotonic()
+        return [s.clock.delivered - s.clock.position(now) for s in list(self.sessions.values()) if s.viewers and s.chunks]
+
+    async def readiness(self) -> dict:
+        if self.draining:
+            return {"ready": False, "waiting_for": None, "error": "the server is shutting down"}
+        if self.waiting_for is not None:
+            return {"ready": False, "waiting_for": self.waiting_for, "error": f"not ready: waiting for {self.waiting_for}"}
+        return {"ready": True, "sessions": len(self.sessions), "max_sessions": self.capacity}
+
+    async def metrics_text(self) -> bytes:
+        return self.metrics.text()
+
     # sessions --------------------------------------------------------------------------------
     async def create(self, make_request: Callable[[], StreamRequest], character: str, seed: int) -> LiveSession:
-        limit = self.capacity or 1
-        if len(self.sessions) + self._opening >= limit:
-            raise ApiError(503, f"the server is at its limit of {limit} sessions at once (--max-sessions); try again in "
-                                f"{RETRY_AFTER_SECONDS} s", {"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
+        self._admit(character)
         self._opening += 1
         t_request = time.monotonic()
         try:
@@ -110,23 +216,31 @@ class ServerState:
         finally:
             self._opening -= 1
         assert self.loop is not None
-        session = LiveSession(stream, self.loop, character, t_request, self.id_prefix, self.settings.measure_mouth)
+        session = LiveSession(stream, self.loop, character, t_request, self.id_prefix, self.settings.measure_mouth, self.metrics)
         self.sessions[session.id] = session
         self.scheduler.add(session)
+        self.metrics.admitted.inc()
+        event("session_created", "session %s created (%s) in %.2f s; %d sessions", session.tag, character, time.monotonic() - t_request,
+              len(self.sessions), session=session.tag, character=character, setup_s=round(time.monotonic() - t_request, 3),
+              sessions=len(self.sessions))  # fmt: skip
         return session
 
     def _open(self, make_request: Callable[[], StreamRequest], seed: int) -> LiveStream:
         return LiveStream(self.pipe, make_request(), SessionSettings(steps=self.pipe.steps, seed=seed), self.decode_bf16)
 
-    def end(self, session: LiveSession) -> None:
+    def end(self, session: LiveSession, why: str) -> None:
         if self.sessions.pop(session.id, None) is not None:
             session.close()
             self.scheduler.remove(session)
+            why = "failed" if session.error and why == "viewer_left" else why
+            event("session_closed", "session %s closed (%s) after %d chunks, %d stalls; %d sessions", session.tag, why, session.chunks,
+                  session.clock.stalls, len(self.sessions), session=session.tag, reason=why, chunks=session.chunks, stalls=session.clock.stalls,
+                  stall_s=round(session.clock.stall_seconds, 3), sessions=len(self.sessions))  # fmt: skip
 
     def close_idle(self, now: float) -> None:
         """Close the sessions nobody watches or touches for the idle timeout."""
         for session in [s for s in self.sessions.values() if s.viewers == 0 and now - s.last_active > self.settings.idle_timeout_seconds]:
-            self.end(session)
+            self.end(session, "idle")
 
     # requests --------------------------------------------------------------------------------
     def check_text(self, text: str, pending: float = 0.0) -> None:
@@ -177,6 +291,7 @@ class ServerState:
     async def interrupt(self, session: LiveSession) -> dict:
         session.last_active = time.monotonic()
         kept = await run_in_threadpool(session.stream.interrupt)
+        event("session_interrupted", "session %s interrupted: %d words kept", session.tag, kept, session=session.tag, words_total=kept)
         reply = {"type": "interrupted", "words_total": kept}
         session.post(Message(json=reply))
         return reply
@@ -200,7 +315,7 @@ class ServerState:
         return session.status()
 
     async def close_session(self, sid: str) -> None:
-        self.end(self.get(sid))
+        self.end(self.get(sid), "deleted")
 
     async def health(self) -> dict:
         return {"sessions": len(self.sessions), "max_sessions": self.capacity, "model": self.pipe.meta.get("name")}
@@ -215,6 +330,7 @@ class ServerState:
         if session.viewers:
             raise ApiError(409, "the session already has a viewer")
         session.viewers += 1
+        session.free_from = max(session.free_from, time.monotonic())
         self.scheduler.wake()
         try:
             yield Message(json={"type": "session", "id": session.id, "words": session.stream.transcript_words(),
@@ -223,7 +339,7 @@ class ServerState:
                 yield m
         finally:
             session.viewers -= 1
-            self.end(session)
+            self.end(session, "viewer_left")
 
     async def command(self, sid: str, text: str | None) -> dict | None:
         """One message from the viewer; a bad one is answered with an error and changes nothing."""

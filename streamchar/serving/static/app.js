@@ -11,7 +11,7 @@ const video = $("video");
 const stats = {
   session: null, first_frame_s: null, words_spoken: 0, words_total: 0, stalls: 0, buffer_s: 0,
   real_time_factor: null, playing: false, chunks: 0, append_to_heard_s: null, interrupt_to_silence_s: null,
-  audio_rms: 0, errors: [], closed: false, frames_painted: 0, media_time: 0,
+  audio_rms: 0, errors: [], closed: false, closing: null, frames_painted: 0, media_time: 0,
 };
 let ws = null, mediaSource = null, sourceBuffer = null, queue = [], mime = null;
 let words = [], wordTimes = [], spans = [];
@@ -72,6 +72,8 @@ function handle(m) {
     if (lastInterrupt) lastInterrupt.kept = m.words_total;
   } else if (m.type === "error") {
     say(m.error);
+  } else if (m.type === "closing") {
+    stats.closing = m.reason; $("message").textContent = `The session has ended: ${m.reason}.`;  // not an error of the page's
   } else if (m.type === "session") {
     setWords(0, m.words); stats.words_total = m.words_total;
   }
