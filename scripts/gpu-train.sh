@@ -8,9 +8,11 @@
 # latent cache, float16; `carry` it) and, for the Python packages its image lacks, a folder of
 # wheels (`PACKAGES`, installed into /tmp/site; the machine's torch is kept).
 # Steps: JOINT, DURATIONS, DMD, ROLLOUT (defaults: the CPU recipe of configs/tiny-*-open.yaml).
+# FRONT=phonemes (default: the front end under test, docs/results.md) or characters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu-train}
+R=runs  # the stages' run folders (configs/experiments/tiny-student-open-phonemes.yaml names its teacher there)
 JOINT=${JOINT:-1200} DURATIONS=${DURATIONS:-600} DMD=${DMD:-600} ROLLOUT=${ROLLOUT:-400}
 PY=${PY:-python3}
 [ -x .venv/bin/python ] && [ -z "${PACKAGES:-}" ] && PY=.venv/bin/python
@@ -25,18 +27,23 @@ mkdir -p "$OUT"
 
 step() {  # name, then the streamchar arguments; a finished stage (its final folder) is not run again
   local name=$1; shift
-  if [ -f "runs/$name/final/model.safetensors" ]; then echo "[$name] done before"; return; fi
+  if [ -f "$R/$name/final/model.safetensors" ]; then echo "[$name] done before"; return; fi
   echo "[$name] $*"; local t0=$SECONDS
   "$PY" -m streamchar "$@" > "$OUT/$name.log" 2>&1 || { tail -20 "$OUT/$name.log"; exit 1; }
   echo "[$name] $((SECONDS - t0)) s" | tee -a "$OUT/times.txt"
 }
-step teacher-open train joint --config configs/tiny-teacher-open.yaml --run runs/teacher-open --init tiny-teacher --out runs/teacher-open/final --steps "$JOINT"
-step teacher-open-durations train durations --config configs/tiny-durations-open.yaml --run runs/teacher-open-durations --init runs/teacher-open/final --out runs/teacher-open-durations/final --steps "$DURATIONS"
-step student-open-dmd train dmd --config configs/tiny-student-open.yaml --run runs/student-open-dmd --init runs/teacher-open-durations/final --out runs/student-open-dmd/final --steps "$DMD"
-step student-open-rollout train rollout --config configs/tiny-student-open.yaml --run runs/student-open-rollout --init runs/student-open-dmd/final --out runs/student-open-rollout/final --steps "$ROLLOUT"
-step student-open-durations train durations --config configs/tiny-durations-open.yaml --run runs/student-open-durations --init runs/student-open-rollout/final --out runs/student-open-durations/final --steps "$DURATIONS"
-for name in teacher-open-durations student-open-durations; do
-  mkdir -p "$OUT/$name" && cp -r "runs/$name/final/." "$OUT/$name/"
+if [ "${FRONT:-phonemes}" = phonemes ]; then
+  T=teacher-open-phon E=configs/experiments; TC=$E/tiny-teacher-open-phonemes.yaml DC=$E/tiny-durations-open-phonemes.yaml SC=$E/tiny-student-open-phonemes.yaml
+else
+  T=teacher-open TC=configs/tiny-teacher-open.yaml DC=configs/tiny-durations-open.yaml SC=configs/tiny-student-open.yaml
+fi
+step $T train joint --config $TC --run $R/$T --init tiny-teacher --out $R/$T/final --steps "$JOINT"
+step $T-durations train durations --config $DC --run $R/$T-durations --init $R/$T/final --out $R/$T-durations/final --steps "$DURATIONS"
+step student-open-dmd train dmd --config $SC --run $R/student-open-dmd --init $R/$T-durations/final --out $R/student-open-dmd/final --steps "$DMD"
+step student-open-rollout train rollout --config $SC --run $R/student-open-rollout --init $R/student-open-dmd/final --out $R/student-open-rollout/final --steps "$ROLLOUT"
+step student-open-durations train durations --config $DC --run $R/student-open-durations --init $R/student-open-rollout/final --out $R/student-open-durations/final --steps "$DURATIONS"
+for name in $T-durations student-open-durations; do
+  mkdir -p "$OUT/$name" && cp -r "$R/$name/final/." "$OUT/$name/"
 done
-find runs/teacher-open runs/teacher-open-durations runs/student-open-* -maxdepth 2 -name "events.out.tfevents*" -exec cp --parents {} "$OUT/" \; 2>/dev/null || true
+find $R/$T $R/$T-durations $R/student-open-* -maxdepth 2 -name "events.out.tfevents*" -exec cp --parents {} "$OUT/" \; 2>/dev/null || true
 echo "finals in $OUT"
