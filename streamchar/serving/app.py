@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
 from streamchar.errors import StreamcharError
 from streamchar.serving.guard import ApiError, BodyLimit, SessionNotFound, TokenGuard, api_error
@@ -25,6 +26,15 @@ from streamchar.serving.service import SessionService
 from streamchar.serving.sessions import Message
 
 STATIC = Path(str(resources.files("streamchar").joinpath("serving/static")))
+
+
+class ApiErrorBody(BaseModel):
+    error: str = Field(..., description="what was wrong: the limit broken, or what to send instead")
+
+
+REFUSED = {"4XX": {"model": ApiErrorBody, "description": "refused: the one error shape, `{\"error\": \"...\"}`"}}
+NO_ROOM = {503: {"model": ApiErrorBody, "description": "no session now: at the limit (Retry-After says when to try again), warming up, "
+                                                       "or shutting down"}}  # fmt: skip
 
 
 class CreateSession(BaseModel):
@@ -49,7 +59,7 @@ def create_app(service: SessionService) -> FastAPI:
         finally:
             service.stop()
 
-    app = FastAPI(title="streamchar", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="streamchar", version="0.1.0", lifespan=lifespan, responses=REFUSED,
                   description="Live streaming of a talking character's speech and video from text. Create a session, open its media "
                               "WebSocket (fragmented MP4 for Media Source Extensions, with JSON messages saying which words each chunk "
                               "speaks), then append text, interrupt and close. With a token, send `Authorization: Bearer TOKEN` "
@@ -73,6 +83,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SessionNotFound)
     async def _no_session(request: Request, e: SessionNotFound) -> JSONResponse:
         return api_error(404, "no such session (closed, timed out, or never created)")
+
+    @app.exception_handler(HTTPException)  # the framework's own refusals (no such route or method, a body it cannot parse)
+    async def _refused(request: Request, e: HTTPException) -> JSONResponse:
+        return api_error(e.status_code, str(e.detail), e.headers)
+
+    @app.exception_handler(Exception)  # a failure of the server's own: still the one shape (and its traceback in the log)
+    async def _failed(request: Request, e: Exception) -> JSONResponse:
+        return api_error(500, f"the server failed on this request ({type(e).__name__}); its log says where")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -111,11 +129,12 @@ def _add_page_routes(app: FastAPI, service: SessionService) -> None:
 
 
 def _add_create_routes(app: FastAPI, service: SessionService) -> None:
-    @app.post("/api/sessions", status_code=201, summary="Create a session for a SynthTalk character")
+    @app.post("/api/sessions", status_code=201, summary="Create a session for a SynthTalk character", responses=NO_ROOM)
     async def create(body: CreateSession) -> dict:
         return await service.create_character(body.character, body.text, body.seed)
 
-    @app.post("/api/sessions/upload", status_code=201, summary="Create a session from a reference image (PNG/JPEG) and voice (WAV, 1-10 s)")
+    @app.post("/api/sessions/upload", status_code=201, summary="Create a session from a reference image (PNG/JPEG) and voice (WAV, 1-10 s)",
+              responses=NO_ROOM)
     async def create_upload(image: Annotated[UploadFile, File()], voice: Annotated[UploadFile, File()], prompt: Annotated[str, Form()] = "",
                             text: Annotated[str, Form()] = "", seed: Annotated[int, Form(ge=0, le=2**31 - 1)] = 0) -> dict:  # fmt: skip
         limit = service.settings.max_upload_bytes
@@ -190,7 +209,10 @@ async def _watch(service: SessionService, sid: str, stream: AsyncIterator[Messag
             except SessionNotFound:
                 break
             if reply is not None:
-                await ws.send_json(reply)
+                try:
+                    await ws.send_json(reply)
+                except RuntimeError:  # the socket closed while the command ran (Starlette: 'Cannot call "send" once a close message has been sent')
+                    break
     except WebSocketDisconnect:
         pass
     finally:

@@ -351,7 +351,7 @@ class ServerState:
         kind = cmd.get("type")
         try:
             if kind == "position" and isinstance(cmd.get("t"), (int, float)):
-                session.clock.report(time.monotonic(), float(cmd["t"]))
+                session.clock.report(time.monotonic(), float(min(max(cmd["t"], -1e300), 1e300)))  # an int past a float's range: past the end
                 if isinstance(cmd.get("stalls"), int):
                     session.client_stalls = cmd["stalls"]
                 return None
@@ -384,4 +384,6 @@ def parse_command(text: str | None, max_bytes: int) -> tuple[dict, dict | None]:
         cmd = json.loads(text)
     except json.JSONDecodeError as e:
         return {}, {"type": "error", "error": f"not valid JSON ({e.msg} at character {e.pos})"}
+    except (ValueError, RecursionError):  # an integer of more digits than Python reads (4,300), arrays or objects nested too deep
+        return {}, {"type": "error", "error": "not JSON this server reads: a number with too many digits, or values nested too deep"}
     return (cmd if isinstance(cmd, dict) else {}), None  # not an object: an unknown message

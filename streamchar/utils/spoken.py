@@ -97,8 +97,13 @@ class Spoken:
 
 
 def _words(n: float | int, kind: str = "cardinal") -> str:
-    """num2words' English, its hyphens and commas turned into spaces."""
-    return " ".join(num2words(n, to=kind, lang="en").replace("-", " ").replace(",", " ").split())
+    """num2words' English, its hyphens and commas turned into spaces; a number past the largest it
+    reads (from a thousand centillion, 10^306, up) digit by digit."""
+    try:
+        said = num2words(n, to=kind, lang="en")
+    except OverflowError:
+        said = " ".join(num2words(int(d), lang="en") for d in str(n) if d.isdigit())
+    return " ".join(said.replace("-", " ").replace(",", " ").split())
 
 
 def _number_value(digits: str) -> int | float:
