@@ -8,17 +8,13 @@ import gc
 import io
 import json
 import random
-import struct
 import threading
 import time
-import wave
-import zlib
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 from serve_viewer import Viewer
+from upload_samples import png_header, sample_png, sample_wav, silent_wav
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -95,43 +91,10 @@ def test_a_session_may_start_listening_and_continue_the_same_stream(live_server)
         assert indices == list(range(len(indices))), "one unbroken stream"
         v.close()
 
-
-def _wav(seconds: float, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
-        t = np.arange(int(seconds * rate)) / rate
-        w.writeframes((3000 * np.sin(2 * np.pi * 180 * t)).astype("<i2").tobytes())
-    return buf.getvalue()
-
-
-def _png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 80), (180, 150, 120)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG whose header says width x height, with no pixels after it."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
-
-
-def _wav_with(seconds: float, rate: int = 16000, channels: int = 1, width: int = 2) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(channels), w.setsampwidth(width), w.setframerate(rate)
-        w.writeframes(bytes(int(seconds * rate) * channels * width))
-    return buf.getvalue()
-
-
 def test_uploaded_character_and_its_limits(live_server):
     host, _ = live_server(max_upload_bytes=256 * 1024)
     with httpx.Client(base_url=f"http://{host}", timeout=30) as c:
-        png, wav = _png(), _wav(2.0)
+        png, wav = sample_png(), sample_wav(2.0)
 
         def upload(image=png, voice=wav, **form):
             return c.post("/api/sessions/upload", files={"image": ("a.png", image), "voice": ("v.wav", voice)}, data=form)
@@ -140,20 +103,20 @@ def test_uploaded_character_and_its_limits(live_server):
         assert r.status_code == 201 and r.json()["words_total"] == 8
         c.delete(f"/api/sessions/{r.json()['id']}")
         cases = [(upload(image=b"GIF89a" + b"\0" * 100), 415, "PNG or JPEG"), (upload(voice=b"ID3" + b"\0" * 100), 415, "WAV"),
-                 (upload(voice=_wav(0.5)), 422, "1-10 s"), (upload(voice=_wav(12.0, 8000)), 422, "1-10 s"),
+                 (upload(voice=sample_wav(0.5)), 422, "1-10 s"), (upload(voice=sample_wav(12.0, 8000)), 422, "1-10 s"),
                  (upload(image=b"\x89PNG\r\n\x1a\n" + b"\0" * 270_000), 413, "limit of 262144 bytes"),
                  (upload(image=b"\x89PNG\r\n\x1a\n" + b"\0" * 50), 400, "cannot read the reference image"),
                  # a small file that says it is huge is refused by its header, before a pixel is decoded
-                 (upload(image=_png_header(13_000, 13_000)), 413, "13000x13000 pixels"),
+                 (upload(image=png_header(13_000, 13_000)), 413, "13000x13000 pixels"),
                  (upload(image=png[: len(png) // 2]), 400, "cannot read the reference image"),  # cut short
                  (upload(image=b"\xff\xd8\xff" + b"\x17" * 200), 400, "cannot read the reference image"),  # a JPEG in name only
                  (upload(image=b""), 422, "empty"), (upload(voice=b""), 422, "empty"),
-                 (upload(voice=_wav_with(2.0, rate=1)), 422, "sample rate is 1 Hz"),
-                 (upload(voice=_wav_with(0.1, rate=400_000)), 422, "sample rate is 400000 Hz"),
-                 (upload(image=_png_header(20_000, 20_000)), 413, "too large to open"),  # over PIL's own bomb limit
-                 (upload(voice=_wav_with(2.0, width=1)), 400, "16-bit"),
+                 (upload(voice=silent_wav(2.0, rate=1)), 422, "sample rate is 1 Hz"),
+                 (upload(voice=silent_wav(0.1, rate=400_000)), 422, "sample rate is 400000 Hz"),
+                 (upload(image=png_header(20_000, 20_000)), 413, "too large to open"),  # over PIL's own bomb limit
+                 (upload(voice=silent_wav(2.0, width=1)), 400, "16-bit"),
                  (upload(voice=wav[:-3]), 201, ""),  # its header promises 3 bytes more than it holds: the whole frames are read
-                 (upload(voice=_wav_with(2.0, rate=8000, channels=6)), 201, "")]  # fmt: skip
+                 (upload(voice=silent_wav(2.0, rate=8000, channels=6)), 201, "")]  # fmt: skip
         for response, status, words in cases:
             assert response.status_code == status and words in response.json().get("error", ""), response.text
             if status == 201:

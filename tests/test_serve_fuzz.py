@@ -10,7 +10,6 @@ also draws some values from the constants of the project's modules loaded, so th
 little with the other tests run in the same process)."""
 
 import contextlib
-import io
 import json
 import logging
 import random
@@ -18,15 +17,14 @@ import socket
 import struct
 import threading
 import time
-import wave
 from collections import Counter
 
 import httpx
 import numpy as np
 import pytest
 import requests
-from PIL import Image
 from serve_viewer import Viewer
+from upload_samples import sample_png, sample_wav
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -77,23 +75,6 @@ class ServerLog(logging.Handler):
 
     def failures(self) -> list[str]:
         return [r for r in self.records if ("Exception" in r or "Traceback" in r or " ERROR:" in r or " CRITICAL:" in r) and UVICORN_UTF8 not in r]
-
-
-def _png() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 80), (180, 150, 120)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _wav(seconds: float = 2.0, rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
-        t = np.arange(int(seconds * rate)) / rate
-        w.writeframes((3000 * np.sin(2 * np.pi * 180 * t)).astype("<i2").tobytes())
-    return buf.getvalue()
-
-
 def _one_shape(status: int, content_type: str, content: bytes) -> str | None:
     """What is wrong with an error answer, or None when it is the one JSON shape."""
     try:
@@ -117,7 +98,7 @@ class Fuzzer:
         self.by_hand = Counter()  # statuses of the requests made by hand
         self.created: list[str] = []  # sessions the generated requests made, deleted when the server is full
         self.keeper: str | None = None  # a real session that the generated session ids are sometimes replaced with
-        self.png, self.wav = _png(), _wav()
+        self.png, self.wav = sample_png(), sample_wav()
         from schemathesis.core.failures import FailureGroup
         from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 

@@ -58,12 +58,6 @@ class _NetStage(Objective):
         torch.manual_seed(seed)
         self.lr, self.rng = lr, np.random.default_rng(seed)
 
-    def state(self) -> dict:
-        return {"rng": self.rng.bit_generator.state}
-
-    def load_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
-
 
 class _Contrast(nn.Module):
     """The sync network with the temperature of its contrast, trained together."""

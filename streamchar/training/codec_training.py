@@ -179,15 +179,9 @@ class CodecStage(Objective):
     def parts(self) -> dict[str, Part]:
         return {"model": Part(self.model, self.s.lr, weight_decay=0.0, clip=1.0)}
 
-    def losses(self, step: int, micro: int) -> dict[str, torch.Tensor]:
+    def losses(self, step: int, micro: int) -> dict[str, torch.Tensor | float]:
         loss, parts = self.objective.loss()
-        return {"loss": loss, **{k: torch.tensor(v) for k, v in parts.items()}}
-
-    def state(self) -> dict:
-        return {"rng": self.rng.bit_generator.state}
-
-    def load_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
+        return {"loss": loss, **parts}
 
     def meta(self) -> dict:
         return {"stage": self.kind, "settings": vars(self.s)}

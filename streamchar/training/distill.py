@@ -194,15 +194,14 @@ class DistillObjective(GeneratorObjective):
     def train_step(self, step: int, loop: TrainLoop) -> dict[str, float]:
         """The student's update on its samples' DMD loss, then the fake score's on the same samples."""
         with self.rt.autocast_context():
-            samples, parts = [], {}
-            for micro in range(self.s.grad_accum):
+            samples = []
+
+            def losses(step: int, micro: int) -> dict[str, torch.Tensor]:
                 sample = self._window_sample(step, micro) if self.stage == "dmd" else self._rollout_sample(step, micro)
-                g, _ = self._generator(step, micro, 1)
-                out = self._scores(sample, g)
-                (out["loss"] / self.s.grad_accum).backward()
-                for k, v in out.items():
-                    parts[k] = parts.get(k, 0.0) + float(v.detach()) / self.s.grad_accum
                 samples.append(replace(sample, video=sample.video.detach(), audio=sample.audio.detach(), pointer=None))
+                return self._scores(sample, self._generator(step, micro, 1)[0])
+
+            parts = loop.accumulate(step, losses)
             parts["grad_norm"] = loop.update("model")
             fake = 0.0
             for j in range(self.d.fake_updates):

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -88,13 +89,14 @@ class Objective(ABC):
     """A training stage as the loop runs it."""
 
     tag = "train"  # the TensorBoard group
+    rng: np.random.Generator | None = None  # a stage drawing its data from one generator (the codecs, the evaluation networks)
 
     @abstractmethod
     def parts(self) -> dict[str, Part]:
         """The trained parts, `model` first; called once, after anything frozen is frozen."""
 
-    def losses(self, step: int, micro: int) -> dict[str, torch.Tensor]:
-        """The loss parts of one micro-batch, `loss` their weighted sum."""
+    def losses(self, step: int, micro: int) -> dict[str, torch.Tensor | float]:
+        """The loss parts of one micro-batch, `loss` their weighted sum (the others may be plain numbers)."""
         raise NotImplementedError(f"{type(self).__name__} defines train_step instead")
 
     def train_step(self, step: int, loop: TrainLoop) -> dict[str, float]:
@@ -104,11 +106,13 @@ class Objective(ABC):
         return parts if norm is None else {**parts, "grad_norm": norm}
 
     def state(self) -> dict:
-        """What else a checkpoint must hold to resume exactly (JSON)."""
-        return {}
+        """What else a checkpoint must hold to resume exactly (JSON): the data generator's state."""
+        return {"rng": self.rng.bit_generator.state} if self.rng is not None else {}
 
-    def load_state(self, state: dict) -> None:  # noqa: B027 - most stages keep nothing else
+    def load_state(self, state: dict) -> None:
         """Take back what `state` returned."""
+        if self.rng is not None and "rng" in state:
+            self.rng.bit_generator.state = state["rng"]
 
     def meta(self) -> dict:
         """Recorded in each checkpoint: the stage and its settings."""
@@ -147,7 +151,7 @@ class TrainLoop:
         return [p for _, p in self._named[name]]
 
     # one step --------------------------------------------------------------------------------
-    def accumulate(self, step: int, losses: Callable[[int, int], dict[str, torch.Tensor]]) -> dict[str, float]:
+    def accumulate(self, step: int, losses: Callable[[int, int], dict[str, torch.Tensor | float]]) -> dict[str, float]:
         """Forward and backward over the step's micro-batches; their mean loss parts."""
         parts: dict[str, float] = {}
         n = self.s.grad_accum
@@ -155,7 +159,7 @@ class TrainLoop:
             out = losses(step, micro)
             (out["loss"] / n).backward()
             for k, v in out.items():
-                parts[k] = parts.get(k, 0.0) + float(v.detach()) / n
+                parts[k] = parts.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / n
         return parts
 
     def update(self, name: str) -> float | None:
