@@ -109,8 +109,6 @@ def test_each_replica_in_the_metrics(cluster):
         assert len({s.labels["replica"] for s in chunks}) == 2, "each replica's metrics, labelled with it"
 
 
-@pytest.mark.xfail(reason="under Ray the viewer's socket is cut before the replicas' closing message reaches it (issue 42, open)",
-                   strict=False)
 def test_a_closing_message_on_sigterm(cluster):
     """Last in the module: it stops the server."""
     import signal

@@ -1,10 +1,10 @@
 """Distillation: the DMD gradient, Stage I on cached chunks, Stage II rollouts, resume, ablation switches."""
 
-import datetime
 import json
 
 import pytest
 import torch
+import two_ranks
 import yaml
 
 from streamchar.config import load_config
@@ -115,36 +115,20 @@ def test_distillation_refuses_bad_settings(cache, teacher, tmp_path):
 
 
 def _fsdp_worker(rank, world, port, stage, config, run):
-    import os
-
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))  # a mismatch fails, not hangs
-    torch.set_num_threads(1)
+    two_ranks.join(rank, world, port)
     cfg, s = load_train_config(config)
     t = generator_loop(stage, cfg, s, run)
     t.train(stop_after=1)
-    dist.barrier()
-    dist.destroy_process_group()
-    os._exit(0)  # no interpreter teardown: a gloo worker once aborted there in CI ("terminate called without an active exception")
+    two_ranks.leave()
 
 
 @pytest.mark.parametrize("stage", ["dmd", "rollout"])
 def test_two_process_fsdp_distillation_trains_and_saves(cache, teacher, tmp_path, stage, monkeypatch):
     """Sharded student and fake score; Stage II streams through the engine's chunk loop, and
     every rank runs the same number of sampler steps."""
-    import socket
-
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # CPU processes on gloo, also on a machine with a GPU
-    import torch.multiprocessing as mp
     from safetensors.torch import load_file
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = _config(tmp_path, cache, teacher)
-    mp.spawn(_fsdp_worker, args=(2, port, stage, str(config), str(tmp_path / "run")), nprocs=2, join=True)
+    two_ranks.spawn_two(monkeypatch, _fsdp_worker, stage, str(_config(tmp_path, cache, teacher)), out=str(tmp_path / "run"))
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1] and all(torch.isfinite(torch.tensor(r["dmd_video"])) for r in log)
     step = tmp_path / "run" / "checkpoints" / "step-0000001"

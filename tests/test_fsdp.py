@@ -1,14 +1,9 @@
 """FSDP2 on two CPU processes (gloo): sharded forward and backward equal the unsharded ones,
 for the training pass and for Stage II's rollout through the streaming engine's chunk loop."""
 
-import datetime
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+import two_ranks
 
 pytestmark = pytest.mark.slow  # training loops and several processes: the slow tier
 
@@ -49,10 +44,8 @@ def _rollout_loss(model, cfg):
     return sum(c.video.square().mean() + c.audio.square().mean() for c in scored)
 
 
-def _worker(rank: int, world: int, port: int, out: str, loss_name: str = "training", bf16: bool = False) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))  # a mismatch fails, not hangs
-    torch.set_num_threads(1)
+def _worker(rank: int, world: int, port: int, loss_name: str, bf16: bool, out: str) -> None:
+    two_ranks.join(rank, world, port)
     from streamchar.config import load_config
     from streamchar.model.sharding import shard_model
     from streamchar.model.streamchar_model import build_model
@@ -66,21 +59,15 @@ def _worker(rank: int, world: int, port: int, out: str, loss_name: str = "traini
     grads = {n: p.grad.full_tensor() for n, p in model.named_parameters() if p.grad is not None}
     if rank == 0:
         torch.save({"loss": loss.detach(), "grads": grads}, out)
-    dist.barrier()
-    dist.destroy_process_group()
-    os._exit(0)  # no interpreter teardown: a gloo worker once aborted there in CI ("terminate called without an active exception")
+    two_ranks.leave()
 
 
 LOSSES = {"training": _loss, "rollout": _rollout_loss}
 
 
 def _sharded(tmp_path, monkeypatch, loss_name: str, bf16: bool = False) -> dict:
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # CPU processes on gloo, also on a machine with a GPU
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "sharded.pt"
-    mp.spawn(_worker, args=(2, port, str(out), loss_name, bf16), nprocs=2, join=True)
+    two_ranks.spawn_two(monkeypatch, _worker, loss_name, bf16, out=str(out))
     return torch.load(out, weights_only=True)
 
 

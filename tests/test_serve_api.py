@@ -198,6 +198,23 @@ def test_a_viewer_cannot_hurry_its_stream(live_server):
         v.close()
 
 
+def test_the_playback_clock_takes_only_positions_a_player_could_be_at():
+    """A viewer's reports move its clock forward within what it was handed: a late, false or
+    backward one changes nothing (the fuzzer's stray position once held a stream back 15 s)."""
+    from streamchar.serving.sessions import PlaybackClock
+
+    clock = PlaybackClock()
+    clock.deliver(100.0, 2.0)
+    clock.deliver(101.0, 4.0)
+    clock.report(102.0, 1.5)
+    assert clock.position(102.0) == pytest.approx(1.5)
+    for false in (1.0, -5.0, 4.5):  # back, before the start, past the media
+        clock.report(102.5, false)
+    assert clock.position(102.5) == pytest.approx(2.0)
+    clock.report(103.0, 1.5)  # the same place again: a paused player
+    assert clock.position(103.0) == pytest.approx(1.5)
+
+
 def test_a_token_guards_every_request(live_server, tmp_path):
     token = "s3cret-token-for-tests"
     host, _ = live_server(token=token)

@@ -1,11 +1,11 @@
 """Pretraining: windows from the latent cache, exact resume, damaged checkpoints, bad input."""
 
-import datetime
 import json
 
 import numpy as np
 import pytest
 import torch
+import two_ranks
 import yaml
 from safetensors.torch import load_file
 
@@ -130,15 +130,7 @@ def test_bad_input_is_refused_before_training(cache, tmp_path):
 
 
 def _fsdp_worker(rank, world, port, cache, run):
-    import faulthandler
-    import os
-
-    import torch.distributed as dist
-
-    faulthandler.enable()  # a worker that crashes (CI saw a SIGSEGV once in several runs) prints where
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))  # a mismatch fails, not hangs
-    torch.set_num_threads(1)
+    two_ranks.join(rank, world, port)
     cfg = load_config("tiny")
     s = TrainSettings(cache=str(cache), steps=2, batch=1, lr=1e-3, warmup=1, save_every=1, log_every=1, seed=3)
     t = generator_loop("joint", cfg, s, run)
@@ -146,22 +138,11 @@ def _fsdp_worker(rank, world, port, cache, run):
     t2 = generator_loop("joint", cfg, s, run)
     assert t2.resume() == 1
     t2.train()
-    dist.barrier()
-    # no process-group or interpreter teardown: gloo workers have crashed there in CI ("terminate called
-    # without an active exception", and once a SIGSEGV); the checks are on what the run wrote
-    os._exit(0)
+    two_ranks.leave()
 
 
 def test_two_process_fsdp_training_saves_and_resumes(cache, tmp_path, monkeypatch):
-    import socket
-
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # CPU processes on gloo, also on a machine with a GPU
-    import torch.multiprocessing as mp
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_fsdp_worker, args=(2, port, str(cache), str(tmp_path / "fsdp")), nprocs=2, join=True)
+    two_ranks.spawn_two(monkeypatch, _fsdp_worker, str(cache), out=str(tmp_path / "fsdp"))
     log = [json.loads(line) for line in (tmp_path / "fsdp" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
     saved = load_file(tmp_path / "fsdp" / "checkpoints" / "step-0000002" / "model.safetensors")

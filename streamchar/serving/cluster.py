@@ -10,13 +10,16 @@ when the server stops. Needs `pip install 'streamchar[cluster]'`."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from ray import serve
 from ray.exceptions import RayTaskError
+from ray.serve import context as serve_context
 from ray.serve.config import RequestRouterConfig
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
@@ -35,6 +38,21 @@ def session_replica(sid: str) -> str | None:
     return head if sep else None
 
 
+def own_request(send: Callable[[], Any]) -> Any:
+    """`send()` (a handle's `.remote(...)`) as a request of its own. Ray Serve gives every call
+    made while serving one request that request's internal id, and its router keeps one pending
+    call per id: two calls from one request in flight at once (the gateway asking every replica,
+    a viewer's command beside its stream) leave the second unrouted for ever. A blank id makes
+    Ray draw a new one; the rest of the request's context (its route, its client) stays."""
+
+    def fresh() -> Any:
+        current = serve_context._get_serve_request_context()
+        serve_context._serve_request_context.set(dataclasses.replace(current, _internal_request_id=""))
+        return send()
+
+    return contextvars.copy_context().run(fresh)
+
+
 class SessionRouter(RequestRouter):
     """Calls naming a session go to the replica holding it; others (a new session, health) go to
     the replica with the most room: the fewest sessions for its capacity, counting the sessions it
@@ -46,6 +64,8 @@ class SessionRouter(RequestRouter):
     async def choose_replicas(self, candidate_replicas: list[RunningReplica],
                               pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:  # fmt: skip
         kwargs = pending_request.kwargs if pending_request is not None else {}
+        if pending_request is not None:  # a replica that cannot take it now: Ray waits before asking again (else it spins)
+            pending_request.routing_context.should_backoff = True
         if kwargs.get("replica_index") is not None:  # one replica in turn: the gateway asks each
             ordered = sorted(candidate_replicas, key=lambda r: r.replica_id.unique_id)
             return [[ordered[kwargs["replica_index"] % len(ordered)]]] if ordered else [candidate_replicas]
@@ -168,7 +188,7 @@ class ClusterService:
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await getattr(self.handle, method).remote(*args, **kwargs)
+            return await own_request(lambda: getattr(self.handle, method).remote(*args, **kwargs))
         except RayTaskError as e:
             raise e.cause from None
 
@@ -220,7 +240,7 @@ class ClusterService:
         return await self._call("command", sid=sid, text=text)
 
     async def watch(self, sid: str) -> AsyncIterator[Message]:
-        response = self.handle.options(stream=True).watch.remote(sid=sid)
+        response = own_request(lambda: self.handle.options(stream=True).watch.remote(sid=sid))
         try:
             async for m in response:
                 yield m

@@ -35,6 +35,7 @@ class PlaybackClock:
         self.anchor: float | None = None  # monotonic time at which stream second 0 played
         self.started = 0.0  # monotonic time of the first media
         self.delivered = 0.0  # stream seconds handed out
+        self.reported = 0.0  # the latest position the viewer reported
         self.stalls, self.stall_seconds = 0, 0.0
 
     def position(self, now: float) -> float:
@@ -56,10 +57,12 @@ class PlaybackClock:
     def report(self, now: float, position: float) -> None:
         """The viewer's own position. A viewer may be behind the clock, never ahead of real time
         since its first media: one that claimed more would have the shared model make its
-        chunks as fast as it can, at the others' expense."""
+        chunks as fast as it can, at the others' expense. Playback never goes back, so a report
+        before one already taken (late, or false) changes nothing."""
         with self._lock:
-            if self.anchor is not None and 0 <= position <= self.delivered:
+            if self.anchor is not None and self.reported <= position <= self.delivered:
                 self.anchor = max(now - position, self.started)
+                self.reported = position
 
 
 @dataclass

@@ -350,9 +350,9 @@ class ServerState:
             return error
         kind = cmd.get("type")
         try:
-            if kind == "position" and isinstance(cmd.get("t"), (int, float)):
+            if kind == "position" and _is_number(cmd.get("t")):
                 session.clock.report(time.monotonic(), float(min(max(cmd["t"], -1e300), 1e300)))  # an int past a float's range: past the end
-                if isinstance(cmd.get("stalls"), int):
+                if type(cmd.get("stalls")) is int:  # a count (JSON's true is not one)
                     session.client_stalls = cmd["stalls"]
                 return None
             if kind == "append" and isinstance(cmd.get("text"), str):
@@ -387,3 +387,8 @@ def parse_command(text: str | None, max_bytes: int) -> tuple[dict, dict | None]:
     except (ValueError, RecursionError):  # an integer of more digits than Python reads (4,300), arrays or objects nested too deep
         return {}, {"type": "error", "error": "not JSON this server reads: a number with too many digits, or values nested too deep"}
     return (cmd if isinstance(cmd, dict) else {}), None  # not an object: an unknown message
+
+
+def _is_number(value: object) -> bool:
+    """A JSON number (JSON's `true` reads as Python's `True`, an `int`, and is not one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
