@@ -347,6 +347,27 @@ def test_metrics_count_chunks_refusals_and_readiness(live_server):
         v.close()
 
 
+def test_a_server_behind_admits_no_one_and_says_so(live_server):
+    """Chunks held back until a viewer's media runs out (as when the cores are short): the server
+    counts itself behind, refuses newcomers with that reason and shows it, though it has room."""
+    host, state = live_server(max_sessions=2)
+    with httpx.Client(base_url=f"http://{host}", timeout=30) as c:
+        v = Viewer(host, _create(c, text=TEXT))
+        v.chunks(2)
+        assert _metrics(c)[("streamchar_behind", ())] == 0
+        state.scheduler.hold()
+        time.sleep(state.settings.buffer_seconds + state.pipe.cfg.stream.chunk_seconds)
+        state.scheduler.holding = False  # the cores are back
+        state.scheduler.wake()
+        v.chunks(1)
+        r = c.post("/api/sessions", json={"character": "unseen-1"})
+        assert r.status_code == 503 and r.json()["error"].startswith("the server is behind") and r.headers["Retry-After"] == "30"
+        m = _metrics(c)
+        assert m[("streamchar_behind", ())] == 1 and m[("streamchar_admitting", ())] == 0 and m[("streamchar_stalls_total", ())] >= 1
+        assert m[("streamchar_sessions_refused_total", (("reason", "behind"),))] == 1
+        v.close()
+
+
 def test_a_drain_delivers_the_chunk_in_hand_then_says_goodbye(live_server):
     """What SIGTERM starts (`ServerState.drain`): no new session, the chunk being made reaches
     its viewer whole, then the closing message, and the session ends."""

@@ -17,9 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 NAMESPACE = "streamchar"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-# why a new session is refused: the model still warming up (or its capacity being measured), the
-# measured capacity reached, the operator's --max-sessions reached, the server shutting down
-REFUSAL_REASONS = ("warming", "full", "limit", "shutting_down")
+# why a new session is refused: the model still warming up (or its capacity being measured), a
+# session's chunk lately near late (the server is behind), the measured capacity reached, the
+# operator's --max-sessions reached, the server shutting down
+REFUSAL_REASONS = ("warming", "behind", "full", "limit", "shutting_down")
 SECONDS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 FACTORS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0)
 WAITS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -31,6 +32,7 @@ class Observed(Protocol):
     def sessions_held(self) -> int: ...
     def capacity_now(self) -> int | None: ...
     def admitting(self) -> bool: ...
+    def behind(self) -> bool: ...
     def buffers(self) -> list[float]: ...
 
 
@@ -92,7 +94,10 @@ class _ScrapeTime:
         capacity = seen.capacity_now()
         if capacity is not None:
             yield _gauge("capacity_sessions", "Sessions admitted at once: measured at start-up, or --max-sessions", capacity)
-        yield _gauge("admitting", "1 while a new session would be admitted, else 0 (warming up, full or shutting down)", int(seen.admitting()))
+        yield _gauge("admitting", "1 while a new session would be admitted, else 0 (warming up, behind, full or shutting down)",
+                     int(seen.admitting()))  # fmt: skip
+        yield _gauge("behind", "1 while a session's chunk lately came near late (the server admits no one meanwhile), else 0",
+                     int(seen.behind()))  # fmt: skip
         buffers = seen.buffers()
         if buffers:
             yield _gauge("buffered_seconds_min", "The least media any watched session holds ahead of its viewer's playback", min(buffers))

@@ -21,6 +21,10 @@ from streamchar.streaming.live import LiveChunk, LiveStream
 from streamchar.streaming.writers import Mp4FragmentStream
 
 RTF_WINDOW = 16  # chunks the reported real-time factor is averaged over
+# A chunk that reaches its viewer with less than this left to play is a near miss: the server is
+# behind, and admits no new session until none has come so close for BEHIND_HOLD_SECONDS.
+SHORT_SECONDS = 0.2
+BEHIND_HOLD_SECONDS = 20.0
 TAG_CHARS = 8  # of a session's random id in its tag: enough to tell sessions apart in a log, far too few to guess the rest
 
 
@@ -94,6 +98,7 @@ class LiveSession:
         self.mouth = {"speaking": [0.0, 0], "silent": [0.0, 0]}  # sum and count of chunks' mean mouth opening, by whether a word is heard
         self.error: str | None = None
         self.client_stalls = 0  # the viewer's own count of playback waits, as it reports them
+        self.short_at: float | None = None  # when a chunk last reached its viewer with under SHORT_SECONDS left to play
 
     # called from worker threads ------------------------------------------------------------
     def wants_chunk(self, now: float, buffer_seconds: float) -> float | None:
@@ -126,6 +131,11 @@ class LiveSession:
             event("stall", "session %s stalled %.3f s before chunk %d (%.3f s in all); its timings: %s", self.tag, stalled, chunk.index,
                   self.clock.stall_seconds, timings, level=logging.WARNING, session=self.tag, chunk=chunk.index, stall_s=round(stalled, 3),
                   stalls=self.clock.stalls, timings=timings)  # fmt: skip
+        if stalled is not None or (left is not None and left < SHORT_SECONDS):
+            self.short_at = now  # the server is behind: it admits no one until its sessions are clear of this
+            if stalled is None:
+                event("buffer_short", "session %s had %.3f s of media left when chunk %d came", self.tag, left, chunk.index,
+                      level=logging.WARNING, session=self.tag, chunk=chunk.index, left_s=round(left, 3))  # fmt: skip
         if self.first_chunk_s is None:
             self.first_chunk_s = now - self.created
         self.chunks += 1

@@ -20,7 +20,7 @@ from streamchar.serving.guard import ApiError, SessionNotFound
 from streamchar.serving.logs import event
 from streamchar.serving.metrics import ServerMetrics
 from streamchar.serving.scheduler import Scheduler
-from streamchar.serving.sessions import LiveSession, Message
+from streamchar.serving.sessions import BEHIND_HOLD_SECONDS, SHORT_SECONDS, LiveSession, Message
 from streamchar.serving.settings import ServerSettings
 from streamchar.streaming.engine import SessionSettings
 from streamchar.streaming.inputs import (
@@ -164,6 +164,9 @@ class ServerState:
         if self.waiting_for is not None:
             message = f"the server is not ready yet (waiting for {self.waiting_for}); try again in {WARMING_RETRY_SECONDS} s"
             return "warming", message, WARMING_RETRY_SECONDS
+        if self.behind():
+            return "behind", (f"the server is behind: a viewer's media came within {SHORT_SECONDS} s of running out in the last "
+                              f"{BEHIND_HOLD_SECONDS:.0f} s; try again in {RETRY_AFTER_SECONDS} s"), RETRY_AFTER_SECONDS  # fmt: skip
         limit = self.capacity or 1
         if len(self.sessions) + self._opening < limit:
             return None
@@ -172,6 +175,12 @@ class ServerState:
         else:
             reason, set_by = "full", "measured at start-up; --max-sessions sets it"
         return reason, f"the server is at its limit of {limit} sessions at once ({set_by}); try again in {RETRY_AFTER_SECONDS} s", RETRY_AFTER_SECONDS
+
+    def behind(self) -> bool:
+        """A session's chunk came close to late lately (`LiveSession.short_at`): admitting more
+        would make its viewers stall."""
+        now = time.monotonic()
+        return any(s.short_at is not None and now - s.short_at < BEHIND_HOLD_SECONDS for s in list(self.sessions.values()))
 
     def _admit(self, character: str) -> None:
         refused = self.refusal()
