@@ -13,7 +13,10 @@ import typer
 from streamchar.cli.common import (
     AudioCodecOpt,
     ConfigOpt,
+    DeviceOpt,
+    DtypeOpt,
     HeldOutSplitOpt,
+    MemoryModeOpt,
     PresetOpt,
     ResultOpt,
     ThreadsOpt,
@@ -69,12 +72,18 @@ def bench_stream_cmd(
     threads: int = ThreadsOpt,
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    memory_mode: str = MemoryModeOpt,
     out: Optional[Path] = ResultOpt,
 ) -> None:
     """Streaming speed with random weights: steady time per chunk, first playable bytes, stalls, memory."""
     import torch
 
     from streamchar.streaming.bench import bench_stream
+    from streamchar.streaming.placement import Placement
+
+    placement = Placement.parse(device, dtype, memory_mode)
 
     if seconds <= 0 or teacher_seconds <= 0:  # typer's ranges have no open bound
         raise StreamcharError("--seconds and --teacher-seconds must be positive")
@@ -84,7 +93,7 @@ def bench_stream_cmd(
         raise StreamcharError(f"--memory-minutes takes numbers separated by commas, got {memory_minutes!r}") from None
     torch.set_num_threads(threads)
     with clip_progress("streamed chunks") as update:
-        result = bench_stream(load_config(preset, config), seconds, teacher_seconds, marks, on_progress=update)
+        result = bench_stream(load_config(preset, config), seconds, teacher_seconds, marks, on_progress=update, placement=placement)
     report(result, out)
 
 

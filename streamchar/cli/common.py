@@ -27,6 +27,10 @@ ResultOpt = typer.Option(None, "--out", help="write the result JSON here")
 ThreadsOpt = typer.Option(2, "--threads", min=1, help="torch CPU threads")
 WorkersOpt = typer.Option(None, "--workers", min=1, help="processes (default: all cores)")
 SeedOpt = typer.Option(0, "--seed")
+DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA where present), cpu, cuda or cuda:N")
+DtypeOpt = typer.Option("auto", "--dtype", help="the generator's precision: auto (bfloat16 on a GPU, float32 on a CPU), float32 or bfloat16")
+MemoryModeOpt = typer.Option("resident", "--memory-mode", help="resident; offload (the umT5 prompt encoder on the CPU) or fp8 (the "
+                             "DiT's and the LLM's weights stored in float8): the paper preset on a GPU, in less memory")
 HeldOutSplitOpt = typer.Option("test-unseen", "--split", help="held-out split (test-unseen: unseen sentences and characters)")
 
 

@@ -12,6 +12,9 @@ from streamchar.cli.common import (
     AudioCodecOpt,
     CheckpointConfigOpt,
     CheckpointOpt,
+    DeviceOpt,
+    DtypeOpt,
+    MemoryModeOpt,
     SeedOpt,
     ThreadsOpt,
     VideoCodecOpt,
@@ -188,18 +191,21 @@ def eval_render(
     threads: int = ThreadsOpt,
     video_codec: Optional[Path] = VideoCodecOpt,
     audio_codec: Optional[Path] = AudioCodecOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    memory_mode: str = MemoryModeOpt,
 ) -> None:
     """Stream a model's answer to every ground-truth item (same transcript, reference image, voice and prompt)."""
     import torch
 
     from streamchar.evaluation.render import long_render_items, render_items, synthtalk_render_items
     from streamchar.streaming.engine import SessionSettings
-    from streamchar.streaming.pipeline import Pipeline
+    from streamchar.streaming.placement import load_placed
 
     if (data is None) == (ground_truth is None):
         raise StreamcharError("give exactly one of --data (a SynthTalk split) or --ground-truth (long streams)")
     torch.set_num_threads(threads)
-    pipe = Pipeline.load(checkpoint, video_codec, audio_codec, config)
+    pipe = load_placed(checkpoint, video_codec, audio_codec, config, device, dtype, memory_mode)
     items = synthtalk_render_items(data, split, pipe, clips) if data is not None else long_render_items(ground_truth, pipe, clips)  # type: ignore[arg-type]
     settings = SessionSettings(steps=steps or pipe.steps, sink=not no_sink, seed=seed, guidance=guidance)
     with clip_progress(f"rendering with {pipe.meta['name']} ({settings.steps} steps)") as update:

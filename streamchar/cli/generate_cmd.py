@@ -11,7 +11,19 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from streamchar.cli.common import AudioCodecOpt, CheckpointConfigOpt, CheckpointOpt, SeedOpt, ThreadsOpt, VideoCodecOpt, console, err_console
+from streamchar.cli.common import (
+    AudioCodecOpt,
+    CheckpointConfigOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    DtypeOpt,
+    MemoryModeOpt,
+    SeedOpt,
+    ThreadsOpt,
+    VideoCodecOpt,
+    console,
+    err_console,
+)
 from streamchar.errors import StreamcharError
 
 
@@ -56,6 +68,9 @@ class GenerateOptions:
     video_codec: Optional[Path] = None
     audio_codec: Optional[Path] = None
     config: Optional[Path] = None
+    device: str = "auto"
+    dtype: str = "auto"
+    memory_mode: str = "resident"
 
 
 def stream_generate(o: GenerateOptions) -> None:
@@ -65,6 +80,7 @@ def stream_generate(o: GenerateOptions) -> None:
     from streamchar.streaming.engine import SessionSettings
     from streamchar.streaming.inputs import character_request, file_request
     from streamchar.streaming.pipeline import Pipeline
+    from streamchar.streaming.placement import Placement
 
     t_request = time.perf_counter()
     text = o.text
@@ -79,9 +95,10 @@ def stream_generate(o: GenerateOptions) -> None:
         raise StreamcharError("give --character, or --reference-image and --reference-voice (with --prompt)")
     if not str(text).strip():
         raise StreamcharError(f"{'--text' if o.text is not None else '--text-file ' + str(o.text_file)} is empty; give the words to speak")
+    placement = Placement.parse(o.device, o.dtype, o.memory_mode)  # before --out is touched
     _check_output(o.out)
     torch.set_num_threads(o.threads)
-    pipe = Pipeline.load(o.checkpoint, o.video_codec, o.audio_codec, o.config)
+    pipe = placement.apply(Pipeline.load(o.checkpoint, o.video_codec, o.audio_codec, o.config))
     cfg = pipe.cfg
     assert text is not None
     if o.character is not None:
@@ -118,12 +135,16 @@ def generate(
     threads: int = ThreadsOpt,
     video_codec: Optional[Path] = VideoCodecOpt,
     audio_codec: Optional[Path] = AudioCodecOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    memory_mode: str = MemoryModeOpt,
 ) -> None:
     """Stream a talking character: chunks of 33 frames and 1.375 s of audio until the transcript is spoken."""
     stream_generate(GenerateOptions(text=text, text_file=text_file, character=character, reference_image=reference_image,
                                     reference_voice=reference_voice, prompt=prompt, checkpoint=checkpoint, steps=steps, no_sink=no_sink,
                                     guidance=guidance, out=out, report_path=report_path, seed=seed, threads=threads,
-                                    video_codec=video_codec, audio_codec=audio_codec, config=config))  # fmt: skip
+                                    video_codec=video_codec, audio_codec=audio_codec, config=config, device=device, dtype=dtype,
+                                    memory_mode=memory_mode))  # fmt: skip
 
 
 def demo(

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from streamchar.cli.common import AudioCodecOpt, CheckpointConfigOpt, CheckpointOpt, VideoCodecOpt, console
+from streamchar.cli.common import AudioCodecOpt, CheckpointConfigOpt, CheckpointOpt, DeviceOpt, DtypeOpt, MemoryModeOpt, VideoCodecOpt, console
 from streamchar.errors import StreamcharError
 
 MIN_TOKEN_CHARS = 16
@@ -58,6 +58,9 @@ def serve(
                                          "machine has bfloat16 instructions), bf16 or fp32"),
     video_codec: Optional[Path] = VideoCodecOpt,
     audio_codec: Optional[Path] = AudioCodecOpt,
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    memory_mode: str = MemoryModeOpt,
     measure_mouth: bool = typer.Option(False, "--measure-mouth", help="measure each chunk's mouth opening for the sessions' status "
                                        "(a benchmark's check: `bench serve` asks for it)"),  # fmt: skip
     log_format: str = typer.Option("text", "--log-format", help="the log on stderr: text, or json (one object a line: time, level, "
@@ -77,7 +80,12 @@ def serve(
     settings = _settings(max_sessions=max_sessions, max_batch=max_batch, buffer_seconds=buffer, idle_timeout_seconds=idle_timeout,
                          decode_precision=decode_precision, measure_mouth=measure_mouth,
                          **({"threads": threads} if threads is not None else {}))  # fmt: skip
-    load = {"checkpoint": checkpoint, "video_codec": video_codec, "audio_codec": audio_codec, "config": config}
+    load = {"checkpoint": checkpoint, "video_codec": video_codec, "audio_codec": audio_codec, "config": config, "device": device,
+            "dtype": dtype, "memory_mode": memory_mode}  # fmt: skip
+    if not ray:  # (a Ray replica checks its own: its GPUs are the ones Ray gives it)
+        from streamchar.streaming.placement import Placement
+
+        Placement.parse(device, dtype, memory_mode)
     _log_to(log_format)
     if ray:
         _serve_ray(host, port, token, settings, load, (replicas, replica_cpus, replica_gpus), ray_address, log_format)
@@ -122,9 +130,9 @@ def _serve_local(host: str, port: int, token: str | None, settings, load: dict) 
     from streamchar.serving.app import GracefulServer, create_app
     from streamchar.serving.logs import event
     from streamchar.serving.state import DRAIN_SECONDS, ServerState
-    from streamchar.streaming.pipeline import Pipeline
+    from streamchar.streaming.placement import load_placed
 
-    pipe = Pipeline.load(**load)
+    pipe = load_placed(**load)
     state = ServerState(pipe, settings, token)
     config = uvicorn.Config(create_app(state), host=host, port=port, ws_max_size=settings.max_message_bytes, log_level="info",
                             ws="websockets-sansio", log_config=None, timeout_graceful_shutdown=1)  # fmt: skip

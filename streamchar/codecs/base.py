@@ -24,6 +24,16 @@ CHUNK_LATENTS = 9
 LATENT_STARTS = (0, 1, 5, 9, 13, 17, 21, 25, 29)  # the frames of a chunk where a video latent's frames begin
 
 
+def on_codec(codec: nn.Module, x: torch.Tensor | None) -> torch.Tensor | None:
+    """`x` on the codec's device and in its weights' precision: a pipeline may hold its codecs
+    apart from the tensors it hands them (a float32 codec beside a bfloat16 generator, a frame
+    read on the CPU for a codec on a GPU)."""
+    if x is None:
+        return None
+    weight = next(codec.parameters())
+    return x.to(weight.device, weight.dtype)
+
+
 def per_channel(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(1, -1, *[1] * (like.ndim - 2)).to(like)
 
@@ -78,6 +88,7 @@ class VideoCodec(nn.Module, ABC):
     width: int
     needs_reference = False
     reads_previous_frame = False  # a chunk's decode blends toward the last frame shown before it, so chunks decode in order
+    holds_half_precision = True  # its weights may be kept in a bfloat16 pipeline's precision (else they stay float32)
 
     def check_reference(self, image: torch.Tensor) -> None:
         if image.ndim != 4 or image.shape[1] != 3 or tuple(image.shape[-2:]) != (self.height, self.width):
@@ -189,6 +200,7 @@ class AudioCodec(nn.Module, ABC):
     latent_channels: int
     sample_rate: int
     hop_length: int
+    holds_half_precision = True  # as VideoCodec's
 
     def check_audio(self, audio: torch.Tensor, sample_rate: int | None = None) -> None:
         if sample_rate is not None and sample_rate != self.sample_rate:

@@ -13,6 +13,7 @@ from streamchar.errors import StreamcharError
 from streamchar.model.dit import AudioInput, ConditionCache, ConditionInput, JointDiT, VideoInput
 from streamchar.model.orchestrator import Orchestrator, OrchestratorInput, OrchestratorOutput, OrchestratorPrefix
 from streamchar.model.tokenizer import Tokenizer
+from streamchar.utils.precision import computing_in
 
 
 class StreamCharModel(nn.Module):
@@ -24,6 +25,14 @@ class StreamCharModel(nn.Module):
         self.tokenizer = tokenizer
         self.dit = JointDiT(cfg.dit, cfg.video.latent_channels, cfg.audio.latent_channels)
         self.orchestrator = Orchestrator(cfg.orchestrator, cfg.audio.latent_channels, cfg.dit.hidden_dim)
+
+    def in_precision(self, dtype: torch.dtype) -> StreamCharModel:
+        """The model's weights in `dtype`, but for the duration head: it computes in float32
+        (`DurationHead.forward`), as its starts add up seconds over hundreds of words."""
+        self.to(dtype=dtype)
+        if self.orchestrator.durations is not None:
+            self.orchestrator.durations.float()
+        return self
 
     def check_orchestrator_window(self, x: OrchestratorInput) -> None:
         n = x.reference_audio.shape[2] + x.text_ids.shape[1] + x.history_audio.shape[2] + x.noisy_audio.shape[2]
@@ -63,7 +72,8 @@ class StreamCharModel(nn.Module):
     def word_times(self, ids: list[int], word_numbers: list[int], words: int, reference_audio: torch.Tensor) -> list[tuple[float, float]]:
         """The learned plan's (start, end) of each word (`Orchestrator.word_times`), through the
         root so that a sharded model gathers its weights first."""
-        return self.orchestrator.word_times(ids, word_numbers, words, reference_audio)
+        with computing_in(self, reference_audio.device):
+            return self.orchestrator.word_times(ids, word_numbers, words, reference_audio)
 
     def dit_velocity(self, video: VideoInput, timestep: torch.Tensor, prompt: torch.Tensor, audio: AudioInput,
                      cache: ConditionCache | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,6 @@ import contextvars
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -99,12 +98,12 @@ class Character:
 
         from streamchar.serving.logs import log_config
         from streamchar.serving.state import ServerState
-        from streamchar.streaming.pipeline import Pipeline
+        from streamchar.streaming.placement import load_placed
 
         logging.config.dictConfig(log_config(log_format))  # the replica's events, to its stderr (which Ray relays to the driver's)
         replica = serve.get_replica_context().replica_id.unique_id
         self.replica = replica
-        pipe = Pipeline.load(**{**load, "config": Path(load["config"]) if load.get("config") else None})
+        pipe = load_placed(**load)  # on this replica's GPU where Ray gave it one (`--device auto`)
         self.state = ServerState(pipe, ServerSettings(**settings), id_prefix=replica + ID_SEPARATOR)
         self.state.warm_up()
         self._started = False

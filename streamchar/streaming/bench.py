@@ -19,6 +19,7 @@ from streamchar.model.checkpoint import new_generator
 from streamchar.streaming.engine import SessionSettings
 from streamchar.streaming.inputs import StreamRequest
 from streamchar.streaming.pipeline import Pipeline
+from streamchar.streaming.placement import Placement
 
 
 def _rss_mb() -> float:
@@ -42,11 +43,13 @@ def random_request(cfg: Config, words: int) -> StreamRequest:
 
 
 def stream_once(cfg: Config, steps: int, seconds: float, memory_marks_s: tuple[float, ...] = (),
-                on_progress: Callable[[int, int], None] | None = None) -> dict:
+                on_progress: Callable[[int, int], None] | None = None, placement: Placement | None = None) -> dict:
     t_load = time.perf_counter()
     if cfg.prompt.encoder == "umt5":  # random weights throughout: a random T5 of umT5's width stands in (it runs once, at set-up)
         cfg = cfg.model_copy(update={"prompt": PromptConfig(tokens=cfg.prompt.tokens)})
     pipe = Pipeline.from_modules(*new_generator(cfg))
+    if placement is not None:
+        pipe = placement.apply(pipe)
     request = random_request(cfg, int(seconds * 3) + 50)
     load_s = time.perf_counter() - t_load
     chunks = max(2, math.ceil(seconds / cfg.stream.chunk_seconds))
@@ -79,10 +82,13 @@ def stream_once(cfg: Config, steps: int, seconds: float, memory_marks_s: tuple[f
 
 
 def bench_stream(cfg: Config, seconds: float, teacher_seconds: float, memory_minutes: tuple[float, ...],
-                 on_progress: Callable[[int, int], None] | None = None) -> dict:
+                 on_progress: Callable[[int, int], None] | None = None, placement: Placement | None = None) -> dict:
     """A student-speed stream (4 steps) of `seconds`, then a teacher-speed one (50 steps) of
     `teacher_seconds`, in one process; memory at the given minutes of the first."""
-    student = stream_once(cfg, 4, seconds, tuple(60 * m for m in memory_minutes), on_progress)
-    teacher = stream_once(cfg, 50, teacher_seconds, on_progress=on_progress)
-    return {"preset": cfg.preset, "threads": torch.get_num_threads(), "student_4_steps": student, "teacher_50_steps": teacher,
+    placement = placement or Placement.parse("cpu", "float32")
+    student = stream_once(cfg, 4, seconds, tuple(60 * m for m in memory_minutes), on_progress, placement)
+    teacher = stream_once(cfg, 50, teacher_seconds, on_progress=on_progress, placement=placement)
+    return {"preset": cfg.preset, "threads": torch.get_num_threads(), "device": str(placement.device),
+            "dtype": str(placement.dtype).removeprefix("torch."), "memory_mode": placement.memory_mode,
+            "student_4_steps": student, "teacher_50_steps": teacher,
             "teacher_over_student_per_chunk": teacher["steady_seconds_per_chunk"] / student["steady_seconds_per_chunk"]}

@@ -68,9 +68,17 @@ class Pipeline:
         return cls(model.eval(), prompt.eval(), load_video_codec(cfg, video_codec), load_audio_codec(cfg, audio_codec), meta or {})
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Pipeline:
-        """Every part on `device` (and in `dtype`: a bfloat16 generator computes in bfloat16)."""
-        for part in (self.model, self.prompt_encoder, self.video_codec, self.audio_codec):
-            part.to(device=device, dtype=dtype)
+        """Every part on `device`, and the generator in `dtype` (a bfloat16 generator computes in
+        bfloat16). A codec takes `dtype` on a GPU where it `holds_half_precision`; else it stays
+        float32 (a CPU without bfloat16 instructions took 25 minutes over the paper audio VAE's
+        bfloat16 convolutions) and takes its inputs as they come (`codecs.base.on_codec`)."""
+        self.model.to(device=device)
+        self.prompt_encoder.to(device=device, dtype=dtype)
+        if dtype is not None:
+            self.model.in_precision(dtype)
+        on_gpu = torch.device(device).type == "cuda"
+        for codec in (self.video_codec, self.audio_codec):
+            codec.to(device=device, dtype=dtype if codec.holds_half_precision and on_gpu else None)
         return self
 
     @property

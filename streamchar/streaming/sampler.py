@@ -4,7 +4,6 @@ modalities with the condition tokens' keys and values computed once for the chun
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from streamchar.model.context import DenoiseContext
 from streamchar.model.dit import AudioInput, VideoInput
 from streamchar.model.orchestrator import OrchestratorInput
 from streamchar.model.streamchar_model import StreamCharModel
+from streamchar.utils.precision import computing_in
 
 
 @dataclass
@@ -53,17 +53,8 @@ def sample_chunk(model: StreamCharModel, x: DenoiseContext, empty_prompt: torch.
     unconditional branch's prompt. With `exit_step` k the chunk is the clean estimate after k
     steps, with a graph (when `grad`) through step k alone; the full sampler's last step is the
     same estimate."""
-    with _autocast(model, video.device):
+    with computing_in(model, video.device):
         return _sample(model, x, empty_prompt, video, audio, s, exit_step, grad)
-
-
-def _autocast(model: StreamCharModel, device: torch.device) -> contextlib.AbstractContextManager:
-    """A model kept in bfloat16 (or stored lower, cast up layer by layer) computes in bfloat16 on
-    the float32 latents and conditions the stream holds; a float32 model as it is, or as the
-    caller's autocast has it (training's bf16 on CUDA)."""
-    if next(model.parameters()).dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def _sample(model: StreamCharModel, x: DenoiseContext, empty_prompt: torch.Tensor | None, video: torch.Tensor, audio: torch.Tensor,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamchar.codecs.base import AudioCodec, AudioStreamDecoder, denormalise, normalise
+from streamchar.codecs.base import AudioCodec, AudioStreamDecoder, denormalise, normalise, on_codec
 from streamchar.codecs.layers import CausalConv1d, CausalResBlock1d, ResBlock1d
 
 State = dict[str, torch.Tensor]  # a streaming decoder's carried inputs, by layer, and its overlap tail
@@ -49,6 +49,7 @@ class TinyAudioCodec(AudioCodec):
     Frame j of the analysis and of the synthesis covers samples [hop * j, hop * j + n_fft)."""
 
     kind = "tiny-audio"
+    holds_half_precision = False  # its STFT and inverse FFT take float32 only on a CPU
 
     def __init__(self, config: TinyAudioConfig):
         super().__init__()
@@ -92,7 +93,7 @@ class TinyAudioCodec(AudioCodec):
 
     def encode(self, audio: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         self.check_audio(audio, sample_rate)
-        raw = self.encode_raw(audio)
+        raw = self.encode_raw(on_codec(self, audio))
         return normalise(raw, self.latents_mean, self.latents_std)
 
     def decode_frames(self, raw: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, torch.Tensor, State]:
@@ -129,7 +130,7 @@ class TinyAudioCodec(AudioCodec):
         return out, new
 
     def decode_stream(self, latents: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        raw = denormalise(latents, self.latents_mean, self.latents_std)
+        raw = denormalise(on_codec(self, latents), self.latents_mean, self.latents_std)
         out, state = self.decode_raw(raw, state)
         return out.clamp(-1, 1), state
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from streamchar.codecs.base import CHUNK_LATENTS, VideoCodec, denormalise, normalise, per_channel, repeat_reference
+from streamchar.codecs.base import CHUNK_LATENTS, VideoCodec, denormalise, normalise, on_codec, per_channel, repeat_reference
 from streamchar.codecs.layers import ReferenceFuse, ResBlock2d, gate_logits
 from streamchar.errors import StreamcharError
 
@@ -124,6 +124,7 @@ class TinyVideoCodec(VideoCodec):
     latents (and every model trained on them) stay those of the codec it starts from."""
 
     kind = "tiny-video"
+    holds_half_precision = False  # its encoder's latents must stay those of the latent cache; decoding runs in bfloat16 by autocast (`decode_bf16`)
 
     def __init__(self, config: TinyVideoConfig):
         super().__init__()
@@ -182,7 +183,7 @@ class TinyVideoCodec(VideoCodec):
     def prepare_reference(self, image: torch.Tensor) -> list[torch.Tensor] | None:
         """(B, 3, H, W) in [-1, 1] -> the reference features at H/2, H/4, ..., computed once per stream."""
         self.check_reference(image)
-        return self.reference_features(image) if self.needs_reference else None
+        return self.reference_features(on_codec(self, image)) if self.needs_reference else None
 
     def reference_features(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Unchecked, for training on crops of the frames and of their reference."""
@@ -255,13 +256,14 @@ class TinyVideoCodec(VideoCodec):
 
     def encode_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
         n = chunks.shape[0]
-        raw = self.encode_groups(self._groups(chunks))
+        raw = self.encode_groups(self._groups(on_codec(self, chunks)))
         z = normalise(raw, self.latents_mean, self.latents_std)
         return z.reshape(n, CHUNK_LATENTS, *z.shape[1:]).permute(0, 2, 1, 3, 4)
 
     def decode_chunks(self, latents: torch.Tensor, reference: list[torch.Tensor] | None = None,
                       previous: torch.Tensor | None = None, previous_frame: torch.Tensor | None = None) -> torch.Tensor:
         n, z, t, h, w = latents.shape
+        latents, previous, previous_frame = (on_codec(self, x) for x in (latents, previous, previous_frame))
         raw = denormalise(latents, self.latents_mean, self.latents_std)
         flat = raw.permute(0, 2, 1, 3, 4).reshape(n * t, z, h, w)
         before = None
