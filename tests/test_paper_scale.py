@@ -23,6 +23,7 @@ from streamchar.streaming.bench import random_request
 from streamchar.streaming.engine import SessionSettings
 from streamchar.streaming.memory import apply_memory_mode
 from streamchar.streaming.pipeline import Pipeline
+from streamchar.streaming.placement import Placement
 
 SMALL = {**REDUCED, "video": {"height": 32, "width": 32}}  # the VAEs' strides and channels as the paper's; frames small
 
@@ -71,6 +72,26 @@ def test_the_assembled_checkpoint_streams_with_no_other_path(assembled):
     assert frames.shape == (1, 3, 33, 32, 32) and pipe.audio_codec.decode(chunk.audio).shape == (1, 33 * 2048)
 
 
+@pytest.mark.slow
+def test_a_bfloat16_assembly_writes_bfloat16_and_streams_placed(assembled, tmp_path):
+    """`checkpoint assemble --dtype bfloat16`: the generator built and written in bfloat16; loaded
+    and placed in bfloat16 (`--dtype bfloat16`), it streams."""
+    from safetensors import safe_open
+
+    cfg, parts, _, _ = assembled
+    out = tmp_path / "bf16"
+    assemble_checkpoint(cfg, Parts(**parts), out, dtype=torch.bfloat16)
+    with safe_open(out / "model.safetensors", "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys() if "durations" not in k}  # noqa: SIM118 - a safe_open is not iterable
+    assert dtypes == {"BF16"}
+    pipe = Placement.parse("cpu", "bfloat16").apply(Pipeline.load(out))
+    assert next(pipe.model.dit.parameters()).dtype == torch.bfloat16
+    session = pipe.session(random_request(cfg, 30), SessionSettings(steps=1, max_chunks=1, stop_at_end=False))
+    with torch.no_grad():
+        chunk = session.next_chunk(0)
+    assert chunk.video.dtype == torch.float32 and torch.isfinite(chunk.video).all()
+
+
 def test_every_mismatch_is_named_before_anything_is_written(assembled, tmp_path):
     cfg, parts, out, _ = assembled
     oobleck(cfg, 0.025).save_pretrained(tmp_path / "sao")
@@ -109,10 +130,10 @@ def test_memory_modes_keep_the_prompt_and_store_the_weights_in_float8(assembled)
     before = pipe.prompt_encoder(["a person talks in front of a wall"])
     apply_memory_mode(pipe, "offload", torch.device("cpu"))
     torch.testing.assert_close(pipe.prompt_encoder(["a person talks in front of a wall"]), before)
-    # the generator in bfloat16, the codecs left in float32: the audio encoder's bfloat16 convolutions took 25 minutes on a CPU
-    # without bfloat16 instructions, and the mode stores the generator's weights, not the codecs'
-    pipe.model.to(torch.bfloat16), pipe.prompt_encoder.to(torch.bfloat16)
-    apply_memory_mode(pipe, "fp8", torch.device("cpu"))
+    # as `--dtype bfloat16 --memory-mode fp8` places it: the generator in bfloat16, the codecs left in float32 on a CPU (the
+    # audio encoder's bfloat16 convolutions took 25 minutes on one without bfloat16 instructions); the mode stores the generator's weights
+    pipe = Placement.parse("cpu", "bfloat16", "fp8").apply(Pipeline.load(out))
+    assert next(pipe.audio_codec.parameters()).dtype == torch.float32
     dtypes = {p.dtype for n, p in pipe.model.dit.named_parameters() if n.startswith("blocks.") and n.endswith("ffn.net.2.weight")}
     assert dtypes == {torch.float8_e4m3fn} and pipe.model.dit.patch_embedding.weight.dtype == torch.bfloat16
     session = pipe.session(random_request(cfg, 30), SessionSettings(steps=1, max_chunks=1, stop_at_end=False))

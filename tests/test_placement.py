@@ -29,7 +29,8 @@ def test_a_bad_choice_names_what_is_accepted():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with a GPU has one")
 @pytest.mark.parametrize("command", [["generate", "--text", TEXT, "--character", "unseen-0", "--out", "{tmp}/x.mp4"], ["serve"],
-                                     ["eval", "render", "--data", "{tmp}", "--out", "{tmp}/r"], ["bench", "stream", "--seconds", "2"]])  # fmt: skip
+                                     ["eval", "render", "--data", "{tmp}", "--out", "{tmp}/r"], ["bench", "stream", "--seconds", "2"],
+                                     ["data", "encode", "--data", "{tmp}", "--out", "{tmp}/latents"]])  # fmt: skip
 def test_a_gpu_asked_for_and_missing_is_one_line_and_exit_2(command, tmp_path):
     args = [a.replace("{tmp}", str(tmp_path)) for a in command]
     r = subprocess.run([sys.executable, "-m", "streamchar", *args, "--device", "cuda"], capture_output=True, text=True, timeout=120)

@@ -28,6 +28,7 @@ def assemble(
     out: Path = typer.Option(..., "--out", help="the new checkpoint's folder (must not exist or be empty)", show_default=False),
     config: Optional[Path] = ConfigOpt,
     seed: int = typer.Option(0, "--seed", help="initialises the parts the paper adds (audio encoder and decoder, pointer)"),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, or bfloat16: built, loaded and written in half the memory"),
 ) -> None:
     """A paper-preset generator from local public weights, initialised as the paper says (audio
     experts copied from the video FFN); it streams with `generate --checkpoint OUT`."""
@@ -37,7 +38,12 @@ def assemble(
                                                              "audio_vae": audio_vae}.items() if not Path(v).is_dir()]  # fmt: skip
     if missing:
         raise StreamcharError("not a directory: " + ", ".join(missing))
+    if dtype not in ("float32", "bfloat16"):
+        raise StreamcharError(f"--dtype takes float32 or bfloat16; got {dtype!r}")
+    import torch
+
     with console.status("assembling"):
-        result = assemble_checkpoint(load_config("paper", config), Parts(wan, qwen, umt5, video_vae, audio_vae), out, seed)
+        result = assemble_checkpoint(load_config("paper", config), Parts(wan, qwen, umt5, video_vae, audio_vae), out, seed,
+                                     getattr(torch, dtype))  # fmt: skip
     console.print(f"assembled {out}: {result['tensors']} Wan tensors, {result['audio_experts_from_video_ffn']} audio-expert tensors "
                   f"copied from the video FFN, {result['qwen_layers']} Qwen layers, a tokenizer of {result['tokenizer_tokens']} tokens")  # fmt: skip

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from streamchar.cli.common import AudioCodecOpt, ConfigOpt, PresetOpt, VideoCodecOpt, WorkersOpt, clip_progress, console, err_console
+from streamchar.cli.common import AudioCodecOpt, ConfigOpt, DeviceOpt, PresetOpt, VideoCodecOpt, WorkersOpt, clip_progress, console, err_console
 from streamchar.config import load_config
 from streamchar.config.load import override_config, read_overrides
 from streamchar.errors import StreamcharError
@@ -152,14 +152,17 @@ def data_encode(
     audio_codec: Optional[Path] = AudioCodecOpt,
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
+    device: str = DeviceOpt,
 ) -> None:
     """Encode a data set once into latent shards (safetensors), timings carried over."""
     from streamchar.codecs.store import DEFAULT, load_audio_codec, load_video_codec
     from streamchar.data.latents import encode_dataset
+    from streamchar.streaming.placement import resolve_device
 
+    on = resolve_device(device)  # the codecs' device; they stay float32 (the latents are the models' training data)
     cfg = load_config(preset, config)
-    video = load_video_codec(cfg, video_codec)
-    audio = load_audio_codec(cfg, audio_codec)
+    video = load_video_codec(cfg, video_codec).to(on)
+    audio = load_audio_codec(cfg, audio_codec).to(on)
     names = {"video": str(video_codec or DEFAULT["video"]), "audio": str(audio_codec or DEFAULT["audio"])}
     with clip_progress("encoding clips") as update:
         summary = encode_dataset(data, out, cfg, video, audio, names, on_progress=update)

@@ -46,7 +46,7 @@ def encode_item(item: dict, video: VideoCodec, audio: AudioCodec) -> dict[str, t
     }
     if item["reference_voice"] is not None:
         out["reference_voice"] = audio.encode(_audio_to_hops(item["reference_voice"][None], audio.hop_length))[0]
-    return {k: v.to(torch.float16) for k, v in out.items()}
+    return {k: v.to("cpu", torch.float16) for k, v in out.items()}  # from codecs on any device
 
 
 def encode_dataset(

@@ -41,13 +41,13 @@ class Parts:
     audio_vae: Path
 
 
-def _check_parts(cfg: Config, parts: Parts) -> tuple[QwenTokenizer, UMT5PromptEncoder]:
+def _check_parts(cfg: Config, parts: Parts, dtype: torch.dtype) -> tuple[QwenTokenizer, UMT5PromptEncoder]:
     """Every part loaded or checked against `cfg`; one error naming each that does not fit."""
     problems: list[str] = []
     loaded: dict[str, object] = {}
     checks = {
         "qwen": lambda: check_vocabulary(QwenTokenizer(parts.qwen), cfg),
-        "umt5": lambda: UMT5PromptEncoder(Path(parts.umt5), cfg.dit.text_dim, cfg.prompt.tokens),
+        "umt5": lambda: UMT5PromptEncoder(Path(parts.umt5), cfg.dit.text_dim, cfg.prompt.tokens, dtype),
         "video_vae": lambda: WanVideoCodec.load(parts.video_vae, cfg),
         "audio_vae": lambda: OobleckAudioCodec.load(parts.audio_vae, cfg),
     }
@@ -61,18 +61,25 @@ def _check_parts(cfg: Config, parts: Parts) -> tuple[QwenTokenizer, UMT5PromptEn
     return loaded["qwen"], loaded["umt5"]  # type: ignore[return-value]
 
 
-def assemble_checkpoint(cfg: Config, parts: Parts, out: Path, seed: int = 0) -> dict:
-    """Writes the checkpoint to `out` (which must not hold one yet) and returns what was loaded."""
+def assemble_checkpoint(cfg: Config, parts: Parts, out: Path, seed: int = 0, dtype: torch.dtype = torch.float32) -> dict:
+    """Writes the checkpoint to `out` (which must not hold one yet) and returns what was loaded.
+    `dtype` bfloat16: built, loaded and written in bfloat16 from the start (the duration head
+    aside), in half float32's memory and disk."""
     out = Path(out)
     if cfg.prompt.encoder != "umt5" or cfg.orchestrator.tokenizer != "qwen2":
         raise StreamcharError("assemble builds the paper's generator: the config needs prompt.encoder umt5 and orchestrator.tokenizer qwen2")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise StreamcharError(f"{out} is not empty; assemble writes a new checkpoint folder")
-    tokenizer, prompt = _check_parts(cfg, parts)
+    tokenizer, prompt = _check_parts(cfg, parts, dtype)
     torch.manual_seed(seed)
-    model = build_model(cfg, tokenizer=tokenizer)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # each layer made in dtype: no float32 copy of the whole
+    try:
+        model = build_model(cfg, tokenizer=tokenizer).in_precision(dtype)
+    finally:
+        torch.set_default_dtype(before)
     wan = load_wan_into(model.dit, parts.wan)
-    model.orchestrator.load_backbone(parts.qwen)
+    model.orchestrator.load_backbone(parts.qwen, dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:

@@ -147,9 +147,9 @@ class Orchestrator(nn.Module):
         nn.init.normal_(out.weight, std=rms / math.sqrt(out.in_features))
         nn.init.zeros_(out.bias)
 
-    def load_backbone(self, directory: str | Path) -> None:
+    def load_backbone(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> None:
         """Qwen2 / Qwen2.5 weights from a local transformers directory (a causal-LM checkpoint:
-        its `model.` weights; the LM head is not used)."""
+        its `model.` weights; the LM head is not used), held in `dtype`."""
         from transformers import Qwen2Config, Qwen2Model
 
         try:
@@ -162,7 +162,7 @@ class Orchestrator(nn.Module):
         if problems:
             raise StreamcharError(f"the Qwen2 checkpoint in {directory} does not fit the preset: " + "; ".join(problems))
         try:
-            self.backbone = Qwen2Model.from_pretrained(str(directory), local_files_only=True, dtype=torch.float32)
+            self.backbone = Qwen2Model.from_pretrained(str(directory), local_files_only=True, dtype=dtype)
         except (OSError, ValueError) as e:
             raise StreamcharError(f"cannot load Qwen2 weights from {directory}: {str(e).splitlines()[0]}") from None
         self._match_embedding_scale()

@@ -76,7 +76,7 @@ class UMT5PromptEncoder(PromptEncoder):
 
     in_checkpoint = False
 
-    def __init__(self, directory: Path, text_dim: int, tokens: int):
+    def __init__(self, directory: Path, text_dim: int, tokens: int, dtype: torch.dtype = torch.float32):
         super().__init__()
         from transformers import AutoTokenizer, UMT5EncoderModel
 
@@ -84,7 +84,7 @@ class UMT5PromptEncoder(PromptEncoder):
             raise StreamcharError(f"no umT5 encoder at {directory}: expected a transformers directory (config.json, weights, tokenizer) "
                                   "as UMT5EncoderModel.save_pretrained and the tokenizer's save_pretrained write it")  # fmt: skip
         try:
-            self.encoder = UMT5EncoderModel.from_pretrained(directory)
+            self.encoder = UMT5EncoderModel.from_pretrained(directory, dtype=dtype)
             self.tokenizer = AutoTokenizer.from_pretrained(directory)
         except (OSError, ValueError) as e:
             raise StreamcharError(f"cannot load the umT5 encoder from {directory}: {e}") from None
