@@ -57,6 +57,27 @@ def test_collated_contexts_pad_text_right_and_history_left(shipped_pipeline):
         assert torch.equal(batch.text_positions[k, longest_history - h :], c.text_positions[0])
 
 
+def test_streams_decoded_together_get_the_frames_they_would_get_alone(shipped_pipeline):
+    """Three streams' chunks through one decoder batch (one at its start, two past it, with
+    their own reference images), chunk after chunk: each stream's frames as decoded alone."""
+    from streamchar.codecs.base import decode_streams
+
+    codec = shipped_pipeline.video_codec
+    g = torch.Generator().manual_seed(3)
+    z, h, w = codec.latent_channels, codec.height // 16, codec.width // 16
+    refs = [codec.prepare_reference(torch.rand(1, 3, codec.height, codec.width, generator=g) * 2 - 1) for _ in range(3)]
+    chunks = [[torch.randn(1, z, 9, h, w, generator=g) for _ in range(3)] for _ in range(3)]
+    alone, together = [codec.stream_decoder(r) for r in refs], [codec.stream_decoder(r) for r in refs]
+    for d, c in zip(alone + together, chunks + chunks):  # the first stream starts later: at the second round
+        if c is not chunks[0]:
+            d.decode(c[0])
+    for k in (1, 2):
+        want = [d.decode(c[k]) for d, c in zip(alone, chunks)]
+        got = decode_streams(together, [c[k] for c in chunks])
+        for wv, gv in zip(want, got):
+            torch.testing.assert_close(gv, wv, rtol=1e-4, atol=1e-4)
+
+
 def test_capacity_counts_batches_and_renders():
     from streamchar.serving.capacity import Capacity
 

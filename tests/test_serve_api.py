@@ -347,6 +347,20 @@ def test_metrics_count_chunks_refusals_and_readiness(live_server):
         v.close()
 
 
+def test_sessions_decoded_in_their_batch_stream_as_before(live_server):
+    """`decode_batched` (a GPU's way, forced here on the CPU): the worker that made a batch's
+    chunks decodes them together; each viewer still gets its chunks in order, playable."""
+    host, state = live_server(max_sessions=2, max_batch=2, decode_batched="on")
+    assert state.scheduler.decode_batched
+    with httpx.Client(base_url=f"http://{host}", timeout=30) as c:
+        viewers = [Viewer(host, _create(c, text=TEXT, seed=k)) for k in range(2)]
+        for v in viewers:
+            assert [ch["index"] for ch in v.chunks(3)] == [0, 1, 2] and v.media[4:8] == b"ftyp"
+        assert _metrics(c)[("streamchar_chunks_total", ())] >= 6
+        for v in viewers:
+            v.close()
+
+
 def test_a_server_behind_admits_no_one_and_says_so(live_server):
     """Chunks held back until a viewer's media runs out (as when the cores are short): the server
     counts itself behind, refuses newcomers with that reason and shows it, though it has room."""

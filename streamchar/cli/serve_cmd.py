@@ -56,6 +56,8 @@ def serve(
                                           "each (default: one per core)"),
     decode_precision: str = typer.Option("auto", "--decode-precision", help="the video decoder's precision: auto (bf16 where the "
                                          "machine has bfloat16 instructions), bf16 or fp32"),
+    decode_batched: str = typer.Option("auto", "--decode-batched", help="decode a model batch's chunks together: auto (on a GPU), "
+                                       "on or off"),
     video_codec: Optional[Path] = VideoCodecOpt,
     audio_codec: Optional[Path] = AudioCodecOpt,
     device: str = DeviceOpt,
@@ -78,7 +80,7 @@ def serve(
         raise StreamcharError(f"--log-format: {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     token = read_token(token_file, host)
     settings = _settings(max_sessions=max_sessions, max_batch=max_batch, buffer_seconds=buffer, idle_timeout_seconds=idle_timeout,
-                         decode_precision=decode_precision, measure_mouth=measure_mouth,
+                         decode_precision=decode_precision, decode_batched=decode_batched, measure_mouth=measure_mouth,
                          **({"threads": threads} if threads is not None else {}))  # fmt: skip
     load = {"checkpoint": checkpoint, "video_codec": video_codec, "audio_codec": audio_codec, "config": config, "device": device,
             "dtype": dtype, "memory_mode": memory_mode}  # fmt: skip

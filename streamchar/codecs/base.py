@@ -181,11 +181,32 @@ class VideoStreamDecoder:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(latents.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            frames = self.codec.decode(latents, reference=self.reference, previous=self.last, previous_frame=self.last_frame)
-        frames = frames.float()
-        self.last, self.last_frame = latents[:, :, -1].clone(), frames[:, :, -1].clone()  # not views that keep the whole chunk
-        return frames
+        return decode_streams([self], [latents])[0]
+
+
+def decode_streams(decoders: list[VideoStreamDecoder], latents: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each stream's next chunk `latents[i]` (1, z, t, h, w), decoded in one batch where they can
+    go together (one codec and precision; at a stream's start, or all past it, as the codec reads
+    what came before); each stream's state moves on as if decoded alone. On a GPU one batch costs
+    about one chunk's time; on a CPU it costs the sum (benchmarks/results/batching.json)."""
+    out: list[torch.Tensor | None] = [None] * len(decoders)
+    groups: dict[tuple, list[int]] = {}
+    for i, d in enumerate(decoders):
+        groups.setdefault((id(d.codec), d.bf16, d.last is None, d.reference is None), []).append(i)
+    for members in groups.values():
+        first = decoders[members[0]]
+        ds = [decoders[i] for i in members]
+        batch = torch.cat([latents[i] for i in members])
+        reference = None if first.reference is None else [torch.cat(levels) for levels in zip(*(d.reference for d in ds))]
+        previous = None if first.last is None else torch.cat([d.last for d in ds])
+        previous_frame = None if first.last_frame is None else torch.cat([d.last_frame for d in ds])
+        with torch.no_grad(), torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=first.bf16):
+            frames = first.codec.decode(batch, reference=reference, previous=previous, previous_frame=previous_frame).float()
+        for k, (i, d) in enumerate(zip(members, ds)):
+            # not views that keep the whole batch
+            d.last, d.last_frame = batch[k : k + 1, :, -1].clone(), frames[k : k + 1, :, -1].clone()
+            out[i] = frames[k : k + 1]
+    return out  # type: ignore[return-value]
 
 
 class AudioStreamDecoder(ABC):

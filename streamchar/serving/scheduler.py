@@ -22,17 +22,23 @@ from streamchar.serving.metrics import ServerMetrics
 from streamchar.serving.sessions import LiveSession
 from streamchar.streaming.batching import condition_groups
 from streamchar.streaming.engine import ChunkLatents
-from streamchar.streaming.live import generate_together
+from streamchar.streaming.live import Decoded, decode_together, generate_together
 
 IDLE_WAIT_SECONDS = 0.02  # how often an idle worker looks again for a session that needs a chunk
 STOP_SECONDS = 5.0  # the workers are waited for this long in all when the server stops
 
-RenderItem = tuple[LiveSession, ChunkLatents | None, list]  # no chunk: close the session's stream
+RenderItem = tuple[LiveSession, ChunkLatents | None, list, Decoded | None]  # no chunk: close the session's stream
 
 
 class Scheduler:
-    def __init__(self, buffer_seconds: float, threads: int, max_batch: int = 1, metrics: ServerMetrics | None = None):
+    def __init__(self, buffer_seconds: float, threads: int, max_batch: int = 1, metrics: ServerMetrics | None = None,
+                 decode_batched: bool = False):  # fmt: skip
+        """`decode_batched`: a batch's chunks are decoded together by the worker that made them (a
+        GPU's way: one batch costs about one chunk), and only muxed by the render step; else each
+        is decoded on its own as it is rendered (a CPU's: a batch costs the sum, and decoding one
+        session beside another's generation keeps both cores busy)."""
         self.buffer_seconds, self.max_batch, self.metrics = buffer_seconds, max_batch, metrics
+        self.decode_batched = decode_batched
         self.holding = False  # no chunk is begun (the server is shutting down); those begun are finished
         self._sessions: dict[str, LiveSession] = {}
         self._work = threading.Condition()
@@ -63,7 +69,7 @@ class Scheduler:
     def busy(self) -> bool:
         """A chunk is being made or rendered, or waits to be rendered."""
         with self._work:
-            return bool(self._generating or self._rendering or any(chunk is not None for _, chunk, _ in self._renders))
+            return bool(self._generating or self._rendering or any(item[1] is not None for item in self._renders))
 
     def add(self, session: LiveSession) -> None:
         with self._work:
@@ -75,7 +81,7 @@ class Scheduler:
         still waiting to be rendered."""
         with self._work:
             self._sessions.pop(session.id, None)
-            self._renders.append((session, None, []))
+            self._renders.append((session, None, [], None))
             self._work.notify()
 
     def wake(self) -> None:
@@ -140,16 +146,29 @@ class Scheduler:
                       error=repr(result))  # fmt: skip
                 session.fail(result)
             else:
-                made.append((session, *result))
+                made.append((session, *result, None))
+        if self.decode_batched and made:
+            made = self._decode(made)
         with self._work:
             self._renders.extend(made)
 
-    def _render_one(self, session: LiveSession, chunk: ChunkLatents | None, words: list) -> None:
+    def _decode(self, made: list[RenderItem]) -> list[RenderItem]:
+        try:
+            decoded = decode_together([s.stream for s, *_ in made], [chunk for _, chunk, _, _ in made])  # type: ignore[misc]
+        except Exception as e:  # noqa: BLE001 - as above
+            for session, *_ in made:
+                event("session_failed", "session %s failed while decoding: %r", session.tag, e, level=logging.ERROR, session=session.tag,
+                      error=repr(e), exc_info=True)  # fmt: skip
+                session.fail(e)
+            return []
+        return [(session, chunk, words, d) for (session, chunk, words, _), d in zip(made, decoded)]
+
+    def _render_one(self, session: LiveSession, chunk: ChunkLatents | None, words: list, decoded: Decoded | None) -> None:
         if chunk is None:
             session.stream.close()
         elif not session.closed:
             try:
-                session.deliver(session.stream.render(chunk, words, session.measure))
+                session.deliver(session.stream.render(chunk, words, session.measure, decoded))
             except Exception as e:  # noqa: BLE001 - as above
                 event("session_failed", "session %s failed while rendering: %r", session.tag, e, level=logging.ERROR, session=session.tag,
                       error=repr(e), exc_info=True)  # fmt: skip

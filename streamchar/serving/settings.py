@@ -32,6 +32,9 @@ class ServerSettings(BaseModel):
                            "4 kept the most sessions real time on 2 cores (docs/serving.md)")
     measure_mouth: bool = Field(False, description="measure each chunk's mouth opening for the sessions' status (mouth_speaking, "
                                 "mouth_silent): a benchmark's check, a pass over every frame, off unless asked for")
+    decode_batched: Literal["auto", "on", "off"] = Field("auto", description="decode the chunks of a model batch together, in the "
+                                                         "worker that made them (auto: on a GPU, where a batch decodes in about one "
+                                                         "chunk's time; a CPU's costs the sum)")
     decode_precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="the video decoder's precision: bf16 decodes "
                                                               "a chunk in about half the time where the CPU or GPU has bfloat16 "
                                                               "instructions (auto: there), with frames within a few levels of fp32's")

@@ -55,7 +55,9 @@ class ServerState:
         self.sessions: dict[str, LiveSession] = {}
         self.metrics = ServerMetrics()
         self.metrics.observe(self)
-        self.scheduler = Scheduler(settings.buffer_seconds, settings.threads, settings.max_batch, self.metrics)
+        on_gpu = next(pipe.model.parameters()).is_cuda
+        batched = settings.decode_batched == "on" or (settings.decode_batched == "auto" and on_gpu)
+        self.scheduler = Scheduler(settings.buffer_seconds, settings.threads, settings.max_batch, self.metrics, batched)
         self.capacity: int | None = settings.max_sessions  # sessions admitted at once; measured by `warm_up` when not given
         self.measured: Capacity | None = None
         self.waiting_for: str | None = "the model's warm-up"  # what keeps the server from being ready; None once `warm_up` is done

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from streamchar.codecs.base import decode_streams
 from streamchar.streaming.batching import next_chunks
 from streamchar.streaming.engine import ChunkLatents, SessionSettings, StreamSession
 from streamchar.streaming.inputs import StreamRequest
@@ -124,15 +125,14 @@ class LiveStream:
 
     @torch.no_grad()
     def render(self, chunk: ChunkLatents, words: list[tuple[int, float, float]],
-               measure: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None) -> LiveChunk:
-        """Decode and mux one chunk; `measure(frames, audio)` may read the decoded chunk on the way."""
-        t0 = time.perf_counter()
-        frames = to_frames(self._video_decoder.decode(chunk.video))
-        audio = self._audio_decoder.decode(chunk.audio)[0].numpy()
+               measure: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None, decoded: Decoded | None = None) -> LiveChunk:
+        """Decode and mux one chunk (`decoded`: already decoded, by `decode_together`);
+        `measure(frames, audio)` may read the decoded chunk on the way."""
+        frames, audio, decode_s = decoded or decode_together([self], [chunk])[0]
         t1 = time.perf_counter()
         media = self._media.write(frames, audio)
         t2 = time.perf_counter()
-        timings = {**chunk.timings, "decode_s": t1 - t0, "mux_s": t2 - t1}
+        timings = {**chunk.timings, "decode_s": decode_s, "mux_s": t2 - t1}
         measures = measure(frames, audio) if measure else {}
         return LiveChunk(chunk.index, chunk.index * self.period, media, chunk.words_spoken, chunk.words_total, words, bool(words),
                          timings, measures)  # fmt: skip
@@ -141,6 +141,20 @@ class LiveStream:
         """Free the encoder; the bytes of a stream closed half-way have nowhere to go."""
         with suppress(Exception):  # a muxer that fails to close has nothing more to give
             self._media.muxer.container.close()
+
+
+Decoded = tuple[np.ndarray, np.ndarray, float]  # a chunk's frames and sound, and the seconds its decoding took
+
+
+@torch.no_grad()
+def decode_together(streams: list[LiveStream], chunks: list[ChunkLatents]) -> list[Decoded]:
+    """Each stream's chunk decoded, the video in one batch (`codecs.base.decode_streams`); each
+    is counted the whole batch's time, as the model's batch is."""
+    t0 = time.perf_counter()
+    videos = decode_streams([st._video_decoder for st in streams], [c.video for c in chunks])
+    sounds = [st._audio_decoder.decode(c.audio)[0].float().cpu().numpy() for st, c in zip(streams, chunks)]
+    seconds = time.perf_counter() - t0
+    return [(to_frames(v), a, seconds) for v, a in zip(videos, sounds)]
 
 
 def generate_together(streams: list[LiveStream]) -> list[tuple[ChunkLatents, list[tuple[int, float, float]]] | Exception]:
