@@ -135,3 +135,24 @@ def test_latent_step_ratio_sees_motion_that_moves_once_per_latent():
     profile = held_motion["profile"]
     assert profile.shape == (33,) and (profile[list(LATENT_STARTS)] > 0).all()
     assert np.delete(profile, list(LATENT_STARTS)).max() == 0
+
+
+def test_the_browser_offset_reads_clocks_to_the_millisecond():
+    """`sound_behind_picture` on a made-up page: the sound rendered on a 48 kHz context clock from
+    a 24 kHz stream, the frames shown 30 ms before their sound plays: +30 ms, within 1 ms."""
+    from scipy.signal import resample_poly
+
+    from streamchar.serving.bench_browser import sound_behind_picture
+
+    rng = np.random.default_rng(0)
+    rate, ctx = 24_000, 48_000
+    truth = (rng.standard_normal(5 * rate) * np.repeat(rng.random(50) > 0.5, rate // 10)).astype(np.float32)
+    said = resample_poly(truth, 2, 1).astype(np.float32)
+    zero = 12_345  # the context frame that played media time 0
+    start = zero + ctx  # recording began a second in, in blocks of 12,288 frames
+    pcm = [[f, said[f - zero : f - zero + 12_288].tolist()] for f in range(start, zero + len(said) - 12_288, 12_288)]
+    page_minus_ctx_ms = 1_000.0
+    media = np.arange(24, 100) / 24
+    shown = [[m, (zero / ctx + m - 0.030) * 1000 + page_minus_ctx_ms, c, c * 1000 + page_minus_ctx_ms] for m, c in zip(media, media + 7)]
+    got = sound_behind_picture(pcm, ctx, shown, truth, rate)
+    assert abs(got["av_offset_ms"] - 30.0) < 1.0 and got["av_match"] > 0.99

@@ -249,7 +249,10 @@ def bench_text(
 def bench_serve_cmd(
     seconds: float = typer.Option(120.0, "--seconds", help="how long each session of the concurrency runs lasts"),
     soak_minutes: float = typer.Option(30.0, "--soak-minutes", min=0.0, help="length of the soak (0: none)"),
-    soak_sessions: Optional[int] = typer.Option(None, "--soak-sessions", min=1, help="sessions during the soak (default: the batched maximum)"),
+    soak_sessions: Optional[int] = typer.Option(None, "--soak-sessions", min=1, help="sessions during the soak (default: as many as a "
+                                                "server measuring its own capacity admits)"),
+    search: bool = typer.Option(True, "--search/--no-search", help="look for the most sessions without a stall, batched and one at "
+                                "a time (the longest part)"),
     max_sessions: int = typer.Option(10, "--max-sessions", min=1, help="the most sessions at once to try"),
     trials: int = typer.Option(3, "--trials", min=1, help="page loads in Chromium (first frame, append, interrupt, A/V offset)"),
     out: Path = typer.Option(Path("benchmarks/results/serve.json"), "--out", help="results JSON (a PNG of stalls and memory beside it)"),
@@ -259,8 +262,8 @@ def bench_serve_cmd(
 
     if seconds <= 0:  # typer's ranges have no open bound
         raise StreamcharError(f"--seconds must be positive, got {seconds:g}")
-    result = bench_serve(seconds, soak_minutes, soak_sessions, max_sessions, trials, out, say=lambda m: err_console.print(m))
-    keys = ("first_frame_s", "append_to_heard_s", "interrupt_to_silence_s", "av_offset_frames", "max_sessions_no_stall",
+    result = bench_serve(seconds, soak_minutes, soak_sessions, max_sessions, trials, out, say=lambda m: err_console.print(m), search=search)
+    keys = ("first_frame_s", "append_to_heard_s", "interrupt_to_silence_s", "av_offset_ms", "av_offset_vs_file_ms", "max_sessions_no_stall",
             "unbatched_max_sessions_no_stall", "first_frame_s_at_max", "admitted_sessions", "soak_sessions", "soak_rss_mb", "soak_rss_change",
             "soak_stalls", "soak_errors", "mouth_silent", "mouth_speaking")  # fmt: skip
     console.print(f"results: {out}")

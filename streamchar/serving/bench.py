@@ -149,9 +149,10 @@ def admitted_capacity() -> int:
 
 
 def bench_serve(seconds: float, soak_minutes: float, soak_sessions: int | None, max_try: int, trials: int, out: Path,
-                say: Callable[[str], None]) -> dict:
-    """The page in Chromium, the most sessions without a stall batched and one at a time, the
-    capacity a server admits by itself, and a soak at the batched maximum (or `soak_sessions`)."""
+                say: Callable[[str], None], search: bool = True) -> dict:
+    """The page in Chromium, the most sessions without a stall batched and one at a time (unless
+    not `search`), the capacity a server admits by itself, and a soak of that many sessions (or
+    `soak_sessions`): what the server promises is what is soaked."""
     out.parent.mkdir(parents=True, exist_ok=True)
     Path("out").mkdir(exist_ok=True)
     sentences = split_sentences("test")
@@ -159,18 +160,21 @@ def bench_serve(seconds: float, soak_minutes: float, soak_sessions: int | None, 
     long_text = " ".join(sentences[:5])
     admitted = admitted_capacity()
     say(f"a server measuring its own capacity admits {admitted} sessions")
-    unbatched_server = ServerProcess(max_try + 1, Path("out") / "bench-serve-unbatched.log", max_batch=1)
-    try:
-        unbatched, unbatched_runs = concurrency(unbatched_server.host, seconds, max_try, sentences, characters, lambda m: say(f"unbatched: {m}"))
-    finally:
-        unbatched_server.stop()
+    unbatched, unbatched_runs = 0, []
+    if search:
+        unbatched_server = ServerProcess(max_try + 1, Path("out") / "bench-serve-unbatched.log", max_batch=1)
+        try:
+            unbatched, unbatched_runs = concurrency(unbatched_server.host, seconds, max_try, sentences, characters,
+                                                    lambda m: say(f"unbatched: {m}"))  # fmt: skip
+        finally:
+            unbatched_server.stop()
     server = ServerProcess(max_try + 1, Path("out") / "bench-serve-server.log", max_batch=BATCHED)
     try:
         say(f"server on {server.host} (pid {server.proc.pid}); the page in Chromium, {trials} trials")
         page = probe_page(server.host, trials, sentences, long_text)
         say(f"page: {json.dumps(page)}")
-        best, runs = concurrency(server.host, seconds, max_try, sentences, characters, lambda m: say(f"batched: {m}"))
-        soak_n = soak_sessions or max(best, 1)
+        best, runs = concurrency(server.host, seconds, max_try, sentences, characters, lambda m: say(f"batched: {m}")) if search else (0, [])
+        soak_n = soak_sessions or admitted
         say(f"soak: {soak_n} sessions for {soak_minutes:g} min")
         soaked = soak(server, soak_n, soak_minutes, sentences, characters) if soak_minutes > 0 else None
     finally:
@@ -185,17 +189,20 @@ def _result(page: dict, best: int, runs: list[dict], unbatched: int, unbatched_r
             seconds: float, soak_minutes: float, soak_n: int) -> dict:
     offsets = [lag["sound_lag_frames"] for lag in page["av_lags"]]
     at_max = runs[best - 1]["first_chunk_s_max"] if best else None
+    measured = runs[0] if runs else (soaked or {})
     return {
         "first_frame_s": float(np.mean(page["first_frame_s"])), "first_frame_s_max": float(np.max(page["first_frame_s"])),
         "append_to_heard_s": float(np.mean(page["append_to_heard_s"])), "append_to_heard_s_max": float(np.max(page["append_to_heard_s"])),
         "interrupt_to_silence_s": float(np.mean(page["interrupt_to_silence_s"])),
         "interrupt_to_silence_s_max": float(np.max(page["interrupt_to_silence_s"])),
-        "av_offset_frames": offsets, "max_sessions_no_stall": best, "unbatched_max_sessions_no_stall": unbatched,
+        "av_offset_frames": offsets, "av_offset_ms": [lag.get("av_offset_ms") for lag in page["av_lags"]],
+        "av_offset_vs_file_ms": [lag.get("av_offset_vs_file_ms") for lag in page["av_lags"]],
+        "max_sessions_no_stall": best or None, "unbatched_max_sessions_no_stall": unbatched or None,
         "first_frame_s_at_max": at_max, "admitted_sessions": admitted, "seconds_per_session": seconds,
         "soak_minutes": soak_minutes, "soak_sessions": soak_n,
         "soak_rss_mb": soaked["rss_mb"] if soaked else None, "soak_rss_change": soaked["rss_change"] if soaked else None,
         "soak_stalls": soaked["stalls"] if soaked else None, "soak_errors": len(soaked["errors"]) if soaked else None,
-        "mouth_silent": runs[0]["mouth_silent"], "mouth_speaking": runs[0]["mouth_speaking"],
+        "mouth_silent": measured.get("mouth_silent"), "mouth_speaking": measured.get("mouth_speaking"),
         "page": page, "concurrency": runs, "unbatched_concurrency": unbatched_runs, "soak": soaked, "cpu_count": os.cpu_count(),
     }  # fmt: skip
 
@@ -207,7 +214,7 @@ def _plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    runs = result["concurrency"]
+    runs = result["concurrency"] or result["unbatched_concurrency"]
     a.bar([r["sessions"] for r in runs], [r["stalls"] for r in runs], color=["tab:green" if not r["stalls"] else "tab:red" for r in runs])
     a.set(xlabel="sessions at once", ylabel="stalls", title=f"{result['seconds_per_session']:g} s per session")
     if result["soak"]:

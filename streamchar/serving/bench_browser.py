@@ -32,8 +32,51 @@ CHROMIUM_ARGS = ["--autoplay-policy=no-user-gesture-required", "--no-sandbox", "
 STATS = "window.streamchar.stats"
 MAX_LAG = 12  # frames either way the mouth-to-sound lag is looked for
 
-# Keeps a copy of every appended fragment, and samples each painted frame's mouth and the sound's loudness.
-PROBE_JS = """
+# `window.__clock(context, node, video)`: the sound reaching `node` as the audio graph renders it
+# (blocks with their context frames, the last 20 s or so) and, for each painted frame, its media
+# time, when it is to be shown, and where the audio output's clock then stands.
+CLOCK_JS = """
+window.__shown = []; window.__pcm = [];
+window.__clock = (context, node, video) => {
+  const shown = (now, meta) => {
+    const out = context.getOutputTimestamp();
+    window.__shown.push([meta.mediaTime, meta.expectedDisplayTime, out.contextTime, out.performanceTime]);
+    if (window.__shown.length > 480) window.__shown.shift();
+    video.requestVideoFrameCallback(shown);
+  };
+  video.requestVideoFrameCallback(shown);
+  const code = `class Rec extends AudioWorkletProcessor {
+    constructor() { super(); this.start = -1; this.parts = []; }
+    process(inputs) {
+      const x = inputs[0] && inputs[0][0];
+      if (x) {
+        if (this.start < 0) this.start = currentFrame;
+        this.parts.push(x.slice(0));
+        if (this.parts.length >= 96) { this.port.postMessage({ start: this.start, parts: this.parts }); this.start = -1; this.parts = []; }
+      }
+      return true;
+    }
+  }
+  registerProcessor('streamchar-rec', Rec);`;
+  const url = URL.createObjectURL(new Blob([code], { type: 'application/javascript' }));
+  return context.audioWorklet.addModule(url).then(() => {
+    const rec = new AudioWorkletNode(context, 'streamchar-rec', { numberOfOutputs: 0 });
+    rec.port.onmessage = (m) => {
+      const flat = new Float32Array(m.data.parts.reduce((k, p) => k + p.length, 0));
+      let at = 0;
+      for (const p of m.data.parts) { flat.set(p, at); at += p.length; }
+      window.__pcm.push([m.data.start, Array.from(flat)]);
+      if (window.__pcm.length > 80) window.__pcm.shift();
+    };
+    node.connect(rec);
+    window.__rate = context.sampleRate;
+  });
+};
+"""
+
+# On the live page: keeps a copy of every appended fragment, samples each painted frame's mouth
+# and the sound's loudness, and starts the clocks once the page's audio graph exists.
+PROBE_JS = CLOCK_JS + """
 (() => {
   window.__bytes = [];
   const append = SourceBuffer.prototype.appendBuffer;
@@ -42,7 +85,7 @@ PROBE_JS = """
   const canvas = document.createElement('canvas');
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
   const video = document.getElementById('video');
-  let buf = null;
+  let buf = null, clocked = false;
   const sample = (now, meta) => {
     const a = window.streamchar && window.streamchar.audio();
     if (video.videoWidth && a && a.analyser) {
@@ -60,12 +103,24 @@ PROBE_JS = """
       let e = 0;
       for (let i = buf.length - n; i < buf.length; i++) e += buf[i] * buf[i];
       window.__samples.push([meta.mediaTime, mouth, Math.sqrt(e / n)]);
+      if (!clocked) { clocked = true; window.__clock(a.context, a.analyser, video); }
     }
     video.requestVideoFrameCallback(sample);
   };
   video.requestVideoFrameCallback(sample);
 })();
 """
+
+# The same clocks on a plain <video> playing a file written as `streamchar generate` writes it.
+REFERENCE_HTML = """<!doctype html><html><body><video id="video" src="/__streamchar_reference.mp4"></video><script>
+""" + CLOCK_JS + """
+const video = document.getElementById('video');
+const context = new AudioContext();
+const analyser = context.createAnalyser();
+context.createMediaElementSource(video).connect(analyser);
+analyser.connect(context.destination);
+window.__clock(context, analyser, video).then(() => video.play());
+</script></body></html>"""
 
 
 def chromium() -> str:
@@ -111,7 +166,7 @@ def probe_page(host: str, trials: int, sentences: list[str], long_text: str) -> 
             _wait(page, f"{STATS}.interrupt_to_silence_s !== null")
             silence.append(page.evaluate(f"{STATS}.interrupt_to_silence_s"))
             time.sleep(1.0)
-            lags.append(_offset(page))
+            lags.append(_offset(page, browser, host))
             if k == 0:
                 page.screenshot(path=str(Path("out") / "bench-serve-page.png"))
             page.evaluate("window.streamchar.close()")
@@ -120,7 +175,7 @@ def probe_page(host: str, trials: int, sentences: list[str], long_text: str) -> 
     return {"first_frame_s": first, "append_to_heard_s": heard, "interrupt_to_silence_s": silence, "av_lags": lags}
 
 
-def _offset(page) -> dict:  # noqa: ANN001
+def _offset(page, browser, host: str) -> dict:  # noqa: ANN001
     """Where the browser plays the sound against the frames it paints: the lag (frames; positive:
     the sound comes later) at which the loudness heard at each painted frame best matches the
     loudness of that frame's own audio in the bytes the page was given (decoded here, where the
@@ -145,7 +200,77 @@ def _offset(page) -> dict:  # noqa: ANN001
     truth = np.concatenate([np.zeros(AAC_PRIMING_SAMPLES, np.float32), audio])  # the live muxer starts its sound that early
     sound = best_lag(on_grid(samples[:, 2]), loudness(truth, rate // fps, n), MAX_LAG)
     picture = best_lag(on_grid(samples[:, 1]), mouth_opening(frames), MAX_LAG)
-    return {"sound_lag_frames": sound, "picture_lag_frames": picture, "frames_painted": int(painted.sum()), "frames": n}
+    live = sound_behind_picture(page.evaluate("window.__pcm"), page.evaluate("window.__rate"), page.evaluate("window.__shown"), truth, rate)
+    file = _reference_offset(browser, host, frames, truth, rate)
+    both = live["av_offset_ms"] is not None and file["av_offset_ms"] is not None
+    return {"sound_lag_frames": sound, "picture_lag_frames": picture, "frames_painted": int(painted.sum()), "frames": n, **live,
+            "file_av_offset_ms": file["av_offset_ms"], "file_av_match": file.get("av_match"),
+            "av_offset_vs_file_ms": live["av_offset_ms"] - file["av_offset_ms"] if both else None}  # fmt: skip
+
+
+REFERENCE_SECONDS = 20  # of the stream's end, written to a file and played as the reference
+
+
+def _reference_offset(browser, host: str, frames: np.ndarray, truth: np.ndarray, rate: int) -> dict:  # noqa: ANN001
+    """The same clocks on the stream's last seconds written as a file (`FragmentedMp4Writer`,
+    whose frame k and sound sample at k/24 s share a timestamp) and played by a plain <video> on
+    the server's origin: what this browser reports for media it is given in sync, the reference
+    the live stream's offset is read against."""
+    import tempfile
+
+    from streamchar.streaming.writers import FragmentedMp4Writer
+
+    fps = 24
+    first = max(0, len(frames) - REFERENCE_SECONDS * fps)
+    clip = frames[first:]
+    sound = truth[first * rate // fps : len(frames) * rate // fps]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reference.mp4"
+        writer = FragmentedMp4Writer(path, fps, rate, clip.shape[2], clip.shape[1])
+        writer.write(clip, sound)
+        writer.close()
+        body = path.read_bytes()
+    page = browser.new_page()
+    try:
+        page.route(f"http://{host}/__streamchar_reference.html", lambda r: r.fulfill(body=REFERENCE_HTML, content_type="text/html"))
+        page.route(f"http://{host}/__streamchar_reference.mp4", lambda r: r.fulfill(body=body, content_type="video/mp4"))
+        page.goto(f"http://{host}/__streamchar_reference.html")
+        _wait(page, "document.getElementById('video').ended", timeout=len(clip) / fps + 30)
+        return sound_behind_picture(page.evaluate("window.__pcm"), page.evaluate("window.__rate"), page.evaluate("window.__shown"), sound, rate)
+    finally:
+        page.close()
+
+
+def sound_behind_picture(pcm: list, context_rate: float, shown: list, truth: np.ndarray, rate: int) -> dict:
+    """The offset in milliseconds, from clocks rather than frames: the sound the audio graph
+    rendered (blocks at their context frames) is matched to the stream's own sound to find which
+    context frame played media time 0; the browser's output timestamps turn context time into
+    page time; each painted frame says which media time it showed when. Positive: the sound
+    plays later than the picture showing the same moment."""
+    from scipy.signal import correlate, resample_poly
+
+    if not pcm or not shown:
+        return {"av_offset_ms": None}
+    first = min(start for start, _ in pcm)
+    heard = np.zeros(max(start + len(x) for start, x in pcm) - first, np.float32)
+    for start, x in pcm:
+        heard[start - first : start - first + len(x)] = x
+    ctx_rate = int(round(context_rate))
+    g = np.gcd(ctx_rate, rate)
+    said = resample_poly(truth, ctx_rate // g, rate // g).astype(np.float32)  # the stream's sound on the context's clock
+    score = correlate(heard, said, mode="full", method="fft")
+    lag = int(np.argmax(score)) - (len(said) - 1)  # heard[k] ~ said[k - lag]: media time 0 at context frame first + lag
+    zero_ctx = (first + lag) / context_rate
+    shown_a = np.asarray(shown, dtype=np.float64)  # mediaTime, expectedDisplayTime (ms), output contextTime, its performanceTime (ms)
+    page_minus_ctx = float(np.median(shown_a[:, 3] - shown_a[:, 2] * 1000.0))
+    sound_media = (shown_a[:, 1] - page_minus_ctx) / 1000.0 - zero_ctx  # the media time being heard as each frame is shown
+    offsets = (shown_a[:, 0] - sound_media) * 1000.0
+    k = np.arange(len(heard))
+    inside = (k - lag >= 0) & (k - lag < len(said))
+    a, b = heard[inside], said[k[inside] - lag]
+    match = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))  # how alike the heard sound and the stream's are, aligned
+    return {"av_offset_ms": float(np.median(offsets)), "av_offset_ms_iqr": float(np.subtract(*np.percentile(offsets, [75, 25]))),
+            "av_match": match}
 
 
 def _decode(data: bytes) -> tuple[np.ndarray, np.ndarray, int]:
