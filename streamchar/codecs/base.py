@@ -196,16 +196,21 @@ def decode_streams(decoders: list[VideoStreamDecoder], latents: list[torch.Tenso
     for members in groups.values():
         first = decoders[members[0]]
         ds = [decoders[i] for i in members]
+        rows = [latents[i].shape[0] for i in members]  # a stream may hold several videos (a batch of its own)
         batch = torch.cat([latents[i] for i in members])
-        reference = None if first.reference is None else [torch.cat(levels) for levels in zip(*(d.reference for d in ds))]
+        reference = None
+        if first.reference is not None:  # one image for all of a stream's videos, or one each: one per row here
+            reference = [torch.cat([lv.expand(n, *lv.shape[1:]) for lv, n in zip(levels, rows)]) for levels in zip(*(d.reference for d in ds))]
         previous = None if first.last is None else torch.cat([d.last for d in ds])
         previous_frame = None if first.last_frame is None else torch.cat([d.last_frame for d in ds])
         with torch.no_grad(), torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=first.bf16):
             frames = first.codec.decode(batch, reference=reference, previous=previous, previous_frame=previous_frame).float()
-        for k, (i, d) in enumerate(zip(members, ds)):
-            # not views that keep the whole batch
-            d.last, d.last_frame = batch[k : k + 1, :, -1].clone(), frames[k : k + 1, :, -1].clone()
-            out[i] = frames[k : k + 1]
+        start = 0
+        for i, d, n in zip(members, ds, rows):
+            part = slice(start, start + n)
+            d.last, d.last_frame = batch[part, :, -1].clone(), frames[part, :, -1].clone()  # not views that keep the whole batch
+            out[i] = frames[part]
+            start += n
     return out  # type: ignore[return-value]
 
 

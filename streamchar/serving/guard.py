@@ -1,9 +1,11 @@
-"""What stands between a client and the sessions: the token, the body-size limit, and the
-errors a client gets back (one JSON shape, `{"error": "..."}`, with a 4xx or 503 status)."""
+"""What stands between a client and the sessions: the token, the body-size limit, the reading
+of a viewer's messages, and the errors a client gets back (one JSON shape, `{"error": "..."}`,
+with a 4xx or 503 status)."""
 
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import Request
@@ -99,3 +101,23 @@ class BodyLimit:
         except _TooLarge:
             if not started:
                 await api_error(413, message)(scope, receive, send)
+
+
+def parse_command(text: str | None, max_bytes: int) -> tuple[dict, dict | None]:
+    """A viewer's message as a dict, or the error to answer it with."""
+    if text is None:
+        return {}, {"type": "error", "error": "binary messages are not accepted: send JSON text such as {\"type\": \"append\", \"text\": \"...\"}"}
+    if len(text) > max_bytes:
+        return {}, {"type": "error", "error": f"a message may be at most {max_bytes} bytes"}
+    try:
+        cmd = json.loads(text)
+    except json.JSONDecodeError as e:
+        return {}, {"type": "error", "error": f"not valid JSON ({e.msg} at character {e.pos})"}
+    except (ValueError, RecursionError):  # an integer of more digits than Python reads (4,300), arrays or objects nested too deep
+        return {}, {"type": "error", "error": "not JSON this server reads: a number with too many digits, or values nested too deep"}
+    return (cmd if isinstance(cmd, dict) else {}), None  # not an object: an unknown message
+
+
+def is_number(value: object) -> bool:
+    """A JSON number (JSON's `true` reads as Python's `True`, an `int`, and is not one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

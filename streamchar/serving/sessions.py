@@ -22,9 +22,8 @@ from streamchar.streaming.writers import Mp4FragmentStream
 
 RTF_WINDOW = 16  # chunks the reported real-time factor is averaged over
 # A chunk that reaches its viewer with less than this left to play is a near miss: the server is
-# behind, and admits no new session until none has come so close for BEHIND_HOLD_SECONDS.
+# behind (it admits no new session for `ServerSettings.behind_hold_seconds`).
 SHORT_SECONDS = 0.2
-BEHIND_HOLD_SECONDS = 20.0
 TAG_CHARS = 8  # of a session's random id in its tag: enough to tell sessions apart in a log, far too few to guess the rest
 
 

@@ -17,6 +17,8 @@ class ServerSettings(BaseModel):
     buffer_seconds: float = Field(1.2, ge=0.3, le=10, description="media a session generates ahead of its viewer's playback, at most "
                                   "(one chunk more may be on its way): small, so appended text and interrupts are heard soon; more than "
                                   "the 0.1 s of a written chunk that its next chunk releases")
+    behind_hold_seconds: float = Field(20.0, ge=0, description="after a chunk reaches its viewer late or with under 0.2 s left to "
+                                       "play, new sessions are refused (reason `behind`) this long (0: never)")
     max_text_chars: int = Field(2000, ge=1, description="characters of text in one request")
     max_pending_words: int = Field(600, ge=1, description="words given and not yet spoken, per session")
     max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="size of an uploaded reference image or voice")

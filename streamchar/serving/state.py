@@ -4,7 +4,6 @@ call in here; the slow parts (encoding a reference, timing words) run on the thr
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import threading
 import time
@@ -16,11 +15,11 @@ from starlette.concurrency import run_in_threadpool
 from streamchar.data.audio import read_wav
 from streamchar.errors import StreamcharError
 from streamchar.serving.capacity import Capacity, measure_capacity
-from streamchar.serving.guard import ApiError, SessionNotFound
+from streamchar.serving.guard import ApiError, SessionNotFound, is_number, parse_command
 from streamchar.serving.logs import event
 from streamchar.serving.metrics import ServerMetrics
 from streamchar.serving.scheduler import Scheduler
-from streamchar.serving.sessions import BEHIND_HOLD_SECONDS, SHORT_SECONDS, LiveSession, Message
+from streamchar.serving.sessions import SHORT_SECONDS, LiveSession, Message
 from streamchar.serving.settings import ServerSettings
 from streamchar.streaming.engine import SessionSettings
 from streamchar.streaming.inputs import (
@@ -168,7 +167,7 @@ class ServerState:
             return "warming", message, WARMING_RETRY_SECONDS
         if self.behind():
             return "behind", (f"the server is behind: a viewer's media came within {SHORT_SECONDS} s of running out in the last "
-                              f"{BEHIND_HOLD_SECONDS:.0f} s; try again in {RETRY_AFTER_SECONDS} s"), RETRY_AFTER_SECONDS  # fmt: skip
+                              f"{self.settings.behind_hold_seconds:g} s; try again in {RETRY_AFTER_SECONDS} s"), RETRY_AFTER_SECONDS  # fmt: skip
         limit = self.capacity or 1
         if len(self.sessions) + self._opening < limit:
             return None
@@ -181,8 +180,8 @@ class ServerState:
     def behind(self) -> bool:
         """A session's chunk came close to late lately (`LiveSession.short_at`): admitting more
         would make its viewers stall."""
-        now = time.monotonic()
-        return any(s.short_at is not None and now - s.short_at < BEHIND_HOLD_SECONDS for s in list(self.sessions.values()))
+        now, hold = time.monotonic(), self.settings.behind_hold_seconds
+        return any(s.short_at is not None and now - s.short_at < hold for s in list(self.sessions.values()))
 
     def _admit(self, character: str) -> None:
         refused = self.refusal()
@@ -361,7 +360,7 @@ class ServerState:
             return error
         kind = cmd.get("type")
         try:
-            if kind == "position" and _is_number(cmd.get("t")):
+            if kind == "position" and is_number(cmd.get("t")):
                 session.clock.report(time.monotonic(), float(min(max(cmd["t"], -1e300), 1e300)))  # an int past a float's range: past the end
                 if type(cmd.get("stalls")) is int:  # a count (JSON's true is not one)
                     session.client_stalls = cmd["stalls"]
@@ -383,23 +382,3 @@ class ServerState:
 def created(session: LiveSession) -> dict:
     return {"id": session.id, "media": f"/api/sessions/{session.id}/media", "words_total": session.stream.session.words_total,
             "words": session.stream.transcript_words(), "setup_s": round(time.monotonic() - session.created, 3)}  # fmt: skip
-
-
-def parse_command(text: str | None, max_bytes: int) -> tuple[dict, dict | None]:
-    """A viewer's message as a dict, or the error to answer it with."""
-    if text is None:
-        return {}, {"type": "error", "error": "binary messages are not accepted: send JSON text such as {\"type\": \"append\", \"text\": \"...\"}"}
-    if len(text) > max_bytes:
-        return {}, {"type": "error", "error": f"a message may be at most {max_bytes} bytes"}
-    try:
-        cmd = json.loads(text)
-    except json.JSONDecodeError as e:
-        return {}, {"type": "error", "error": f"not valid JSON ({e.msg} at character {e.pos})"}
-    except (ValueError, RecursionError):  # an integer of more digits than Python reads (4,300), arrays or objects nested too deep
-        return {}, {"type": "error", "error": "not JSON this server reads: a number with too many digits, or values nested too deep"}
-    return (cmd if isinstance(cmd, dict) else {}), None  # not an object: an unknown message
-
-
-def _is_number(value: object) -> bool:
-    """A JSON number (JSON's `true` reads as Python's `True`, an `int`, and is not one)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
