@@ -31,7 +31,7 @@ def cluster(tmp_path_factory):
     log = tmp_path_factory.mktemp("cluster") / "serve.log"
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0"}
     try:
-        server = ServerProcess(2, log, extra=("--ray", "--replicas", "2", "--replica-cpus", "1"), timeout=300, env=env)
+        server = ServerProcess(2, log, extra=("--ray", "--replicas", "2", "--replica-cpus", "1", "--behind-hold", "0"), timeout=300, env=env)
     except StreamcharError:
         pytest.fail(f"the Ray server did not start:\n{log.read_text()[-4000:]}")
     try:

@@ -364,7 +364,7 @@ def test_sessions_decoded_in_their_batch_stream_as_before(live_server):
 def test_a_server_behind_admits_no_one_and_says_so(live_server):
     """Chunks held back until a viewer's media runs out (as when the cores are short): the server
     counts itself behind, refuses newcomers with that reason and shows it, though it has room."""
-    host, state = live_server(max_sessions=2)
+    host, state = live_server(max_sessions=2, behind_hold_seconds=20)
     with httpx.Client(base_url=f"http://{host}", timeout=30) as c:
         v = Viewer(host, _create(c, text=TEXT))
         v.chunks(2)

@@ -348,7 +348,7 @@ def _fuzz_one_socket(host: str, c: httpx.Client, frames: list, tally: Counter) -
 def test_websocket_fuzz_hurts_no_one_else(live_server):
     """Random and hostile frames on other sessions' sockets, and on the watched session's own,
     while a good viewer watches: it keeps getting its stream, and the server keeps serving."""
-    host, state = live_server(max_sessions=4, behind_hold_seconds=0)  # it makes many sessions on 2 cores: admission is not what it tries
+    host, state = live_server(max_sessions=4)
     limit = state.settings.max_message_bytes
     rng = random.Random(42)
     tally = Counter()

@@ -52,6 +52,8 @@ def serve(
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="a file holding the token every request must carry"),
     buffer: float = typer.Option(1.2, "--buffer", help="seconds of media generated ahead of each viewer, at most"),
     idle_timeout: float = typer.Option(120.0, "--idle-timeout", help="close a session nobody watches or touches for this long (s)"),
+    behind_hold: float = typer.Option(20.0, "--behind-hold", help="after a chunk reaches its viewer late or nearly, refuse new sessions "
+                                      "this long (s; 0: never)"),
     threads: Optional[int] = typer.Option(None, "--threads", help="worker threads that make and render chunks, one torch thread "
                                           "each (default: one per core)"),
     decode_precision: str = typer.Option("auto", "--decode-precision", help="the video decoder's precision: auto (bf16 where the "
@@ -80,7 +82,8 @@ def serve(
         raise StreamcharError(f"--log-format: {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     token = read_token(token_file, host)
     settings = _settings(max_sessions=max_sessions, max_batch=max_batch, buffer_seconds=buffer, idle_timeout_seconds=idle_timeout,
-                         decode_precision=decode_precision, decode_batched=decode_batched, measure_mouth=measure_mouth,
+                         behind_hold_seconds=behind_hold, decode_precision=decode_precision, decode_batched=decode_batched,
+                         measure_mouth=measure_mouth,
                          **({"threads": threads} if threads is not None else {}))  # fmt: skip
     load = {"checkpoint": checkpoint, "video_codec": video_codec, "audio_codec": audio_codec, "config": config, "device": device,
             "dtype": dtype, "memory_mode": memory_mode}  # fmt: skip
