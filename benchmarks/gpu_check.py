@@ -10,7 +10,6 @@ its error while the others still run. `scripts/gpu-check.sh` runs it on a lent G
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import platform
 import subprocess
@@ -23,8 +22,7 @@ import torch
 import yaml
 
 from streamchar.data.harvard import split_sentences
-from streamchar.serving.bench import ServerProcess, _summary
-from streamchar.serving.bench_viewers import watch_many
+from streamchar.serving.bench import ServerProcess, concurrency
 
 TEXT = "Hello there, my name is Ann. It is a quarter past three on Tuesday, and the coffee costs $4.50."
 
@@ -71,17 +69,12 @@ def most_sessions(device: str, sizes: tuple[int, ...], seconds: float, max_batch
     with `--device DEVICE` (stops at the first size that stalls)."""
     sentences, characters = split_sentences("test"), [f"unseen-{k}" for k in range(8)]
     server = ServerProcess(max(sizes) + 1, log, max_batch=max_batch, extra=("--device", device), timeout=300)
-    runs, best = [], 0
     try:
-        for n in sizes:
-            run = _summary(asyncio.run(watch_many(server.host, n, seconds, sentences, characters)))
-            runs.append({"sessions": n, "stalls": run["stalls"], "errors": len(run["errors"]), "first_chunk_s_max": run["first_chunk_s_max"]})
-            if run["stalls"] or run["errors"]:
-                break
-            best = n
+        best, runs = concurrency(server.host, seconds, sizes, sentences, characters, lambda m: print(m, file=sys.stderr, flush=True))
     finally:
         server.stop()
-    return {"most_sessions_no_stall": best, "runs": runs}
+    keep = ("sessions", "stalls", "errors", "first_chunk_s_max")
+    return {"most_sessions_no_stall": best, "runs": [{k: r[k] for k in keep} for r in runs]}
 
 
 def paper_modes(device: str, out: Path, quick: bool) -> dict:

@@ -185,7 +185,7 @@ class VideoStreamDecoder:
 
 
 def decode_streams(decoders: list[VideoStreamDecoder], latents: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Each stream's next chunk `latents[i]` (1, z, t, h, w), decoded in one batch where they can
+    """Each stream's next chunk `latents[i]` (B_i, z, t, h, w), decoded in one batch where they can
     go together (one codec and precision; at a stream's start, or all past it, as the codec reads
     what came before); each stream's state moves on as if decoded alone. On a GPU one batch costs
     about one chunk's time; on a CPU it costs the sum (benchmarks/results/batching.json)."""

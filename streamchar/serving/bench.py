@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import httpx
@@ -100,10 +100,12 @@ def _summary(results: list[ViewerResult]) -> dict:
             "mouth_silent": float(np.mean(silent)) if silent else None, "mouth_speaking": float(np.mean(speaking)) if speaking else None}  # fmt: skip
 
 
-def concurrency(host: str, seconds: float, max_try: int, sentences: list[str], characters: list[str],
+def concurrency(host: str, seconds: float, sizes: Iterable[int], sentences: list[str], characters: list[str],
                 say: Callable[[str], None]) -> tuple[int, list[dict]]:
+    """The most of `sizes` (in order) sessions that stream `seconds` with no stall or error (0:
+    not even the first), stopping at the first that does not, and each size's run."""
     runs, best = [], 0
-    for n in range(1, max_try + 1):
+    for n in sizes:
         run = _summary(asyncio.run(watch_many(host, n, seconds, sentences, characters)))
         runs.append(run)
         say(f"{n} sessions x {seconds:g} s: {run['stalls']} stalls, {len(run['errors'])} errors, first chunk <= {run['first_chunk_s_max']}")
@@ -160,11 +162,11 @@ def bench_serve(seconds: float, soak_minutes: float, soak_sessions: int | None, 
     long_text = " ".join(sentences[:5])
     admitted = admitted_capacity()
     say(f"a server measuring its own capacity admits {admitted} sessions")
-    unbatched, unbatched_runs = 0, []
+    unbatched, unbatched_runs = None, []  # None: not looked for
     if search:
         unbatched_server = ServerProcess(max_try + 1, Path("out") / "bench-serve-unbatched.log", max_batch=1)
         try:
-            unbatched, unbatched_runs = concurrency(unbatched_server.host, seconds, max_try, sentences, characters,
+            unbatched, unbatched_runs = concurrency(unbatched_server.host, seconds, range(1, max_try + 1), sentences, characters,
                                                     lambda m: say(f"unbatched: {m}"))  # fmt: skip
         finally:
             unbatched_server.stop()
@@ -173,7 +175,8 @@ def bench_serve(seconds: float, soak_minutes: float, soak_sessions: int | None, 
         say(f"server on {server.host} (pid {server.proc.pid}); the page in Chromium, {trials} trials")
         page = probe_page(server.host, trials, sentences, long_text)
         say(f"page: {json.dumps(page)}")
-        best, runs = concurrency(server.host, seconds, max_try, sentences, characters, lambda m: say(f"batched: {m}")) if search else (0, [])
+        best, runs = concurrency(server.host, seconds, range(1, max_try + 1), sentences, characters,
+                                 lambda m: say(f"batched: {m}")) if search else (None, [])  # fmt: skip
         soak_n = soak_sessions or admitted
         say(f"soak: {soak_n} sessions for {soak_minutes:g} min")
         soaked = soak(server, soak_n, soak_minutes, sentences, characters) if soak_minutes > 0 else None
@@ -185,7 +188,7 @@ def bench_serve(seconds: float, soak_minutes: float, soak_sessions: int | None, 
     return result
 
 
-def _result(page: dict, best: int, runs: list[dict], unbatched: int, unbatched_runs: list[dict], admitted: int, soaked: dict | None,
+def _result(page: dict, best: int | None, runs: list[dict], unbatched: int | None, unbatched_runs: list[dict], admitted: int, soaked: dict | None,
             seconds: float, soak_minutes: float, soak_n: int) -> dict:
     offsets = [lag["sound_lag_frames"] for lag in page["av_lags"]]
     at_max = runs[best - 1]["first_chunk_s_max"] if best else None
@@ -197,7 +200,7 @@ def _result(page: dict, best: int, runs: list[dict], unbatched: int, unbatched_r
         "interrupt_to_silence_s_max": float(np.max(page["interrupt_to_silence_s"])),
         "av_offset_frames": offsets, "av_offset_ms": [lag.get("av_offset_ms") for lag in page["av_lags"]],
         "av_offset_vs_file_ms": [lag.get("av_offset_vs_file_ms") for lag in page["av_lags"]],
-        "max_sessions_no_stall": best or None, "unbatched_max_sessions_no_stall": unbatched or None,
+        "max_sessions_no_stall": best, "unbatched_max_sessions_no_stall": unbatched,
         "first_frame_s_at_max": at_max, "admitted_sessions": admitted, "seconds_per_session": seconds,
         "soak_minutes": soak_minutes, "soak_sessions": soak_n,
         "soak_rss_mb": soaked["rss_mb"] if soaked else None, "soak_rss_change": soaked["rss_change"] if soaked else None,

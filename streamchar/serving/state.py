@@ -54,8 +54,7 @@ class ServerState:
         self.sessions: dict[str, LiveSession] = {}
         self.metrics = ServerMetrics()
         self.metrics.observe(self)
-        on_gpu = next(pipe.model.parameters()).is_cuda
-        batched = settings.decode_batched == "on" or (settings.decode_batched == "auto" and on_gpu)
+        batched = settings.decode_batched == "on" or (settings.decode_batched == "auto" and pipe.device.type == "cuda")
         self.scheduler = Scheduler(settings.buffer_seconds, settings.threads, settings.max_batch, self.metrics, batched)
         self.capacity: int | None = settings.max_sessions  # sessions admitted at once; measured by `warm_up` when not given
         self.measured: Capacity | None = None
@@ -68,8 +67,7 @@ class ServerState:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._opening = 0  # sessions being set up, counted against the limit
         self._reaper: asyncio.Task | None = None
-        device = str(next(pipe.model.parameters()).device)
-        self.decode_bf16 = settings.decode_precision == "bf16" or (settings.decode_precision == "auto" and bf16_is_native(device))
+        self.decode_bf16 = settings.decode_precision == "bf16" or (settings.decode_precision == "auto" and bf16_is_native(str(pipe.device)))
 
     def warm_up(self) -> None:
         """Short streams before the first viewer, so that the first session does not pay for the

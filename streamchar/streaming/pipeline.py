@@ -67,19 +67,24 @@ class Pipeline:
         cfg = model.cfg
         return cls(model.eval(), prompt.eval(), load_video_codec(cfg, video_codec), load_audio_codec(cfg, audio_codec), meta or {})
 
-    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Pipeline:
-        """Every part on `device`, and the generator in `dtype` (a bfloat16 generator computes in
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None, prompt_device: str | torch.device | None = None) -> Pipeline:
+        """Every part on `device` (the prompt encoder on `prompt_device` where given: a memory
+        mode offloads it), and the generator in `dtype` (a bfloat16 generator computes in
         bfloat16). A codec takes `dtype` on a GPU where it `holds_half_precision`; else it stays
         float32 (a CPU without bfloat16 instructions took 25 minutes over the paper audio VAE's
         bfloat16 convolutions) and takes its inputs as they come (`codecs.base.on_codec`)."""
         self.model.to(device=device)
-        self.prompt_encoder.to(device=device, dtype=dtype)
+        self.prompt_encoder.to(device=prompt_device or device, dtype=dtype)
         if dtype is not None:
             self.model.in_precision(dtype)
         on_gpu = torch.device(device).type == "cuda"
         for codec in (self.video_codec, self.audio_codec):
             codec.to(device=device, dtype=dtype if codec.holds_half_precision and on_gpu else None)
         return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     @property
     def steps(self) -> int:
@@ -90,7 +95,7 @@ class Pipeline:
 
     def mp4_writer(self, path: Path) -> FragmentedMp4Writer:
         c = self.cfg
-        on_gpu = next(self.model.parameters()).is_cuda  # then the cores are the encoder's
+        on_gpu = self.device.type == "cuda"  # then the cores are the encoder's
         return FragmentedMp4Writer(Path(path), c.stream.fps, c.audio.sample_rate, c.video.width, c.video.height, threads=0 if on_gpu else 1)
 
     def stream_to_mp4(self, request: StreamRequest, settings: SessionSettings, out: Path, t_request: float | None = None,

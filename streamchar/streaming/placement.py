@@ -37,13 +37,9 @@ class Placement:
         offloads keeps the prompt encoder on the CPU from the start (it would not fit beside the
         rest on a small GPU)."""
         dtype = None if self.dtype == torch.float32 else self.dtype
-        if self.memory_mode == "resident":
-            return pipe.to(self.device, dtype)
-        pipe.to("cpu", dtype)
-        pipe.model.to(self.device)
-        for codec in (pipe.video_codec, pipe.audio_codec):
-            codec.to(self.device)
-        return apply_memory_mode(pipe, self.memory_mode, self.device)
+        offloaded = self.memory_mode != "resident"
+        pipe.to(self.device, dtype, prompt_device="cpu" if offloaded else None)
+        return apply_memory_mode(pipe, self.memory_mode, self.device) if offloaded else pipe
 
 
 def resolve_device(name: str) -> torch.device:
