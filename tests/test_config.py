@@ -1,4 +1,6 @@
 import pytest
+import yaml
+from pydantic import ValidationError
 
 from streamchar.config import PRESETS, load_config
 from streamchar.errors import StreamcharError
@@ -125,3 +127,51 @@ def test_the_configuration_page_is_current():
     rows = [line for line in page.splitlines() if line.startswith("| `")]
     undescribed = [line for line in rows if not line.split("|")[-2].strip()]
     assert rows and not undescribed, undescribed[:3]
+
+
+PAPER_TRAINING = {  # file: (stage's steps, global batch, lr) as §5.1 gives them
+    "paper-stage1.yaml": (80000, 640, 6e-5), "paper-stage2.yaml": (100000, 128, 1e-5),
+    "paper-dmd.yaml": (600, 64, 2e-6), "paper-rollout.yaml": (400, 64, 2e-6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_TRAINING))
+def test_the_paper_training_configs_load_with_the_papers_values(name):
+    from pathlib import Path
+
+    from streamchar.training.settings import load_train_config
+
+    cfg, s = load_train_config(Path(__file__).resolve().parents[1] / "configs" / name)
+    assert cfg.preset == "paper" and (s.steps, s.global_batch, s.lr) == PAPER_TRAINING[name]
+    if name in ("paper-dmd.yaml", "paper-rollout.yaml"):
+        assert (s.distill.fake_lr, s.distill.student_steps) == (4e-7, 4)
+    assert s.accumulation(8) * s.batch * 8 == s.global_batch  # 8 GPUs reach the paper's batch by accumulation
+
+
+def test_a_global_batch_sets_the_accumulation_or_says_what_would_split_it():
+    from streamchar.training.settings import TrainSettings
+
+    s = TrainSettings(cache="c", steps=1, batch=8, global_batch=640)
+    assert (s.accumulation(1), s.accumulation(8), TrainSettings(cache="c", steps=1, grad_accum=3).accumulation(4)) == (80, 10, 3)
+    with pytest.raises(StreamcharError, match="cannot be split over 3 processes"):
+        s.accumulation(3)
+    with pytest.raises(StreamcharError, match="not a multiple of train.batch 7 x 4 process\\(es\\) = 28; a batch of 4"):
+        TrainSettings(cache="c", steps=1, batch=7, global_batch=64).accumulation(4)
+    with pytest.raises(ValidationError, match="global_batch or grad_accum, not both"):
+        TrainSettings(cache="c", steps=1, global_batch=64, grad_accum=2)
+
+
+def test_config_show_prints_a_training_files_model_and_train_sections(tmp_path):
+    from typer.testing import CliRunner
+
+    from streamchar.cli.main import app
+
+    r = CliRunner().invoke(app, ["config", "show", "--config", "configs/paper-rollout.yaml"])
+    assert r.exit_code == 0, r.output
+    shown = yaml.safe_load(r.output)
+    assert shown["preset"] == "paper" and shown["orchestrator"]["prompt_tokens"] == 64
+    assert shown["train"]["steps"] == 400 and shown["train"]["distill"]["truncate_at_pointer"] is True
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: configs/nowhere.yaml\ntrain: {steps: 3}\n")
+    r = CliRunner().invoke(app, ["config", "show", "--config", str(bad)])
+    assert isinstance(r.exception, StreamcharError) and "cannot read the base" in str(r.exception)  # main() prints it as one line

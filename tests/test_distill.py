@@ -1,6 +1,7 @@
 """Distillation: the DMD gradient, Stage I on cached chunks, Stage II rollouts, resume, ablation switches."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -80,6 +81,32 @@ def test_rollout_scores_the_last_chunks_from_the_first_scored_chunks_context(cac
     cfg, s = load_train_config(_config(tmp_path, cache, teacher, sink=False, score_chunks=1))
     ablation = generator_loop("rollout", cfg, s, tmp_path / "ab").objective._rollout_sample(0, 0)
     assert ablation.video.shape[2] == 9 and ablation.context.conditions.sink is None and ablation.context.history.shape[2] == 66
+
+
+def test_rollout_cuts_the_scored_transcript_where_the_pointer_says_the_speech_is(cache, teacher, tmp_path, monkeypatch):
+    """Figs. 2-3: the scored span's transcript ends at the pointer's ŝ, which moves on chunk by chunk."""
+    cfg, s = load_train_config(_config(tmp_path, cache, teacher, rollout_chunks=4, score_chunks=2))
+    objective = generator_loop("rollout", cfg, s, tmp_path / "run").objective
+    calls = []
+
+    def scripted(condition, text_hidden, word_numbers, text_mask, word_counts, clamp=True):  # half a word more at every call
+        calls.append(1)
+        return torch.minimum(torch.full_like(word_counts, 0.5 * len(calls)), word_counts)
+
+    monkeypatch.setattr(objective.model.orchestrator.pointer, "forward", scripted)
+    sample = objective._rollout_sample(0, 0)
+    ends, c = sample.pointer_ends, sample.context
+    assert len(ends) == 4 and all(b > a for a, b in zip(ends, ends[1:]))  # the cut moves over the rollout
+    assert c.cut == 0  # 4 chunks fit the tiny history window: nothing is cut at the start
+    words = int(c.word_counts.item())
+    assert words == math.ceil(ends[-1])
+    assert int(c.word_numbers.max().item()) == words  # the text ends with the last word spoken, the lookahead gone
+    assert c.text_positions is None or float(c.text_positions.max()) <= c.text_ids.shape[1] - 1
+    calls.clear()
+    cfg, s = load_train_config(_config(tmp_path, cache, teacher, rollout_chunks=4, score_chunks=2, truncate_at_pointer=False))
+    plain = generator_loop("rollout", cfg, s, tmp_path / "plain").objective
+    monkeypatch.setattr(plain.model.orchestrator.pointer, "forward", scripted)
+    assert int(plain._rollout_sample(0, 0).context.word_counts.item()) > words  # the lookahead window: words not yet spoken
 
 
 def test_distillation_resumes_exactly_and_exports_a_four_step_student(cache, teacher, tmp_path):

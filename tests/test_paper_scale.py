@@ -18,7 +18,7 @@ from streamchar.evaluation.bench_paper import REDUCED, mp4_facts
 from streamchar.model.assemble import Parts, assemble_checkpoint
 from streamchar.model.checkpoint import load_generator
 from streamchar.model.stand_ins import oobleck, write_stand_ins
-from streamchar.model.tokenizer import QwenTokenizer
+from streamchar.model.tokenizer import QwenTokenizer, prompt_ids
 from streamchar.streaming.bench import random_request
 from streamchar.streaming.engine import SessionSettings
 from streamchar.streaming.memory import apply_memory_mode
@@ -56,6 +56,23 @@ def test_the_checkpoint_holds_every_part_initialised_as_the_paper_says(assembled
     assert model.tokenizer.encode(words) == QwenTokenizer(parts["qwen"]).encode(words)
     assert model.tokenizer.encode(words).words == 8 and len(model.tokenizer.encode(words).ids) > 8  # Qwen's pieces, not words
     assert prompt.directory == out / "umt5" and prompt(["a person talks"]).shape == (1, cfg.prompt.tokens, cfg.dit.text_dim)
+
+
+def test_the_orchestrator_reads_the_prompt_then_the_transcript_and_a_cut_keeps_the_prompt(assembled):
+    """§3.2: the orchestrator's text block is the prompt and the transcript (paper preset); the tiny one reads the transcript alone."""
+    cfg, _, out, _ = assembled
+    pipe = Pipeline.load(out)
+    request = random_request(cfg, 30)
+    session = pipe.session(request, SessionSettings(steps=1, max_chunks=1, stop_at_end=False))
+    prompt = prompt_ids(session.tokenizer, request.prompt, cfg.orchestrator.prompt_tokens)
+    assert 0 < len(prompt) <= cfg.orchestrator.prompt_tokens == 64 and prompt == session.prompt_ids
+    assert session.tokenizer.tok.decode(prompt) == request.prompt + "\n"
+    ids, numbers, n = session.text_window(0)
+    later, later_numbers, later_n = session.text_window(5)
+    window = session.reader.tokens.window(5, cfg.orchestrator.lookahead_words)
+    assert ids[0, : len(prompt)].tolist() == later[0, : len(prompt)].tolist() == prompt  # the cut keeps the prompt
+    assert later[0, len(prompt) :].tolist() == window[0] and later_numbers[0, : len(prompt)].eq(0).all() and later_n.item() == n.item() - 5
+    assert load_config("tiny").orchestrator.prompt_tokens == 0
 
 
 @pytest.mark.slow
@@ -157,3 +174,19 @@ def test_bench_paper_reduced_streams_the_paper_geometry_into_a_playable_mp4(tmp_
     assert abs(mp4["audio_minus_video_frames"]) <= 1.0
     r = subprocess.run([sys.executable, "-m", "streamchar", "bench", "paper", "--device", "cpu"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "needs a CUDA GPU; on a CPU run it with --reduced" in r.stderr
+
+
+@pytest.mark.slow
+def test_the_pointer_drives_a_paper_stream_over_a_full_history_window_to_its_end(tmp_path):
+    """The paper's reading (`pointer`) at the paper geometry on the reduced stand-ins, as `bench paper
+    --reduced --pointer-words` runs it: the history window fills, the transcript's cut moves on with
+    the pointer (the prompt kept before it), and the stream ends by itself after the last word."""
+    from streamchar.evaluation.bench_paper import bench_reduced
+
+    res = bench_reduced(torch.device("cpu"), 14, tmp_path / "pointer.mp4", steps=2, pointer_words=3.0, overrides={"video": SMALL["video"]})
+    ps, window = res["pointer_stream"], res["pointer_stream"]["history_window_chunks"]
+    assert ps["chunks"] >= 12 and ps["ended_by_itself"] and ps["words_spoken"][-1] == ps["words_total"]
+    assert ps["history_chunks"][: window + 1] == list(range(window + 1)) and max(ps["history_chunks"]) == window  # fills, then slides
+    assert ps["cuts"] == [3.0 * max(0, k - window) for k in range(ps["chunks"])]  # the pointer's word for the chunk before the window
+    assert ps["prompt_tokens"] > 0 and ps["prompt_kept_every_chunk"]
+    assert res["mp4"]["frames"] == 33 * ps["chunks"]

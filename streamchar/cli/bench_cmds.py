@@ -43,17 +43,23 @@ def bench_paper(
     modes: str = typer.Option("resident,offload,fp8", "--modes", help="full size: memory modes, in this order"),
     out: Path = typer.Option(Path("paper-bench.mp4"), "--out", help="the stream's MP4 (full size: one per mode, the mode in its name)"),
     result: Optional[Path] = typer.Option(None, "--result", help="write the result JSON here too (full size: after each mode)"),
+    pointer_words: Optional[float] = typer.Option(None, "--pointer-words", help="reduced: stream until the pointer ends it (about --chunks "
+                                                  "chunks), the pointer scripted to say this many words a chunk (random weights do not read)"),
 ) -> None:
     """The paper preset end to end with random weights: per-chunk time split as the paper does
-    (LLM + DiT, VAE decode, preprocessing, writing), and on a GPU peak memory per memory mode."""
+    (LLM + DiT, VAE decode, preprocessing, writing), and on a GPU peak memory per memory mode.
+    With --reduced --pointer-words, the paper's pointer-driven reading over a full history window
+    to the stream's own end."""
     import torch
 
     from streamchar.evaluation.bench_paper import bench_full, bench_reduced
 
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise StreamcharError(f"--device takes cpu or cuda (where a CUDA GPU is present), got {device!r}")
+    if pointer_words is not None and not reduced:
+        raise StreamcharError("--pointer-words runs with --reduced (random stand-ins whose pointer is scripted)")
     if reduced:
-        report(bench_reduced(torch.device(device), chunks, out), result)
+        report(bench_reduced(torch.device(device), chunks, out, pointer_words=pointer_words), result)
         return
 
     def save(partial: dict) -> None:

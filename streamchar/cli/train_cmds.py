@@ -16,14 +16,17 @@ train_app = typer.Typer(help="Training: pretraining (orchestrator, joint), disti
                         no_args_is_help=True)
 
 
-def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: bool, steps: Optional[int], init: Optional[str]) -> None:
+def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: bool, steps: Optional[int], init: Optional[str],
+           data: Optional[Path]) -> None:
     import torch.distributed as dist
 
     from streamchar.training.records import carry_training_record, export_training_record
     from streamchar.training.settings import load_train_config
     from streamchar.training.stages import generator_loop
 
-    overrides = {k: v for k, v in {"steps": steps, "init": init}.items() if v is not None}
+    if data is not None and not (data / "latents.json").is_file():
+        raise StreamcharError(f"--data {data} is not a latent cache (no latents.json); make one with `streamchar data encode`")
+    overrides = {k: v for k, v in {"steps": steps, "init": init, "cache": None if data is None else str(data)}.items() if v is not None}
     cfg, settings = load_train_config(config, overrides)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         import torch
@@ -57,6 +60,7 @@ OutArg = typer.Option(None, "--out", help="write the trained generator (EMA weig
 ResumeArg = typer.Option(False, "--resume", help="continue from the newest checkpoint in --run")
 StepsArg = typer.Option(None, "--steps", help="override train.steps")
 InitArg = typer.Option(None, "--init", help="override train.init: start from this generator checkpoint")
+DataArg = typer.Option(None, "--data", help="override train.cache: the latent cache to train on (`streamchar data encode`)")
 
 
 STAGE_HELP = {
@@ -70,8 +74,8 @@ STAGE_HELP = {
 
 def _stage_command(stage: str):  # noqa: ANN202 - a typer command
     def command(config: Path = ConfigArg, run: Path = RunArg, out: Optional[Path] = OutArg, resume: bool = ResumeArg,
-                steps: Optional[int] = StepsArg, init: Optional[str] = InitArg) -> None:
-        _train(stage, config, run, out, resume, steps, init)
+                steps: Optional[int] = StepsArg, init: Optional[str] = InitArg, data: Optional[Path] = DataArg) -> None:
+        _train(stage, config, run, out, resume, steps, init, data)
 
     command.__doc__ = STAGE_HELP[stage]
     return command

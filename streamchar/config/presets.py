@@ -29,6 +29,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "context_window": 32768,
             "tokenizer": "qwen2",
             "tokenizer_directory": "tokenizer",  # Qwen2.5's, kept in the checkpoint's folder
+            # §3.2: the text block is the prompt and the transcript; the prompt's length is the project's bound
+            "prompt_tokens": 64,
         },
         # Wan2.2's text encoder: umT5-XXL (4,096-d), 512 tokens; a checkpoint keeps it in its folder, beside its own weights
         "prompt": {"encoder": "umt5", "tokens": 512, "directory": "umt5"},

@@ -175,6 +175,9 @@ class OrchestratorConfig(Strict):
     vocab_size: int = Field(gt=0, description="token vocabulary (qwen2: Qwen2.5's; characters: the project's)")
     context_window: int = Field(gt=0, description="most positions the orchestrator reads: reference + transcript + history + chunk")
     lookahead_words: int = Field(48, gt=0, description="transcript words after the history window's cut that the orchestrator reads")
+    prompt_tokens: int = Field(
+        0, ge=0, description="the prompt's first tokens, read before the transcript (§3.2); 0: the transcript alone (tiny, docs/tiny-scale.md)"
+    )
     tokenizer: Literal["qwen2", "characters", "phonemes"] = Field(
         description="qwen2: Qwen2.5's, loaded from tokenizer_directory; characters: the project's own, one token per character; "
         "phonemes: each word's phonemes from gruut's English lexicon and g2p (pip install 'streamchar[phonemes]')")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from streamchar.config import Config, load_config
+from streamchar.config.load import merge_dicts
 from streamchar.data.mp4 import read_mp4
 from streamchar.errors import StreamcharError
 from streamchar.model.assemble import Parts, assemble_checkpoint
@@ -103,9 +104,12 @@ def _stream(pipe: Pipeline, steps: int, chunks: int, out: Path) -> StreamReport:
     return pipe.stream_to_mp4(*_inputs(pipe, steps, chunks), out)
 
 
-def bench_reduced(device: torch.device, chunks: int, out: Path, steps: int = 4) -> dict:
-    """Stand-ins written, assembled, loaded and streamed into `out`; the MP4 read back."""
-    cfg = paper_config(reduced=True)
+def bench_reduced(device: torch.device, chunks: int, out: Path, steps: int = 4, pointer_words: float | None = None,
+                  overrides: dict | None = None) -> dict:
+    """Stand-ins written, assembled, loaded and streamed into `out`; the MP4 read back. With
+    `pointer_words`, the stream runs until the pointer ends it (`pointer_stream.py`), about
+    `chunks` chunks. `overrides`: fields over the reduced config (tests shrink the frames)."""
+    cfg = load_config("paper", merge_dicts(REDUCED, overrides or {}))
     with tempfile.TemporaryDirectory(prefix="streamchar-paper-") as tmp:
         from streamchar.model.stand_ins import write_stand_ins
 
@@ -116,9 +120,13 @@ def bench_reduced(device: torch.device, chunks: int, out: Path, steps: int = 4) 
         t2 = time.perf_counter()
         pipe = Pipeline.load(Path(tmp) / "checkpoint").to(device)
         load_s = time.perf_counter() - t2
+        head = {"preset": "paper (reduced)", "device": str(device), "steps": steps, "stand_ins_s": t1 - t0, "assemble_s": t2 - t1, "load_s": load_s}
+        if pointer_words is not None:
+            from streamchar.evaluation.pointer_stream import pointer_stream
+
+            return {**head, "pointer_stream": pointer_stream(pipe, pointer_words, out, steps, chunks), "mp4": mp4_facts(out)}
         report = _stream(pipe, steps, chunks, out)
-    return {"preset": "paper (reduced)", "device": str(device), "steps": steps, "stand_ins_s": t1 - t0, "assemble_s": t2 - t1,
-            "load_s": load_s, **chunk_split(report), "mp4": mp4_facts(out)}  # fmt: skip
+    return {**head, **chunk_split(report), "mp4": mp4_facts(out)}
 
 
 def random_paper_pipeline(cfg: Config, device: torch.device, folder: Path) -> Pipeline:

@@ -111,9 +111,9 @@ def words_done(tokens: Tokens, position: float) -> int:
     return int(np.sum(lasts <= position + 1e-6))
 
 
-def window_positions(tokens: Tokens, cut: int, lookahead: int, positions: np.ndarray) -> np.ndarray:
-    """Global positions carried into the window `Tokens.window(cut, lookahead)` reads: a position
-    between two kept tokens falls between their window indices (one in the cut-away words
-    between the start token and the first kept one), one past the window onto its last token."""
-    keep = tokens.kept(cut, lookahead)
+def window_positions(tokens: Tokens, cut: int, lookahead: int, positions: np.ndarray, end: int | None = None) -> np.ndarray:
+    """Global positions carried into the window `Tokens.window(cut, lookahead, end)` reads: a
+    position between two kept tokens falls between their window indices (one in the cut-away
+    words between the start token and the first kept one), one past the window onto its last token."""
+    keep = tokens.kept(cut, lookahead, end)
     return np.interp(positions, np.asarray(keep, dtype=np.float64), np.arange(len(keep), dtype=np.float64))

@@ -32,19 +32,25 @@ class Tokens:
     word_numbers: list[int]  # 1-based number of the word each token belongs to; 0 before the first word
     words: int
 
-    def window(self, cut: int, lookahead: int) -> tuple[list[int], list[int], int]:
+    def window(self, cut: int, lookahead: int, end: int | None = None) -> tuple[list[int], list[int], int]:
         """What the orchestrator reads once `cut` words are behind the history window: the tokens
         of words cut+1 .. cut+lookahead (and a start token), word numbers counted from the cut,
-        and how many words that leaves. At least one token is kept, so that a tokenizer without
-        a start token still leaves the pointer something to read. Training and streaming both
-        cut here, so they agree."""
-        keep = self.kept(cut, lookahead)
-        return [self.ids[j] for j in keep], [max(0, self.word_numbers[j] - cut) for j in keep], min(self.words, cut + lookahead) - cut
+        and how many words that leaves; with `end`, no word after the `end`-th (Stage II's
+        transcript cut where the pointer says the speech is). At least one token is kept, so
+        that a tokenizer without a start token still leaves the pointer something to read.
+        Training and streaming both cut here, so they agree."""
+        keep = self.kept(cut, lookahead, end)
+        last = self._last(cut, lookahead, end)
+        return [self.ids[j] for j in keep], [max(0, self.word_numbers[j] - cut) for j in keep], max(0, min(self.words, last) - cut)
 
-    def kept(self, cut: int, lookahead: int) -> list[int]:
+    @staticmethod
+    def _last(cut: int, lookahead: int, end: int | None) -> int:
+        return cut + lookahead if end is None else min(cut + lookahead, end)
+
+    def kept(self, cut: int, lookahead: int, end: int | None = None) -> list[int]:
         """Indices of the tokens `window` keeps."""
-        end = cut + lookahead
-        return [j for j, w in enumerate(self.word_numbers) if cut < w <= end or (j == 0 and w == 0)] or [len(self.ids) - 1]
+        last = self._last(cut, lookahead, end)
+        return [j for j, w in enumerate(self.word_numbers) if cut < w <= last or (j == 0 and w == 0)] or [len(self.ids) - 1]
 
 
 def _word_numbers(text: str, spans: list[tuple[int, int]]) -> tuple[list[int], int]:
@@ -143,6 +149,27 @@ class QwenTokenizer:
 
 
 Tokenizer = CharacterTokenizer | PhonemeTokenizer | QwenTokenizer
+
+
+def prompt_ids(tokenizer: Tokenizer, prompt: str, limit: int) -> list[int]:
+    """The prompt's first `limit` tokens, which the orchestrator reads before the transcript
+    window (§3.2: its text block is the prompt and the transcript); none for `limit` 0 or an
+    empty prompt. Qwen's end with a line break; the project's own tokenizers drop their start
+    and end tokens, the window bringing its own start token."""
+    if limit <= 0 or not prompt.strip():
+        return []
+    clean = " ".join(prompt.split())
+    if isinstance(tokenizer, QwenTokenizer):
+        ids = list(tokenizer.tok(clean + "\n", add_special_tokens=False)["input_ids"])
+    else:
+        ids = tokenizer.encode(clean).ids[1:-1]
+    return ids[:limit]
+
+
+def with_prompt(prompt: list[int], ids: list[int], numbers: list[int]) -> tuple[list[int], list[int]]:
+    """A window's token ids and word numbers with the prompt's tokens before them (word number 0,
+    as the start token: nothing of the transcript). Positions into the window move by `len(prompt)`."""
+    return prompt + ids, [0] * len(prompt) + numbers
 
 
 def tokenizer_directory(cfg: Config, folder: Path | None) -> Path:

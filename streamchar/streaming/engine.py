@@ -28,7 +28,7 @@ from streamchar.model.context import DenoiseContext
 from streamchar.model.dit import ConditionInput
 from streamchar.model.prompt import PromptEncoder
 from streamchar.model.streamchar_model import StreamCharModel
-from streamchar.model.tokenizer import Tokenizer, build_tokenizer
+from streamchar.model.tokenizer import Tokenizer, build_tokenizer, prompt_ids, with_prompt
 from streamchar.streaming.encoding import EncodedConditions, encode_conditions
 from streamchar.streaming.inputs import StreamRequest
 from streamchar.streaming.reading import TranscriptReader, make_reader
@@ -80,29 +80,32 @@ class StreamSession:
         self.video_codec, self.audio_codec = video_codec, audio_codec
         t0 = time.perf_counter()
         conditions = encode_conditions(prompt_encoder, video_codec, audio_codec, model.cfg, request, settings.guidance)
-        self._begin(model, settings, tokenizer, request.transcript, conditions, listening)
+        self._begin(model, settings, tokenizer, request.transcript, conditions, listening, request.prompt)
         self.setup_seconds = time.perf_counter() - t0
 
     @classmethod
     def from_latents(cls, model: StreamCharModel, settings: SessionSettings, transcript: str, prompt: torch.Tensor, reference: torch.Tensor,
                      reference_audio: torch.Tensor, empty_prompt: torch.Tensor | None = None,
-                     tokenizer: Tokenizer | None = None) -> StreamSession:
+                     tokenizer: Tokenizer | None = None, prompt_text: str = "") -> StreamSession:
         """A session on already encoded conditions (training rollouts read them from the latent
-        cache): prompt (1, L, d), reference (1, z, 1, h, w), reference voice latents (1, z_a, n)."""
+        cache): prompt (1, L, d), reference (1, z, 1, h, w), reference voice latents (1, z_a, n);
+        `prompt_text` the prompt the orchestrator reads where the preset has it read one."""
         _check(settings)
         if settings.guidance != 1.0 and empty_prompt is None:
             raise StreamcharError("guidance needs the empty prompt's embedding")
         self = cls.__new__(cls)
         self.video_codec = self.audio_codec = None
-        self._begin(model, settings, tokenizer, transcript, EncodedConditions(prompt, empty_prompt, reference, reference_audio), False)
+        conditions = EncodedConditions(prompt, empty_prompt, reference, reference_audio)
+        self._begin(model, settings, tokenizer, transcript, conditions, False, prompt_text)
         self.setup_seconds = 0.0
         return self
 
     def _begin(self, model: StreamCharModel, settings: SessionSettings, tokenizer: Tokenizer | None, transcript: str,
-               conditions: EncodedConditions, listening: bool) -> None:
+               conditions: EncodedConditions, listening: bool, prompt_text: str) -> None:
         self.model, self.cfg, self.settings = model, model.cfg, settings
         self.conditions = conditions
         self.tokenizer = tokenizer or model.tokenizer or build_tokenizer(self.cfg)
+        self.prompt_ids = prompt_ids(self.tokenizer, prompt_text, self.cfg.orchestrator.prompt_tokens)
         self.reader: TranscriptReader = make_reader(self.cfg, self.tokenizer, self._word_timer())
         if transcript.strip() or not listening:
             self.reader.append(transcript)  # (an empty transcript is refused here)
@@ -166,27 +169,37 @@ class StreamSession:
         they are planned; empty for readers without timings."""
         return self.reader.word_times(first)
 
-    def text_positions(self, cut: float, first_latent: int, count: int) -> torch.Tensor | None:
+    def text_positions(self, cut: float, first_latent: int, count: int, end: int | None = None) -> torch.Tensor | None:
         """(1, count): the reader's transcript positions of `count` latents from `first_latent`
-        on, in the window cut at `cut` words; None where positions run on in sequence."""
-        positions = self.reader.positions(int(cut), first_latent, count)
-        return None if positions is None else torch.from_numpy(positions).float()[None].to(self.reference.device)
+        on, in the window cut at `cut` words (and at `end`); None where positions run on in sequence."""
+        positions = self.reader.positions(int(cut), first_latent, count, end)
+        if positions is None:
+            return None
+        return torch.from_numpy(positions + len(self.prompt_ids)).float()[None].to(self.reference.device)
+
+    def text_window(self, cut: float, end: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(1, L) token ids, (1, L) word numbers and (1,) word count of the orchestrator's text:
+        the prompt's tokens where the preset reads them, then the window after `cut` words, ending
+        at word `end` where given (Stage II's cut at the pointer)."""
+        device = self.reference.device
+        ids, numbers, n = self.reader.tokens.window(int(cut), self.cfg.orchestrator.lookahead_words, end)
+        ids, numbers = with_prompt(self.prompt_ids, ids, numbers)
+        return (torch.tensor([ids], dtype=torch.long, device=device), torch.tensor([numbers], dtype=torch.float32, device=device),
+                torch.tensor([float(n)], device=device))  # fmt: skip
 
     # one chunk ---------------------------------------------------------------------------
     def _context(self) -> ChunkContext:
         """The transcript window after the reader's cut, the history and the condition tokens."""
         device = self.reference.device
         cut = self.reader.cut()
-        ids_list, numbers_list, n = self.reader.tokens.window(cut, self.cfg.orchestrator.lookahead_words)
-        ids = torch.tensor([ids_list], dtype=torch.long, device=device)
-        numbers = torch.tensor([numbers_list], dtype=torch.float32, device=device)
+        ids, numbers, n = self.text_window(cut)
         history = torch.cat(self.history, dim=2) if self.history else torch.zeros(1, self.cfg.audio.latent_channels, 0, device=device)
         first_latent = self.reader.window_start() * self.cfg.stream.chunk_audio_latents
         positions = self.text_positions(cut, first_latent, history.shape[2] + self.cfg.stream.chunk_audio_latents)
         conditions = ConditionInput(self.reference, *self.condition_latents)
         c = self.conditions
-        return ChunkContext(c.reference_audio, ids, torch.ones_like(ids), numbers, torch.tensor([float(n)], device=device), history, None,
-                            c.prompt, conditions, positions, float(cut), first_latent)
+        return ChunkContext(c.reference_audio, ids, torch.ones_like(ids), numbers, n, history, None, c.prompt, conditions, positions,
+                            float(cut), first_latent)
 
     def next_chunk(self, index: int, exit_step: int | None = None) -> ChunkLatents:
         """One chunk through the N-step sampler. With `exit_step` k (training, Stage II) the chunk

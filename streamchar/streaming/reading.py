@@ -138,9 +138,9 @@ class TranscriptReader:
         """Words spoken before the history window, which the orchestrator no longer reads."""
         raise NotImplementedError
 
-    def positions(self, cut: int, first_latent: int, count: int) -> np.ndarray | None:
-        """Where `count` latents from `first_latent` on are in the window cut at `cut` words;
-        None where the orchestrator's positions run on in sequence."""
+    def positions(self, cut: int, first_latent: int, count: int, end: int | None = None) -> np.ndarray | None:
+        """Where `count` latents from `first_latent` on are in the window cut at `cut` words (and
+        at `end`, `Tokens.window`); None where the orchestrator's positions run on in sequence."""
         return None
 
     def finish_chunk(self, cut: int, pointer: float) -> float:
@@ -199,8 +199,8 @@ class PlanReader(TranscriptReader):
         """Words the plan has finished at the history window's start."""
         return words_done(self.tokens, float(self._plan(self._latent(self.window_start()), 1)[0]))
 
-    def positions(self, cut: int, first_latent: int, count: int) -> np.ndarray:
-        return window_positions(self.tokens, int(cut), self.cfg.orchestrator.lookahead_words, self._plan(first_latent, count))
+    def positions(self, cut: int, first_latent: int, count: int, end: int | None = None) -> np.ndarray:
+        return window_positions(self.tokens, int(cut), self.cfg.orchestrator.lookahead_words, self._plan(first_latent, count), end)
 
     def _progress(self, cut: int, pointer: float) -> float:
         end = self._plan(self._latent(len(self.spoken) + 1), 1)[0]

@@ -1,6 +1,7 @@
 """Training data of the tiny codecs: SynthTalk's training clips in memory, sampled as groups of
 four frames (with what a stream decodes around them) for the video codec and as waveform
-segments for the audio codec."""
+segments for the audio codec; for the paper preset's audio VAE, speech (SynthTalk's or a folder of
+WAV/FLAC files) resampled to its rate."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from streamchar.data.audio import read_wav
+from streamchar.data.audio import read_wav, resample
 from streamchar.data.inspect import load_records
 from streamchar.data.mp4 import read_mp4
+from streamchar.data.synth import MANIFEST
 from streamchar.errors import StreamcharError
 
 IMAGES = ("groups", "masks", "references", "before", "before2", "after")  # VideoBatch's images, in a sample's order
@@ -160,14 +162,21 @@ class VideoGroups:
 
 
 class AudioSegments:
-    def __init__(self, records: list[dict], sample_rate: int, rng: np.random.Generator):
-        self.audio = []
+    """Waveforms in memory (mono float32 at one rate), sampled as segments starting on the hop."""
+
+    def __init__(self, audio: list[np.ndarray], rng: np.random.Generator):
+        self.audio, self.rng = audio, rng
+
+    @classmethod
+    def from_records(cls, records: list[dict], sample_rate: int, rng: np.random.Generator) -> AudioSegments:
+        """The clips' audio, which must be at `sample_rate` already (the tiny codecs code SynthTalk's own rate)."""
+        audio = []
         for r in records:
             a, rate = read_wav(Path(r["_dir"]) / r["files"]["audio"])
             if rate != sample_rate:
                 raise StreamcharError(f"{r['clip_id']}: audio at {rate} Hz, the codec codes {sample_rate} Hz")
-            self.audio.append(a)
-        self.rng = rng
+            audio.append(a)
+        return cls(audio, rng)
 
     def batch(self, n: int, length: int, hop: int) -> torch.Tensor:
         """`n` segments of `length` samples starting on the hop, zero-padded past a clip's end."""
@@ -179,3 +188,55 @@ class AudioSegments:
             seg = a[s : s + length]
             out[b, : len(seg)] = seg
         return torch.from_numpy(out)
+
+
+SPEECH_FILES = (".wav", ".flac")
+
+
+def read_speech_file(path: Path) -> tuple[np.ndarray, int]:
+    """A WAV or FLAC file as float32 mono in [-1, 1] and its rate (PyAV: FFmpeg's decoders, any sample format)."""
+    import av
+
+    try:
+        with av.open(str(path)) as inp:
+            if not inp.streams.audio:
+                raise StreamcharError(f"{path} holds no audio stream")
+            stream = inp.streams.audio[0]
+            mono = av.AudioResampler(format="flt", layout="mono", rate=stream.rate)
+            chunks = [f.to_ndarray().reshape(-1) for frame in inp.decode(stream) for f in mono.resample(frame)]
+            chunks += [f.to_ndarray().reshape(-1) for f in mono.resample(None)]
+            return (np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)), stream.rate
+    except av.error.FFmpegError as e:
+        raise StreamcharError(f"cannot read audio file {path}: {e}") from None
+
+
+def speech_audio(data: Path, sample_rate: int, max_clips: int) -> tuple[list[np.ndarray], dict]:
+    """Speech for an audio VAE at `sample_rate`: a SynthTalk set's training clips (its audio), or
+    every WAV/FLAC file under a folder (sorted by path, the first `max_clips`), each resampled to
+    `sample_rate`; with what was read (source, files, seconds, the rates found)."""
+    data = Path(data)
+    if (data / MANIFEST).exists():
+        paths, source = [Path(r["_dir"]) / r["files"]["audio"] for r in train_records(data, max_clips)], "SynthTalk training clips"
+    elif data.is_dir():
+        paths, source = sorted(p for p in data.rglob("*") if p.suffix.lower() in SPEECH_FILES)[:max_clips], "audio files"
+    else:
+        raise StreamcharError(f"{data} is neither a SynthTalk set nor a folder")
+    if not paths:
+        raise StreamcharError(f"{data} holds no {' or '.join(SPEECH_FILES)} files (nor a SynthTalk set's {MANIFEST})")
+    audio, rates = [], set()
+    for path in paths:
+        a, rate = read_wav(path) if path.suffix.lower() == ".wav" and _is_pcm16(path) else read_speech_file(path)
+        rates.add(rate)
+        audio.append(resample(a, rate, sample_rate))
+    seconds = sum(len(a) for a in audio) / sample_rate
+    return audio, {"source": source, "data": str(data), "files": len(audio), "seconds": round(seconds, 1), "source_rates": sorted(rates)}
+
+
+def _is_pcm16(path: Path) -> bool:
+    import wave
+
+    try:
+        with wave.open(str(path), "rb") as w:
+            return w.getsampwidth() == 2
+    except (OSError, EOFError, wave.Error):
+        return False

@@ -1,9 +1,10 @@
 """What a tiny codec's training step computes, per kind: a batch, coded with noisy latents and
 decoded as a stream decodes it, and its loss; with an anchor, also a loss on the latents' move
-from the anchor codec's."""
+from the anchor codec's. And the paper preset's audio VAE (`OobleckObjective`)."""
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -166,4 +167,51 @@ class VideoObjective(CodecObjective):
     def statistics_sample(self) -> torch.Tensor:
         x = self.source.batch(16, crop=False).groups
         raw = self.codec.encode_groups(x)
+        return raw.transpose(0, 1).reshape(raw.shape[1], -1)
+
+
+# Stable Audio Open's VAE recipe (stable-audio-tools, configs/model_configs/autoencoders/stable_audio_2_0_vae.json):
+# the same KL as diffusers' posterior computes, (mean² + var - log var - 1) summed over channels, at weight 1e-4 beside a
+# multi-resolution STFT loss of weight 1, over the same window sizes, 2048 down to 32 (hop a quarter of each)
+OOBLECK_KL_WEIGHT = 1e-4
+OOBLECK_STFT_SIZES = (2048, 1024, 512, 256, 128, 64, 32)
+
+
+class OobleckObjective(CodecObjective):
+    """The paper preset's audio VAE (diffusers' `AutoencoderOobleck`): segments of `segment`
+    latents of mono speech, copied to the VAE's channels as `OobleckAudioCodec` codes it; each
+    decoded from a latent drawn from the posterior. Loss: `stft_loss` (the tiny audio codec's
+    spectral convergence + log-magnitude L1) of every decoded channel against the input, over
+    Stable Audio Open's window sizes, + OOBLECK_KL_WEIGHT x the posterior's KL to N(0, 1).
+
+    The KL weight is Stable Audio Open's: small enough that reconstruction leads (a latent channel
+    costs little to use), large enough to keep the latents near unit scale, which the DiT's flow
+    matching against unit noise assumes. Its adversarial and feature-matching losses are left out:
+    the decoder is trained by the spectra alone."""
+
+    def __init__(self, vae: nn.Module, source: AudioSegments, batch: int, segment: int):
+        super().__init__(vae)
+        self.vae, self.source, self.batch, self.segment = vae, source, batch, segment
+        self.hop = math.prod(vae.config.downsampling_ratios)  # type: ignore[union-attr]
+
+    def _channels(self, x: torch.Tensor) -> torch.Tensor:
+        p = next(self.vae.parameters())
+        return x[:, None].expand(-1, self.vae.config.audio_channels, -1).to(p.device, p.dtype)  # type: ignore[union-attr]
+
+    def encode(self, codec: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return codec.encode(self._channels(x)).latent_dist.mode()  # type: ignore[operator]
+
+    def step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        x = self.source.batch(self.batch, self.segment * self.hop, self.hop)
+        inputs = self._channels(x)
+        posterior = self.vae.encode(inputs).latent_dist  # type: ignore[operator]
+        y = self.vae.decode(posterior.sample()).sample.float()  # type: ignore[operator]
+        spec = stft_loss(y.flatten(0, 1), inputs.float().flatten(0, 1), OOBLECK_STFT_SIZES)
+        kl = posterior.kl().float()
+        loss = spec + OOBLECK_KL_WEIGHT * kl
+        return loss, x, posterior.mean, {"stft": spec.item(), "kl": kl.item(), "latent_std": posterior.mean.detach().float().std().item()}
+
+    def statistics_sample(self) -> torch.Tensor:
+        with torch.no_grad():
+            raw = self.encode(self.vae, self.source.batch(8, self.segment * self.hop, self.hop)).float()
         return raw.transpose(0, 1).reshape(raw.shape[1], -1)

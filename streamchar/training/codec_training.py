@@ -139,7 +139,7 @@ def _objective(model: TinyVideoCodec | TinyAudioCodec, records: list[dict], rng:
     """With --frame-blend, each group is decoded with the groups a stream decodes around it,
     blended as the codec blends them."""
     if isinstance(model, TinyAudioCodec):
-        return AudioObjective(model, AudioSegments(records, model.sample_rate, rng), s.batch, anchor, s.anchor)
+        return AudioObjective(model, AudioSegments.from_records(records, model.sample_rate, rng), s.batch, anchor, s.anchor)
     source = VideoGroups(records, rng, s.crop, mouth_crops=s.mouth_crops, previous=model.reads_previous, decode_before=s.frame_blend,
                          decode_after=s.frame_blend and model.reads_next_frame)
     return VideoObjective(model, source, s.batch, s.seam_loss, anchor, s.anchor)

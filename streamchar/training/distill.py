@@ -7,11 +7,13 @@
 - stage `rollout` (Stage II, online rollout): the student streams K consecutive chunks through
   the engine's own chunk loop (`StreamSession.next_chunk`), its motion latents its own outputs
   and its first chunk the sink. The last `score_chunks` chunks are concatenated and scored
-  together, with the transcript window the pointer cut for the first of them and the history
-  before it. Earlier chunks run without a graph; the scored ones keep one step each.
+  together, with the first of them's history and cut, and the transcript ending where the
+  progress-aware pointer says their speech ends (ŝ, Figs. 2-3), as a training clip's transcript
+  ends with its speech. Earlier chunks run without a graph; the scored ones keep one step each.
 
 Ablations are settings of the same loop: `sink: false` (no sink chunk), `score_chunks: 1` (Stage
-II scores one chunk), and `--init` the teacher for the rollout stage (Stage II without Stage I).
+II scores one chunk), `truncate_at_pointer: false` (the transcript's lookahead window instead of
+the cut at ŝ), and `--init` the teacher for the rollout stage (Stage II without Stage I).
 
 The student uses the engine's sampler: `student_steps` Euler steps; at a random exit step k it
 returns the clean estimate after k steps (backward simulation, as in DMD2 and Self Forcing).
@@ -20,7 +22,8 @@ returns the clean estimate after k steps (backward simulation, as in DMD2 and Se
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -35,7 +38,7 @@ from streamchar.model.context import DenoiseContext
 from streamchar.model.dit import VideoInput
 from streamchar.model.orchestrator import fit_reference_voice, pointer_loss
 from streamchar.model.streamchar_model import StreamCharModel
-from streamchar.streaming.engine import SessionSettings, StreamSession
+from streamchar.streaming.engine import ChunkContext, SessionSettings, StreamSession
 from streamchar.streaming.sampler import SamplerSettings, sample_chunk
 from streamchar.training.batch import Batch, collate, sample_t
 from streamchar.training.generator import GeneratorObjective, to_device
@@ -51,6 +54,7 @@ class StudentSample:
     audio: torch.Tensor
     context: DenoiseContext
     pointer: torch.Tensor | None  # the pointer loss against the data's target (Stage I)
+    pointer_ends: list[float] = field(default_factory=list)  # Stage II: the pointer's ŝ after each rollout chunk (words from the start)
 
 
 def velocity(model: StreamCharModel, ctx: DenoiseContext, video: torch.Tensor, audio: torch.Tensor,
@@ -140,24 +144,36 @@ class DistillObjective(GeneratorObjective):
             prompt = self.prompt([rec.get("prompt", "")]).to(self.rt.device)
         settings = SessionSettings(steps=d.student_steps, sink=d.sink, shift=d.shift, seed=int(rng.integers(2**31)))
         session = StreamSession.from_latents(self.model, settings, " ".join(text), prompt, t["reference"][None].to(self.rt.device), voice,
-                                             tokenizer=self.tokenizer)  # fmt: skip
+                                             tokenizer=self.tokenizer, prompt_text=rec.get("prompt", ""))  # fmt: skip
         exit_step = self._exit_step(rng)
-        scored, context = [], None
+        scored, context, ends = [], None, []
         for k in range(d.rollout_chunks):
             if k < d.rollout_chunks - d.score_chunks:
                 with torch.no_grad():
-                    session.next_chunk(k)
+                    ends.append(session.next_chunk(k).pointer_words)
                 continue
             chunk = session.next_chunk(k, exit_step=exit_step)
             if context is None:
                 context = session.last_context
             scored.append(chunk)
+            ends.append(chunk.pointer_words)
         assert context is not None
         video = torch.cat([c.video for c in scored], dim=2)
         audio = torch.cat([c.audio for c in scored], dim=2)
-        positions = session.text_positions(context.cut, context.first_latent, context.history.shape[2] + audio.shape[2])
-        ctx = replace(context, text_positions=positions)
-        return StudentSample(video, audio, ctx, None)
+        return StudentSample(video, audio, self._scored_context(session, context, audio.shape[2], ends[-1]), None, ends)
+
+    def _scored_context(self, session: StreamSession, context: ChunkContext, latents: int, pointer_end: float) -> ChunkContext:
+        """The first scored chunk's context over the whole scored span: its history and cut, the
+        text positions of every scored latent and, with `truncate_at_pointer`, the transcript
+        ending with the word the pointer says the span's speech reaches (ŝ, rounded up; at least
+        one word after the cut)."""
+        end = None
+        if self.d.truncate_at_pointer:
+            end = int(min(session.words_total, max(context.cut + 1, math.ceil(float(pointer_end) - 1e-6))))
+            ids, numbers, n = session.text_window(context.cut, end)
+            context = replace(context, text_ids=ids, text_mask=torch.ones_like(ids), word_numbers=numbers, word_counts=n)
+        positions = session.text_positions(context.cut, context.first_latent, context.history.shape[2] + latents, end)
+        return replace(context, text_positions=positions)
 
     # losses --------------------------------------------------------------------------------
     def _scores(self, sample: StudentSample, g: torch.Generator) -> dict[str, torch.Tensor]:

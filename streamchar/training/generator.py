@@ -22,8 +22,8 @@ from streamchar.training.settings import TrainSettings
 from streamchar.training.windows import WindowSource
 
 
-def loop_settings(s: TrainSettings) -> LoopSettings:
-    return LoopSettings(steps=s.steps, warmup=s.warmup, min_lr_ratio=s.min_lr_ratio, grad_accum=s.grad_accum, log_every=s.log_every,
+def loop_settings(s: TrainSettings, world: int = 1) -> LoopSettings:
+    return LoopSettings(steps=s.steps, warmup=s.warmup, min_lr_ratio=s.min_lr_ratio, grad_accum=s.accumulation(world), log_every=s.log_every,
                         save_every=s.save_every, keep_checkpoints=s.keep_checkpoints, validate_every=s.validate_every)  # fmt: skip
 
 

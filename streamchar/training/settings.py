@@ -32,6 +32,9 @@ class DistillSettings(BaseModel):
     rollout_chunks: int = Field(5, gt=0, description="Stage II: chunks streamed per rollout (K)")
     score_chunks: int = Field(3, gt=0, description="Stage II: the last chunks concatenated for the DMD loss (ablation: 1)")
     sink: bool = Field(True, description="Stage II: later chunks attend to the first (ablation: false)")
+    truncate_at_pointer: bool = Field(
+        True, description="Stage II: the scored chunks' transcript ends where the pointer says their speech ends (Figs. 2-3; ablation: false)"
+    )
 
     @model_validator(mode="after")
     def _fits(self) -> DistillSettings:
@@ -49,6 +52,9 @@ class TrainSettings(BaseModel):
     steps: int = Field(gt=0, description="optimizer steps to train")
     batch: int = Field(8, gt=0, description="windows per micro-batch (per process)")
     grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    global_batch: int | None = Field(
+        None, gt=0, description="windows per optimizer step over all processes; sets grad_accum from batch and the number of processes"
+    )
     lr: float = Field(3e-4, gt=0, description="peak learning rate (AdamW)")
     warmup: int = Field(100, ge=0, description="steps of linear warm-up")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decay ends at lr x this")
@@ -77,6 +83,25 @@ class TrainSettings(BaseModel):
     qwen: str | None = Field(None, description="paper scale: a Qwen2.5 directory for the orchestrator")
     threads: int | None = Field(None, gt=0, description="torch threads per process (default: torch's)")
     distill: DistillSettings = Field(default_factory=DistillSettings, description="distillation settings (dmd and rollout stages)")
+
+    @model_validator(mode="after")
+    def _one_batch_rule(self) -> TrainSettings:
+        if self.global_batch is not None and "grad_accum" in self.model_fields_set and self.grad_accum != 1:
+            raise ValueError("give global_batch or grad_accum, not both (global_batch sets grad_accum from batch and the processes)")
+        return self
+
+    def accumulation(self, world: int) -> int:
+        """Micro-batches per optimizer step on `world` processes: `grad_accum`, or what makes
+        `global_batch` windows; a global batch that does not split evenly is refused."""
+        if self.global_batch is None:
+            return self.grad_accum
+        per_step = self.batch * world
+        if self.global_batch % per_step:
+            fits = [b for b in range(1, self.batch + 1) if self.global_batch % (b * world) == 0]
+            raise StreamcharError(f"train.global_batch {self.global_batch} is not a multiple of train.batch {self.batch} x {world} "
+                                  f"process(es) = {per_step}; a batch of {max(fits)} would split it evenly" if fits else
+                                  f"train.global_batch {self.global_batch} cannot be split over {world} processes")  # fmt: skip
+        return self.global_batch // per_step
 
 
 def _read_sections(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:

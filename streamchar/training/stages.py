@@ -23,4 +23,5 @@ def generator_loop(stage: str, cfg: Config, s: TrainSettings, run: Path, command
     if stage not in OBJECTIVES:
         raise StreamcharError(f"unknown stage {stage!r}; accepted: {', '.join(STAGES)}")
     rt = Runtime.create(s.precision, s.threads)
-    return TrainLoop(OBJECTIVES[stage](stage, cfg, s, rt), loop_settings(s), run, rt, command)
+    settings = loop_settings(s, rt.world)  # refuses a global batch that does not split, before the model is built
+    return TrainLoop(OBJECTIVES[stage](stage, cfg, s, rt), settings, run, rt, command)

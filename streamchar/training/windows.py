@@ -11,7 +11,8 @@ For chunk c of a clip (frames [33c, 33c + 33), audio latents the same range):
   what every long stream reads once its window is full, a history that starts mid-speech and a
   transcript whose first words are cut away;
 - the transcript with the words finished before the history window cut away and at most
-  `lookahead_words` kept after the cut, its word numbers counted from the cut;
+  `lookahead_words` kept after the cut, its word numbers counted from the cut, after the
+  prompt's first `prompt_tokens` tokens where the preset reads them (§3.2; the cut keeps them);
 - the pointer's target: words finished by the end of the chunk, counted from the cut;
 - the phoneme class at every history and target latent (the alignment loss's targets) and,
   for presets that read by the plan, where in the transcript each of them is spoken;
@@ -33,7 +34,7 @@ from streamchar.config import Config
 from streamchar.data.latents import LatentCache
 from streamchar.errors import StreamcharError
 from streamchar.model.alignment import spoken_positions, window_positions
-from streamchar.model.tokenizer import CharacterTokenizer, QwenTokenizer
+from streamchar.model.tokenizer import CharacterTokenizer, QwenTokenizer, prompt_ids, with_prompt
 from streamchar.training.phonemes import frame_phonemes, latent_mouth_cells, latent_mouth_shapes
 from streamchar.utils.text import normalize_words
 
@@ -116,7 +117,8 @@ class WindowSource:
     def _text(self, i: int):  # noqa: ANN202
         if i not in self._tokens:
             rec = self.cache.records[i]
-            self._tokens[i] = (self.tokenizer.encode(rec["transcript"]), word_times(rec))
+            prompt = prompt_ids(self.tokenizer, rec.get("prompt", ""), self.cfg.orchestrator.prompt_tokens)
+            self._tokens[i] = (self.tokenizer.encode(rec["transcript"]), word_times(rec), prompt)
         return self._tokens[i]
 
     def window(self, k: int) -> Window:
@@ -125,7 +127,7 @@ class WindowSource:
         t = self.cache.tensors(i)
         s = self.cfg.stream
         lv, la = s.chunk_latent_frames, s.chunk_audio_latents
-        toks, times = self._text(i)
+        toks, times, prompt = self._text(i)
         ends = [end for _, end in times]
         first = max(0, c - s.history_chunks)
         if self.vary_history and c > 0:  # 1 .. history_chunks, fixed per window: a history that starts mid-speech, text cut
@@ -133,6 +135,7 @@ class WindowSource:
         seconds = s.chunk_seconds
         cut = int(np.sum(np.array(ends) <= first * seconds + 1e-6)) if first > 0 else 0
         ids, numbers, n = toks.window(cut, self.cfg.orchestrator.lookahead_words)
+        ids, numbers = with_prompt(prompt, ids, numbers)
         spoken = float(np.sum(np.array(ends) <= (c + 1) * seconds + 1e-6)) - cut
         # without a separate reference voice there is none (the clip's own audio would give the target away)
         voice = t.get("reference_voice", torch.zeros(t["audio"].shape[0], 0))
@@ -142,7 +145,7 @@ class WindowSource:
         if self.cfg.orchestrator.plan is not None:
             centres = first * seconds + (np.arange(frames) + 0.5) / s.audio_latent_rate
             spoken_at = spoken_positions(toks, times, centres)
-            positions = torch.from_numpy(window_positions(toks, cut, self.cfg.orchestrator.lookahead_words, spoken_at)).float()
+            positions = torch.from_numpy(window_positions(toks, cut, self.cfg.orchestrator.lookahead_words, spoken_at) + len(prompt)).float()
         mouth = None
         if self.cfg.dit.mouth_head:
             mouth = torch.from_numpy(latent_mouth_shapes(rec.get("phonemes") or [], c * seconds, lv, s.fps, s.vae_temporal_stride))
