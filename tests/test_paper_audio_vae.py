@@ -131,7 +131,7 @@ def test_a_folder_of_wav_and_flac_is_read_and_resampled(tmp_path):
     assert info["files"] == 2 and info["source_rates"] == [22050, 48000] and info["seconds"] == 3.0
     assert abs(np.abs(audio[0]).max() - 0.5) < 0.02 and abs(np.abs(audio[1]).max() - 0.25) < 0.02  # FLAC's integers scaled to [-1, 1]
     (tmp_path / "empty").mkdir()
-    with pytest.raises(StreamcharError, match="holds no .wav or .flac files"):
+    with pytest.raises(StreamcharError, match="holds no .wav, .flac, .mp3 files"):
         speech_audio(tmp_path / "empty", 49152, 10)
 
 

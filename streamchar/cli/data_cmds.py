@@ -146,7 +146,9 @@ def data_inspect(
 
 @data_app.command("encode")
 def data_encode(
-    data: Path = typer.Option(..., "--data", help="a SynthTalk set or a folder of real clips"),
+    data: Optional[Path] = typer.Option(None, "--data", help="a SynthTalk set or a folder of real clips (`data prepare`)"),
+    speech: Optional[Path] = typer.Option(None, "--speech", help="instead: speech alone for Stage 1, a folder of <name>.wav|flac|mp3 with "
+                                          "<name>.txt (nested folders: the speaker's) or a JSONL manifest of {audio, text, speaker}"),
     out: Path = typer.Option(..., "--out", help="folder for the latent shards (resumed if present)"),
     video_codec: Optional[Path] = VideoCodecOpt,
     audio_codec: Optional[Path] = AudioCodecOpt,
@@ -154,16 +156,37 @@ def data_encode(
     config: Optional[Path] = ConfigOpt,
     device: str = DeviceOpt,
 ) -> None:
-    """Encode a data set once into latent shards (safetensors), timings carried over."""
+    """Encode a data set once into latent shards (safetensors), timings carried over; or a speech
+    corpus, its words timed by forced alignment, into a speech-only cache (`train orchestrator --data`)."""
     from streamchar.codecs.store import DEFAULT, load_audio_codec, load_video_codec
-    from streamchar.data.latents import encode_dataset
     from streamchar.streaming.placement import resolve_device
 
+    if (data is None) == (speech is None):
+        raise StreamcharError("give --data (clips with video) or --speech (a speech corpus), one of them")
     on = resolve_device(device)  # the codecs' device; they stay float32 (the latents are the models' training data)
     cfg = load_config(preset, config)
-    video = load_video_codec(cfg, video_codec).to(on)
     audio = load_audio_codec(cfg, audio_codec).to(on)
+    if speech is not None:
+        from streamchar.data.speech_corpus import encode_speech
+
+        with clip_progress("encoding utterances") as update:
+            summary = encode_speech(speech, out, cfg, audio, str(audio_codec or DEFAULT["audio"]), on_progress=update)
+        _list_skipped(Path(summary["skipped_list"]))
+        console.print(json.dumps(summary))
+        return
+    from streamchar.data.latents import encode_dataset
+
+    video = load_video_codec(cfg, video_codec).to(on)
     names = {"video": str(video_codec or DEFAULT["video"]), "audio": str(audio_codec or DEFAULT["audio"])}
     with clip_progress("encoding clips") as update:
         summary = encode_dataset(data, out, cfg, video, audio, names, on_progress=update)
     console.print(json.dumps(summary))
+
+
+def _list_skipped(path: Path, shown: int = 20) -> None:
+    """The utterances left out, each with its reason."""
+    rows = json.loads(path.read_text())
+    for row in rows[:shown]:
+        console.print(f"skipped {row['utterance']}: {row['reason']}", markup=False, highlight=False)
+    if len(rows) > shown:
+        console.print(f"... and {len(rows) - shown} more, all in {path}", markup=False, highlight=False)

@@ -74,6 +74,11 @@ def align_words(transcript: str, audio: np.ndarray, sample_rate: int) -> list[Ti
     return _trim_silence(out, pcm)
 
 
+def word_records(words: list[Timed]) -> list[dict]:
+    """Aligned words as data sets keep them: {"word", "start", "end"}, to the 0.1 ms."""
+    return [{"word": w.label, "start": round(w.start, 4), "end": round(w.end, 4)} for w in words]
+
+
 def _trim_silence(words: list[Timed], pcm: np.ndarray, hop: float = 0.01) -> list[Timed]:
     """Each word's start and end moved in past silence it was given: the alignment search may
     hand a pause to the word after it (a sentence's first word). Silence is a 10 ms frame

@@ -27,6 +27,7 @@ from streamchar.errors import StreamcharError
 from streamchar.utils.files import atomic_save_file, atomic_write_text
 
 MANIFEST = "latents.json"
+PARTIAL = "latents.partial.json"  # the records of the shards written so far, while a cache is being made
 KEEP = ("clip_id", "split", "character_id", "transcript", "prompt", "words", "phonemes")
 
 
@@ -36,17 +37,20 @@ def _audio_to_hops(audio: torch.Tensor, hop: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def encode_audio(codec: AudioCodec, samples: torch.Tensor) -> torch.Tensor:
+    """(z_a, n) float16 latents of mono samples (padded to whole hops), on the CPU from a codec on any device."""
+    return codec.encode(_audio_to_hops(samples[None].float(), codec.hop_length))[0].to("cpu", torch.float16)
+
+
+@torch.no_grad()
 def encode_item(item: dict, video: VideoCodec, audio: AudioCodec) -> dict[str, torch.Tensor]:
     frames = codec_frames(item)
     ref = item["reference_image"][:, None][None].float() / 127.5 - 1
-    out = {
-        "video": video.encode(frames)[0],
-        "reference": video.encode(ref)[0, :, :1],
-        "audio": audio.encode(_audio_to_hops(item["audio"][None], audio.hop_length))[0],
-    }
+    out = {"video": video.encode(frames)[0].to("cpu", torch.float16), "reference": video.encode(ref)[0, :, :1].to("cpu", torch.float16),
+           "audio": encode_audio(audio, item["audio"])}  # fmt: skip
     if item["reference_voice"] is not None:
-        out["reference_voice"] = audio.encode(_audio_to_hops(item["reference_voice"][None], audio.hop_length))[0]
-    return {k: v.to("cpu", torch.float16) for k, v in out.items()}  # from codecs on any device
+        out["reference_voice"] = encode_audio(audio, item["reference_voice"])
+    return out
 
 
 def encode_dataset(
@@ -60,39 +64,61 @@ def encode_dataset(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     ds = ClipDataset(data, cfg)
-    out.mkdir(parents=True, exist_ok=True)
     settings = {"data": str(Path(data).resolve()), "codecs": codec_names, "preset": cfg.preset, "clips": len(ds),
                 "video": cfg.video.model_dump(), "audio": cfg.audio.model_dump(), "clips_per_shard": clips_per_shard}
-    manifest_path = out / MANIFEST
-    if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
-        if old.get("settings") != settings:
+
+    def load(i: int, encode: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+        item = ds[i]
+        rec = {k: item[k] for k in KEEP} | {"frames": int(item["video"].shape[0])}
+        if item.get("mouth_boxes") is not None:  # SynthTalk's: where the mouth-region loss weighs more
+            rec["mouth_boxes"] = item["mouth_boxes"]
+        return rec, (encode_item(item, video, audio) if encode else {})
+
+    return write_cache(out, settings, len(ds), load, on_progress)
+
+
+Load = Callable[[int, bool], "tuple[dict, dict[str, torch.Tensor]] | None"]
+
+
+def write_cache(out: Path, settings: dict, count: int, load: Load, on_progress: Callable[[int, int], None] | None = None) -> dict:
+    """`count` items in shards of `settings["clips_per_shard"]`, each written atomically with the
+    records so far (`latents.partial.json`), so that a rerun keeps the shards done and their
+    records; the manifest is written last. `load(i, encode)` gives item i's record and, when
+    `encode`, its tensors, or None for an item left out (listed by the caller)."""
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path, partial_path = out / MANIFEST, out / PARTIAL
+    for path in (manifest_path, partial_path):
+        if path.exists() and json.loads(path.read_text()).get("settings") != settings:
             raise StreamcharError(f"{out} holds latents made with other settings; choose another --out or remove it")
-    n_shards = -(-len(ds) // clips_per_shard)
+    kept = json.loads(partial_path.read_text())["shards"] if partial_path.exists() else {}
+    per = settings["clips_per_shard"]
+    n_shards = -(-count // per)
     records: list[dict] = []
-    done = 0
     for s in range(n_shards):
-        idx = range(s * clips_per_shard, min(len(ds), (s + 1) * clips_per_shard))
+        idx = range(s * per, min(count, (s + 1) * per))
         path = out / f"shard-{s:05d}.safetensors"
-        shard_records = []
-        tensors: dict[str, torch.Tensor] = {}
-        exists = path.exists()
-        for i in idx:
-            item = ds[i]
-            rec = {k: item[k] for k in KEEP} | {"shard": path.name, "frames": int(item["video"].shape[0])}
-            if item.get("mouth_boxes") is not None:  # SynthTalk's: where the mouth-region loss weighs more
-                rec["mouth_boxes"] = item["mouth_boxes"]
-            if not exists:
-                for name, t in encode_item(item, video, audio).items():
-                    tensors[f"{item['clip_id']}/{name}"] = t
-            shard_records.append(rec)
-            done += 1
+        if path.exists() and path.name in kept:
+            records += kept[path.name]
             if on_progress:
-                on_progress(done, len(ds))
-        if not exists:
+                on_progress(idx[-1] + 1, count)
+            continue
+        shard_records, tensors = [], {}
+        for i in idx:
+            loaded = load(i, not path.exists())
+            if on_progress:
+                on_progress(i + 1, count)
+            if loaded is None:
+                continue
+            rec, encoded = loaded
+            shard_records.append(rec | {"shard": path.name})
+            tensors |= {f"{rec['clip_id']}/{name}": t for name, t in encoded.items()}
+        if not path.exists():
             atomic_save_file(tensors, path)
-        records.extend(shard_records)
+        records += shard_records
+        kept[path.name] = shard_records
+        atomic_write_text(partial_path, json.dumps({"settings": settings, "shards": kept}))
     atomic_write_text(manifest_path, json.dumps({"settings": settings, "clips": records}))
+    partial_path.unlink(missing_ok=True)
     return {"clips": len(records), "shards": n_shards, "out": str(out)}
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from streamchar.data.audio import read_wav, resample
 from streamchar.data.inspect import load_records
 from streamchar.data.mp4 import read_mp4
+from streamchar.data.speech_corpus import SPEECH_FILES, read_speech_file
 from streamchar.data.synth import MANIFEST
 from streamchar.errors import StreamcharError
 
@@ -190,26 +191,6 @@ class AudioSegments:
         return torch.from_numpy(out)
 
 
-SPEECH_FILES = (".wav", ".flac")
-
-
-def read_speech_file(path: Path) -> tuple[np.ndarray, int]:
-    """A WAV or FLAC file as float32 mono in [-1, 1] and its rate (PyAV: FFmpeg's decoders, any sample format)."""
-    import av
-
-    try:
-        with av.open(str(path)) as inp:
-            if not inp.streams.audio:
-                raise StreamcharError(f"{path} holds no audio stream")
-            stream = inp.streams.audio[0]
-            mono = av.AudioResampler(format="flt", layout="mono", rate=stream.rate)
-            chunks = [f.to_ndarray().reshape(-1) for frame in inp.decode(stream) for f in mono.resample(frame)]
-            chunks += [f.to_ndarray().reshape(-1) for f in mono.resample(None)]
-            return (np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)), stream.rate
-    except av.error.FFmpegError as e:
-        raise StreamcharError(f"cannot read audio file {path}: {e}") from None
-
-
 def speech_audio(data: Path, sample_rate: int, max_clips: int) -> tuple[list[np.ndarray], dict]:
     """Speech for an audio VAE at `sample_rate`: a SynthTalk set's training clips (its audio), or
     every WAV/FLAC file under a folder (sorted by path, the first `max_clips`), each resampled to
@@ -222,7 +203,7 @@ def speech_audio(data: Path, sample_rate: int, max_clips: int) -> tuple[list[np.
     else:
         raise StreamcharError(f"{data} is neither a SynthTalk set nor a folder")
     if not paths:
-        raise StreamcharError(f"{data} holds no {' or '.join(SPEECH_FILES)} files (nor a SynthTalk set's {MANIFEST})")
+        raise StreamcharError(f"{data} holds no {', '.join(SPEECH_FILES)} files (nor a SynthTalk set's {MANIFEST})")
     audio, rates = [], set()
     for path in paths:
         a, rate = read_wav(path) if path.suffix.lower() == ".wav" and _is_pcm16(path) else read_speech_file(path)

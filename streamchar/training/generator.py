@@ -21,6 +21,8 @@ from streamchar.training.loop import LoopSettings, Objective, Part, Runtime, Tra
 from streamchar.training.settings import TrainSettings
 from streamchar.training.windows import WindowSource
 
+SPEECH_STAGES = ("orchestrator", "durations")  # the stages a speech-only cache can train
+
 
 def loop_settings(s: TrainSettings, world: int = 1) -> LoopSettings:
     return LoopSettings(steps=s.steps, warmup=s.warmup, min_lr_ratio=s.min_lr_ratio, grad_accum=s.accumulation(world), log_every=s.log_every,
@@ -72,6 +74,9 @@ class GeneratorObjective(Objective):
         self.tokenizer = self.model.tokenizer
         self.source = WindowSource(LatentCache(Path(s.cache)), cfg, self.tokenizer, "train", vary_history=s.vary_history,
                                    mouth_cells=s.mouth_region_weight > 0 and stage == "joint")  # fmt: skip
+        if self.source.speech_only and stage not in SPEECH_STAGES:
+            raise StreamcharError(f"{s.cache} is a speech-only cache (`data encode --speech`): the {stage} stage needs video; "
+                                  f"train {' or '.join(SPEECH_STAGES)} on it, or give a cache of clips (`data encode --data`)")
         index = self.source.index
         self.kinds = {"first": [k for k, (_, c) in enumerate(index) if c == 0], "later": [k for k, (_, c) in enumerate(index) if c > 0]}
         self.freeze()

@@ -109,6 +109,7 @@ class WindowSource:
                                       f"{cache.root} have none (e.g. {unboxed[0]}); re-run `streamchar data encode` on SynthTalk data "
                                       "(existing shards are kept, only the records are rewritten) or set train.mouth_region_weight to 0")
         self.skipped_short = short
+        self.speech_only = bool(cache.settings.get("speech_only"))  # `data encode --speech`: no video latents
         self._tokens: dict[int, tuple] = {}
 
     def __len__(self) -> int:
@@ -140,24 +141,33 @@ class WindowSource:
         # without a separate reference voice there is none (the clip's own audio would give the target away)
         voice = t.get("reference_voice", torch.zeros(t["audio"].shape[0], 0))
         frames = (c + 1 - first) * la
-        phonemes = frame_phonemes(rec.get("phonemes") or [], first * seconds, frames, s.audio_latent_rate)
+        timed = rec.get("phonemes")  # real footage and speech corpora have word timings alone: no phoneme or mouth targets
+        phonemes = torch.from_numpy(frame_phonemes(timed, first * seconds, frames, s.audio_latent_rate)) if timed else None
         positions = None
         if self.cfg.orchestrator.plan is not None:
             centres = first * seconds + (np.arange(frames) + 0.5) / s.audio_latent_rate
             spoken_at = spoken_positions(toks, times, centres)
             positions = torch.from_numpy(window_positions(toks, cut, self.cfg.orchestrator.lookahead_words, spoken_at) + len(prompt)).float()
         mouth = None
-        if self.cfg.dit.mouth_head:
-            mouth = torch.from_numpy(latent_mouth_shapes(rec.get("phonemes") or [], c * seconds, lv, s.fps, s.vae_temporal_stride))
+        if self.cfg.dit.mouth_head and timed:
+            mouth = torch.from_numpy(latent_mouth_shapes(timed, c * seconds, lv, s.fps, s.vae_temporal_stride))
         cells = None
         if self.mouth_cells:
             h, w = t["video"].shape[2:]
             cell_mask = latent_mouth_cells(rec["mouth_boxes"], c * CHUNK_FRAMES, lv, s.vae_temporal_stride, s.vae_spatial_stride, (h, w))
             cells = torch.from_numpy(cell_mask)
+        video, reference = self._video(t, c)
         return Window(
-            rec["clip_id"], c, t["reference"], t["video"][:, :lv] if c >= 1 else None,
-            t["video"][:, (c - 1) * lv : c * lv] if c >= 1 else None,
-            t["video"][:, c * lv : (c + 1) * lv], t["audio"][:, c * la : (c + 1) * la], t["audio"][:, first * la : c * la], voice,
-            ids, numbers, n, float(np.clip(spoken, 0, n)),
-            rec.get("prompt", ""), torch.from_numpy(phonemes), positions, mouth, cells,
+            rec["clip_id"], c, reference, video[:, :lv] if c >= 1 else None, video[:, (c - 1) * lv : c * lv] if c >= 1 else None,
+            video[:, c * lv : (c + 1) * lv], t["audio"][:, c * la : (c + 1) * la], t["audio"][:, first * la : c * la], voice,
+            ids, numbers, n, float(np.clip(spoken, 0, n)), rec.get("prompt", ""), phonemes, positions, mouth, cells,
         )  # fmt: skip
+
+    def _video(self, t: dict[str, torch.Tensor], c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clip's video and reference latents; for a speech-only clip, zeros as long as chunk
+        `c` needs, which the speech-only stage never reads (it runs the DiT without video tokens)."""
+        if "video" in t:
+            return t["video"], t["reference"]
+        s, v = self.cfg.stream, self.cfg.video
+        h, w = v.height // s.vae_spatial_stride, v.width // s.vae_spatial_stride
+        return torch.zeros(v.latent_channels, (c + 1) * s.chunk_latent_frames, h, w), torch.zeros(v.latent_channels, 1, h, w)
