@@ -34,10 +34,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--data", type=Path, help="the data set the cache was encoded from, for the reference images (default: the one the cache names)")
     ap.add_argument("--video-codec", help="video codec directory (default: the shipped one)")
+    ap.add_argument("--audio-codec", help="audio codec directory (default: the shipped one); a decoder trained --decoder-only reads the same latents")
     a = ap.parse_args()
     torch.set_num_threads(2)
     cfg = load_config("tiny")
-    video, audio = load_video_codec(cfg, a.video_codec).eval(), load_audio_codec(cfg).eval()
+    video, audio = load_video_codec(cfg, a.video_codec).eval(), load_audio_codec(cfg, a.audio_codec).eval()
     cache = LatentCache(a.cache)
     images = {}
     if video.needs_reference:
