@@ -2,9 +2,9 @@
 videos, `<name>.mp4` with its transcript `<name>.txt` (any frame rate, size and audio rate),
 becomes a folder in the real-data layout `data/dataset.py` reads:
 
-- `<name>.mp4`: a square crop centred on the face (OpenCV's bundled Haar cascade, its box
-  smoothed over time), resized to the preset's frame size, at 24 fps, with the audio resampled
-  to the preset's rate;
+- `<name>.mp4`: a square crop centred on the face (YuNet, `data/faces.py`, its box smoothed over
+  time), resized to the preset's frame size, at 24 fps, with the audio resampled to the preset's
+  rate;
 - `<name>.json`: the transcript, each word's start and end from forced alignment
   (`data/align.py`), the split (`train`), and the reference image and voice beside it
   (`<name>.png`: the crop's first frame; `<name>.voice.wav`: the clip's first seconds).
@@ -27,6 +27,7 @@ import numpy as np
 from streamchar.config import Config
 from streamchar.data.align import align_words
 from streamchar.data.audio import write_wav
+from streamchar.data.faces import detector, find_faces
 from streamchar.data.mp4 import read_mp4, write_mp4
 from streamchar.data.speech import speakable_text, transcript_words
 from streamchar.errors import StreamcharError
@@ -35,7 +36,7 @@ from streamchar.utils.files import atomic_write_text
 REPORT = "prepare.json"
 FACE_SHARE = 0.5  # of the frames looked at, at least this share must show a face
 SPEECH_RMS = 1e-3  # quieter audio is taken for no speech
-CROP_FACES = 2.4  # the crop's side, in face widths: head and shoulders
+CROP_FACES = 3.2  # the crop's side, in YuNet face widths: head and shoulders, framed as SynthTalk's own clips
 VOICE_SECONDS = 10.0
 
 
@@ -47,17 +48,11 @@ def face_boxes(frames: np.ndarray, fps: float, per_second: float = 4.0) -> tuple
     """(n, 3) face centre x, centre y and width for every frame, interpolated between the
     frames looked at (`per_second` of them) and smoothed with a running median; with how many
     were looked at and how many showed a face."""
-    import cv2
-
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    step = max(1, int(round(fps / per_second)))
-    seen, found = [], []
-    for i in range(0, len(frames), step):
-        grey = cv2.equalizeHist(cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY))
-        faces = cascade.detectMultiScale(grey, 1.1, 3, minSize=(max(16, min(grey.shape) // 10),) * 2)
-        seen.append(i)
+    seen = range(0, len(frames), max(1, int(round(fps / per_second))))
+    found = []
+    for i, faces in zip(seen, find_faces(frames[i] for i in seen)):
         if len(faces):
-            x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+            x, y, w, h, _ = max(faces, key=lambda f: f[2] * f[3])  # the largest: the speaker, not a face behind
             found.append((i, x + w / 2, y + h / 2, float(w)))
     if not found:
         return np.zeros((0, 3)), len(seen), 0
@@ -146,6 +141,7 @@ def _check_tools() -> None:
         import pocketsphinx  # noqa: F401
     except ModuleNotFoundError as e:
         raise StreamcharError(f"data prepare needs {e.name}: pip install 'streamchar[eval]'") from None
+    detector()
     if shutil.which("t2p") is None:
         raise StreamcharError("data prepare spells words its aligner does not know with Flite's t2p: sudo apt-get install flite")
 
