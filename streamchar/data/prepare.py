@@ -106,7 +106,7 @@ def prepare_clip(video: Path, text: Path, out: Path, cfg: Config) -> dict:
     audio = clip.audio[: int(len(frames) / fps * sr)]
     try:
         words = align_words(transcript, audio, sr)
-    except StreamcharError as e:
+    except (StreamcharError, RuntimeError) as e:  # RuntimeError: pocketsphinx refusing a word's phones
         raise Skipped(f"alignment failed: {e}") from None
     name = video.stem
     write_mp4(out / f".{name}.mp4", frames, fps, audio, sr)

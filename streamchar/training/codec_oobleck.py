@@ -48,7 +48,8 @@ from streamchar.config import Config
 from streamchar.errors import StreamcharError
 from streamchar.training.codec_data import AudioSegments, speech_audio
 from streamchar.training.codec_objectives import OOBLECK_KL_WEIGHT, OOBLECK_STFT_SIZES, OobleckObjective
-from streamchar.training.loop import LoopSettings, Objective, Part, Runtime, TrainLoop
+from streamchar.training.codec_training import run_codec_stage
+from streamchar.training.loop import Objective, Part, Runtime, TrainLoop
 from streamchar.training.records import export_training_record
 
 SEED = 0
@@ -225,10 +226,4 @@ def train_oobleck(data: Path, run: Path, out: Path, cfg: Config, settings: Ooble
     check_oobleck_settings("audio", s, cfg)
     rt = Runtime.create(precision="fp32", threads=s.threads, device=s.device)  # Snake's exp and the KL's log in float32, on CUDA too
     stage = OobleckStage(data, cfg, s)
-    loop_settings = LoopSettings(steps=s.steps, warmup=min(200, s.steps // 10 + 1), min_lr_ratio=0.02, log_every=s.log_every,
-                                 save_every=s.save_every, keep_checkpoints=1)  # fmt: skip
-    loop = TrainLoop(stage, loop_settings, run, rt, command)
-    start = loop.resume()
-    last = loop.train(on_step=on_step)
-    loop.export(out, command=command)
-    return {"steps": s.steps, "resumed_from": start, "last": last, "out": str(out), "data": stage.data_info}
+    return {**run_codec_stage(stage, s.steps, s.log_every, s.save_every, run, out, rt, on_step, command), "data": stage.data_info}

@@ -201,11 +201,17 @@ def train_codec(kind: str, data: Path, run: Path, out: Path, cfg: Config, settin
     the weights so that the shipped codec says how it was made."""
     s = settings
     rt = Runtime.create(threads=s.threads, device="cpu")
-    stage = CodecStage(kind, data, cfg, s)
-    loop_settings = LoopSettings(steps=s.steps, warmup=min(200, s.steps // 10 + 1), min_lr_ratio=0.02, log_every=s.log_every,
-                                 save_every=s.save_every, keep_checkpoints=1)  # fmt: skip
-    loop = TrainLoop(stage, loop_settings, run, rt, command)
+    return run_codec_stage(CodecStage(kind, data, cfg, s), s.steps, s.log_every, s.save_every, run, out, rt, on_step, command)
+
+
+def run_codec_stage(stage: Objective, steps: int, log_every: int, save_every: int, run: Path, out: Path, rt: Runtime,
+                    on_step: Callable[[int, int, dict], None] | None, command: str) -> dict:
+    """A codec's training run on the one loop: a short warm-up, cosine to 2%, one checkpoint kept,
+    resumed where `run` has one, exported to `out`."""
+    settings = LoopSettings(steps=steps, warmup=min(200, steps // 10 + 1), min_lr_ratio=0.02, log_every=log_every, save_every=save_every,
+                            keep_checkpoints=1)  # fmt: skip
+    loop = TrainLoop(stage, settings, run, rt, command)
     start = loop.resume()
     last = loop.train(on_step=on_step)
     loop.export(out, command=command)
-    return {"steps": s.steps, "resumed_from": start, "last": last, "out": str(out)}
+    return {"steps": steps, "resumed_from": start, "last": last, "out": str(out)}
