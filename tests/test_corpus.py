@@ -118,3 +118,24 @@ def test_a_held_out_voice_is_never_a_training_characters() -> None:
     assert [s for s in train_held if s in train] == [s for s, v in zip(train, voices(train)) if v != "flite:awb"]
     with pytest.raises(StreamcharError, match="festival:kal_diphone"):
         character_seeds(3, override_config(cfg, {"synthtalk": {"held_out_voices": ["festival:kal_diphone"]}}))
+
+
+def test_a_set_may_speak_in_one_voice_no_other_set_uses() -> None:
+    """`synthtalk.voice`: every clip in the one voice (a test set in a voice no model heard), the looks unchanged."""
+    from pydantic import ValidationError
+
+    from streamchar.config import load_config
+    from streamchar.config.load import override_config
+    from streamchar.data.clip import build_clip
+    from streamchar.data.synth import plan_set
+    from streamchar.errors import StreamcharError
+
+    cfg = override_config(load_config("tiny"), {"synthtalk": {"engines": ["espeak", "flite"], "voice": "flite:kal", "max_sentences": 1}})
+    plan = plan_set(4, 7, cfg)[0]
+    clip = build_clip(plan, cfg)
+    plain = build_clip(plan, override_config(cfg, {"synthtalk": {"voice": None}}))
+    assert clip["record"]["voice"].startswith("flite kal pitch 0") and not plain["record"]["voice"].startswith("flite kal ")
+    assert clip["record"]["character"] == plain["record"]["character"] | {"voice": clip["record"]["character"]["voice"]}
+    assert clip["record"]["words"] and len(clip["audio"]) != len(plain["audio"])  # spoken again, by kal
+    with pytest.raises((StreamcharError, ValidationError), match="voice"):
+        override_config(cfg, {"synthtalk": {"voice": "kal"}})

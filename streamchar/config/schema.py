@@ -222,6 +222,9 @@ class SynthTalkConfig(Strict):
                                  "held-out source's sentences (needs chatterbot in text)")  # fmt: skip
     held_out_voices: list[str] = Field([], description="voices no training character speaks with, as engine:name (flite:awb): "
                                        "unseen characters may, so that a voice the model never heard can be evaluated")  # fmt: skip
+    voice: str | None = Field(None, pattern=r"^(espeak|festival|flite):\S+$", description="every character speaks with this one "
+                              "voice, engine:name at its own pitch (flite:kal, which no other set uses): a test set in a voice no "
+                              "model heard")  # fmt: skip
     min_sentences: int = Field(1, ge=1, le=4, description="fewest sentences in a clip")
     max_sentences: int = Field(4, ge=1, le=4, description="most sentences in a clip")
     max_seconds: float = Field(20.0, gt=0, le=20.0, description="longest clip (s); the paper trains on clips up to 20 s")

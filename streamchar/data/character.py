@@ -5,7 +5,7 @@ Every visible attribute has a name, so that the clip's prompt can state it and b
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -75,6 +75,16 @@ ENGINE_VOICES = {
     "flite": {"woman": ("slt",), "man": ("rms", "awb", "kal16")},
 }
 ENGINES = ("espeak", *ENGINE_VOICES)
+
+
+def speaking_with(character: Character, voice: str | None) -> Character:
+    """The character with its voice replaced by `voice` (engine:name; `synthtalk.voice`), at
+    the voice's own pitch and the character's rate; unchanged for None."""
+    if voice is None:
+        return character
+    engine, name = voice.split(":", 1)
+    pitch, pitch_range = (50, 50) if engine == "espeak" else (0, 0)  # espeak's middle; the other engines' 0 is the voice's own
+    return replace(character, voice=Voice(name=name, pitch=pitch, rate=character.voice.rate, pitch_range=pitch_range, engine=engine))
 
 
 def engine_voices(engines: tuple[str, ...]) -> set[str]:

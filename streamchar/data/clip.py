@@ -13,7 +13,7 @@ from PIL import Image
 
 from streamchar.config import Config
 from streamchar.data.audio import write_wav
-from streamchar.data.character import Character, make_character
+from streamchar.data.character import Character, make_character, speaking_with
 from streamchar.data.motion import PoseTrack, make_pose_track
 from streamchar.data.mp4 import aac_rate, write_mp4
 from streamchar.data.render import CharacterRenderer
@@ -81,7 +81,7 @@ def build_clip(plan: ClipPlan, cfg: Config) -> dict:
     """Everything a clip holds, in memory: frames, audio, reference image/voice and its record."""
     syn = cfg.synthtalk
     fps, sr, spf = cfg.stream.fps, cfg.audio.sample_rate, cfg.samples_per_frame
-    character = make_character(plan.character_seed, tuple(syn.engines))
+    character = speaking_with(make_character(plan.character_seed, tuple(syn.engines)), syn.voice)
     rng = np.random.default_rng([plan.seed, 0xC11])
     typed = list(plan.sentences)
     sentences = [spoken_text(x) for x in typed]  # what the voice says and the model reads: "3" as "three"
