@@ -24,8 +24,10 @@ def _train(stage: str, config: Path, run: Path, out: Optional[Path], resume: boo
     from streamchar.training.settings import load_train_config
     from streamchar.training.stages import generator_loop
 
-    if data is not None and not (data / "latents.json").is_file():
-        raise StreamcharError(f"--data {data} is not a latent cache (no latents.json); make one with `streamchar data encode`")
+    if data is not None:
+        from streamchar.data.latents import LatentCache
+
+        LatentCache(data)  # refused here, before a model is built, if it is not a latent cache
     overrides = {k: v for k, v in {"steps": steps, "init": init, "cache": None if data is None else str(data)}.items() if v is not None}
     cfg, settings = load_train_config(config, overrides)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():

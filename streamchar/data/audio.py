@@ -21,6 +21,14 @@ def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarra
     return resample_poly(audio, target_rate // g, source_rate // g, axis=-1).astype(np.float32)
 
 
+SPEECH_RMS = 1e-3  # quieter audio is taken for no speech
+
+
+def is_silent(audio: np.ndarray) -> bool:
+    """No samples, or none above the noise floor (`SPEECH_RMS`): no speech to train on."""
+    return len(audio) == 0 or float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) < SPEECH_RMS
+
+
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     """Mono 16-bit PCM."""
     pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")

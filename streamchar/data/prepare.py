@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from streamchar.config import Config
-from streamchar.data.align import align_words
-from streamchar.data.audio import write_wav
+from streamchar.data.align import align_words, word_records
+from streamchar.data.audio import is_silent, write_wav
 from streamchar.data.faces import detector, find_faces
 from streamchar.data.mp4 import read_mp4, write_mp4
 from streamchar.data.speech import speakable_text, transcript_words
@@ -35,7 +35,6 @@ from streamchar.utils.files import atomic_write_text
 
 REPORT = "prepare.json"
 FACE_SHARE = 0.5  # of the frames looked at, at least this share must show a face
-SPEECH_RMS = 1e-3  # quieter audio is taken for no speech
 CROP_FACES = 3.2  # the crop's side, in YuNet face widths: head and shoulders, framed as SynthTalk's own clips
 VOICE_SECONDS = 10.0
 
@@ -97,7 +96,7 @@ def prepare_clip(video: Path, text: Path, out: Path, cfg: Config) -> dict:
         raise Skipped(str(e)) from None
     if len(clip.frames) == 0 or not clip.fps:
         raise Skipped("no video stream")
-    if len(clip.audio) == 0 or float(np.sqrt(np.mean(clip.audio**2))) < SPEECH_RMS:
+    if is_silent(clip.audio):
         raise Skipped("no speech (the audio is silent or missing)")
     boxes, looked, found = face_boxes(clip.frames, clip.fps)
     if found < FACE_SHARE * looked:
@@ -115,7 +114,7 @@ def prepare_clip(video: Path, text: Path, out: Path, cfg: Config) -> dict:
 
     Image.fromarray(frames[0]).save(out / f"{name}.png")
     write_wav(out / f"{name}.voice.wav", audio[: int(VOICE_SECONDS * sr)], sr)
-    record = {"transcript": transcript, "words": [{"word": w.label, "start": round(w.start, 4), "end": round(w.end, 4)} for w in words],
+    record = {"transcript": transcript, "words": word_records(words),
               "split": "train", "reference_image": f"{name}.png", "reference_voice": f"{name}.voice.wav",
               "source": {"file": video.name, "fps": clip.fps, "size": list(clip.frames.shape[2:0:-1]), "faces_found": [found, looked]}}  # fmt: skip
     atomic_write_text(out / f"{name}.json", json.dumps(record, indent=1))

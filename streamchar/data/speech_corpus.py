@@ -24,14 +24,13 @@ import torch
 
 from streamchar.codecs.base import AudioCodec
 from streamchar.config import Config
-from streamchar.data.audio import resample
+from streamchar.data.audio import is_silent, resample
 from streamchar.data.latents import encode_audio, write_cache
 from streamchar.errors import StreamcharError
 from streamchar.utils.files import atomic_write_text
 
 SPEECH_FILES = (".wav", ".flac", ".mp3")
 MAX_SECONDS = 30.0  # Emilia's segments run 3-30 s; the paper's clips at most 20 s (§5.1)
-SPEECH_RMS = 1e-3  # quieter audio is taken for no speech
 
 
 class Unusable(Exception):
@@ -63,6 +62,11 @@ def read_speech_file(path: Path) -> tuple[np.ndarray, int]:
         raise StreamcharError(f"cannot read {path}: {e}") from None
 
 
+def speech_files(folder: Path) -> list[Path]:
+    """Every audio file under `folder` (`SPEECH_FILES`), nested folders too, sorted by path."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in SPEECH_FILES and p.is_file())
+
+
 def find_utterances(source: Path) -> list[Utterance]:
     """Every utterance of a corpus folder or JSONL manifest, sorted by name."""
     source = Path(source)
@@ -72,7 +76,7 @@ def find_utterances(source: Path) -> list[Utterance]:
         raise StreamcharError(f"--speech takes a folder of {'/'.join(SPEECH_FILES)} files with .txt transcripts, or a .jsonl manifest; "
                               f"{source} is neither")  # fmt: skip
     found = []
-    for path in sorted(p for p in source.rglob("*") if p.suffix.lower() in SPEECH_FILES and p.is_file()):
+    for path in speech_files(source):
         text_path = path.with_suffix(".txt")
         text = text_path.read_text(encoding="utf-8", errors="replace") if text_path.is_file() else None
         name = path.relative_to(source).with_suffix("").as_posix()
@@ -112,7 +116,7 @@ def load_speech(u: Utterance, cfg: Config) -> np.ndarray:
     if rate <= 0 or not len(audio):
         raise Unusable("no audio samples")
     audio = resample(audio, rate, cfg.audio.sample_rate)
-    if float(np.sqrt(np.mean(audio**2))) < SPEECH_RMS:
+    if is_silent(audio):
         raise Unusable("silent (no speech above the noise floor)")
     return audio
 

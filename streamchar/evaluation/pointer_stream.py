@@ -28,16 +28,15 @@ class ScriptedPointer(nn.Module):
     """Stands in for the progress pointer: `per_chunk` words more at every chunk's end, counted
     from the cut of the window it reads; records what each chunk's orchestrator was given."""
 
-    def __init__(self, real: nn.Module, per_chunk: float):
+    def __init__(self, real: nn.Module, session: StreamSession, per_chunk: float):
         super().__init__()
-        self.real, self.per_chunk = real, per_chunk
-        self.session: StreamSession | None = None
+        self.real, self.session, self.per_chunk = real, session, per_chunk
         self.seen: dict[int, dict] = {}
 
     def forward(self, condition: torch.Tensor, text_hidden: torch.Tensor, word_numbers: torch.Tensor, text_mask: torch.Tensor,
                 word_counts: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         session = self.session
-        assert session is not None and session.last_context is not None
+        assert session.last_context is not None
         ctx, k = session.last_context, len(session.progress)
         prompt = len(session.prompt_ids)
         self.seen[k] = {"cut": ctx.cut, "history_latents": int(ctx.history.shape[2]), "words_read": int(word_counts.max()),
@@ -60,8 +59,7 @@ def pointer_stream(pipe: Pipeline, per_chunk: float, out: Path, steps: int = 4, 
     session = pipe.session(request, SessionSettings(steps=steps, stop_at_end=True))
     orchestrator = pipe.model.orchestrator
     real = orchestrator.pointer
-    scripted = ScriptedPointer(real, per_chunk)
-    scripted.session = session
+    scripted = ScriptedPointer(real, session, per_chunk)
     orchestrator.pointer = scripted
     try:
         from streamchar.streaming.runner import run_stream

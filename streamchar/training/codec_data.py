@@ -15,7 +15,7 @@ from PIL import Image
 from streamchar.data.audio import read_wav, resample
 from streamchar.data.inspect import load_records
 from streamchar.data.mp4 import read_mp4
-from streamchar.data.speech_corpus import SPEECH_FILES, read_speech_file
+from streamchar.data.speech_corpus import SPEECH_FILES, read_speech_file, speech_files
 from streamchar.data.synth import MANIFEST
 from streamchar.errors import StreamcharError
 
@@ -199,7 +199,7 @@ def speech_audio(data: Path, sample_rate: int, max_clips: int) -> tuple[list[np.
     if (data / MANIFEST).exists():
         paths, source = [Path(r["_dir"]) / r["files"]["audio"] for r in train_records(data, max_clips)], "SynthTalk training clips"
     elif data.is_dir():
-        paths, source = sorted(p for p in data.rglob("*") if p.suffix.lower() in SPEECH_FILES)[:max_clips], "audio files"
+        paths, source = speech_files(data)[:max_clips], "audio files"
     else:
         raise StreamcharError(f"{data} is neither a SynthTalk set nor a folder")
     if not paths:

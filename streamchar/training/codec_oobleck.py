@@ -223,7 +223,6 @@ def train_oobleck(data: Path, run: Path, out: Path, cfg: Config, settings: Ooble
                   on_step: Callable[[int, int, dict], None] | None = None, command: str = "") -> dict:
     """Train (or resume training) the paper preset's audio VAE; returns a summary."""
     s = settings
-    check_oobleck_settings("audio", s, cfg)
     rt = Runtime.create(precision="fp32", threads=s.threads, device=s.device)  # Snake's exp and the KL's log in float32, on CUDA too
     stage = OobleckStage(data, cfg, s)
     return {**run_codec_stage(stage, s.steps, s.log_every, s.save_every, run, out, rt, on_step, command), "data": stage.data_info}
