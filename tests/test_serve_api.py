@@ -361,19 +361,40 @@ def test_sessions_decoded_in_their_batch_stream_as_before(live_server):
             v.close()
 
 
+def _wait_until(check, what: str, seconds: float = 20.0):
+    """`check()`'s first true answer, polled; a test failure naming `what` if none comes in time."""
+    deadline = time.monotonic() + seconds
+    while (answer := check()) is None or answer is False:
+        assert time.monotonic() < deadline, f"not seen in {seconds:g} s: {what}"
+        time.sleep(0.005)
+    return answer
+
+
+def _chunks_while_one_is_made(scheduler, session):
+    """The session's delivered chunks, read while a worker is making its next one (so that one
+    is not among them); None while none is being made. Read under the scheduler's lock, which a
+    worker holds to mark a chunk begun or made."""
+    with scheduler._work:
+        return session.chunks if session.id in scheduler._generating else None
+
+
 def test_a_server_behind_admits_no_one_and_says_so(live_server):
     """Chunks held back until a viewer's media runs out (as when the cores are short): the server
     counts itself behind, refuses newcomers with that reason and shows it, though it has room."""
     host, state = live_server(max_sessions=2, behind_hold_seconds=20)
     with httpx.Client(base_url=f"http://{host}", timeout=30) as c:
-        v = Viewer(host, _create(c, text=TEXT))
+        s = _create(c, text=TEXT)
+        v = Viewer(host, s)
         v.chunks(2)
         assert _metrics(c)[("streamchar_behind", ())] == 0
+        session = state.sessions[s["id"]]
         state.scheduler.hold()
-        time.sleep(state.settings.buffer_seconds + state.pipe.cfg.stream.chunk_seconds)
+        _wait_until(lambda: not state.scheduler.busy(), "the chunks begun before the hold were delivered")
+        time.sleep(session.clock.delivered - session.clock.position(time.monotonic()) + 0.3)  # the viewer's media runs out
+        delivered = session.chunks
         state.scheduler.holding = False  # the cores are back
         state.scheduler.wake()
-        v.chunks(1)
+        _wait_until(lambda: session.chunks > delivered, "a chunk came after the hold")
         r = c.post("/api/sessions", json={"character": "unseen-1"})
         assert r.status_code == 503 and r.json()["error"].startswith("the server is behind") and r.headers["Retry-After"] == "30"
         m = _metrics(c)
@@ -393,11 +414,7 @@ def test_a_drain_delivers_the_chunk_in_hand_then_says_goodbye(live_server):
         v = Viewer(host, s)
         v.chunks(1)
         session = state.sessions[s["id"]]
-        deadline = time.monotonic() + 20
-        while not state.scheduler.busy():
-            assert time.monotonic() < deadline, "no chunk was being made"
-            time.sleep(0.005)
-        in_hand = session.chunks
+        in_hand = _wait_until(lambda: _chunks_while_one_is_made(state.scheduler, session), "a chunk was being made")
         drained = asyncio.run_coroutine_threadsafe(state.drain(), state.loop)
         assert v.until(lambda m: m["type"] == "closing")["reason"] == "the server is shutting down"
         drained.result(timeout=10)
