@@ -71,6 +71,24 @@ def test_a_step_moves_student_and_fake_score_but_not_the_teacher(cache, teacher,
     assert moved["student"] > 0 and moved["fake"] > 0 and moved["teacher"] == 0
 
 
+def test_text_guidance_asks_the_teacher_again_without_the_orchestrators_condition(cache, teacher, tmp_path, monkeypatch):
+    cfg, s = load_train_config(_config(tmp_path, cache, teacher, text_guidance=2.0))
+    t = generator_loop("dmd", cfg, s, tmp_path / "run")
+    o = t.objective
+    keeps = []
+    original = o.teacher.forward
+
+    def watched(*args, **kwargs):
+        keeps.append(kwargs.get("condition_keep"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(o.teacher, "forward", watched)
+    parts = o.train_step(0, t)
+    assert all(torch.isfinite(torch.tensor(v)) for v in parts.values())
+    assert len(keeps) == 3 and keeps[0] is None and keeps[1] is None  # conditional, then prompt-free (guidance 2.0)
+    assert keeps[2] is not None and torch.count_nonzero(keeps[2]) == 0  # then condition-free
+
+
 def test_rollout_scores_the_last_chunks_from_the_first_scored_chunks_context(cache, teacher, tmp_path):
     cfg, s = load_train_config(_config(tmp_path, cache, teacher))
     t = generator_loop("rollout", cfg, s, tmp_path / "run")

@@ -87,6 +87,27 @@ def test_guidance_mixes_a_prompt_free_reference_free_branch(parts, monkeypatch):
         _session(parts, guidance=-1)
 
 
+def test_text_guidance_adds_a_branch_without_the_orchestrators_condition(parts, monkeypatch):
+    """One more DiT pass per step, the same prompt and conditions but a zero orchestrator
+    condition; the result is the conditional prediction pushed away from that branch."""
+    plain = [c.audio for c in _session(parts, seed=3, max_chunks=1, steps=2).chunks()]
+    s = _session(parts, seed=3, max_chunks=1, steps=2, text_guidance=2.0)
+    seen = []
+    original = s.model.dit_velocity
+
+    def watched(v, t, prompt, audio, cache):
+        seen.append((prompt, audio.condition))
+        return original(v, t, prompt, audio, cache)
+
+    monkeypatch.setattr(s.model, "dit_velocity", watched)
+    guided = [c.audio for c in s.chunks()]
+    assert len(seen) == 4  # 2 steps, each conditional and condition-free
+    assert torch.count_nonzero(seen[0][1]) > 0 and torch.count_nonzero(seen[1][1]) == 0 and torch.equal(seen[0][0], seen[1][0])
+    assert not torch.equal(guided[0], plain[0]) and torch.isfinite(guided[0]).all()
+    with pytest.raises(StreamcharError, match="text guidance"):
+        _session(parts, text_guidance=-0.5)
+
+
 def test_encoders_run_once_and_sink_stays_the_first_chunk(parts, monkeypatch):
     s = _session(parts, max_chunks=4)
     calls = []

@@ -187,6 +187,8 @@ def eval_render(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="denoising steps per chunk (default: the checkpoint's)"),
     no_sink: bool = typer.Option(False, "--no-sink", help="do not attend to the first chunk (ablation)"),
     guidance: float = typer.Option(1.0, "--guidance", help="classifier-free guidance on prompt and reference (1: off)"),
+    text_guidance: float = typer.Option(1.0, "--text-guidance", help="guidance on the orchestrator's condition, for a model trained with "
+                                        "train.condition_dropout (1: off; one more DiT pass per step)"),
     seed: int = SeedOpt,
     threads: int = ThreadsOpt,
     video_codec: Optional[Path] = VideoCodecOpt,
@@ -207,7 +209,7 @@ def eval_render(
     torch.set_num_threads(threads)
     pipe = load_placed(checkpoint, video_codec, audio_codec, config, device, dtype, memory_mode)
     items = synthtalk_render_items(data, split, pipe, clips) if data is not None else long_render_items(ground_truth, pipe, clips)  # type: ignore[arg-type]
-    settings = SessionSettings(steps=steps or pipe.steps, sink=not no_sink, seed=seed, guidance=guidance)
+    settings = SessionSettings(steps=steps or pipe.steps, sink=not no_sink, seed=seed, guidance=guidance, text_guidance=text_guidance)
     with clip_progress(f"rendering with {pipe.meta['name']} ({settings.steps} steps)") as update:
         summary = render_items(pipe, items, out, settings, on_progress=update)
     (out / "render.json").write_text(json.dumps({**summary, "checkpoint": pipe.meta["name"], "command": invoked_command()}, indent=1))

@@ -41,3 +41,9 @@ def sample_times(steps: int, shift: float = 1.0) -> list[float]:
 def guided(conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: scale 1 is the conditional prediction, 0 the unconditional."""
     return unconditional + scale * (conditional - unconditional)
+
+
+def with_guidance(guided_so_far: torch.Tensor, conditional: torch.Tensor, unconditional: torch.Tensor, scale: float) -> torch.Tensor:
+    """One more condition's guidance added to a prediction already guided on others: each adds
+    its own (scale - 1) x (conditional - unconditional), the conditional prediction being shared."""
+    return guided_so_far + (scale - 1.0) * (conditional - unconditional)

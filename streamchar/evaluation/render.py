@@ -97,7 +97,7 @@ def render_items(pipe: Pipeline, items: list[RenderItem], out: Path, settings: S
             s = report.summary()
             meta = {"transcript": request.transcript, "reference_image": ref_name, "character_id": item.character_id,
                     "prompt": request.prompt, "steps": settings.steps, "sink": settings.sink, "seed": settings.seed, "guidance": settings.guidance,
-                    "checkpoint": pipe.meta.get("name"), "stream": s,
+                    "text_guidance": settings.text_guidance, "checkpoint": pipe.meta.get("name"), "stream": s,
                     "reading": [[c.words_spoken, c.pointer_words] for c in report.chunks]}  # fmt: skip
             atomic_write_text(side, json.dumps(meta, indent=1))
             rendered += 1

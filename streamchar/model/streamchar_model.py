@@ -42,16 +42,17 @@ class StreamCharModel(nn.Module):
                                   f"its window is {self.cfg.orchestrator.context_window}: cut the transcript with the pointer")  # fmt: skip
 
     def velocity(self, video: VideoInput | None, orchestrator_input: OrchestratorInput, prompt: torch.Tensor,
-                 cache: ConditionCache | None = None,
-                 conditions: ConditionInput | None = None) -> tuple[torch.Tensor | None, torch.Tensor, OrchestratorOutput]:
+                 cache: ConditionCache | None = None, conditions: ConditionInput | None = None,
+                 condition_keep: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor, OrchestratorOutput]:
         """One denoising evaluation: the orchestrator turns the noisy audio (and the context) into
         c_a, the DiT predicts both velocities. (Through `__call__`, so FSDP's root hooks run.)"""
-        return self(video, orchestrator_input, prompt, cache, conditions)
+        return self(video, orchestrator_input, prompt, cache, conditions, condition_keep=condition_keep)
 
     def velocity_and_mouth(self, video: VideoInput, orchestrator_input: OrchestratorInput, prompt: torch.Tensor,
-                           conditions: ConditionInput | None = None) -> tuple[torch.Tensor, torch.Tensor, OrchestratorOutput, torch.Tensor | None]:
+                           conditions: ConditionInput | None = None,
+                           condition_keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, OrchestratorOutput, torch.Tensor | None]:
         """`velocity` and the mouth head's (B, F, 3) shapes (None without the head): pretraining's aid."""
-        return self(video, orchestrator_input, prompt, None, conditions, mouth=True)
+        return self(video, orchestrator_input, prompt, None, conditions, mouth=True, condition_keep=condition_keep)
 
     # The streaming engine's calls, one per part so that it can time them. Root methods, not
     # `self.dit` or `self.orchestrator` directly: under FSDP2 (`sharding.shard_model` registers
@@ -81,10 +82,14 @@ class StreamCharModel(nn.Module):
         return dv, da
 
     def forward(self, video: VideoInput | None, orchestrator_input: OrchestratorInput, prompt: torch.Tensor,
-                cache: ConditionCache | None = None, conditions: ConditionInput | None = None, mouth: bool = False) -> tuple:
+                cache: ConditionCache | None = None, conditions: ConditionInput | None = None, mouth: bool = False,
+                condition_keep: torch.Tensor | None = None) -> tuple:
+        """`condition_keep` (B,): 0 where the DiT gets no orchestrator condition (training's
+        condition dropout, for text guidance)."""
         self.check_orchestrator_window(orchestrator_input)
         orch = self.orchestrator(orchestrator_input)
-        audio = AudioInput(orchestrator_input.noisy_audio, orch.condition)
+        condition = orch.condition if condition_keep is None else orch.condition * condition_keep.to(orch.condition)[:, None, None]
+        audio = AudioInput(orchestrator_input.noisy_audio, condition)
         out = self.dit(video, orchestrator_input.timestep, prompt, audio, conditions=conditions, cache=cache, mouth=mouth)
         return (out[0], out[1], orch, out[2]) if mouth else (out[0], out[1], orch)
 

@@ -59,6 +59,7 @@ class SessionSettings:
     max_chunks: int | None = None
     stop_at_end: bool = True  # False: run max_chunks whatever the reader says (benchmarks with random weights)
     guidance: float = 1.0  # classifier-free guidance on prompt and reference frame; 1: off (one DiT pass per step)
+    text_guidance: float = 1.0  # guidance on the orchestrator's condition, for a model trained with train.condition_dropout; 1: off
 
 
 @dataclass
@@ -225,7 +226,7 @@ class StreamSession:
 
     @property
     def sampler_settings(self) -> SamplerSettings:
-        return SamplerSettings(self.settings.steps, self.settings.shift, self.settings.guidance)
+        return SamplerSettings(self.settings.steps, self.settings.shift, self.settings.guidance, self.settings.text_guidance)
 
     def begin_chunk(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next chunk's noise (from the session's own generator) and its context
@@ -296,3 +297,5 @@ def _check(settings: SessionSettings) -> None:
         raise StreamcharError(f"the number of denoising steps per chunk must be positive, got {settings.steps}")
     if settings.guidance < 0:
         raise StreamcharError(f"the guidance scale must be 0 or more (1 turns it off), got {settings.guidance}")
+    if settings.text_guidance < 0:
+        raise StreamcharError(f"the text guidance scale must be 0 or more (1 turns it off), got {settings.text_guidance}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from streamchar.diffusion.flow import TIMESTEP_SCALE, guided, sample_times
+from streamchar.diffusion.flow import TIMESTEP_SCALE, guided, sample_times, with_guidance
 from streamchar.model.context import DenoiseContext
 from streamchar.model.dit import AudioInput, VideoInput
 from streamchar.model.orchestrator import OrchestratorInput
@@ -23,6 +23,7 @@ class SamplerSettings:
     steps: int
     shift: float = 1.0
     guidance: float = 1.0  # on prompt and reference frame; 1: off (one DiT pass per step)
+    text_guidance: float = 1.0  # on the orchestrator's condition (a model trained with train.condition_dropout); 1: off
 
 
 @dataclass
@@ -81,10 +82,14 @@ def _sample(model: StreamCharModel, x: DenoiseContext, empty_prompt: torch.Tenso
                 prefix = model.encode_prefix(inputs)
             orch = model.orchestrate(inputs, prefix=prefix)
             t1 = now()
-            dv, da = model.dit_velocity(VideoInput(video), inputs.timestep, x.prompt, AudioInput(audio, orch.condition), cache)
+            cv, ca = model.dit_velocity(VideoInput(video), inputs.timestep, x.prompt, AudioInput(audio, orch.condition), cache)
+            dv, da = cv, ca
             if empty_prompt is not None:
                 fv, fa = model.dit_velocity(VideoInput(video), inputs.timestep, empty_prompt, AudioInput(audio, orch.condition), free_cache)
-                dv, da = guided(dv, fv, s.guidance), guided(da, fa, s.guidance)
+                dv, da = guided(cv, fv, s.guidance), guided(ca, fa, s.guidance)
+            if s.text_guidance != 1.0:
+                nv, na = model.dit_velocity(VideoInput(video), inputs.timestep, x.prompt, AudioInput(audio, torch.zeros_like(orch.condition)), cache)
+                dv, da = with_guidance(dv, cv, nv, s.text_guidance), with_guidance(da, ca, na, s.text_guidance)
             if last:  # the clean estimate x - t v; after the full sampler (b = 0) it is the Euler step
                 video, audio = video - a * dv, audio - a * da
             else:

@@ -99,12 +99,14 @@ def sample_t(b: int, generator: torch.Generator | None = None) -> torch.Tensor:
 
 def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batch: Batch, generator: torch.Generator | None = None,
                      speech_only: bool = False, pointer_weight: float = 0.1, phoneme_weight: float = 0.0,
-                     mouth_weight: float = 0.0, mouth_region_weight: float = 0.0) -> dict[str, torch.Tensor]:
+                     mouth_weight: float = 0.0, mouth_region_weight: float = 0.0, condition_dropout: float = 0.0) -> dict[str, torch.Tensor]:
     """Flow-matching loss on both modalities (audio only, without video tokens, for the
     speech-only stage) plus the pointer's smooth-L1 and, where the model has the heads, the
     orchestrator's phoneme cross-entropy and the DiT's mouth-shape squared error; with
     `mouth_region_weight` and the batch's mouth cells, the video velocity error again over the
-    mouth's latent cells alone; one t per sample shared by both modalities."""
+    mouth's latent cells alone; one t per sample shared by both modalities. With
+    `condition_dropout`, that share of the samples' DiT gets no orchestrator condition: the
+    unconditional branch of text guidance (`SamplerSettings.text_guidance`)."""
     b, device = batch.video.shape[0], batch.video.device
     t = sample_t(b, generator).to(device)  # drawn on the CPU generator, so runs agree across devices
     ev = torch.randn(batch.video.shape, generator=generator).to(device)
@@ -112,15 +114,16 @@ def pretraining_loss(model: StreamCharModel, prompt_encoder: PromptEncoder, batc
     xv, xa = noisy(batch.video, ev, t), noisy(batch.audio, ea, t)
     prompt = prompt_encoder(batch.prompts)
     x = batch.context(prompt).orchestrator_input(xa, t)
+    keep = (torch.rand(b, generator=generator) >= condition_dropout).float().to(device) if condition_dropout > 0 else None
     if speech_only:
-        _, da, orch = model.velocity(None, x, prompt)
+        _, da, orch = model.velocity(None, x, prompt, condition_keep=keep)
         losses = {"audio": flow_loss(da, velocity_target(batch.audio, ea))["loss"]}
     else:
         shapes = None
         if mouth_weight > 0 and batch.mouth is not None:
-            dv, da, orch, shapes = model.velocity_and_mouth(VideoInput(xv), x, prompt, conditions=batch.conditions)
+            dv, da, orch, shapes = model.velocity_and_mouth(VideoInput(xv), x, prompt, conditions=batch.conditions, condition_keep=keep)
         else:
-            dv, da, orch = model.velocity(VideoInput(xv), x, prompt, conditions=batch.conditions)
+            dv, da, orch = model.velocity(VideoInput(xv), x, prompt, conditions=batch.conditions, condition_keep=keep)
         target_video = velocity_target(batch.video, ev)
         losses = flow_loss(dv, target_video, da, velocity_target(batch.audio, ea))
         if shapes is not None:

@@ -31,7 +31,7 @@ import torch.distributed as dist
 
 from streamchar.config import Config
 from streamchar.diffusion.dmd import clean_estimate, dmd_loss, sample_score_times
-from streamchar.diffusion.flow import flow_loss, guided, noisy, velocity_target
+from streamchar.diffusion.flow import flow_loss, guided, noisy, velocity_target, with_guidance
 from streamchar.errors import StreamcharError
 from streamchar.model.checkpoint import load_generator
 from streamchar.model.context import DenoiseContext
@@ -58,8 +58,9 @@ class StudentSample:
 
 
 def velocity(model: StreamCharModel, ctx: DenoiseContext, video: torch.Tensor, audio: torch.Tensor,
-             t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    dv, da, _ = model.velocity(VideoInput(video), ctx.orchestrator_input(audio, t), ctx.prompt, conditions=ctx.conditions)
+             t: torch.Tensor, condition_keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    dv, da, _ = model.velocity(VideoInput(video), ctx.orchestrator_input(audio, t), ctx.prompt, conditions=ctx.conditions,
+                               condition_keep=condition_keep)  # fmt: skip
     assert dv is not None
     return dv, da
 
@@ -183,10 +184,14 @@ class DistillObjective(GeneratorObjective):
         xa = noisy(sample.audio.detach(), torch.randn(sample.audio.shape, generator=g).to(self.rt.device), t)
         ctx = sample.context
         with torch.no_grad():
-            rv, ra = velocity(self.teacher, ctx, xv, xa, t)
+            cv, ca = velocity(self.teacher, ctx, xv, xa, t)
+            rv, ra = cv, ca
             if self.d.guidance != 1.0:
                 uv, ua = velocity(self.teacher, ctx.unconditional(self.empty_prompt), xv, xa, t)
-                rv, ra = guided(rv, uv, self.d.guidance), guided(ra, ua, self.d.guidance)
+                rv, ra = guided(cv, uv, self.d.guidance), guided(ca, ua, self.d.guidance)
+            if self.d.text_guidance != 1.0:  # the teacher without the orchestrator's condition (train.condition_dropout)
+                nv, na = velocity(self.teacher, ctx, xv, xa, t, condition_keep=torch.zeros(b, device=xa.device))
+                rv, ra = with_guidance(rv, cv, nv, self.d.text_guidance), with_guidance(ra, ca, na, self.d.text_guidance)
             fv, fa = velocity(self.fake, ctx, xv, xa, t)
         loss_v, grad_v = dmd_loss(sample.video, clean_estimate(xv, rv, t), clean_estimate(xv, fv, t))
         loss_a, grad_a = dmd_loss(sample.audio, clean_estimate(xa, ra, t), clean_estimate(xa, fa, t))

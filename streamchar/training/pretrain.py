@@ -30,4 +30,4 @@ class PretrainObjective(GeneratorObjective):
         with self.rt.autocast_context():
             return pretraining_loss(self.model, self.prompt, batch, g, speech_only=self.stage == "orchestrator",
                                     pointer_weight=s.pointer_weight, phoneme_weight=s.phoneme_weight, mouth_weight=s.mouth_weight,
-                                    mouth_region_weight=s.mouth_region_weight)  # fmt: skip
+                                    mouth_region_weight=s.mouth_region_weight, condition_dropout=s.condition_dropout)  # fmt: skip

@@ -25,6 +25,8 @@ class DistillSettings(BaseModel):
     fake_lr: float = Field(4e-7, gt=0, description="learning rate of the fake score (paper: 4e-7; the student's is train.lr, paper 2e-6)")
     fake_updates: int = Field(1, gt=0, description="fake-score updates per student update")
     guidance: float = Field(3.0, ge=0, description="classifier-free guidance of the real score (1: none)")
+    text_guidance: float = Field(1.0, ge=0, description="the real score's guidance on the orchestrator's condition, for a teacher "
+                                 "trained with condition_dropout (1: none)")
     student_steps: int = Field(4, gt=0, description="the student's sampler")
     shift: float = Field(1.0, gt=0, description="timestep shift of the student's sampler (its step times)")
     score_t_min: float = Field(0.02, gt=0, lt=1, description="lowest noise level the DMD loss scores at")
@@ -69,6 +71,8 @@ class TrainSettings(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     prompt_dropout: float = Field(0.1, ge=0, le=1, description="share of windows trained with the empty prompt (for guidance)")
     reference_dropout: float = Field(0.1, ge=0, le=1, description="share of windows trained without the reference frame")
+    condition_dropout: float = Field(0.0, ge=0, le=1, description="share of windows whose DiT gets no orchestrator condition (its text "
+                                     "and voice), so that a stream can guide towards the transcript (--text-guidance)")
     pointer_weight: float = Field(0.1, ge=0, description="weight of the pointer's loss (paper eq. 5)")
     vary_history: bool = Field(
         False, description="later chunks' history 1 to stream.history_chunks chunks, drawn per window (clips shorter than the history window)"
