@@ -1,9 +1,20 @@
-"""A test viewer of a live session's media WebSocket (the API tests and the cluster test)."""
+"""A test viewer of a live session's media WebSocket (the API tests and the cluster test), and
+the polling those tests wait on."""
 
 import json
 import time
 
 from websockets.sync.client import connect
+
+
+def wait_until(check, what: str, seconds: float, every: float = 0.005):
+    """`check()`'s first answer that is neither None nor False, polled every `every` seconds; a
+    test failure naming `what` if none comes within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while (answer := check()) is None or answer is False:
+        assert time.monotonic() < deadline, f"not seen in {seconds:g} s: {what}"
+        time.sleep(every)
+    return answer
 
 
 class Viewer:

@@ -13,7 +13,7 @@ import time
 
 import httpx
 import pytest
-from serve_viewer import Viewer
+from serve_viewer import Viewer, wait_until
 from upload_samples import png_header, sample_png, sample_wav, silent_wav
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -169,10 +169,7 @@ def test_bad_messages_on_the_websocket_hurt_no_one(live_server):
         assert denied.value.response.status_code == 409, "a session has one viewer; another cannot watch it"
         # closing a's WebSocket ends a, and only a
         va.close()
-        deadline = time.monotonic() + 10
-        while c.get(f"/api/sessions/{a['id']}").status_code != 404:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(lambda: c.get(f"/api/sessions/{a['id']}").status_code == 404, "session a ended with its viewer's socket", 10, every=0.1)
         assert vb.chunks(2) and c.get(f"/api/sessions/{b['id']}").status_code == 200
         vb.close()
 
@@ -252,10 +249,8 @@ def test_idle_sessions_are_closed(live_server):
     host, state = live_server(idle_timeout_seconds=0.5)
     with httpx.Client(base_url=f"http://{host}", timeout=30) as c:
         s = _create(c)
-        deadline = time.monotonic() + 10
-        while c.get("/api/health").json()["sessions"]:  # (asking for the session's status would keep it alive)
-            assert time.monotonic() < deadline, "an unwatched session outlives its timeout"
-            time.sleep(0.3)
+        # (asking for the session's status would keep it alive)
+        wait_until(lambda: c.get("/api/health").json()["sessions"] == 0, "an unwatched session closed at its timeout", 10, every=0.3)
         assert c.get(f"/api/sessions/{s['id']}").status_code == 404
 
 
@@ -287,10 +282,7 @@ def test_random_churn_leaves_nothing_behind(live_server):
                 else:
                     c.delete(f"/api/sessions/{s['id']}")
                     v.close()
-        deadline = time.monotonic() + 15
-        while state.sessions or c.get("/api/health").json()["sessions"]:
-            assert time.monotonic() < deadline, "sessions left behind"
-            time.sleep(0.1)
+        wait_until(lambda: not state.sessions and c.get("/api/health").json()["sessions"] == 0, "no session left behind", 15, every=0.1)
     time.sleep(0.5)
     gc.collect()
     assert threading.active_count() <= threads_before + 1  # the thread pool may keep one worker
@@ -361,15 +353,6 @@ def test_sessions_decoded_in_their_batch_stream_as_before(live_server):
             v.close()
 
 
-def _wait_until(check, what: str, seconds: float = 20.0):
-    """`check()`'s first true answer, polled; a test failure naming `what` if none comes in time."""
-    deadline = time.monotonic() + seconds
-    while (answer := check()) is None or answer is False:
-        assert time.monotonic() < deadline, f"not seen in {seconds:g} s: {what}"
-        time.sleep(0.005)
-    return answer
-
-
 def _chunks_while_one_is_made(scheduler, session):
     """The session's delivered chunks, read while a worker is making its next one (so that one
     is not among them); None while none is being made. Read under the scheduler's lock, which a
@@ -389,12 +372,12 @@ def test_a_server_behind_admits_no_one_and_says_so(live_server):
         assert _metrics(c)[("streamchar_behind", ())] == 0
         session = state.sessions[s["id"]]
         state.scheduler.hold()
-        _wait_until(lambda: not state.scheduler.busy(), "the chunks begun before the hold were delivered")
+        wait_until(lambda: not state.scheduler.busy(), "the chunks begun before the hold were delivered", 20)
         time.sleep(session.clock.delivered - session.clock.position(time.monotonic()) + 0.3)  # the viewer's media runs out
         delivered = session.chunks
         state.scheduler.holding = False  # the cores are back
         state.scheduler.wake()
-        _wait_until(lambda: session.chunks > delivered, "a chunk came after the hold")
+        wait_until(lambda: session.chunks > delivered, "a chunk came after the hold", 20)
         r = c.post("/api/sessions", json={"character": "unseen-1"})
         assert r.status_code == 503 and r.json()["error"].startswith("the server is behind") and r.headers["Retry-After"] == "30"
         m = _metrics(c)
@@ -414,7 +397,7 @@ def test_a_drain_delivers_the_chunk_in_hand_then_says_goodbye(live_server):
         v = Viewer(host, s)
         v.chunks(1)
         session = state.sessions[s["id"]]
-        in_hand = _wait_until(lambda: _chunks_while_one_is_made(state.scheduler, session), "a chunk was being made")
+        in_hand = wait_until(lambda: _chunks_while_one_is_made(state.scheduler, session), "a chunk was being made", 20)
         drained = asyncio.run_coroutine_threadsafe(state.drain(), state.loop)
         assert v.until(lambda m: m["type"] == "closing")["reason"] == "the server is shutting down"
         drained.result(timeout=10)

@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 import requests
-from serve_viewer import Viewer
+from serve_viewer import Viewer, wait_until
 from upload_samples import sample_png, sample_wav
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -317,10 +317,7 @@ def _session(c: httpx.Client, **body) -> dict:
 
 
 def _until_gone(c: httpx.Client, sid: str) -> None:
-    deadline = time.monotonic() + 10
-    while c.get(f"/api/sessions/{sid}").status_code != 404:
-        assert time.monotonic() < deadline, "a session outlived its viewer's socket"
-        time.sleep(0.05)
+    wait_until(lambda: c.get(f"/api/sessions/{sid}").status_code == 404, "the session ended with its viewer's socket", 10, every=0.05)
 
 
 def _fuzz_one_socket(host: str, c: httpx.Client, frames: list, tally: Counter) -> None:
