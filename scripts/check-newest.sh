@@ -14,7 +14,7 @@ import re
 def pins(path):
     out = {}
     for line in open(path):
-        m = re.match(r"([A-Za-z0-9_.-]+)==([^ \\;]+)", line)
+        m = re.match(r"([A-Za-z0-9_.-]+)==([^\s\\;]+)", line)
         if m:
             out[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
     return out
@@ -22,8 +22,13 @@ locked, newest = pins("requirements/cpu-py311.lock"), pins("out/newest-freeze.tx
 moved = [f"  {n}: {locked[n]} -> {newest[n]}" for n in sorted(locked) if n in newest and newest[n] != locked[n]]
 print("\n".join(moved) or "  none")
 PY
-if .venv-newest/bin/python -m pytest -m "not slow" -p no:cacheprovider > out/newest-tests.log 2>&1; then
+# -vv names each test as it starts, so a test that hangs is named by the log's last line
+timeout -k 10 1200 .venv-newest/bin/python -m pytest -m "not slow" -p no:cacheprovider -vv > out/newest-tests.log 2>&1
+rc=$?
+if [ $rc -eq 0 ]; then
   echo "[newest] the fast tier passes: $(tail -1 out/newest-tests.log)"
+elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+  echo "[newest] the fast tier did not finish in 20 minutes; it was running:"; tail -1 out/newest-tests.log; exit 1
 else
   echo "[newest] the fast tier fails on the newest versions:"; grep -E "^(FAILED|ERROR)" out/newest-tests.log; tail -1 out/newest-tests.log; exit 1
 fi

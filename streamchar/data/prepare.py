@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from streamchar.data.mp4 import read_mp4, write_mp4
 from streamchar.data.speech import speakable_text, transcript_words
 from streamchar.errors import StreamcharError
 from streamchar.utils.files import atomic_write_text
+from streamchar.utils.processes import worker_pool
 
 REPORT = "prepare.json"
 FACE_SHARE = 0.5  # of the frames looked at, at least this share must show a face
@@ -176,8 +176,9 @@ def prepare_folder(src: Path, out: Path, cfg: Config, workers: int = 1, on_progr
     done = [v.stem for v in videos if (out / f"{v.stem}.json").is_file()]
     report["skipped"] = {**{k: r for k, r in report["skipped"].items() if k not in done}, **skipped}
     jobs = [(v, v.with_suffix(".txt"), out, cfg) for v in todo]
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        for k, (name, reason) in enumerate(pool.map(_one, jobs)):
+    pool = worker_pool(workers) if workers > 1 else None
+    try:
+        for k, (name, reason) in enumerate(pool.map(_one, jobs) if pool else map(_one, jobs)):
             if reason is None:
                 done.append(name)
                 report["skipped"].pop(name, None)
@@ -187,6 +188,9 @@ def prepare_folder(src: Path, out: Path, cfg: Config, workers: int = 1, on_progr
             atomic_write_text(report_path, json.dumps(report, indent=1))
             if on_progress:
                 on_progress(k + 1, len(jobs))
+    finally:
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
     report["prepared"] = sorted(set(done))
     atomic_write_text(report_path, json.dumps(report, indent=1))
     return report

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import fcntl
 import json
-import multiprocessing as mp
 import os
 import shutil
-import signal
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from streamchar.data.clip import RECORD, ClipPlan, build_clip, write_clip
 from streamchar.data.corpus import corpus_sentences
 from streamchar.data.harvard import split_sentences
 from streamchar.errors import Interrupted, StreamcharError, UnspeakableText
+from streamchar.utils.processes import worker_pool
 from streamchar.utils.spoken import spoken_text
 
 FORMAT = "synthtalk"
@@ -226,11 +225,6 @@ def _work(args: tuple[ClipPlan, Config, str]) -> tuple[str, float, str | None]:
     return plan.clip_id, float(clip["record"]["duration"]), None
 
 
-def _ignore_interrupts() -> None:
-    """Workers leave Ctrl-C to the parent, which stops them and reports once."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def write_index(out: Path) -> list[dict]:
     """Index of every finished clip in the set (rebuilt from the clip records)."""
     entries = []
@@ -307,7 +301,7 @@ def synthesize_set(
                     if on_progress:
                         on_progress(done, len(plans))
             else:
-                pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_ignore_interrupts)
+                pool = worker_pool(workers)
                 try:
                     futures = [pool.submit(_work, (p, cfg, str(out))) for p in todo]
                     for f in as_completed(futures):
