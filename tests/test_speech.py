@@ -51,6 +51,29 @@ def test_same_input_same_audio():
     assert np.array_equal(a.audio, b.audio) and a.words == b.words
 
 
+# a fork copies the locks other threads hold (torch's, FFmpeg's, a server's), and garbage that
+# needs those threads (a PyAV reformatter joining its slice threads) can be freed in the child,
+# which then waits for ever: speech must never fork the process that asks for it
+FORKS = """
+import os
+from streamchar.data.speech import Voice, synthesize
+forks = []
+os.register_at_fork(before=lambda: forks.append(1))
+for _ in range(2):
+    synthesize("Rice is often served in round bowls.", Voice("en-us+f5"), 24000)
+print(len(forks))
+"""
+
+
+def test_speech_never_forks_the_process_that_asks_for_it():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", FORKS], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-1] == "0"
+
+
 def test_rate_changes_duration():
     slow = synthesize("These days a chicken leg is a rare dish.", Voice("en-us+f5", rate=130), 24000)
     fast = synthesize("These days a chicken leg is a rare dish.", Voice("en-us+f5", rate=220), 24000)

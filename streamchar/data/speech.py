@@ -3,19 +3,19 @@
 espeak-ng reports WORD and PHONEME events carrying the sample index at which each
 starts (exact; some function-word pairs such as "in the" espeak reports as one word, and
 they are split as `_split_joined_words` says); those timings stand in for the ASR timestamps
-the paper uses to supervise the progress-aware pointer (docs/architecture.md, "SynthTalk"). libespeak-ng keeps global state, so one
-lock serialises synthesis inside a process; parallelism comes from processes.
+the paper uses to supervise the progress-aware pointer (docs/architecture.md, "SynthTalk"). libespeak-ng keeps global state, so each
+utterance is spoken by a child process with an engine of its own.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
+import multiprocessing as mp
 import re
 import struct
-import threading
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +118,6 @@ class _Espeak:
         self._cb = _CALLBACK(self._on_audio)  # kept alive: espeak holds the pointer
         self.lib.espeak_SetSynthCallback(self._cb)
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        self.lock = threading.Lock()
 
     def _on_audio(self, wav, n, events) -> int:  # noqa: ANN001 - ctypes callback
         if n > 0:
@@ -139,29 +138,28 @@ class _Espeak:
             raise StreamcharError(f"espeak-ng has no voice {voice.name!r}; list variants with: espeak-ng --voices=variant")
 
     def synthesize(self, text: str, voice: Voice) -> tuple[np.ndarray, list[tuple[int, int, int, bytes]]]:
-        """Synthesise in a forked child, so every call starts from the same pristine engine
-        state: libespeak-ng carries voice-quality state (pitch flutter) from one utterance
-        to the next, which would make the same text sound different on a second call."""
+        """Synthesise in a child process with an engine of its own, so every call starts from
+        the same pristine engine state: libespeak-ng carries voice-quality state (pitch flutter)
+        from one utterance to the next, which would make the same text sound different on a
+        second call. The child is forked from a fork server (one process with no other threads),
+        never from this process: a fork copies the locks that this process's other threads
+        (torch, FFmpeg, a server's workers) hold, and a child that needs one waits for ever."""
         self.check_voice(voice)
-        with self.lock:
-            read_fd, write_fd = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # child: synthesise, send, exit without running the parent's cleanup
-                status = 1
-                try:
-                    os.close(read_fd)
-                    view = memoryview(self._synthesize_here(text, voice))
-                    while view:
-                        view = view[os.write(write_fd, view) :]
-                    status = 0
-                finally:
-                    os._exit(status)
-            os.close(write_fd)
-            with os.fdopen(read_fd, "rb") as f:
-                payload = f.read()
-            _, status = os.waitpid(pid, 0)
-        if status != 0:
-            raise StreamcharError(f"espeak-ng failed while synthesising {text[:40]!r} (worker exit status {status})")
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])  # each child starts with this module imported
+        received, sent = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_synthesize_in_child, args=(text, voice, sent), daemon=True)
+        child.start()
+        sent.close()
+        try:
+            payload = received.recv_bytes()
+        except EOFError:  # the child died before sending
+            payload = b""
+        finally:
+            received.close()
+            child.join()
+        if child.exitcode != 0:
+            raise StreamcharError(f"espeak-ng failed while synthesising {text[:40]!r} (worker exit status {child.exitcode})")
         return self._decode(payload, voice)
 
     def _synthesize_here(self, text: str, voice: Voice) -> bytes:
@@ -196,6 +194,11 @@ class _Espeak:
 
 
 _ENGINE: _Espeak | None = None
+
+
+def _synthesize_in_child(text: str, voice: Voice, out: Connection) -> None:
+    out.send_bytes(_Espeak()._synthesize_here(text, voice))
+    out.close()
 
 
 def _engine() -> _Espeak:
@@ -313,9 +316,7 @@ def _speak_other(text: str, voice: Voice) -> tuple[np.ndarray, int, list[Timed],
     return audio, native, words, [Timed(*p) for p in phones]
 
 
-def _split_joined_words(
-    tokens: list[tuple[str, int, int]], first: dict[int, int], phonemes: list[Timed], native: int
-) -> list[int]:
+def _split_joined_words(tokens: list[tuple[str, int, int]], first: dict[int, int], phonemes: list[Timed], native: int) -> list[int]:
     """Start sample of every token.
 
     espeak speaks some function-word pairs ("in the", "of a") as one word and reports one
@@ -333,8 +334,7 @@ def _split_joined_words(
         bounds = [
             round(p.start * native)
             for p in phonemes
-            if round(p.start * native) >= first[i] and (limit is None or round(p.start * native) < limit)
-            and not p.label.startswith("_")
+            if round(p.start * native) >= first[i] and (limit is None or round(p.start * native) < limit) and not p.label.startswith("_")
         ]
         letters = [len(tokens[k][0]) for k in range(i, j)]
         total = sum(letters)

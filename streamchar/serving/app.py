@@ -26,6 +26,7 @@ from streamchar.serving.service import SessionService
 from streamchar.serving.sessions import Message
 
 STATIC = Path(str(resources.files("streamchar").joinpath("serving/static")))
+FLUSH_SECONDS = 3.0  # how long an ended session's last messages may take to reach its viewer
 
 
 class ApiErrorBody(BaseModel):
@@ -199,6 +200,7 @@ async def _deny(ws: WebSocket, status: int, message: str) -> None:
 async def _watch(service: SessionService, sid: str, stream: AsyncIterator[Message], greeting: Message, ws: WebSocket) -> None:
     """Stream the session to this viewer and take its commands; when the viewer goes, so does the session."""
     sender = asyncio.create_task(_send(stream, greeting, ws))
+    gone = True  # the viewer left (or its socket failed); False: the session ended first
     try:
         while True:
             message = await ws.receive()
@@ -206,7 +208,8 @@ async def _watch(service: SessionService, sid: str, stream: AsyncIterator[Messag
                 break
             try:
                 reply = await service.command(sid, message.get("text"))
-            except SessionNotFound:
+            except SessionNotFound:  # ended (closed, shut down): what it posted last is still on its way
+                gone = False
                 break
             if reply is not None:
                 try:
@@ -216,6 +219,9 @@ async def _watch(service: SessionService, sid: str, stream: AsyncIterator[Messag
     except WebSocketDisconnect:
         pass
     finally:
+        if not gone:  # let the sender hand over the session's last messages (a closing message) and close
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(sender), FLUSH_SECONDS)
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
