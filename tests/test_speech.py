@@ -74,6 +74,17 @@ def test_speech_never_forks_the_process_that_asks_for_it():
     assert r.stdout.split()[-1] == "0"
 
 
+def test_a_helper_that_died_is_started_again():
+    from streamchar.data import speech
+
+    a = synthesize("Rice is often served in round bowls.", VOICE, 24000)
+    helper = speech._engine()._helper
+    helper.kill()
+    helper.wait()
+    b = synthesize("Rice is often served in round bowls.", VOICE, 24000)
+    assert speech._engine()._helper is not helper and np.array_equal(a.audio, b.audio)
+
+
 def test_rate_changes_duration():
     slow = synthesize("These days a chicken leg is a rare dish.", Voice("en-us+f5", rate=130), 24000)
     fast = synthesize("These days a chicken leg is a rare dish.", Voice("en-us+f5", rate=220), 24000)

@@ -4,23 +4,28 @@ espeak-ng reports WORD and PHONEME events carrying the sample index at which eac
 starts (exact; some function-word pairs such as "in the" espeak reports as one word, and
 they are split as `_split_joined_words` says); those timings stand in for the ASR timestamps
 the paper uses to supervise the progress-aware pointer (docs/architecture.md, "SynthTalk"). libespeak-ng keeps global state, so each
-utterance is spoken by a child process with an engine of its own.
+utterance is spoken by a fresh child of a helper process (`data/espeak_worker.py`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import multiprocessing as mp
+import json
+import os
 import re
 import struct
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from streamchar.data.audio import resample
+from streamchar.data.espeak_worker import AUDIO_OUTPUT_SYNCHRONOUS, EV_PHONEME, EV_WORD, HEAD, INIT_PHONEME_EVENTS, NO_VOICE
 from streamchar.errors import StreamcharError
 
 INSTALL_HINT = "install it with: sudo apt-get install espeak-ng  (Debian/Ubuntu; provides libespeak-ng1)"
@@ -29,33 +34,7 @@ INSTALL_HINT = "install it with: sudo apt-get install espeak-ng  (Debian/Ubuntu;
 _ACCEPTED = re.compile(r"[A-Za-z .,;:!?'\"()\-]")
 _TOKEN = re.compile(r"[A-Za-z]+(?:['\-][A-Za-z]+)*")
 
-_EV_LIST_TERMINATED, _EV_WORD, _EV_PHONEME = 0, 1, 7
-_AUDIO_OUTPUT_SYNCHRONOUS = 2
-_INIT_PHONEME_EVENTS = 0x0001
-_CHARS_UTF8 = 1
-_PARAM_RATE, _PARAM_PITCH, _PARAM_RANGE = 1, 3, 4
-_NO_VOICE = -1
-_EVENT_DTYPE = np.dtype([("type", "<i4"), ("pos", "<i4"), ("sample", "<i4"), ("label", "S8")])
-
-
-class _EventId(ctypes.Union):
-    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
-
-
-class _Event(ctypes.Structure):
-    _fields_ = [
-        ("type", ctypes.c_int),
-        ("unique_identifier", ctypes.c_uint),
-        ("text_position", ctypes.c_int),
-        ("length", ctypes.c_int),
-        ("audio_position", ctypes.c_int),
-        ("sample", ctypes.c_int),
-        ("user_data", ctypes.c_void_p),
-        ("id", _EventId),
-    ]
-
-
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+_EVENT_DTYPE = np.dtype([("type", "<i4"), ("pos", "<i4"), ("sample", "<i4"), ("label", "S8")])  # the helper's EVENT
 
 
 @dataclass(frozen=True)
@@ -97,39 +76,26 @@ class Speech:
 
 
 class _Espeak:
-    """The process-wide libespeak-ng instance."""
+    """The process-wide libespeak-ng: loaded here to know its rate and voices, and spoken by a
+    helper process (`data/espeak_worker.py`, which says why)."""
 
     def __init__(self) -> None:
-        path = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+        self.library = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
         try:
-            self.lib = ctypes.CDLL(path)
+            lib = ctypes.CDLL(self.library)
         except OSError:
             raise StreamcharError(f"espeak-ng library not found; {INSTALL_HINT}") from None
-        rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INIT_PHONEME_EVENTS)
+        rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, None, INIT_PHONEME_EVENTS)
         if rate <= 0:
             raise StreamcharError(f"espeak-ng failed to initialise (its data files may be missing); {INSTALL_HINT}")
         self.native_rate = rate
         data_path = ctypes.c_char_p()
-        self.lib.espeak_Info.restype = ctypes.c_char_p
-        self.lib.espeak_Info(ctypes.byref(data_path))
+        lib.espeak_Info.restype = ctypes.c_char_p
+        lib.espeak_Info(ctypes.byref(data_path))
         self.data_path = Path((data_path.value or b"").decode())
-        self._chunks: list[np.ndarray] = []
-        self._events: list[tuple[int, int, int, bytes]] = []
-        self._cb = _CALLBACK(self._on_audio)  # kept alive: espeak holds the pointer
-        self.lib.espeak_SetSynthCallback(self._cb)
-        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-
-    def _on_audio(self, wav, n, events) -> int:  # noqa: ANN001 - ctypes callback
-        if n > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-        i = 0
-        while events[i].type != _EV_LIST_TERMINATED:
-            e = events[i]
-            if e.type in (_EV_WORD, _EV_PHONEME):
-                label = e.id.string if e.type == _EV_PHONEME else b""
-                self._events.append((e.type, e.text_position, e.sample, label))
-            i += 1
-        return 0
+        self.lock = threading.Lock()
+        self._helper: subprocess.Popen | None = None
+        self._helper_pid = 0  # the process that started the helper: a forked copy of this one starts its own
 
     def check_voice(self, voice: Voice) -> None:
         """espeak silently falls back to the base voice for an unknown variant; refuse it instead."""
@@ -138,51 +104,35 @@ class _Espeak:
             raise StreamcharError(f"espeak-ng has no voice {voice.name!r}; list variants with: espeak-ng --voices=variant")
 
     def synthesize(self, text: str, voice: Voice) -> tuple[np.ndarray, list[tuple[int, int, int, bytes]]]:
-        """Synthesise in a child process with an engine of its own, so every call starts from
-        the same pristine engine state: libespeak-ng carries voice-quality state (pitch flutter)
-        from one utterance to the next, which would make the same text sound different on a
-        second call. The child is forked from a fork server (one process with no other threads),
-        never from this process: a fork copies the locks that this process's other threads
-        (torch, FFmpeg, a server's workers) hold, and a child that needs one waits for ever."""
         self.check_voice(voice)
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])  # each child starts with this module imported
-        received, sent = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_synthesize_in_child, args=(text, voice, sent), daemon=True)
-        child.start()
-        sent.close()
-        try:
-            payload = received.recv_bytes()
-        except EOFError:  # the child died before sending
-            payload = b""
-        finally:
-            received.close()
-            child.join()
-        if child.exitcode != 0:
-            raise StreamcharError(f"espeak-ng failed while synthesising {text[:40]!r} (worker exit status {child.exitcode})")
+        request = json.dumps({"text": text, "name": voice.name, "rate": voice.rate, "pitch": voice.pitch, "range": voice.pitch_range}).encode()
+        with self.lock:
+            helper = self._running_helper()
+            try:
+                assert helper.stdin is not None and helper.stdout is not None
+                helper.stdin.write(struct.pack("<I", len(request)) + request)
+                helper.stdin.flush()
+                (n,) = struct.unpack("<Q", _read_exactly(helper.stdout, 8))
+                payload = _read_exactly(helper.stdout, n)
+            except (OSError, EOFError, struct.error):
+                helper.kill()
+                self._helper = None
+                raise StreamcharError(f"espeak-ng's helper process stopped while synthesising {text[:40]!r}") from None
         return self._decode(payload, voice)
 
-    def _synthesize_here(self, text: str, voice: Voice) -> bytes:
-        if self.lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
-            return struct.pack("<iqq", _NO_VOICE, 0, 0)
-        for param, value in ((_PARAM_RATE, voice.rate), (_PARAM_PITCH, voice.pitch), (_PARAM_RANGE, voice.pitch_range)):
-            self.lib.espeak_SetParameter(param, int(value), 0)
-        self._chunks, self._events = [], []
-        data = text.encode("utf-8")
-        err = self.lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _CHARS_UTF8, None, None)
-        self.lib.espeak_Synchronize()
-        if err != 0:
-            return struct.pack("<iqq", err, 0, 0)
-        pcm = np.concatenate(self._chunks).astype("<i2") if self._chunks else np.zeros(0, "<i2")
-        events = np.array([(t, pos, sample, label) for t, pos, sample, label in self._events], dtype=_EVENT_DTYPE)
-        return struct.pack("<iqq", 0, len(pcm), len(events)) + pcm.tobytes() + events.tobytes()
+    def _running_helper(self) -> subprocess.Popen:
+        if self._helper is None or self._helper.poll() is not None or self._helper_pid != os.getpid():
+            command = [sys.executable, "-m", "streamchar.data.espeak_worker", self.library]
+            self._helper = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            self._helper_pid = os.getpid()
+        return self._helper
 
     def _decode(self, payload: bytes, voice: Voice) -> tuple[np.ndarray, list[tuple[int, int, int, bytes]]]:
-        head = struct.calcsize("<iqq")
+        head = struct.calcsize(HEAD)
         if len(payload) < head:
             raise StreamcharError("espeak-ng crashed while synthesising the text")
-        status, n_pcm, n_events = struct.unpack("<iqq", payload[:head])
-        if status == _NO_VOICE:
+        status, n_pcm, n_events = struct.unpack(HEAD, payload[:head])
+        if status == NO_VOICE:
             raise StreamcharError(f"espeak-ng has no voice {voice.name!r}; list them with: espeak-ng --voices=en")
         if status != 0:
             raise StreamcharError(f"espeak-ng could not synthesise the text (error {status})")
@@ -196,9 +146,11 @@ class _Espeak:
 _ENGINE: _Espeak | None = None
 
 
-def _synthesize_in_child(text: str, voice: Voice, out: Connection) -> None:
-    out.send_bytes(_Espeak()._synthesize_here(text, voice))
-    out.close()
+def _read_exactly(stream: IO[bytes], n: int) -> bytes:
+    data = stream.read(n)
+    if len(data) != n:
+        raise EOFError
+    return data
 
 
 def _engine() -> _Espeak:
@@ -274,7 +226,7 @@ def _speak(text: str, voice: Voice) -> tuple[np.ndarray, int, list[Timed], list[
     tokens = transcript_words(text)
     ends = [e for _, _, e in tokens]
     # phonemes: each lasts until the next phoneme event (or the end of the audio)
-    ph_events = [(s, lab.split(b"\0", 1)[0].decode("ascii", "replace")) for t, _, s, lab in events if t == _EV_PHONEME]
+    ph_events = [(s, lab.split(b"\0", 1)[0].decode("ascii", "replace")) for t, _, s, lab in events if t == EV_PHONEME]
     phonemes = []
     for k, (sample, label) in enumerate(ph_events):
         end = ph_events[k + 1][0] if k + 1 < len(ph_events) else n_native
@@ -284,7 +236,7 @@ def _speak(text: str, voice: Voice) -> tuple[np.ndarray, int, list[Timed], list[
     # words: espeak's text_position is 1-based in characters; map each event to the token holding it
     first: dict[int, int] = {}
     for t, pos, sample, _ in events:
-        if t != _EV_WORD:
+        if t != EV_WORD:
             continue
         # the token holding the event's character, or the next one when espeak puts the
         # event on punctuation before a word ("Hello - there")

@@ -36,7 +36,6 @@ from streamchar.streaming.inputs import (
 from streamchar.streaming.live import LiveStream
 from streamchar.streaming.pipeline import Pipeline
 from streamchar.utils.devices import bf16_is_native
-from streamchar.utils.memory import steady_heap
 from streamchar.utils.text import normalize_words
 
 RETRY_AFTER_SECONDS = 30
@@ -50,7 +49,6 @@ MIN_VOICE_RATE, MAX_VOICE_RATE = 8_000, 192_000  # telephone speech to studio re
 
 class ServerState:
     def __init__(self, pipe: Pipeline, settings: ServerSettings, token: str | None = None, id_prefix: str = ""):
-        steady_heap()  # before the workers' threads start: a server runs for hours
         self.pipe, self.settings, self.token = pipe, settings, token
         self.id_prefix = id_prefix  # before every session id: in a cluster, the replica that holds the session
         self.sessions: dict[str, LiveSession] = {}
