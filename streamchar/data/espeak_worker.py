@@ -1,5 +1,5 @@
-"""libespeak-ng's synthesis, in a helper process of its own (`python -m streamchar.data.espeak_worker
-LIBRARY`), fed requests on its stdin and answering on its stdout.
+"""libespeak-ng's synthesis, in a helper process of its own (`python espeak_worker.py LIBRARY`), fed
+requests on its stdin and answering on its stdout.
 
 libespeak-ng carries voice-quality state (pitch flutter) from one utterance to the next, so each
 utterance is spoken by a child forked from an engine that has spoken nothing. The fork happens here,

@@ -24,6 +24,7 @@ from typing import IO
 
 import numpy as np
 
+from streamchar.data import espeak_worker
 from streamchar.data.audio import resample
 from streamchar.data.espeak_worker import AUDIO_OUTPUT_SYNCHRONOUS, EV_PHONEME, EV_WORD, HEAD, INIT_PHONEME_EVENTS, NO_VOICE
 from streamchar.errors import StreamcharError
@@ -122,7 +123,7 @@ class _Espeak:
 
     def _running_helper(self) -> subprocess.Popen:
         if self._helper is None or self._helper.poll() is not None or self._helper_pid != os.getpid():
-            command = [sys.executable, "-m", "streamchar.data.espeak_worker", self.library]
+            command = [sys.executable, espeak_worker.__file__, self.library]  # by its path: it needs nothing but the standard library
             self._helper = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             self._helper_pid = os.getpid()
         return self._helper
