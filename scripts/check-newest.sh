@@ -23,12 +23,12 @@ moved = [f"  {n}: {locked[n]} -> {newest[n]}" for n in sorted(locked) if n in ne
 print("\n".join(moved) or "  none")
 PY
 # -vv names each test as it starts, so a test that hangs is named by the log's last line
-timeout -k 10 1200 .venv-newest/bin/python -m pytest -m "not slow" -p no:cacheprovider -vv > out/newest-tests.log 2>&1
+timeout -k 10 900 .venv-newest/bin/python -m pytest -m "not slow" -p no:cacheprovider -vv > out/newest-tests.log 2>&1
 rc=$?
 if [ $rc -eq 0 ]; then
   echo "[newest] the fast tier passes: $(tail -1 out/newest-tests.log)"
 elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-  echo "[newest] the fast tier did not finish in 20 minutes; it was running:"; tail -1 out/newest-tests.log; exit 1
+  echo "[newest] the fast tier did not finish in 15 minutes; it was running:"; tail -1 out/newest-tests.log; exit 1
 else
   echo "[newest] the fast tier fails on the newest versions:"; grep -E "^(FAILED|ERROR)" out/newest-tests.log; tail -1 out/newest-tests.log; exit 1
 fi
