@@ -27,7 +27,8 @@ CHARS_UTF8 = 1
 PARAM_RATE, PARAM_PITCH, PARAM_RANGE = 1, 3, 4
 NO_VOICE = -1
 HEAD = "<iqq"  # status, samples, events
-EVENT = "<iii8s"  # type, text position, sample, label: as speech.py's event dtype
+EVENT = "<iii8s"  # type, text position, sample, label
+REQUEST_LENGTH, ANSWER_LENGTH = "<I", "<Q"  # the frames' length prefixes
 
 
 class _EventId(ctypes.Union):
@@ -109,7 +110,8 @@ class Engine:
         return payload if status == 0 else b""
 
 
-def _read(stream: BinaryIO, n: int) -> bytes | None:
+def read_exactly(stream: BinaryIO, n: int) -> bytes | None:
+    """`n` bytes from a pipe, or None where it ended first."""
     data = stream.read(n)
     return data if data is not None and len(data) == n else None
 
@@ -117,12 +119,12 @@ def _read(stream: BinaryIO, n: int) -> bytes | None:
 def serve(library: str, requests: BinaryIO, answers: BinaryIO) -> None:
     """Answer requests until the asking process closes the pipe."""
     engine = Engine(library)
-    while (head := _read(requests, 4)) is not None:
-        body = _read(requests, struct.unpack("<I", head)[0])
+    while (head := read_exactly(requests, struct.calcsize(REQUEST_LENGTH))) is not None:
+        body = read_exactly(requests, struct.unpack(REQUEST_LENGTH, head)[0])
         if body is None:
             return
         payload = engine.speak_in_child(json.loads(body))
-        answers.write(struct.pack("<Q", len(payload)) + payload)
+        answers.write(struct.pack(ANSWER_LENGTH, len(payload)) + payload)
         answers.flush()
 
 

@@ -20,13 +20,23 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
 from streamchar.data import espeak_worker
 from streamchar.data.audio import resample
-from streamchar.data.espeak_worker import AUDIO_OUTPUT_SYNCHRONOUS, EV_PHONEME, EV_WORD, HEAD, INIT_PHONEME_EVENTS, NO_VOICE
+from streamchar.data.espeak_worker import (
+    ANSWER_LENGTH,
+    AUDIO_OUTPUT_SYNCHRONOUS,
+    EV_PHONEME,
+    EV_WORD,
+    EVENT,
+    HEAD,
+    INIT_PHONEME_EVENTS,
+    NO_VOICE,
+    REQUEST_LENGTH,
+    read_exactly,
+)
 from streamchar.errors import StreamcharError
 
 INSTALL_HINT = "install it with: sudo apt-get install espeak-ng  (Debian/Ubuntu; provides libespeak-ng1)"
@@ -34,9 +44,6 @@ INSTALL_HINT = "install it with: sudo apt-get install espeak-ng  (Debian/Ubuntu;
 # text espeak speaks the way it is written, so that transcript words and spoken words agree
 _ACCEPTED = re.compile(r"[A-Za-z .,;:!?'\"()\-]")
 _TOKEN = re.compile(r"[A-Za-z]+(?:['\-][A-Za-z]+)*")
-
-_EVENT_DTYPE = np.dtype([("type", "<i4"), ("pos", "<i4"), ("sample", "<i4"), ("label", "S8")])  # the helper's EVENT
-
 
 @dataclass(frozen=True)
 class Voice:
@@ -111,11 +118,13 @@ class _Espeak:
             helper = self._running_helper()
             try:
                 assert helper.stdin is not None and helper.stdout is not None
-                helper.stdin.write(struct.pack("<I", len(request)) + request)
+                helper.stdin.write(struct.pack(REQUEST_LENGTH, len(request)) + request)
                 helper.stdin.flush()
-                (n,) = struct.unpack("<Q", _read_exactly(helper.stdout, 8))
-                payload = _read_exactly(helper.stdout, n)
-            except (OSError, EOFError, struct.error):
+                length = read_exactly(helper.stdout, struct.calcsize(ANSWER_LENGTH))
+                payload = None if length is None else read_exactly(helper.stdout, struct.unpack(ANSWER_LENGTH, length)[0])
+                if payload is None:
+                    raise EOFError
+            except (OSError, EOFError):
                 helper.kill()
                 self._helper = None
                 raise StreamcharError(f"espeak-ng's helper process stopped while synthesising {text[:40]!r}") from None
@@ -137,21 +146,13 @@ class _Espeak:
             raise StreamcharError(f"espeak-ng has no voice {voice.name!r}; list them with: espeak-ng --voices=en")
         if status != 0:
             raise StreamcharError(f"espeak-ng could not synthesise the text (error {status})")
-        if len(payload) != head + 2 * n_pcm + _EVENT_DTYPE.itemsize * n_events:
+        if len(payload) != head + 2 * n_pcm + struct.calcsize(EVENT) * n_events:
             raise StreamcharError("espeak-ng returned a truncated result")
         pcm = np.frombuffer(payload, "<i2", count=n_pcm, offset=head)
-        events = np.frombuffer(payload, _EVENT_DTYPE, count=n_events, offset=head + 2 * n_pcm)
-        return pcm, [(int(e["type"]), int(e["pos"]), int(e["sample"]), bytes(e["label"])) for e in events]
+        return pcm, list(struct.iter_unpack(EVENT, payload[head + 2 * n_pcm :]))
 
 
 _ENGINE: _Espeak | None = None
-
-
-def _read_exactly(stream: IO[bytes], n: int) -> bytes:
-    data = stream.read(n)
-    if len(data) != n:
-        raise EOFError
-    return data
 
 
 def _engine() -> _Espeak:
